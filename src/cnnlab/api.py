@@ -1,0 +1,187 @@
+"""Python API for evaluation and prediction on a trained run (the CLI calls these)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.datasets import load_dataset
+from .data.loader import ResidentLoader
+from .errors import CnnlabError
+from .evaluate import metrics_from_logits, predict_logits
+from .runs import load_model, run_dir_of
+from .train.checkpoint import atomic_write_text
+from .train.device import resolve_device
+
+
+def _loader_for(meta: dict, x: torch.Tensor, y: torch.Tensor, device, batch_size: int = 1000):
+    inp = meta["input"]
+    return ResidentLoader(
+        x,
+        y,
+        batch_size,
+        inp["mean"],
+        inp["std"],
+        device=device,
+        resize=inp["size"] if inp["size"] != x.shape[-1] else None,
+        grayscale=inp.get("grayscale", False),
+    )
+
+
+def evaluate(
+    target,
+    dataset: str | None = None,
+    data_dir=None,
+    split: str = "test",
+    device: str = "auto",
+    which: str = "best",
+    out_dir: str | os.PathLike | None = None,
+    save: bool = True,
+) -> dict:
+    """Evaluate a run (or checkpoint) on its dataset's test split (or ``dataset``).
+
+    Writes ``eval.json`` and ``confusion.png`` into the run directory (or ``out_dir``).
+    """
+    dev = resolve_device(device)
+    model, meta = load_model(target, which, dev)
+    cfg = meta.get("config", {}).get("data", {})
+    name = dataset or meta.get("dataset") or cfg.get("name")
+    known = {
+        "name",
+        "data_dir",
+        "download",
+        "augment",
+        "pad",
+        "resize",
+        "grayscale",
+        "val_fraction",
+        "train_limit",
+    }
+    args = {k: v for k, v in cfg.items() if k not in known} if name == cfg.get("name") else {}
+    ds = load_dataset(name, data_dir or cfg.get("data_dir"), **args)
+    if split not in ("test", "train"):
+        raise CnnlabError(f"unknown split {split!r}; choose test or train")
+    x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
+    if len(ds.classes) != len(meta["classes"]):
+        raise CnnlabError(
+            f"dataset {name} has {len(ds.classes)} classes, the model {len(meta['classes'])}"
+        )
+    logits, labels = predict_logits(model, _loader_for(meta, x, y, dev))
+    res = metrics_from_logits(logits, labels, meta["classes"])
+    res.update(dataset=name, split=split, checkpoint=str(meta.get("epoch")))
+    if save:
+        out = Path(out_dir) if out_dir else run_dir_of(target)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "eval.json", json.dumps(res, indent=1))
+        plot_confusion(res["confusion"], res["classes"], out / "confusion.png")
+        res["outputs"] = [str(out / "eval.json"), str(out / "confusion.png")]
+    return res
+
+
+def plot_confusion(cm, classes, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def load_image(path, channels: int, size: int) -> np.ndarray:
+    """Decode any PNG/JPEG (any size or mode) → uint8 (C, size, size)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, im)
+            im = im.convert("L" if channels == 1 else "RGB")
+            im = im.resize((size, size), Image.BILINEAR)
+    except FileNotFoundError:
+        raise CnnlabError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as e:
+        raise CnnlabError(f"{path}: image too large ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise CnnlabError(f"{path}: not a readable image ({type(e).__name__})") from None
+    a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def predict(
+    target, images, top: int = 3, device: str = "auto", invert: str = "auto", which: str = "best"
+) -> list[dict]:
+    """Classify image files (or uint8 arrays (C, H, W)) with a trained run.
+
+    ``invert='auto'``: a gray image on a light background is inverted when the model was
+    trained on light-on-dark images (MNIST, Fashion-MNIST), as a photo of ink on paper is.
+    """
+    dev = resolve_device(device)
+    model, meta = load_model(target, which, dev)
+    inp = meta["input"]
+    c, s = inp["channels"], inp["size"]
+    arrs, flags = [], []
+    for im in images:
+        a = load_image(im, c, s) if isinstance(im, (str, os.PathLike)) else np.asarray(im, np.uint8)
+        flip = False
+        if c == 1 and invert != "never":
+            border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
+            dark_data = float(np.mean(inp["mean"])) < 0.5
+            flip = invert == "always" or (dark_data and border.mean() > 127)
+            if flip:
+                a = 255 - a
+        arrs.append(a)
+        flags.append(flip)
+    x = torch.from_numpy(np.stack(arrs))
+    mean = torch.tensor(inp["mean"]).reshape(1, -1, 1, 1)
+    std = torch.tensor(inp["std"]).reshape(1, -1, 1, 1)
+    xn = ((x.float() / 255 - mean) / std).to(dev)
+    with torch.no_grad():
+        probs = torch.softmax(model(xn).float(), 1).cpu()
+    out = []
+    for i, p in enumerate(probs):
+        v, idx = p.topk(min(top, len(p)))
+        out.append(
+            {
+                "image": str(images[i]) if isinstance(images[i], (str, os.PathLike)) else f"#{i}",
+                "class": meta["classes"][int(idx[0])],
+                "probability": float(v[0]),
+                "top": [
+                    {"class": meta["classes"][int(j)], "probability": float(q)}
+                    for q, j in zip(v, idx, strict=True)
+                ],
+                "inverted": flags[i],
+            }
+        )
+    return out

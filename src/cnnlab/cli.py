@@ -1,0 +1,56 @@
+"""The ``cnnlab`` command. Thin: parse arguments, call the API, print.
+
+Each sub-command lives in ``cnnlab/commands/<name>.py`` with ``ORDER``, ``register(sub)``
+(adds its parser and ``func``); they are discovered, so adding one touches no other file.
+A user mistake (CnnlabError) prints one line and exits with code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import __version__
+from .errors import CnnlabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cnnlab",
+        description="Train, understand, stress-test and ship a classic image classifier.",
+    )
+    p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    from . import commands
+
+    mods = [
+        importlib.import_module(f"{commands.__name__}.{m.name}")
+        for m in pkgutil.iter_modules(commands.__path__)
+        if not m.name.startswith("_")
+    ]
+    for mod in sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except CnnlabError as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

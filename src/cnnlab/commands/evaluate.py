@@ -1,0 +1,45 @@
+"""cnnlab eval"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg, print_json_or, table
+
+ORDER = 20
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="accuracy, top-5, per-class accuracy, confusion matrix of a run"
+    )
+    add_run_arg(p)
+    p.add_argument("--dataset", help="evaluate on another dataset with the same classes")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..api import evaluate
+
+    r = evaluate(
+        args.run,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        device=args.device,
+        which=args.checkpoint,
+    )
+
+    def show():
+        print(
+            f"{r['dataset']} {r['split']} ({r['n']:,} images): accuracy {r['accuracy']:.4f}  "
+            f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}  ECE {r['ece']:.4f}"
+        )
+        table([[c, f"{a:.4f}"] for c, a in r["per_class"].items()], ["class", "accuracy"])
+        print("wrote " + ", ".join(r["outputs"]))
+
+    print_json_or(args, r, show)
+    return 0

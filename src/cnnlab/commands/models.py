@@ -1,0 +1,38 @@
+"""cnnlab models"""
+
+from __future__ import annotations
+
+from ._common import table
+
+ORDER = 60
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list models with parameters and multiply-accumulates")
+    p.add_argument("pattern", nargs="?", help="glob, e.g. 'alexnet*'")
+    p.add_argument("--classes", type=int, default=10)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..models import MODELS, count_macs, count_params, create_model, list_models
+
+    rows = []
+    for name in list_models(args.pattern):
+        e = MODELS.get(name)
+        c, s = e.default_input
+        m = create_model(name, num_classes=args.classes)
+        rows.append(
+            [
+                name,
+                f"{c}×{s}×{s}",
+                f"{count_params(m):,}",
+                f"{count_macs(m, c, s):,}",
+                e.description,
+            ]
+        )
+    if not rows:
+        print(f"no model matches {args.pattern!r}")
+        return 2
+    table(rows, ["model", "input", "params", "MACs/image", "description"])
+    return 0

@@ -1,0 +1,43 @@
+"""cnnlab predict"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg, print_json_or
+
+ORDER = 30
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="classify PNG/JPEG images with a trained run")
+    add_run_arg(p)
+    p.add_argument(
+        "images", nargs="+", help="image files (any size or mode; resized as the model needs)"
+    )
+    p.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument(
+        "--invert",
+        default="auto",
+        choices=["auto", "always", "never"],
+        help="invert dark-on-light images for models trained on light-on-dark data",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..api import predict
+
+    res = predict(args.run, args.images, top=args.top, device=args.device, invert=args.invert)
+
+    def show():
+        for r in res:
+            others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
+            inv = " (inverted)" if r["inverted"] else ""
+            print(
+                f"{r['image']}: {r['class']} {r['probability']:.3f}{inv}"
+                + (f"  [{others}]" if others else "")
+            )
+
+    print_json_or(args, res, show)
+    return 0

@@ -1,0 +1,316 @@
+"""Configs as dataclasses; YAML recipes and ``--set a.b=value`` overrides on top.
+
+Precedence: defaults → recipe YAML → ``--set`` flags (then CLI shortcuts like
+``--epochs``). The resolved config is written into the run directory and every
+checkpoint. Keys under ``model`` and ``data`` that are not fields of those sections are
+options of the chosen model builder / dataset loader, validated against its signature.
+An unknown key or a bad value raises ConfigError listing the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, choices_msg
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5"
+    args: dict = field(default_factory=dict)  # builder options: activation, init, ...
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist-sample"
+    data_dir: str | None = None
+    download: bool = True
+    augment: str = (
+        "auto"  # comma list of crop, flip, noise, erase; 'auto' = dataset default; 'none'
+    )
+    pad: int = 2  # padding for random crop
+    resize: int | None = None  # resize on the device (e.g. 224 for AlexNet)
+    grayscale: bool = False  # RGB → gray (the article's optional preprocessing)
+    val_fraction: float = 0.0  # validation split carved from the training set
+    train_limit: int | None = None  # use only the first N training images (fixed order)
+    args: dict = field(default_factory=dict)  # dataset options (synthetic: size, channels, ...)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedConfig:
+    name: str = "onecycle"  # constant, step, cosine, onecycle, plateau
+    warmup_epochs: float = 0.0
+    step_size: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step/plateau: decay factor
+    min_lr: float = 0.0  # cosine: floor
+    pct_start: float = 0.25  # onecycle: fraction of steps spent rising
+    patience: int = 3  # plateau: epochs without improvement
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    eval_batch_size: int = 1000
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
+    channels_last: str = "auto"  # auto, true, false
+    compile: bool = False
+    threads: int = 0  # CPU threads (0 = torch's default)
+    grad_clip: float = 0.0
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None
+    runs_dir: str = "runs"
+    save_best: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for sec in ("model", "data"):  # builder options flattened into the section
+            extra = d[sec].pop("args")
+            d[sec].update(extra)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def copy(self) -> Config:
+        return from_dict(self.to_dict())
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _section_cls(name: str):
+    return {
+        "model": ModelConfig,
+        "data": DataConfig,
+        "optim": OptimConfig,
+        "sched": SchedConfig,
+        "train": TrainConfig,
+        "run": RunConfig,
+    }[name]
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "yes",
+            "on",
+            "1",
+            "false",
+            "no",
+            "off",
+            "0",
+        ):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def set_value(cfg: Config, dotted: str, value: Any) -> None:
+    """Set ``section.key`` (``model.activation``, ``optim.lr``) with type coercion."""
+    parts = dotted.strip().split(".")
+    if len(parts) < 2 or parts[0] not in SECTIONS:
+        raise ConfigError(
+            f"unknown config key {dotted!r}; keys look like section.key with section one of: "
+            + ", ".join(SECTIONS)
+        )
+    sec_name, key = parts[0], ".".join(parts[1:])
+    sec = getattr(cfg, sec_name)
+    hints = _hints(type(sec))
+    if key in hints and key != "args":
+        setattr(sec, key, _coerce(value, hints[key], dotted))
+    elif key.startswith("args."):
+        sec.args[key[5:]] = value
+    elif sec_name in ("model", "data"):
+        sec.args[key] = value  # a builder/loader option, checked in validate()
+    else:
+        valid = [k for k in hints if k != "args"]
+        raise ConfigError(f"unknown config key {dotted!r}; {sec_name} keys: {', '.join(valid)}")
+
+
+def parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | dict | None) -> Config:
+    if not overrides:
+        return cfg
+    items = overrides.items() if isinstance(overrides, dict) else None
+    if items is None:
+        parsed = []
+        for o in overrides:
+            if "=" not in o:
+                raise ConfigError(f"--set needs key=value, got {o!r} (e.g. --set optim.lr=0.01)")
+            k, v = o.split("=", 1)
+            parsed.append((k, parse_scalar(v)))
+        items = parsed
+    for k, v in items:
+        set_value(cfg, k, v)
+    return cfg
+
+
+def from_dict(d: dict | None) -> Config:
+    cfg = Config()
+    if not d:
+        return cfg
+    if not isinstance(d, dict):
+        raise ConfigError("a recipe must be a YAML mapping of sections (model, data, optim, ...)")
+    for sec, body in d.items():
+        if sec not in SECTIONS:
+            raise ConfigError(choices_msg("config section", sec, SECTIONS))
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"config section {sec!r} must be a mapping, got {body!r}")
+        for k, v in body.items():
+            set_value(cfg, f"{sec}.{k}", v)
+    return cfg
+
+
+def load_recipe(path: str | Path) -> Config:
+    p = Path(path)
+    if not p.is_file():
+        alt = Path(__file__).resolve().parents[2] / "recipes" / p.name
+        if not p.suffix and (p.parent / (p.name + ".yaml")).is_file():
+            p = p.parent / (p.name + ".yaml")
+        elif alt.is_file():
+            p = alt
+        else:
+            raise ConfigError(f"recipe {str(path)!r} not found (see the recipes/ folder)")
+    try:
+        d = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {p}: invalid YAML ({str(e).splitlines()[0]})") from None
+    return from_dict(d)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def validate(cfg: Config) -> Config:
+    """Check names against the registries and values against their ranges."""
+    from .data.augment import parse_augment
+    from .data.datasets import DATASETS
+    from .models.base import MODELS
+    from .registry import check_kwargs
+    from .train.losses import LOSSES
+    from .train.optim import OPTIMIZERS, SCHEDULES
+
+    entry = MODELS.get(cfg.model.name)
+    check_kwargs(
+        "model",
+        entry.name,
+        entry.builder,
+        cfg.model.args,
+        skip=("in_channels", "num_classes", "input_size"),
+    )
+    spec = DATASETS.get(cfg.data.name)
+    check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",))
+    parse_augment(cfg.data.augment)
+    OPTIMIZERS.get(cfg.optim.name)
+    SCHEDULES.get(cfg.sched.name)
+    LOSSES.get(cfg.train.loss)
+    t = cfg.train
+    checks = [
+        (t.epochs >= 1, "train.epochs must be ≥ 1"),
+        (t.batch_size >= 1, "train.batch_size must be ≥ 1"),
+        (t.eval_batch_size >= 1, "train.eval_batch_size must be ≥ 1"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (cfg.data.pad >= 0, "data.pad must be ≥ 0"),
+        (cfg.data.resize is None or cfg.data.resize >= 8, "data.resize must be ≥ 8 pixels"),
+        (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if t.precision not in PRECISIONS:
+        raise ConfigError(choices_msg("precision", t.precision, PRECISIONS))
+    if t.channels_last.lower() not in ("auto", "true", "false"):
+        raise ConfigError(
+            choices_msg("channels_last value", t.channels_last, ("auto", "true", "false"))
+        )
+    dev = t.device.lower()
+    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
+        raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")
+    return cfg

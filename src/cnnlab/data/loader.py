@@ -1,0 +1,127 @@
+"""The fast path for small datasets: the whole set lives on the device as uint8.
+
+A batch is an index slice of a random permutation; conversion to float, optional
+resize/grayscale, augmentation and normalisation run batched on the device. No
+DataLoader, no per-sample Python, no host sync.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from . import augment as aug
+
+
+class ResidentLoader:
+    """Iterate (x float (B, C, H, W) normalised, y int64 (B,)) over device tensors."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        mean,
+        std,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: tuple[str, ...] = (),
+        pad: int = 2,
+        resize: int | None = None,
+        grayscale: bool = False,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        train: bool | None = None,
+    ):
+        self.device = torch.device(device)
+        self.x = x.to(self.device, non_blocking=True)
+        self.y = y.to(self.device, non_blocking=True)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.augment, self.pad = tuple(augment), pad
+        self.resize, self.grayscale = resize, grayscale
+        self.generator = generator
+        self.channels_last = channels_last
+        self.dtype = dtype
+        self.train = shuffle if train is None else train  # augment only when training
+        c = 1 if grayscale else x.shape[1]
+        mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if grayscale and mean.numel() == 3:
+            w = torch.tensor([0.299, 0.587, 0.114])
+            mean, std = (mean * w).sum().reshape(1), (std * w).sum().reshape(1)
+        mean = mean.expand(c) if mean.numel() == 1 else mean
+        std = std.expand(c) if std.numel() == 1 else std
+        # x_norm = (x/255 - mean)/std folded into one multiply-add
+        self.scale = (1.0 / (255.0 * std)).reshape(1, c, 1, 1).to(self.device)
+        self.shift = (-mean / std).reshape(1, c, 1, 1).to(self.device)
+        self.mean = mean.reshape(1, c, 1, 1).to(self.device)
+        self.std = std.reshape(1, c, 1, 1).to(self.device)
+
+    def __len__(self) -> int:
+        n = self.x.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else int(self.x.shape[0])
+
+    def order(self) -> torch.Tensor:
+        n = self.x.shape[0]
+        if self.shuffle:
+            g = self.generator
+            dev = g.device if g is not None else self.device
+            return torch.randperm(n, generator=g, device=dev).to(self.device)
+        return torch.arange(n, device=self.device)
+
+    def pixels(self, xb: torch.Tensor, train: bool) -> torch.Tensor:
+        """uint8 batch → float in [0, 1], resized/grayscaled/augmented as configured."""
+        x = xb.float().div_(255.0)
+        if self.grayscale and x.shape[1] == 3:
+            w = torch.tensor([0.299, 0.587, 0.114], device=x.device).reshape(1, 3, 1, 1)
+            x = (x * w).sum(1, keepdim=True)
+        if self.resize and self.resize != x.shape[-1]:
+            x = F.interpolate(
+                x, size=(self.resize, self.resize), mode="bilinear", align_corners=False
+            )
+        if train and self.augment:
+            x = aug.apply(
+                x,
+                self.augment,
+                self.pad,
+                self.generator
+                if self.generator is not None and self.generator.device == x.device
+                else None,
+            )
+        return x
+
+    def normalize(self, x01: torch.Tensor) -> torch.Tensor:
+        return (x01 - self.mean) / self.std
+
+    def prepare(self, xb: torch.Tensor, train: bool) -> torch.Tensor:
+        if not train and not self.augment and not self.resize and not self.grayscale:
+            x = torch.addcmul(self.shift, xb.to(torch.float32), self.scale)  # one fused pass
+        else:
+            x = self.normalize(self.pixels(xb, train))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype) if self.dtype != torch.float32 else x
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        idx = self.order()
+        n = idx.numel()
+        b = self.batch_size
+        stop = (n // b) * b if self.drop_last else n
+        train = self.train
+        for i in range(0, stop, b):
+            j = idx[i : i + b]
+            if self.shuffle:
+                yield self.prepare(self.x[j], train), self.y[j]
+            else:
+                yield self.prepare(self.x[i : i + b], train), self.y[i : i + b]

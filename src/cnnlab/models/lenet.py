@@ -1,0 +1,98 @@
+"""LeNet-5: the article's form and LeCun et al.'s 1998 form."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .base import Classifier, conv_out, register_model
+from .layers import get_activation, init_weights
+
+
+class LeNet5(Classifier):
+    """The article's LeNet-5: conv 6@5×5 pad 2 → act → max-pool → conv 16@5×5 → act →
+    max-pool → FC 256 → FC 128 → FC classes (softmax is in the loss)."""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 28,
+        activation: str = "tanh",
+        fc_activation: str = "relu",
+        init: str = "default",
+        init_std: float = 0.01,
+    ):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2),
+            get_activation(activation),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            get_activation(activation),
+            nn.MaxPool2d(2),
+        )
+        s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, 2), 2, 2), 5), 2, 2)
+        self.num_features = 128
+        self.flat_features = 16 * s * s
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(self.flat_features, 256),
+            get_activation(fc_activation),
+            nn.Linear(256, 128),
+            get_activation(fc_activation),
+        )
+        self.classifier = nn.Linear(128, num_classes)
+        init_weights(self, init, init_std)
+
+
+class LeNet5_1998(Classifier):
+    """LeCun et al. 1998: C1 6@5×5 → S2 → C3 16@5×5 → S4 → C5 120 → F6 84 → classes,
+    scaled tanh, average-pool subsampling. 28-pixel inputs are padded to 32 as the paper
+    did for MNIST. (Full C3 connectivity and a linear output in place of the RBF layer,
+    the common reading: 61,706 parameters on 32×32×1.)"""
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size: int = 32,
+        activation: str = "lecun_tanh",
+        init: str = "lecun_normal",
+        init_std: float = 0.01,
+    ):
+        super().__init__()
+        pad = 2 if input_size < 32 else 0
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=pad),  # C1
+            get_activation(activation),
+            nn.AvgPool2d(2),  # S2
+            nn.Conv2d(6, 16, 5),  # C3
+            get_activation(activation),
+            nn.AvgPool2d(2),  # S4
+        )
+        s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, pad), 2, 2), 5), 2, 2)
+        self.flat_features = 16 * s * s
+        self.num_features = 84
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(self.flat_features, 120),  # C5 (a 5×5 conv over a 5×5 map)
+            get_activation(activation),
+            nn.Linear(120, 84),  # F6
+            get_activation(activation),
+        )
+        self.classifier = nn.Linear(84, num_classes)
+        init_weights(self, init, init_std)
+
+
+register_model(
+    "lenet5",
+    LeNet5,
+    default_input=(1, 28),
+    description="the article's LeNet-5 (tanh convs, FC 256-128 ReLU)",
+)
+register_model(
+    "lenet5-1998",
+    LeNet5_1998,
+    default_input=(1, 32),
+    description="LeCun et al. 1998 (C1-S2-C3-S4-C5-F6, scaled tanh, avg-pool)",
+)

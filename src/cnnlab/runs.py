@@ -1,0 +1,91 @@
+"""Run directories: ``runs/<name>/`` with config.yaml, metrics.jsonl, checkpoints/."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .train.checkpoint import Checkpoint
+
+
+def resolve_checkpoint(target: str | os.PathLike, which: str = "best") -> Path:
+    """A run directory or a checkpoint file → the checkpoint file to load."""
+    p = Path(target)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise CheckpointError(f"run directory {str(target)!r} not found (see `cnnlab runs`)")
+    ck = p / "checkpoints"
+    order = [which, "last" if which == "best" else "best"]
+    for name in order:
+        f = ck / f"{name}.safetensors"
+        if f.is_file():
+            return f
+    raise CheckpointError(
+        f"{target}: no checkpoint in {ck} (was the run interrupted before its first epoch ended?)"
+    )
+
+
+def load_run_checkpoint(target, which: str = "best") -> Checkpoint:
+    from .train.checkpoint import load_checkpoint
+
+    return load_checkpoint(resolve_checkpoint(target, which))
+
+
+def model_from_checkpoint(ck: Checkpoint, device="cpu") -> torch.nn.Module:
+    from .models import create_model
+
+    args = dict(ck.meta["model"])
+    model = create_model(args.pop("name"), **args)
+    try:
+        model.load_state_dict(ck.model_state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{ck.path}: weights do not fit the model ({str(e).splitlines()[0]})"
+        ) from None
+    return model.to(device).eval()
+
+
+def load_model(target, which: str = "best", device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the trained model of a run (or checkpoint file) in eval mode, with its metadata."""
+    ck = load_run_checkpoint(target, which)
+    return model_from_checkpoint(ck, device), ck.meta
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    rows = []
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line from a crash
+    return rows
+
+
+def list_runs(runs_dir: str | os.PathLike = "runs") -> list[Path]:
+    d = Path(runs_dir)
+    if not d.is_dir():
+        return []
+    return sorted(
+        (p for p in d.iterdir() if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime
+    )
+
+
+def run_dir_of(target) -> Path:
+    p = Path(target)
+    if p.is_file():  # runs/<name>/checkpoints/x.safetensors
+        return p.parent.parent
+    return p

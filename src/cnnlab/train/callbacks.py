@@ -1,0 +1,144 @@
+"""Trainer callbacks: progress display, early stopping, NaN guard."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ..errors import CnnlabError
+
+
+class Callback:
+    def on_fit_start(self, trainer) -> None: ...
+    def on_epoch_start(self, trainer, epoch: int) -> None: ...
+    def on_step(self, trainer, step: int, loss) -> None: ...
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None: ...
+    def on_fit_end(self, trainer) -> None: ...
+
+
+class Progress(Callback):
+    """A rich progress bar (epoch, step, loss, images/s, ETA) on a TTY; plain lines otherwise.
+
+    Reading the loss forces a host sync, so the bar refreshes the loss only every
+    ``refresh`` steps.
+    """
+
+    def __init__(self, quiet: bool = False, refresh: int = 50, stream=None):
+        self.quiet = quiet
+        self.refresh = refresh
+        self.stream = stream or sys.stdout
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = None
+
+    def on_fit_start(self, trainer) -> None:
+        if self.quiet:
+            return
+        self.print(f"run {trainer.run_dir}  |  {trainer.describe()}")
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[ips]} img/s"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.bar.start()
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        self.t0 = time.perf_counter()
+        if self.bar is not None:
+            self.task = self.bar.add_task(
+                "train",
+                total=trainer.steps_per_epoch,
+                epoch=f"{epoch}/{trainer.cfg.train.epochs}",
+                loss="…",
+                ips="…",
+            )
+
+    def on_step(self, trainer, step: int, loss) -> None:
+        if self.bar is None:
+            return
+        upd = {"advance": 1}
+        if step % self.refresh == 0:
+            dt = time.perf_counter() - self.t0
+            upd.update(
+                loss=f"{float(loss):.4f}",
+                ips=f"{step * trainer.cfg.train.batch_size / max(dt, 1e-9):,.0f}",
+            )
+        self.bar.update(self.task, **upd)
+
+    def on_epoch_end(self, trainer, epoch: int, m: dict) -> None:
+        if self.bar is not None:
+            self.bar.remove_task(self.task)
+        if self.quiet:
+            return
+        parts = [
+            f"epoch {epoch:>3}/{trainer.cfg.train.epochs}",
+            f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}",
+        ]
+        if "val_acc" in m:
+            parts.append(f"val acc {m['val_acc']:.4f}")
+        parts.append(f"test loss {m['test_loss']:.4f} acc {m['test_acc']:.4f}")
+        parts.append(f"{m['seconds']:.1f}s {m['images_per_s']:,.0f} img/s lr {m['lr']:.2e}")
+        self.print("  ".join(parts))
+
+    def on_fit_end(self, trainer) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def print(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+
+class NonFiniteLoss(CnnlabError):
+    pass
+
+
+class NaNGuard(Callback):
+    """Stops the run when the epoch's training loss is not finite (checked once per
+    epoch, where the metrics are read anyway)."""
+
+    def on_epoch_end(self, trainer, epoch: int, m: dict) -> None:
+        if not math.isfinite(m["train_loss"]):
+            raise NonFiniteLoss(
+                f"training loss became {m['train_loss']} in epoch {epoch}; the last good checkpoint "
+                "is kept. Lower the learning rate (--lr) or enable gradient clipping "
+                "(--set train.grad_clip=1.0)"
+            )
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored metric has not improved for ``patience`` epochs."""
+
+    def __init__(self, monitor: str = "val_acc", patience: int = 5, min_delta: float = 0.0):
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.best, self.bad = -math.inf, 0
+
+    def on_epoch_end(self, trainer, epoch: int, m: dict) -> None:
+        v = m.get(self.monitor)
+        if v is None:
+            return
+        if v > self.best + self.min_delta:
+            self.best, self.bad = v, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                trainer.stop_reason = (
+                    f"early stop: {self.monitor} did not improve for {self.patience} epochs"
+                )
+                trainer.should_stop = True

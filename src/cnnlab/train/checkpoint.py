@@ -1,0 +1,237 @@
+"""Checkpoints: one safetensors file each, written atomically.
+
+Layout of ``checkpoints/last.safetensors`` / ``best.safetensors``:
+- tensors ``model.<name>`` (weights), ``optim.<param>.<key>`` (optimiser state),
+  ``rng.<name>`` (torch / CUDA / data-order generator states);
+- metadata ``cnnlab`` (JSON: format, model args, classes, normalisation, epoch,
+  metrics, resolved config, optimiser/scheduler/python/numpy state) and ``sha256``
+  (digest of all tensor bytes, checked on load).
+
+Nothing here unpickles: loading a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import CheckpointError
+
+FORMAT = "cnnlab-checkpoint/1"
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k]
+        h.update(k.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(
+            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        )
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _optim_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, plain = {}, {}
+    for pid, st in state.get("state", {}).items():
+        plain[str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
+            else:
+                plain[str(pid)][k] = v
+    return tensors, {"param_groups": state.get("param_groups", []), "plain": plain}
+
+
+def _optim_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, plain in meta.get("plain", {}).items():
+        state[int(pid)] = dict(plain)
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, key = k.split(".", 2)
+            state.setdefault(int(pid), {})[key] = v
+    groups = meta.get("param_groups", [])
+    for g in groups:
+        if "betas" in g and isinstance(g["betas"], list):
+            g["betas"] = tuple(g["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state(
+    data_generator: torch.Generator | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    import random
+
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda{i}"] = s
+    if data_generator is not None:
+        tensors["rng.data"] = data_generator.get_state()
+    npst = np.random.get_state()
+    plain = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [npst[0], npst[1].tolist(), int(npst[2]), int(npst[3]), float(npst[4])],
+    }
+    return tensors, plain
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], plain: dict, data_generator=None) -> None:
+    import random
+
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    if data_generator is not None and "rng.data" in tensors:
+        data_generator.set_state(tensors["rng.data"])
+    if plain.get("python"):
+        v, s, g = plain["python"]
+        random.setstate((v, tuple(s), g))
+    if plain.get("numpy"):
+        n = plain["numpy"]
+        np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    meta: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write weights (+ optimiser state, RNG tensors in ``extra_tensors``) atomically."""
+    path = Path(path)
+    sd = model.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in sd.items()}
+    meta = dict(meta, format=FORMAT)
+    if optimizer is not None:
+        ot, om = _optim_split(optimizer.state_dict())
+        tensors.update(ot)
+        meta["optimizer"] = om
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = v.detach().cpu().contiguous().clone()
+    metadata = {"cnnlab": json.dumps(meta, default=_json_default), "sha256": _digest(tensors)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if torch.is_tensor(o):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot store {type(o).__name__} in checkpoint metadata")
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``model_state``, ``meta`` and the raw tensors."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict):
+        self.path, self.tensors, self.meta = path, tensors, meta
+
+    @property
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[6:]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def optimizer_state(self) -> dict | None:
+        if "optimizer" not in self.meta:
+            return None
+        return _optim_join(self.tensors, self.meta["optimizer"])
+
+
+def read_metadata(path: Path) -> dict:
+    """Read only the header of a safetensors file."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path}: truncated checkpoint")
+        n = int.from_bytes(raw, "little")
+        if n > 100_000_000 or n > path.stat().st_size:
+            raise CheckpointError(f"{path}: corrupt checkpoint header")
+        header = json.loads(f.read(n))
+    return header.get("__metadata__", {}) or {}
+
+
+def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        md = read_metadata(path)
+        tensors = load_file(str(path))
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(e)[:120]})") from None
+    if "cnnlab" not in md:
+        raise CheckpointError(f"{path}: not a cnnlab checkpoint (no cnnlab metadata)")
+    if verify and md.get("sha256") and _digest(tensors) != md["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch, the checkpoint is corrupt")
+    try:
+        meta = json.loads(md["cnnlab"])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata") from None
+    return Checkpoint(path, tensors, meta)

@@ -1,0 +1,169 @@
+"""Optimisers and learning-rate schedules by name.
+
+Schedules are pure functions of the global step (plus a little state for 'plateau'),
+so a resumed run lands on exactly the same learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import OptimConfig, SchedConfig
+from ..registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("lr schedule")
+
+
+def _fast(device: torch.device) -> dict:
+    # Fused kernels on CUDA; multi-tensor (foreach) elsewhere.
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params, c: OptimConfig, device):
+    return torch.optim.SGD(
+        params,
+        lr=c.lr,
+        momentum=c.momentum,
+        nesterov=c.nesterov and c.momentum > 0,
+        weight_decay=c.weight_decay,
+        **_fast(device),
+    )
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params, c: OptimConfig, device):
+    return torch.optim.Adam(
+        params,
+        lr=c.lr,
+        betas=(c.beta1, c.beta2),
+        eps=c.eps,
+        weight_decay=c.weight_decay,
+        **_fast(device),
+    )
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params, c: OptimConfig, device):
+    return torch.optim.AdamW(
+        params,
+        lr=c.lr,
+        betas=(c.beta1, c.beta2),
+        eps=c.eps,
+        weight_decay=c.weight_decay,
+        **_fast(device),
+    )
+
+
+@OPTIMIZERS.register("adagrad")
+def _adagrad(params, c: OptimConfig, device):
+    return torch.optim.Adagrad(
+        params,
+        lr=c.lr,
+        eps=c.eps if c.eps != 1e-8 else 1e-10,
+        weight_decay=c.weight_decay,
+        foreach=True,
+    )
+
+
+@OPTIMIZERS.register("rmsprop")
+def _rmsprop(params, c: OptimConfig, device):
+    return torch.optim.RMSprop(
+        params,
+        lr=c.lr,
+        alpha=c.beta2 if c.beta2 != 0.999 else 0.99,
+        eps=c.eps,
+        momentum=c.momentum if c.nesterov else 0.0,
+        weight_decay=c.weight_decay,
+        foreach=True,
+    )
+
+
+def build_optimizer(model: torch.nn.Module, c: OptimConfig, device=None) -> torch.optim.Optimizer:
+    device = torch.device(device or "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
+    return OPTIMIZERS.get(c.name)(params, c, device)
+
+
+class Schedule:
+    """lr(step) = base_lr × factor(step); call ``step()`` after every optimiser step
+    and ``epoch_end(metric)`` after every epoch."""
+
+    def __init__(
+        self, opt: torch.optim.Optimizer, c: SchedConfig, epochs: int, steps_per_epoch: int
+    ):
+        SCHEDULES.get(c.name)
+        self.opt, self.c = opt, c
+        self.name = c.name
+        self.total = max(1, epochs * steps_per_epoch)
+        self.spe = max(1, steps_per_epoch)
+        self.warmup = int(round(c.warmup_epochs * self.spe))
+        self.base = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
+        for g, b in zip(opt.param_groups, self.base, strict=True):
+            g["initial_lr"] = b
+        self.step_num = 0
+        self.plateau = {"best": None, "bad": 0, "factor": 1.0}
+        self._apply()
+
+    def factor(self, s: int) -> float:
+        c = self.c
+        if self.name == "onecycle":  # Smith & Topin: cosine up from lr/25, cosine down to lr/1e4
+            up = max(1, int(c.pct_start * self.total))
+            if s < up:
+                return _cos(1 / 25, 1.0, s / up)
+            return _cos(1.0, 1 / 1e4, min(1.0, (s - up) / max(1, self.total - up)))
+        if self.warmup and s < self.warmup:
+            return (s + 1) / self.warmup
+        if self.name == "cosine":
+            t = (s - self.warmup) / max(1, self.total - self.warmup)
+            lo = c.min_lr / self.base[0] if self.base[0] else 0.0
+            return _cos(1.0, lo, min(1.0, t))
+        if self.name == "step":
+            return c.gamma ** ((s // self.spe) // max(1, c.step_size))
+        if self.name == "plateau":
+            return self.plateau["factor"]
+        return 1.0
+
+    def _apply(self) -> None:
+        f = self.factor(self.step_num)
+        for g, b in zip(self.opt.param_groups, self.base, strict=True):
+            g["lr"] = b * f
+
+    def step(self) -> None:
+        self.step_num += 1
+        self._apply()
+
+    def epoch_end(self, metric: float | None = None) -> None:
+        if self.name == "plateau" and metric is not None:
+            p = self.plateau
+            if p["best"] is None or metric > p["best"] + 1e-4:
+                p["best"], p["bad"] = metric, 0
+            else:
+                p["bad"] += 1
+                if p["bad"] > self.c.patience:
+                    p["factor"] *= self.c.gamma
+                    p["bad"] = 0
+            self._apply()
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict:
+        return {"step_num": self.step_num, "plateau": dict(self.plateau)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.step_num = int(d["step_num"])
+        self.plateau = dict(d.get("plateau", self.plateau))
+        self._apply()
+
+
+def _cos(start: float, end: float, t: float) -> float:
+    return end + (start - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+for _n in ("constant", "step", "cosine", "onecycle", "plateau"):
+    SCHEDULES.register(_n, _n)

@@ -1,0 +1,147 @@
+"""The CLI end to end in subprocesses: outputs, exit codes, one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import make_idx_dataset
+
+FAST = [
+    "--dataset",
+    "synthetic",
+    "--set",
+    "data.num_train=128",
+    "--set",
+    "data.num_test=64",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+]
+
+
+def cnnlab(*args, cwd=None, env=None):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "cnnlab", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=e,
+        timeout=300,
+    )
+
+
+def assert_user_error(r, *needles):
+    assert r.returncode == 2, r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 or r.stderr.startswith("usage:"), r.stderr
+    for n in needles:
+        assert n in r.stderr, r.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    r = cnnlab("train", *FAST, "--epochs", "2", "--name", "t", "--runs-dir", d)
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy" in r.stdout
+    return d / "t"
+
+
+def test_train_eval_predict_runs(trained, tmp_path):
+    r = cnnlab("eval", trained, "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"accuracy"' in r.stdout and (trained / "confusion.png").is_file()
+    img = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(
+        img
+    )
+    r = cnnlab("predict", trained, img)
+    assert r.returncode == 0, r.stderr
+    assert "x.png: class" in r.stdout
+    r = cnnlab("runs", "--runs-dir", trained.parent)
+    assert r.returncode == 0 and "t" in r.stdout and "synthetic" in r.stdout
+
+
+def test_models_and_data_listings():
+    r = cnnlab("models")
+    assert r.returncode == 0 and "61,706" in r.stdout
+    r = cnnlab("data")
+    assert r.returncode == 0 and "mnist-sample" in r.stdout and "fashion-mnist" in r.stdout
+
+
+def test_unknown_model_dataset_option(tmp_path):
+    assert_user_error(
+        cnnlab("train", "--model", "lenet9", "--runs-dir", tmp_path), "unknown model 'lenet9'"
+    )
+    assert_user_error(
+        cnnlab("train", "--dataset", "imagenet22k", "--runs-dir", tmp_path), "unknown dataset"
+    )
+    assert_user_error(
+        cnnlab("train", "--set", "optim.momentun=0.9", "--runs-dir", tmp_path), "optim keys"
+    )
+    assert_user_error(
+        cnnlab("train", "--set", "model.activation=rellu", "--runs-dir", tmp_path), "relu"
+    )
+    assert not list(tmp_path.iterdir())  # nothing partial left
+
+
+def test_corrupt_and_truncated_dataset(tmp_path):
+    d = make_idx_dataset(tmp_path / "fashion-mnist")
+    f = d / "train-images-idx3-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:200])
+    runs = tmp_path / "runs"
+    assert_user_error(
+        cnnlab("train", "--dataset", "fashion-mnist", "--data-dir", tmp_path, "--runs-dir", runs),
+        "train-images-idx3-ubyte.gz",
+    )
+    assert not runs.exists()
+
+
+def test_checksum_mismatch_via_mirror(tmp_path):
+    import http.server
+    import threading
+    from functools import partial
+
+    srv = tmp_path / "srv"
+    make_idx_dataset(srv)  # not the real files: checksums cannot match
+    h = partial(http.server.SimpleHTTPRequestHandler, directory=str(srv))
+    h.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        r = cnnlab(
+            "data",
+            "--download",
+            "mnist",
+            "--data-dir",
+            tmp_path / "dl",
+            env={"CNNLAB_MIRRORS": f"http://127.0.0.1:{httpd.server_address[1]}/"},
+        )
+    finally:
+        httpd.shutdown()
+    assert_user_error(r, "checksum mismatch", "put train-images-idx3-ubyte.gz")
+    assert not any(p.is_file() for p in (tmp_path / "dl").rglob("*"))
+
+
+def test_missing_run_and_bad_image(trained, tmp_path):
+    assert_user_error(cnnlab("eval", tmp_path / "nope"), "not found")
+    assert_user_error(cnnlab("predict", tmp_path / "nope", "x.png"), "not found")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert_user_error(cnnlab("predict", trained, bad), "bad.png", "not a readable image")
+    assert_user_error(cnnlab("predict", trained, tmp_path / "missing.png"), "missing.png")
+    empty_run = tmp_path / "emptyrun"
+    empty_run.mkdir()
+    assert_user_error(cnnlab("eval", empty_run), "no checkpoint")
+
+
+def test_print_config():
+    r = cnnlab("train", "--print-config", "--set", "model.activation=elu", "--epochs", "3")
+    assert r.returncode == 0 and "activation: elu" in r.stdout and "epochs: 3" in r.stdout
