@@ -1,0 +1,1 @@
+"""Analysis of trained models: explanations, robustness, out-of-distribution scores."""

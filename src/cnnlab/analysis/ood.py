@@ -1,0 +1,81 @@
+"""Out-of-distribution scores from a classifier's logits, and the run's stored threshold.
+
+Scores are "higher = more in-distribution":
+- ``msp``: maximum softmax probability (Hendrycks & Gimpel 2017);
+- ``energy``: ``T·logsumexp(logits/T)`` (Liu et al. 2020), the negative free energy.
+
+The threshold is chosen so that 95% of the in-distribution test images pass (TPR 0.95)
+and stored in ``<run>/ood.json``; ``predict`` and the server flag inputs scoring below it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import CnnlabError, choices_msg
+from ..train.checkpoint import atomic_write_text
+
+METHODS = ("msp", "energy")
+OOD_FILE = "ood.json"
+
+
+def ood_score(logits: torch.Tensor, method: str = "energy", temperature: float = 1.0) -> torch.Tensor:
+    logits = logits.float()
+    if method == "msp":
+        return torch.softmax(logits, 1).max(1).values
+    if method == "energy":
+        return temperature * torch.logsumexp(logits / temperature, 1)
+    raise CnnlabError(choices_msg("OOD score", method, METHODS))
+
+
+def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
+    """Probability that a random in-distribution input scores above a random OOD one."""
+    s = torch.cat([in_scores, out_scores]).double()
+    ranks = torch.empty_like(s)
+    order = s.argsort()
+    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.double)
+    # average ranks over ties
+    uniq, inv, counts = torch.unique(s, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(uniq), dtype=torch.double).index_add_(0, inv, ranks)
+    ranks = (sums / counts)[inv]
+    n_in, n_out = len(in_scores), len(out_scores)
+    return float((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
+
+
+def threshold_at_tpr(in_scores: torch.Tensor, tpr: float = 0.95) -> float:
+    """Score above which a fraction ``tpr`` of in-distribution inputs lie."""
+    return float(torch.quantile(in_scores.double(), 1 - tpr))
+
+
+def fpr_at_tpr(in_scores: torch.Tensor, out_scores: torch.Tensor, tpr: float = 0.95) -> float:
+    t = threshold_at_tpr(in_scores, tpr)
+    return float((out_scores >= t).double().mean())
+
+
+def save_ood(run_dir: str | os.PathLike, method: str, threshold: float, **extra) -> Path:
+    p = Path(run_dir) / OOD_FILE
+    atomic_write_text(p, json.dumps({"method": method, "threshold": threshold, "tpr": 0.95, **extra}, indent=1))
+    return p
+
+
+def load_ood(run_dir: str | os.PathLike) -> dict | None:
+    p = Path(run_dir) / OOD_FILE
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+        if d.get("method") in METHODS and isinstance(d.get("threshold"), (int, float)):
+            return d
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    return None
+
+
+def ood_flags(logits: torch.Tensor, ood: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, is_ood) for a batch of logits under a stored threshold."""
+    s = ood_score(logits, ood["method"], ood.get("temperature", 1.0))
+    return s, s < ood["threshold"]

@@ -1,0 +1,1 @@
+"""Deployment: export with parity checks, serving."""
