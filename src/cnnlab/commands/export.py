@@ -1,0 +1,75 @@
+"""cnnlab export"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg, print_json_or
+
+ORDER = 60
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a run to ONNX / TorchScript / torch.export, checked against the original",
+        description="Export in eval mode with the normalisation folded in (input: float "
+        "pixels in [0,1], shape (batch, C, S, S), batch dynamic) and metadata embedded. "
+        "Parity with the original model is checked on the run's real test images every time "
+        "and saved next to the export as <file>.parity.json.",
+    )
+    add_run_arg(p)
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "torchscript", "exported-program"],
+        help="output format (default onnx)",
+    )
+    p.add_argument("--out", help="output file (default <run>/export/model.<ext>)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="ONNX Runtime int8 quantisation; reports the test-accuracy delta",
+    )
+    p.add_argument(
+        "--quant",
+        default="static",
+        choices=["static", "dynamic"],
+        help="with --int8: static (calibrated on 512 training images, QDQ) or dynamic",
+    )
+    p.add_argument(
+        "--parity-images",
+        type=int,
+        default=10000,
+        help="test images used for the parity check (default 10000; 0 = all)",
+    )
+    p.add_argument(
+        "--onnx-exporter",
+        default="auto",
+        choices=["auto", "dynamo", "legacy"],
+        help="torch.onnx exporter: auto = dynamo (torch.export based), legacy on failure",
+    )
+    p.add_argument("--data-dir", help="where the run's dataset lives")
+    p.add_argument("--which", default="best", choices=["best", "last"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..deploy.export import export, format_report
+
+    if args.parity_images < 0:
+        from ..errors import CnnlabError
+
+        raise CnnlabError("--parity-images must be ≥ 0 (0 = the whole test set)")
+    r = export(
+        args.run,
+        args.format,
+        out=args.out,
+        int8=args.int8,
+        quant=args.quant,
+        data_dir=args.data_dir,
+        parity_images=args.parity_images or None,
+        which=args.which,
+        onnx_exporter=args.onnx_exporter,
+    )
+    print_json_or(args, r, lambda: print(format_report(r)))
+    return 0
