@@ -116,12 +116,24 @@ def plot_confusion(cm, classes, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_image(path, channels: int, size: int) -> np.ndarray:
-    """Decode any PNG/JPEG (any size or mode) → uint8 (C, size, size)."""
+def load_image(
+    path, channels: int, size: int, max_pixels: int | None = None, name: str | None = None
+) -> np.ndarray:
+    """Decode any PNG/JPEG (any size or mode) → uint8 (C, size, size).
+
+    ``path`` may be a file object (the server passes uploads as BytesIO, named ``name``).
+    ``max_pixels`` refuses larger images from their header, before decoding a pixel.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    label = name or path
     try:
         with Image.open(path) as im:
+            if max_pixels and im.size[0] * im.size[1] > max_pixels:
+                raise CnnlabError(
+                    f"{label}: image has {im.size[0]}×{im.size[1]} pixels, more than the "
+                    f"limit of {max_pixels}; send a smaller image"
+                )
             im.load()
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")
@@ -130,13 +142,24 @@ def load_image(path, channels: int, size: int) -> np.ndarray:
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((size, size), Image.BILINEAR)
     except FileNotFoundError:
-        raise CnnlabError(f"{path}: image file not found") from None
+        raise CnnlabError(f"{label}: image file not found") from None
     except Image.DecompressionBombError as e:
-        raise CnnlabError(f"{path}: image too large ({e})") from None
+        raise CnnlabError(f"{label}: image too large ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise CnnlabError(f"{path}: not a readable image ({type(e).__name__})") from None
+        raise CnnlabError(f"{label}: not a readable image ({type(e).__name__})") from None
     a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def maybe_invert(a: np.ndarray, mean, invert: str = "auto") -> tuple[np.ndarray, bool]:
+    """Invert a gray uint8 image (C, H, W) on a light background when the training data
+    was light-on-dark (mean < 0.5); ``invert``: auto | always | never."""
+    if a.shape[0] != 1 or invert == "never":
+        return a, False
+    border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
+    dark_data = float(np.mean(mean)) < 0.5
+    flip = bool(invert == "always" or (dark_data and border.mean() > 127))
+    return (255 - a if flip else a), flip
 
 
 def predict(
@@ -154,13 +177,7 @@ def predict(
     arrs, flags = [], []
     for im in images:
         a = load_image(im, c, s) if isinstance(im, (str, os.PathLike)) else np.asarray(im, np.uint8)
-        flip = False
-        if c == 1 and invert != "never":
-            border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
-            dark_data = float(np.mean(inp["mean"])) < 0.5
-            flip = invert == "always" or (dark_data and border.mean() > 127)
-            if flip:
-                a = 255 - a
+        a, flip = maybe_invert(a, inp["mean"], invert)
         arrs.append(a)
         flags.append(flip)
     x = torch.from_numpy(np.stack(arrs))
