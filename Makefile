@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench bench-serve install clean
 
 # The venv is (re)built when pyproject.toml changes. torch/torchvision are named
 # explicitly so pip takes the builds that sit on this machine's disk.
@@ -29,6 +29,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/cnnlab bench
+
+# Load test of `cnnlab serve` (torch/ONNX × micro-batching on/off); SERVE_RUN: a trained run
+# (a tiny synthetic one is trained when it does not exist).
+SERVE_RUN ?= ../runs-cache/lenet5-fashion-mnist
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve_load.py --run $(SERVE_RUN) --concurrency 32 --requests 4000
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

@@ -70,7 +70,9 @@ def ensure_run(run: str | None) -> str:
 
 
 def start_server(run, backend, port, max_batch, max_wait_ms, threads) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     cmd = [sys.executable, "-m", "cnnlab", "serve", run, "--backend", backend, "--port", str(port)]
     cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
     cmd += ["--threads", str(threads)]
@@ -202,7 +204,9 @@ def main(argv=None) -> int:
         f"1 image per request ({args.payload}), {os.cpu_count()} CPUs, server threads "
         f"{args.threads}; target ≥ 500 pred/s, p99 ≤ 100 ms, 0 errors"
     )
-    print(f"{'backend':8s}{'batching':>9s}{'pred/s':>9s}{'p50':>8s}{'p95':>8s}{'p99':>8s}{'errors':>8s}{'vs off':>8s}  target")
+    print(
+        f"{'backend':8s}{'batching':>9s}{'pred/s':>9s}{'p50':>8s}{'p95':>8s}{'p99':>8s}{'errors':>8s}{'vs off':>8s}  target"
+    )
     for r in rows:
         base = next(x for x in rows if x["backend"] == r["backend"] and x["batching"] == "off")
         meets = r["throughput"] >= 500 and r["p99_ms"] <= 100 and r["errors"] == 0
@@ -212,7 +216,9 @@ def main(argv=None) -> int:
             f"{r['throughput'] / base['throughput']:7.2f}x  {'met' if meets else 'missed'}"
         )
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "run": run, "rows": rows}, indent=1))
+        Path(args.out).write_text(
+            json.dumps({"args": vars(args), "run": run, "rows": rows}, indent=1)
+        )
     return 0
 
 

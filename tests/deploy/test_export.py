@@ -22,7 +22,9 @@ def test_export_parity_metadata_dynamic_batch(tiny_run, fmt):
     saved = json.loads((out.parent / (out.name + ".parity.json")).read_text())
     assert saved["max_abs_logit_diff"] == r["max_abs_logit_diff"] and saved["passed"]
     # no temp files left behind
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, out.name + ".parity.json"])
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [out.name, out.name + ".parity.json"]
+    )
 
     md = ex.read_export_metadata(out)
     assert md["classes"] == [f"class{i}" for i in range(10)]
@@ -94,8 +96,21 @@ def test_export_errors(tiny_run, capsys):
 
 def test_cli_export(tiny_run, capsys):
     out = tiny_run / "m.pt2"
-    assert main(["export", str(tiny_run), "--format", "exported-program", "--out", str(out),
-                 "--parity-images", "32"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tiny_run),
+                "--format",
+                "exported-program",
+                "--out",
+                str(out),
+                "--parity-images",
+                "32",
+            ]
+        )
+        == 0
+    )
     txt = capsys.readouterr().out
     assert "PASS" in txt and "max |Δlogit|" in txt and out.is_file()
 
@@ -115,8 +130,9 @@ def test_every_registered_model_exports(tmp_path, name):
         "classes": ds.classes,
         "dataset": "synthetic",
         "input": {"channels": c, "size": s, "mean": list(ds.mean), "std": list(ds.std)},
-        "config": {"data": {"name": "synthetic", "num_train": 8, "num_test": 24,
-                            "channels": c, "size": s}},
+        "config": {
+            "data": {"name": "synthetic", "num_train": 8, "num_test": 24, "channels": c, "size": s}
+        },
     }
     run = tmp_path / "run"
     save_checkpoint(run / "checkpoints" / "best.safetensors", model.eval(), meta)

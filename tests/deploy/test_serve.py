@@ -24,7 +24,9 @@ def png(size=28, mode="L", seed=0, fmt="PNG") -> bytes:
 
 @pytest.fixture
 def client(tiny_run):
-    with TestClient(create_app(open_backend(tiny_run), ServeConfig(max_body_mb=1, max_images=4))) as c:
+    with TestClient(
+        create_app(open_backend(tiny_run), ServeConfig(max_body_mb=1, max_images=4))
+    ) as c:
         yield c
 
 
@@ -52,7 +54,9 @@ def test_predict_every_input_kind(client):
     # the same image by every route gives the same answer
     raw = client.post("/v1/predict", content=a, headers={"content-type": "image/png"}).json()
     b64 = client.post("/v1/predict", json={"images": [base64.b64encode(a).decode()]}).json()
-    url = client.post("/v1/predict", json={"images": ["data:image/png;base64," + base64.b64encode(a).decode()]}).json()
+    url = client.post(
+        "/v1/predict", json={"images": ["data:image/png;base64," + base64.b64encode(a).decode()]}
+    ).json()
     pix = np.asarray(Image.open(io.BytesIO(a))).tolist()
     arr = client.post("/v1/predict", json={"pixels": [pix], "top_k": 10}).json()
     for other in (raw, b64, url):
@@ -105,7 +109,9 @@ BAD = {
     "ragged pixels": dict(json={"pixels": [[[1, 2], [3]]]}),
     "pixels 4d": dict(json={"pixels": [[[[[1]]]]]}),
     "pixels out of range": dict(json={"pixels": [[[0, 300], [1, 2]]]}),
-    "pixels nan": dict(content=b'{"pixels": [[[NaN, 1], [1, 2]]]}', headers={"content-type": "application/json"}),
+    "pixels nan": dict(
+        content=b'{"pixels": [[[NaN, 1], [1, 2]]]}', headers={"content-type": "application/json"}
+    ),
     "pixels strings": dict(json={"pixels": [[["a", "b"], ["c", "d"]]]}),
     "too many images": dict(files=[("f", ("x.png", png()))] * 5),
     "bad top_k": dict(json={"images": [base64.b64encode(png()).decode()], "top_k": "x"}),
@@ -195,7 +201,9 @@ def test_onnx_backend_matches_torch(tiny_run):
     for target in (out, tiny_run):  # an exported file, or a run exported in memory
         with TestClient(create_app(open_backend(target, "onnx"))) as c:
             assert c.get("/v1/model").json()["backend"] == "onnx"
-            got = c.post("/v1/predict?top_k=10", files={"f": ("a.png", img)}).json()["predictions"][0]
+            got = c.post("/v1/predict?top_k=10", files={"f": ("a.png", img)}).json()["predictions"][
+                0
+            ]
             same_top(got["top"], ref["top"])
             r = c.post("/v1/saliency", files={"f": ("a.png", img)})
             assert r.status_code == 501 and "torch backend" in r.json()["error"]
@@ -220,11 +228,15 @@ def test_micro_batching_gathers_concurrent_requests(tiny_run):
     assert all(r.status_code == 200 for r in rs)
     for r, s in zip(rs[:3], singles):  # batching does not change answers
         assert r.json()["predictions"][0]["class"] == s["predictions"][0]["class"]
-    vals = dict(line.split() for line in metrics.splitlines() if line.startswith("cnnlab_batch_size_"))
+    vals = dict(
+        line.split() for line in metrics.splitlines() if line.startswith("cnnlab_batch_size_")
+    )
     # 12 concurrent images + 3 sequential ones in far fewer than 15 forwards, none above 8
     assert float(vals["cnnlab_batch_size_sum"]) == 15
     assert float(vals["cnnlab_batch_size_count"]) <= 3 + 4
-    assert float(vals['cnnlab_batch_size_bucket{le="8.0"}']) == float(vals["cnnlab_batch_size_count"])
+    assert float(vals['cnnlab_batch_size_bucket{le="8.0"}']) == float(
+        vals["cnnlab_batch_size_count"]
+    )
 
 
 def test_micro_batcher_splits_results_and_survives_model_errors():
@@ -241,7 +253,9 @@ def test_micro_batcher_splits_results_and_survives_model_errors():
     async def go():
         xs = [np.full((n, 1, 2, 2), i, np.float32) for i, n in enumerate((1, 2, 1, 3))]
         outs = await asyncio.gather(*(b.submit(x) for x in xs))
-        bad = await asyncio.gather(b.submit(-np.ones((1, 1, 2, 2), np.float32)), return_exceptions=True)
+        bad = await asyncio.gather(
+            b.submit(-np.ones((1, 1, 2, 2), np.float32)), return_exceptions=True
+        )
         after = await b.submit(np.ones((1, 1, 2, 2), np.float32))
         return xs, outs, bad, after
 

@@ -189,7 +189,9 @@ def _ort_session(path_or_bytes, threads: int = 0):
     try:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise CnnlabError(f"cannot load ONNX model {str(path_or_bytes)[:80]}: {str(e)[:160]}") from None
+        raise CnnlabError(
+            f"cannot load ONNX model {str(path_or_bytes)[:80]}: {str(e)[:160]}"
+        ) from None
 
 
 def _write_torchscript(wrapper, example, md) -> bytes:
@@ -363,9 +365,7 @@ def export(
         # the dynamic batch axis: one image and an odd batch give the same logits
         single = np.asarray(runner(pix[:1].numpy()))
         odd = np.asarray(runner(pix[: min(3, len(pix))].numpy()))
-        batch_diff = float(
-            max(np.abs(single - got[:1]).max(), np.abs(odd - got[: len(odd)]).max())
-        )
+        batch_diff = float(max(np.abs(single - got[:1]).max(), np.abs(odd - got[: len(odd)]).max()))
         report.update(
             max_abs_logit_diff=float(np.abs(got - ref).max()),
             top1_agreement=agree,
@@ -463,7 +463,9 @@ def _calibration_pixels(meta: dict, data_dir, n: int) -> np.ndarray:
 
 
 def format_report(r: dict) -> str:
-    lines = [f"exported {r['format']} ({r['exporter']}) → {r['export']} ({r['bytes'] / 1e3:.0f} kB)"]
+    lines = [
+        f"exported {r['format']} ({r['exporter']}) → {r['export']} ({r['bytes'] / 1e3:.0f} kB)"
+    ]
     if "images" in r:
         lines.append(f"parity on {r['images']} {r['dataset']} {r['split']} images:")
         if r.get("int8"):

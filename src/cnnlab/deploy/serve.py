@@ -97,6 +97,7 @@ class TorchBackend(Backend):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.meta = export_metadata(meta, run, "torch", "eager")
+        import captum.attr  # noqa: F401  (slow first import: pay it at start, not on a request)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -257,8 +258,9 @@ def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: s
         return load_image(io.BytesIO(data), channels, size, max_pixels=max_pixels, name=name)
     except InputError:
         raise
-    except CnnlabError as e:
-        raise InputError(str(e), 413 if "limit" in str(e) or "too large" in str(e) else 400)
+    except CnnlabError as e:  # load_image's size refusals say "limit" / "too large"
+        msg = str(e)
+        raise InputError(msg, 413 if "limit" in msg or "too large" in msg else 400) from None
 
 
 def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
@@ -274,9 +276,13 @@ def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> 
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or a.shape[0] not in (1, 3) or min(a.shape) < 1:
-        raise InputError(f"{name}: pixels must have shape (H, W) or (C, H, W) with C 1 or 3, got {a.shape}")
+        raise InputError(
+            f"{name}: pixels must have shape (H, W) or (C, H, W) with C 1 or 3, got {a.shape}"
+        )
     if a.shape[1] * a.shape[2] > max_pixels:
-        raise InputError(f"{name}: {a.shape[1]}×{a.shape[2]} pixels exceed the limit {max_pixels}", 413)
+        raise InputError(
+            f"{name}: {a.shape[1]}×{a.shape[2]} pixels exceed the limit {max_pixels}", 413
+        )
     if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
         raise InputError(f"{name}: pixel values must be finite numbers in [0, 255]")
     u8 = np.rint(a).astype(np.uint8)
@@ -370,7 +376,10 @@ async def _json_response(send, status: int, obj: dict) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -399,7 +408,9 @@ def _metrics():
             registry=reg,
         ),
         "images": Counter("cnnlab_images", "images classified", registry=reg),
-        "errors": Counter("cnnlab_errors", "requests answered with an error", ["endpoint", "kind"], registry=reg),
+        "errors": Counter(
+            "cnnlab_errors", "requests answered with an error", ["endpoint", "kind"], registry=reg
+        ),
     }
 
 
@@ -455,9 +466,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
             from starlette.exceptions import HTTPException
 
             try:
-                form = await request.form(
-                    max_files=cfg.max_images, max_fields=cfg.max_images + 8
-                )
+                form = await request.form(max_files=cfg.max_images, max_fields=cfg.max_images + 8)
             except HTTPException as e:
                 raise InputError(f"bad multipart body: {e.detail}") from None
             for key, v in form.multi_items():
@@ -472,7 +481,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
                     "empty request body; send images as multipart files, a raw image or JSON "
                     '{"images": [base64, ...]} / {"pixels": [[[...]]]}'
                 )
-            if ctype == "" and not body.lstrip()[:1] in (b"{", b"["):
+            if ctype == "" and body.lstrip()[:1] not in (b"{", b"["):
                 raw.append(("body", body))
             else:
                 try:
@@ -510,7 +519,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
             if big:  # large images decode off the event loop
                 from starlette.concurrency import run_in_threadpool
 
-                decoded.append(await run_in_threadpool(decode_bytes, data, c, s, cfg.max_pixels, name))
+                decoded.append(
+                    await run_in_threadpool(decode_bytes, data, c, s, cfg.max_pixels, name)
+                )
             else:
                 decoded.append(decode_bytes(data, c, s, cfg.max_pixels, name))
         return decoded, opts
@@ -625,7 +636,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         x = np.zeros((1, c, s, s), np.float32)
         logits = await batcher.submit(x)
         ok = bool(np.isfinite(logits).all())
-        return JSONResponse({"status": "ok" if ok else "model output not finite"}, 200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "model output not finite"}, 200 if ok else 503
+        )
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics():
@@ -667,5 +680,3 @@ def serve(
         flush=True,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
-
-
