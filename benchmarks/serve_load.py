@@ -141,6 +141,15 @@ async def drive(url: str, png: bytes, concurrency: int, requests: int, payload: 
     }
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used: a figure other jobs barely move."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def scrape_batches(url: str) -> float | None:
     import httpx
 
@@ -183,7 +192,10 @@ def main(argv=None) -> int:
         try:
             asyncio.run(wait_ready(url, proc))
             asyncio.run(drive(url, png, args.concurrency, args.warmup, args.payload))
+            s0, c0 = proc_cpu(proc.pid), time.process_time()
             r = asyncio.run(drive(url, png, args.concurrency, args.requests, args.payload))
+            r["server_cpu_ms_per_req"] = (proc_cpu(proc.pid) - s0) * 1000 / args.requests
+            r["client_cpu_ms_per_req"] = (time.process_time() - c0) * 1000 / args.requests
             r["mean_batch"] = scrape_batches(url)
         finally:
             proc.terminate()
@@ -196,16 +208,19 @@ def main(argv=None) -> int:
         print(
             f"{be:5s} batching {mb:3s}: {r['throughput']:7.0f} pred/s  p50 {r['p50_ms']:6.1f} ms  "
             f"p95 {r['p95_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
-            f"mean batch {r['mean_batch'] or 0:.1f}",
+            f"mean batch {r['mean_batch'] or 0:.1f}  CPU ms/req server "
+            f"{r['server_cpu_ms_per_req']:.2f} client {r['client_cpu_ms_per_req']:.2f}",
             flush=True,
         )
     print(
         f"\n{args.concurrency} concurrent clients, {args.requests} requests per config, "
         f"1 image per request ({args.payload}), {os.cpu_count()} CPUs, server threads "
-        f"{args.threads}; target ≥ 500 pred/s, p99 ≤ 100 ms, 0 errors"
+        f"{args.threads}; target ≥ 500 pred/s, p99 ≤ 100 ms, 0 errors; load average "
+        f"{os.getloadavg()[0]:.1f} at the end (other jobs share the CPU)"
     )
     print(
-        f"{'backend':8s}{'batching':>9s}{'pred/s':>9s}{'p50':>8s}{'p95':>8s}{'p99':>8s}{'errors':>8s}{'vs off':>8s}  target"
+        f"{'backend':8s}{'batching':>9s}{'pred/s':>9s}{'p50':>8s}{'p95':>8s}{'p99':>8s}"
+        f"{'errors':>8s}{'vs off':>8s}{'srv CPU ms':>11s}  target"
     )
     for r in rows:
         base = next(x for x in rows if x["backend"] == r["backend"] and x["batching"] == "off")
@@ -213,7 +228,8 @@ def main(argv=None) -> int:
         print(
             f"{r['backend']:8s}{r['batching']:>9s}{r['throughput']:9.0f}{r['p50_ms']:8.1f}"
             f"{r['p95_ms']:8.1f}{r['p99_ms']:8.1f}{r['errors']:8d}"
-            f"{r['throughput'] / base['throughput']:7.2f}x  {'met' if meets else 'missed'}"
+            f"{r['throughput'] / base['throughput']:7.2f}x{r['server_cpu_ms_per_req']:11.2f}  "
+            f"{'met' if meets else 'missed'}"
         )
     if args.out:
         Path(args.out).write_text(

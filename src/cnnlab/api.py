@@ -135,18 +135,25 @@ def load_image(
                     f"limit of {max_pixels}; send a smaller image"
                 )
             im.load()
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            im = im.convert("L" if channels == 1 else "RGB")
-            im = im.resize((size, size), Image.BILINEAR)
+            return pil_to_input(im, channels, size)
     except FileNotFoundError:
         raise CnnlabError(f"{label}: image file not found") from None
     except Image.DecompressionBombError as e:
         raise CnnlabError(f"{label}: image too large ({e})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise CnnlabError(f"{label}: not a readable image ({type(e).__name__})") from None
+
+
+def pil_to_input(im, channels: int, size: int) -> np.ndarray:
+    """A decoded PIL image → uint8 (C, size, size): transparency on white, mode, resize."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA", "P"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    im = im.convert("L" if channels == 1 else "RGB")
+    im = im.resize((size, size), Image.BILINEAR)
     a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 

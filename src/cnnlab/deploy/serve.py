@@ -208,7 +208,7 @@ class MicroBatcher:
                         break
                     try:
                         nxt = await asyncio.wait_for(q.get(), left)
-                    except TimeoutError:
+                    except asyncio.TimeoutError:  # not the builtin before 3.11
                         break
                 else:
                     nxt = q.get_nowait()
@@ -235,18 +235,6 @@ class MicroBatcher:
 
 
 # --------------------------------------------------------------------------- decoding
-
-
-def _pil_to_input(im, channels: int, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA", "P"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, im)
-    im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-    a = np.asarray(im, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
 def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
@@ -288,8 +276,10 @@ def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> 
     u8 = np.rint(a).astype(np.uint8)
     if u8.shape[0] == channels and u8.shape[1:] == (size, size):
         return u8
+    from ..api import pil_to_input
+
     im = Image.fromarray(u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0))
-    return _pil_to_input(im, channels, size)
+    return pil_to_input(im, channels, size)
 
 
 def decode_b64(s, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
