@@ -80,9 +80,17 @@
     img.src = URL.createObjectURL(f);
   });
 
+  // Live while drawing: at most one request per 150 ms during a stroke (throttle), plus a
+  // trailing one 120 ms after the last change (debounce) so the final drawing is classified.
+  let lastSent = 0;
   function schedule(delay) {
     clearTimeout(timer);
-    timer = setTimeout(classify, delay === undefined ? 120 : delay);
+    const now = performance.now();
+    if (delay === undefined && drawing && now - lastSent > 150) {
+      lastSent = now;
+      classify();
+    }
+    timer = setTimeout(() => { lastSent = performance.now(); classify(); }, delay === undefined ? 120 : delay);
   }
 
   async function classify() {
