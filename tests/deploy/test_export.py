@@ -113,6 +113,26 @@ def test_cli_export(tiny_run, capsys):
     )
     txt = capsys.readouterr().out
     assert "PASS" in txt and "max |Δlogit|" in txt and out.is_file()
+    d = tiny_run / "outdir"
+    d.mkdir()
+    assert (
+        main(
+            [
+                "export",
+                str(tiny_run),
+                "--format",
+                "torchscript",
+                "--out",
+                str(d),
+                "--parity-images",
+                "16",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["passed"]
+    assert (d / "model.torchscript.pt").is_file()
 
 
 SMALL = [n for n in list_models() if MODELS.get(n).default_input[1] <= 64]

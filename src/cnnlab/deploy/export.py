@@ -333,6 +333,8 @@ def export(
     inp = meta["input"]
     example = torch.rand(2, inp["channels"], inp["size"], inp["size"])
     out = Path(out) if out else default_out(run, fmt, int8)
+    if out.is_dir():  # --out DIR: the default file name inside it
+        out = out / default_out(run, fmt, int8).name
 
     exporter = "torch.jit.trace" if fmt == "torchscript" else "torch.export"
     if fmt == "onnx":
