@@ -163,9 +163,11 @@ def maybe_invert(a: np.ndarray, mean, invert: str = "auto") -> tuple[np.ndarray,
     was light-on-dark (mean < 0.5); ``invert``: auto | always | never."""
     if a.shape[0] != 1 or invert == "never":
         return a, False
-    border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
     dark_data = float(np.mean(mean)) < 0.5
-    flip = bool(invert == "always" or (dark_data and border.mean() > 127))
+    flip = invert == "always"
+    if not flip and dark_data:
+        border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
+        flip = bool(border.mean() > 127)
     return (255 - a if flip else a), flip
 
 

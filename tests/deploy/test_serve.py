@@ -118,6 +118,12 @@ BAD = {
     "zero top_k": dict(json={"images": [base64.b64encode(png()).decode()], "top_k": 0}),
     "bad invert": dict(json={"images": [base64.b64encode(png()).decode()], "invert": "maybe"}),
     "wrong content type": dict(content=b"abc", headers={"content-type": "text/plain"}),
+    "multipart no boundary": dict(content=b"abc", headers={"content-type": "multipart/form-data"}),
+    "multipart garbage": dict(
+        content=b"--x\r\nnot a header\r\n\r\n\x00\x01",
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    ),
+    "multipart no file": dict(data={"top_k": "3"}, files={}),
     "too many pixels (json)": dict(json={"pixels": [np.zeros((1100, 1100), np.uint8).tolist()]}),
 }
 

@@ -294,6 +294,59 @@ def decode_b64(s, channels: int, size: int, max_pixels: int, name: str) -> np.nd
     return decode_bytes(data, channels, size, max_pixels, name)
 
 
+def parse_multipart(body: bytes, content_type: str, max_files: int):
+    """multipart/form-data already in memory (the body limit bounds it) → ([(filename, bytes)],
+    {field: str}). python-multipart's parser with in-memory callbacks: a third of the cost of
+    Starlette's form() (no spooled temp file per part), which matters on the hot path."""
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        raise InputError("multipart body without a boundary in its Content-Type")
+    if not body:
+        raise InputError("empty multipart body")
+    files: list[tuple[str, bytes]] = []
+    fields: dict[str, str] = {}
+    part: dict = {}
+    name, value, data = [], [], []
+
+    def on_part_begin():
+        part.clear()
+        data.clear()
+
+    def on_header_end():
+        part[b"".join(name).lower()] = b"".join(value)
+        name.clear()
+        value.clear()
+
+    def on_part_end():
+        disp = parse_options_header(part.get(b"content-disposition", b""))[1]
+        key = disp.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in disp:
+            if len(files) >= max_files:
+                raise InputError(f"more than {max_files} images in one request (--max-images)", 413)
+            files.append((disp[b"filename"].decode("utf-8", "replace") or key, b"".join(data)))
+        elif len(fields) < 16:
+            fields[key] = b"".join(data)[:256].decode("utf-8", "replace")
+
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": lambda d, a, b: name.append(d[a:b]),
+        "on_header_value": lambda d, a, b: value.append(d[a:b]),
+        "on_header_end": on_header_end,
+        "on_part_data": lambda d, a, b: data.append(d[a:b]),
+        "on_part_end": on_part_end,
+    }
+    try:
+        p = MultipartParser(boundary, callbacks)
+        p.write(body)
+        p.finalize()
+    except MultipartParseError as e:
+        raise InputError(f"bad multipart body ({str(e)[:100]})") from None
+    return files, fields
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -453,17 +506,12 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         raw: list[tuple[str, bytes]] = []
         decoded: list[np.ndarray] = []
         if ctype == "multipart/form-data":
-            from starlette.exceptions import HTTPException
-
-            try:
-                form = await request.form(max_files=cfg.max_images, max_fields=cfg.max_images + 8)
-            except HTTPException as e:
-                raise InputError(f"bad multipart body: {e.detail}") from None
-            for key, v in form.multi_items():
-                if hasattr(v, "read"):
-                    raw.append((v.filename or key, await v.read()))
-                else:
-                    opts.setdefault(key, v)
+            files, fields = parse_multipart(
+                await request.body(), request.headers["content-type"], cfg.max_images
+            )
+            raw.extend(files)
+            for k, v in fields.items():
+                opts.setdefault(k, v)
         elif ctype in ("application/json", ""):
             body = await request.body()
             if not body:
