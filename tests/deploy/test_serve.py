@@ -278,8 +278,15 @@ def test_serve_cli_errors(tiny_run, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "x.pkl")]) == 2
     assert main(["serve", str(tiny_run), "--max-batch", "0"]) == 2
     assert main(["serve", str(tiny_run), "--port", "70000"]) == 2
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve", str(tiny_run), "--port", port]) == 2
     err = capsys.readouterr().err
-    assert err.count("cnnlab: error:") == 4
+    assert err.count("cnnlab: error:") == 5 and f"127.0.0.1:{port}" in err
     with open(tmp_path / "m.onnx", "wb") as f:
         f.write(b"not onnx")
     assert main(["serve", str(tmp_path / "m.onnx")]) == 2

@@ -707,9 +707,19 @@ def serve(
     log_level: str = "warning",
     which: str = "best",
 ) -> None:
+    import socket
+
     import uvicorn
 
     cfg = (config or ServeConfig()).check()
+    try:  # a clear one-line error instead of uvicorn's log line and exit code 1
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as e:
+        raise CnnlabError(
+            f"cannot listen on {host}:{port} ({e.strerror}); pick another --port"
+        ) from None
     be = open_backend(target, backend, cfg.threads, which)
     app = create_app(be, cfg)
     print(
