@@ -167,13 +167,10 @@ def _with_onnx_metadata(data: bytes, md: dict) -> bytes:
 
 def read_onnx_metadata(path_or_bytes) -> dict:
     """The cnnlab metadata of an exported ONNX file (from its metadata_props)."""
-    import onnxruntime as ort
-
     sess = _ort_session(path_or_bytes)
     md = sess.get_modelmeta().custom_metadata_map
     if META_KEY not in md:
         raise CnnlabError(f"{path_or_bytes}: not a cnnlab export (no '{META_KEY}' metadata)")
-    del ort
     return json.loads(md[META_KEY])
 
 
