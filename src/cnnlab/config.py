@@ -81,6 +81,9 @@ class TrainConfig:
     compile: bool = False
     threads: int = 0  # CPU threads (0 = torch's default)
     grad_clip: float = 0.0
+    checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
+    nan_policy: str = "stop"  # non-finite loss: stop (free) or skip the step + lower LR (syncs)
+    nan_lr_factor: float = 0.5  # skip: LR multiplier applied at each skipped step
 
 
 @dataclass
@@ -304,6 +307,12 @@ def validate(cfg: Config) -> Config:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if t.checkpoint_every_steps < 0:
+        raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
+    if t.nan_policy not in ("stop", "skip"):
+        raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
+    if not 0 < t.nan_lr_factor <= 1:
+        raise ConfigError("train.nan_lr_factor must be in (0, 1]")
     if t.precision not in PRECISIONS:
         raise ConfigError(choices_msg("precision", t.precision, PRECISIONS))
     if t.channels_last.lower() not in ("auto", "true", "false"):
