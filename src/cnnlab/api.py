@@ -116,12 +116,19 @@ def plot_confusion(cm, classes, path: Path) -> None:
     os.replace(tmp, path)
 
 
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (8192 × 8192): above any photo, below a memory bomb
+
+
 def load_image(path, channels: int, size: int) -> np.ndarray:
     """Decode any PNG/JPEG (any size or mode) → uint8 (C, size, size)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:  # decided from the header, before decoding
+                raise Image.DecompressionBombError(f"{w}x{h} pixels")
+            im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode smaller
             im.load()
             if im.mode in ("RGBA", "LA", "P"):
                 im = im.convert("RGBA")
@@ -133,7 +140,7 @@ def load_image(path, channels: int, size: int) -> np.ndarray:
         raise CnnlabError(f"{path}: image file not found") from None
     except Image.DecompressionBombError as e:
         raise CnnlabError(f"{path}: image too large ({e})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure of a decoder fed untrusted bytes
         raise CnnlabError(f"{path}: not a readable image ({type(e).__name__})") from None
     a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
