@@ -79,12 +79,13 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(tmp_path):
     log = []
     for i, (what, env) in enumerate(plan):
         ck = run / "checkpoints"
-        stale = set(ck.glob(".*.tmp"))  # left by an earlier kill; the resume removes them
+        stale = set(ck.glob(".*.tmp"))
+        new_tmp = lambda ck=ck, stale=stale: set(ck.glob(".last.safetensors.*.tmp")) - stale  # noqa: E731  # left by an earlier kill; the resume removes them
         term = what.startswith("external SIGTERM")
         # not quiet for SIGTERM: the "run ..." line says the signal handlers are set
         p = start(first if i == 0 else resume[:-1] if term else resume, **env)
         if what.startswith("external SIGKILL"):
-            assert wait_for(lambda: set(ck.glob(".last.safetensors.*.tmp")) - stale, p)
+            assert wait_for(new_tmp, p)
             p.send_signal(signal.SIGKILL)
         elif term:
             assert p.stdout.readline().startswith("run ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 ORDER = 10
 
 HELP = """\
@@ -103,8 +105,8 @@ def run(args) -> int:
         quiet=args.quiet,
         **shortcuts,
     )
-    if res.interrupted:
-        return 0  # the trainer printed where it stopped and how to resume
+    if res.interrupted or os.environ.get("RANK", "0") != "0":
+        return 0  # interrupted: the trainer said how to resume; other ranks: rank 0 reports
     if not res.history:
         print(
             f"nothing to do: {res.run_dir} already finished its epochs (raise --epochs to continue)"
