@@ -63,6 +63,24 @@ class Dist:
         ids = [dev.index] if dev.type == "cuda" else None
         return DDP(model, device_ids=ids)
 
+    def sampler(self, dataset, shuffle: bool, seed: int, drop_last: bool = False):
+        """For streaming (DataLoader) loaders: a DistributedSampler giving this rank its
+        1/world of each epoch (pass it as ``sampler=`` instead of ``shuffle=``, with the
+        per-rank batch ``batch_size // world``; the trainer calls ``set_epoch`` on a
+        loader that has it). None on one process."""
+        if not self.enabled:
+            return None
+        from torch.utils.data.distributed import DistributedSampler
+
+        return DistributedSampler(
+            dataset,
+            num_replicas=self.world,
+            rank=self.rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
+
     def describe(self) -> str:
         return f"DDP {self.world} ranks ({self.backend})" if self.enabled else ""
 

@@ -19,6 +19,7 @@ ranks, and only rank 0 writes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -479,10 +480,13 @@ class Trainer:
         """Where epoch ``epoch`` starts: fresh, or the position a mid-epoch checkpoint holds."""
         dev = self.rt.device
         p, self._pending = self._pending, None
+        if hasattr(self.train_loader, "set_epoch"):  # a streaming loader's DistributedSampler
+            self.train_loader.set_epoch(epoch)
         if p is not None and int(p["epoch"]) == epoch:
             now = self.generator.get_state()
             self.generator.set_state(p["epoch_rng"])
-            order = self.train_loader.order()  # the same permutation as before the stop
+            ld = self.train_loader  # the same permutation as before the stop:
+            order = ld.order() if hasattr(ld, "order") else None
             self.generator.set_state(now)  # augmentation continues where it was
             return dict(
                 epoch_rng=p["epoch_rng"],
@@ -495,9 +499,10 @@ class Trainer:
                 lr=float(p["lr"]),
             )
         epoch_rng = self.generator.get_state()
+        ld = self.train_loader
         return dict(
             epoch_rng=epoch_rng,
-            order=self.train_loader.order(),
+            order=ld.order() if hasattr(ld, "order") else None,
             step=0,
             loss_sum=torch.zeros((), device=dev),
             correct=torch.zeros((), device=dev, dtype=torch.long),
@@ -534,7 +539,12 @@ class Trainer:
         if step == 0:
             self._losses.zero_()
         t0 = time.perf_counter() - st["seconds"]
-        for i, (x, y) in enumerate(self.train_loader.iterate(step, st["order"]), step + 1):
+        ld = self.train_loader
+        if hasattr(ld, "iterate"):
+            batches = ld.iterate(step, st["order"])
+        else:  # a streaming loader: replay its epoch and skip the batches already done
+            batches = itertools.islice(iter(ld), step, None)
+        for i, (x, y) in enumerate(batches, step + 1):
             loss, corr = self.step_fn(x, y)
             self.schedule.step()
             step = i
