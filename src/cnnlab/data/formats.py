@@ -120,6 +120,14 @@ class _Refused(pickle.UnpicklingError):
     pass
 
 
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """numpy's protocol-2 pickles store bytes as ``_codecs.encode(str, 'latin1')``; any
+    other codec (compression, rot13, ...) has no business in a CIFAR batch."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _Refused(f"it asks for the {encoding!r} codec")
+    return text.encode("latin1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Admits only what CIFAR's pickles contain: numpy arrays and dtypes."""
 
@@ -134,6 +142,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise _Refused(f"it asks for {module}.{name}")
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
         if module == "numpy.core.multiarray":
             module = "numpy._core.multiarray" if hasattr(np, "_core") else module
         return super().find_class(module, name)
