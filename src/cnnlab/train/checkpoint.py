@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError
 
 FORMAT = "cnnlab-checkpoint/1"
+_FILE_MODE = 0o644  # mkstemp makes 0600 files; a run directory is meant to be shared/read
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -106,6 +107,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -222,6 +224,7 @@ def save_checkpoint(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
         os.close(fd)
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
