@@ -61,7 +61,9 @@ class Dist:
 
         dev = next(model.parameters()).device
         ids = [dev.index] if dev.type == "cuda" else None
-        return DDP(model, device_ids=ids)
+        # grads as views of the all-reduce buckets: no copy, and no stride-mismatch warning
+        # for (C, 1, k, k) conv weights
+        return DDP(model, device_ids=ids, gradient_as_bucket_view=True)
 
     def sampler(self, dataset, shuffle: bool, seed: int, drop_last: bool = False):
         """For streaming (DataLoader) loaders: a DistributedSampler giving this rank its
