@@ -320,6 +320,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "schedule": self.schedule.state_dict(),
             "lr_scale": self.lr_scale,
+            # an AMP GradScaler, when the step uses one (fp16): its scale and growth tracker
+            "scaler": self.scaler.state_dict() if getattr(self, "scaler", None) else None,
             "skipped_steps": self.skipped_steps,
             "rng": plain_rng,
         }
@@ -387,6 +389,8 @@ class Trainer:
         if st is not None:
             self.optimizer.load_state_dict(st)
         self.schedule.load_state_dict(ck.meta["schedule"])
+        if ck.meta.get("scaler") and getattr(self, "scaler", None) is not None:
+            self.scaler.load_state_dict(ck.meta["scaler"])
         self.lr_scale = float(ck.meta.get("lr_scale", 1.0))
         self.skipped_steps = int(ck.meta.get("skipped_steps", 0))
         self._apply_lr_scale()
