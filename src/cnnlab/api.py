@@ -126,8 +126,14 @@ def load_image(path, channels: int, size: int) -> np.ndarray:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:  # decided from the header, before decoding
-                raise Image.DecompressionBombError(f"{w}x{h} pixels")
+            # decided from the header, before the decoder allocates w*h pixels: an absolute
+            # cap, and a cap against the file's size (deflate tops out near 1032:1, so a
+            # 100-byte file that claims 8192 x 8192 pixels is lying)
+            nbytes = os.fstat(im.fp.fileno()).st_size if hasattr(im.fp, "fileno") else 0
+            if w * h > MAX_IMAGE_PIXELS or (nbytes and w * h > max(1 << 20, 4096 * nbytes)):
+                raise Image.DecompressionBombError(
+                    f"header claims {w}x{h} pixels in a {nbytes:,}-byte file"
+                )
             im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode smaller
             im.load()
             if im.mode in ("RGBA", "LA", "P"):
