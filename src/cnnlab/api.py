@@ -117,19 +117,29 @@ def plot_confusion(cm, classes, path: Path) -> None:
 
 
 MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (8192 × 8192): above any photo, below a memory bomb
+MAX_IMAGE_FILE = 256 << 20  # bytes
 
 
 def load_image(path, channels: int, size: int) -> np.ndarray:
     """Decode any PNG/JPEG (any size or mode) → uint8 (C, size, size)."""
+    import io
+
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        src, nbytes = path, 0
+        if isinstance(path, (str, os.PathLike)):
+            # decode from memory: a chunk length that lies (b"\x04\x00\x00\x0cIDAT") makes
+            # a buffered file's read(n) allocate n bytes up front; BytesIO.read does not
+            nbytes = os.path.getsize(path)
+            if nbytes > MAX_IMAGE_FILE:
+                raise Image.DecompressionBombError(f"a {nbytes:,}-byte file")
+            src = io.BytesIO(Path(path).read_bytes())
+        with Image.open(src) as im:
             w, h = im.size
             # decided from the header, before the decoder allocates w*h pixels: an absolute
             # cap, and a cap against the file's size (deflate tops out near 1032:1, so a
             # 100-byte file that claims 8192 x 8192 pixels is lying)
-            nbytes = os.fstat(im.fp.fileno()).st_size if hasattr(im.fp, "fileno") else 0
             if w * h > MAX_IMAGE_PIXELS or (nbytes and w * h > max(1 << 20, 4096 * nbytes)):
                 raise Image.DecompressionBombError(
                     f"header claims {w}x{h} pixels in a {nbytes:,}-byte file"
