@@ -97,7 +97,7 @@ def run(args) -> int:
     if args.nproc is not None and args.nproc != 1:
         from ..train.distributed import launch
 
-        launch(args.nproc, _argv_without_nproc(args))
+        return launch(args.nproc, _argv_without_nproc(args))
     res = train(
         recipe=args.recipe,
         overrides=args.overrides,

@@ -1,6 +1,6 @@
 """Data-parallel training with PyTorch DDP under ``torchrun``.
 
-- ``cnnlab train --nproc N ...`` re-executes itself as
+- ``cnnlab train --nproc N ...`` runs
   ``python -m torch.distributed.run --standalone --nproc-per-node N -m cnnlab train ...``
   (one machine, N processes: one per GPU, or N CPU processes with gloo).
 - Clusters: run ``torchrun --nnodes M --nproc-per-node G --rdzv-backend c10d
@@ -18,9 +18,12 @@ Backend: nccl on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -112,11 +115,24 @@ def from_env(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(True, rank, world, local, backend), device
 
 
-def launch(nproc: int, train_argv: list[str]) -> None:
-    """Replace this process by torchrun running ``cnnlab train`` on ``nproc`` local ranks.
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc); empty where that is not available."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in task.read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
 
-    exec (not a child process) so that Ctrl-C / SIGTERM reach torchrun, which forwards
-    them to the ranks."""
+
+def launch(nproc: int, train_argv: list[str]) -> int:
+    """Run ``cnnlab train`` on ``nproc`` local ranks under torchrun; return its exit code.
+
+    torchrun runs in its own session, and Ctrl-C / SIGTERM sent to this process are
+    forwarded to the ranks themselves: each finishes its step, rank 0 writes the
+    checkpoint, they exit 0 and torchrun with them. (Signalled directly, torchrun would
+    tear the workers down and exit 1 with a traceback of its own.)"""
     if nproc < 1:
         raise ConfigError(f"--nproc must be ≥ 1, got {nproc}")
     cmd = [
@@ -133,6 +149,21 @@ def launch(nproc: int, train_argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execv(sys.executable, cmd)
+        proc = subprocess.Popen(cmd, start_new_session=True)
     except OSError as e:
         raise CnnlabError(f"cannot start torchrun ({e.strerror})") from None
+
+    def forward(signum, frame):
+        targets = _children(proc.pid) or [proc.pid]  # no ranks yet: torchrun itself
+        for pid in targets:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
