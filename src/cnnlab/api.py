@@ -116,6 +116,10 @@ def plot_confusion(cm, classes, path: Path) -> None:
     os.replace(tmp, path)
 
 
+MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (8192 × 8192): above any photo, below a memory bomb
+MAX_IMAGE_FILE = 256 << 20  # bytes
+
+
 def load_image(
     path, channels: int, size: int, max_pixels: int | None = None, name: str | None = None
 ) -> np.ndarray:
@@ -124,23 +128,46 @@ def load_image(
     ``path`` may be a file object (the server passes uploads as BytesIO, named ``name``).
     ``max_pixels`` refuses larger images from their header, before decoding a pixel.
     """
-    from PIL import Image, UnidentifiedImageError
+    import io
+
+    from PIL import Image
 
     label = name or path
     try:
-        with Image.open(path) as im:
-            if max_pixels and im.size[0] * im.size[1] > max_pixels:
+        src, nbytes = path, 0
+        if isinstance(path, (str, os.PathLike)):
+            # decode from memory: a chunk length that lies (b"\x04\x00\x00\x0cIDAT") makes
+            # a buffered file's read(n) allocate n bytes up front; BytesIO.read does not
+            nbytes = os.path.getsize(path)
+            if nbytes > MAX_IMAGE_FILE:
+                raise Image.DecompressionBombError(f"a {nbytes:,}-byte file")
+            src = io.BytesIO(Path(path).read_bytes())
+        elif hasattr(path, "getbuffer"):
+            nbytes = path.getbuffer().nbytes
+        with Image.open(src) as im:
+            w, h = im.size
+            if max_pixels and w * h > max_pixels:
                 raise CnnlabError(
-                    f"{label}: image has {im.size[0]}×{im.size[1]} pixels, more than the "
+                    f"{label}: image has {w}×{h} pixels, more than the "
                     f"limit of {max_pixels}; send a smaller image"
                 )
+            # decided from the header, before the decoder allocates w*h pixels: an absolute
+            # cap, and a cap against the file's size (deflate tops out near 1032:1, so a
+            # 100-byte file that claims 8192 x 8192 pixels is lying)
+            if w * h > MAX_IMAGE_PIXELS or (nbytes and w * h > max(1 << 20, 4096 * nbytes)):
+                raise Image.DecompressionBombError(
+                    f"header claims {w}x{h} pixels in a {nbytes:,}-byte file"
+                )
+            im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode smaller
             im.load()
             return pil_to_input(im, channels, size)
+    except CnnlabError:
+        raise
     except FileNotFoundError:
         raise CnnlabError(f"{label}: image file not found") from None
     except Image.DecompressionBombError as e:
         raise CnnlabError(f"{label}: image too large ({e})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure of a decoder fed untrusted bytes
         raise CnnlabError(f"{label}: not a readable image ({type(e).__name__})") from None
 
 

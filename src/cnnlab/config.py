@@ -10,6 +10,7 @@ An unknown key or a bad value raises ConfigError listing the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,9 @@ class TrainConfig:
     compile: bool = False
     threads: int = 0  # CPU threads (0 = torch's default)
     grad_clip: float = 0.0
+    checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
+    nan_policy: str = "stop"  # non-finite loss: stop (free) or skip the step + lower LR (syncs)
+    nan_lr_factor: float = 0.5  # skip: LR multiplier applied at each skipped step
 
 
 @dataclass
@@ -154,18 +158,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         try:
             f = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ConfigError(f"{where} must be an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return int(f)
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            f = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return f
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{where} must be a string, got {value!r}")
@@ -256,9 +263,13 @@ def load_recipe(path: str | Path) -> Config:
         else:
             raise ConfigError(f"recipe {str(path)!r} not found (see the recipes/ folder)")
     try:
-        d = yaml.safe_load(p.read_text())
+        d = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"recipe {p}: invalid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {p}: not UTF-8 text") from None
+    except OSError as e:
+        raise ConfigError(f"recipe {p}: cannot read it ({e.strerror})") from None
     return from_dict(d)
 
 
@@ -304,6 +315,12 @@ def validate(cfg: Config) -> Config:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    if t.checkpoint_every_steps < 0:
+        raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
+    if t.nan_policy not in ("stop", "skip"):
+        raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
+    if not 0 < t.nan_lr_factor <= 1:
+        raise ConfigError("train.nan_lr_factor must be in (0, 1]")
     if t.precision not in PRECISIONS:
         raise ConfigError(choices_msg("precision", t.precision, PRECISIONS))
     if t.channels_last.lower() not in ("auto", "true", "false"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 ORDER = 10
 
 HELP = """\
@@ -13,6 +15,10 @@ Examples:
   cnnlab train --recipe recipes/lenet5-fashion-mnist.yaml --data-dir ../shared/data
   cnnlab train --model lenet5-1998 --dataset mnist --epochs 5 --set optim.name=sgd
   cnnlab train --resume runs/lenet5-fashion-mnist-20261126-101500 --epochs 30
+  cnnlab train --nproc 2 --device cpu --set train.batch_size=128   # DDP on 2 processes
+Ctrl-C (or SIGTERM) finishes the current step, writes a checkpoint and prints how to resume.
+Clusters: torchrun --nnodes M --nproc-per-node G --rdzv-backend c10d \\
+  --rdzv-endpoint HOST:29500 -m cnnlab train ...   (on every node)
 """
 
 
@@ -49,6 +55,12 @@ def register(sub) -> None:
     p.add_argument(
         "--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint"
     )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        help="data-parallel processes on this machine (runs torchrun; one per GPU, or CPU "
+        "processes with gloo); train.batch_size is the global batch",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
@@ -82,6 +94,10 @@ def run(args) -> int:
         raise ConfigError(
             "--resume takes the run's own config; drop --recipe (use --set to change it)"
         )
+    if args.nproc is not None and args.nproc != 1:
+        from ..train.distributed import launch
+
+        return launch(args.nproc, _argv_without_nproc(args))
     res = train(
         recipe=args.recipe,
         overrides=args.overrides,
@@ -89,6 +105,8 @@ def run(args) -> int:
         quiet=args.quiet,
         **shortcuts,
     )
+    if res.interrupted or os.environ.get("RANK", "0") != "0":
+        return 0  # interrupted: the trainer said how to resume; other ranks: rank 0 reports
     if not res.history:
         print(
             f"nothing to do: {res.run_dir} already finished its epochs (raise --epochs to continue)"
@@ -102,3 +120,33 @@ def run(args) -> int:
     )
     print(f"run directory: {res.run_dir}")
     return 0
+
+
+_FLAGS = {
+    "model": "--model",
+    "dataset": "--dataset",
+    "data_dir": "--data-dir",
+    "recipe": "--recipe",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "device": "--device",
+    "seed": "--seed",
+    "name": "--name",
+    "runs_dir": "--runs-dir",
+    "resume": "--resume",
+}
+
+
+def _argv_without_nproc(args) -> list[str]:
+    """The same ``cnnlab train`` arguments for each torchrun rank, minus --nproc."""
+    argv: list[str] = []
+    for key, flag in _FLAGS.items():
+        v = getattr(args, key, None)
+        if v is not None:
+            argv += [flag, str(v)]
+    for o in args.overrides:
+        argv += ["--set", o]
+    if args.quiet:
+        argv.append("--quiet")
+    return argv

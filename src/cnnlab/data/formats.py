@@ -17,6 +17,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import struct
 import zlib
 from pathlib import Path
@@ -119,6 +120,14 @@ class _Refused(pickle.UnpicklingError):
     pass
 
 
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """numpy's protocol-2 pickles store bytes as ``_codecs.encode(str, 'latin1')``; any
+    other codec (compression, rot13, ...) has no business in a CIFAR batch."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise _Refused(f"it asks for the {encoding!r} codec")
+    return text.encode("latin1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Admits only what CIFAR's pickles contain: numpy arrays and dtypes."""
 
@@ -133,6 +142,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise _Refused(f"it asks for {module}.{name}")
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
         if module == "numpy.core.multiarray":
             module = "numpy._core.multiarray" if hasattr(np, "_core") else module
         return super().find_class(module, name)
@@ -145,6 +156,11 @@ def safe_unpickle(path: str | os.PathLike):
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     try:
+        # Walk the opcodes first: a length field that promises more bytes than the file
+        # holds (b"B\x00\x00\x00\x04" claims 64 MiB) would make the C unpickler
+        # allocate that much before noticing; genops reads lazily and just fails.
+        for _ in pickletools.genops(raw):
+            pass
         return _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except _Refused as e:
         raise DataError(
@@ -179,10 +195,18 @@ def read_cifar_batch(
         raise DataError(
             f"{path}: CIFAR 'data' must be uint8 (N, 3072), found {data.dtype} {data.shape}"
         )
+    ints = (
+        labels.dtype.kind in "iu"
+        if isinstance(labels, np.ndarray)
+        else isinstance(labels, list)
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels)
+    )
     try:
+        if not ints:
+            raise TypeError
         y = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: CIFAR 'labels' are not integers") from None
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: CIFAR 'labels' are not a list of integers") from None
     if y.shape != (data.shape[0],):
         raise DataError(f"{path}: {data.shape[0]} images but {y.size} labels")
     if y.size and (y.min() < 0 or y.max() >= num_classes):

@@ -113,15 +113,34 @@ class ResidentLoader:
             x = x.contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype) if self.dtype != torch.float32 else x
 
+    def shard(self, rank: int, world: int) -> None:
+        """Data-parallel sharding: every rank draws the same global permutation (same
+        generator seed) and takes its contiguous ``batch_size / world`` slice of each
+        global batch, so the global batch is the same as a 1-process run's."""
+        if self.batch_size % world:
+            raise ValueError(f"batch size {self.batch_size} is not divisible by {world} ranks")
+        self.rank, self.world = int(rank), int(world)
+
+    rank, world = 0, 1
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self.order()
+        return self.iterate()
+
+    def iterate(
+        self, start_step: int = 0, order: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches from step ``start_step`` on; ``order`` replays a saved epoch's permutation
+        (exact mid-epoch resume) instead of drawing a new one."""
+        idx = self.order() if order is None else order
         n = idx.numel()
         b = self.batch_size
+        lb = b // self.world  # per-rank slice of the global batch
+        off = self.rank * lb
         stop = (n // b) * b if self.drop_last else n
         train = self.train
-        for i in range(0, stop, b):
-            j = idx[i : i + b]
+        for i in range(start_step * b, stop, b):
             if self.shuffle:
+                j = idx[i + off : i + off + lb]
                 yield self.prepare(self.x[j], train), self.y[j]
             else:
                 yield self.prepare(self.x[i : i + b], train), self.y[i : i + b]

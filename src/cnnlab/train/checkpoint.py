@@ -7,15 +7,25 @@ Layout of ``checkpoints/last.safetensors`` / ``best.safetensors``:
   metrics, resolved config, optimiser/scheduler/python/numpy state) and ``sha256``
   (digest of all tensor bytes, checked on load).
 
+Rotation: ``save_checkpoint(..., keep_prev=prev_path)`` hard-links the current file to
+``prev`` before the new one replaces it, so there is never a moment without a complete
+``last`` and ``--resume`` can fall back to ``prev`` when ``last`` is damaged.
+
+A failed write (disk full, read-only file system, missing directory) raises a one-line
+CheckpointError and leaves no temp file behind; the files already there are untouched.
+
 Nothing here unpickles: loading a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError
 
 FORMAT = "cnnlab-checkpoint/1"
+_FILE_MODE = 0o644  # mkstemp makes 0600 files; a run directory is meant to be shared/read
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -41,6 +52,43 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def fault(point: str, before=None) -> None:
+    """Test hook for the crash tests: ``CNNLAB_FAULT=<point>:<n>`` SIGKILLs this process the
+    n-th time ``point`` is reached; ``CNNLAB_FAULT_SLEEP=<s>`` sleeps inside every
+    checkpoint write so an external kill can land there. Inert unless those are set."""
+    spec = os.environ.get("CNNLAB_FAULT")
+    if point == "ckpt-write" and os.environ.get("CNNLAB_FAULT_SLEEP"):
+        time.sleep(float(os.environ["CNNLAB_FAULT_SLEEP"]))
+    if not spec:
+        return
+    name, _, n = spec.partition(":")
+    if name != point:
+        return
+    _FAULT_COUNTS[point] = _FAULT_COUNTS.get(point, 0) + 1
+    if _FAULT_COUNTS[point] == int(n or 1):
+        if before is not None:
+            before()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def io_error(path, e: OSError, what: str = "write") -> str:
+    """One line for a failed file operation: which file, why, in words."""
+    why = e.strerror or str(e)
+    hint = {
+        errno.ENOSPC: "free some disk space",
+        errno.EROFS: "the file system is read-only; choose another --runs-dir",
+        errno.EACCES: "no permission; choose another --runs-dir",
+        errno.EPERM: "no permission; choose another --runs-dir",
+        errno.ENOENT: "the directory is missing",
+        errno.ENOTDIR: "a part of the path is a file, not a directory",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }.get(e.errno, "check the path and the disk")
+    return f"cannot {what} {path}: {why} ({hint})"
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -53,20 +101,34 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``path`` all or nothing (temp file in the same folder, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise CheckpointError(io_error(path, e)) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
+
+
+def _unlink_quietly(tmp) -> None:
+    if tmp is None:
+        return
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -143,8 +205,10 @@ def save_checkpoint(
     meta: dict,
     optimizer: torch.optim.Optimizer | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    keep_prev: str | os.PathLike | None = None,
 ) -> Path:
-    """Write weights (+ optimiser state, RNG tensors in ``extra_tensors``) atomically."""
+    """Write weights (+ optimiser state, RNG tensors in ``extra_tensors``) atomically;
+    with ``keep_prev`` the file being replaced is kept under that name."""
     path = Path(path)
     sd = model.state_dict()
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in sd.items()}
@@ -156,20 +220,48 @@ def save_checkpoint(
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous().clone()
     metadata = {"cnnlab": json.dumps(meta, default=_json_default), "sha256": _digest(tensors)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _FILE_MODE)
+        os.close(fd)
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # test hook: a kill halfway through writing the temp file
+        fault("ckpt-half", lambda: os.truncate(tmp, os.path.getsize(tmp) // 2))
+        fault("ckpt-write")
+        if keep_prev is not None and path.exists():
+            _rotate(path, Path(keep_prev))
+            fault("ckpt-rotate")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise CheckpointError(
+            io_error(path, e, "write checkpoint") + "; the previous checkpoint is left intact"
+        ) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
     return path
+
+
+def _rotate(path: Path, prev: Path) -> None:
+    """``prev`` ← the current ``path`` (a hard link: ``path`` stays complete throughout)."""
+    link = prev.with_name(f".{prev.name}.link")
+    try:
+        if link.exists():
+            link.unlink()
+        os.link(path, link)
+        os.replace(link, prev)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+            raise
+        # no hard links on this file system: a rename leaves a moment without ``path``,
+        # and --resume then falls back to ``prev``
+        os.replace(path, prev)
 
 
 def _json_default(o):

@@ -3,14 +3,29 @@
 Small datasets live on the device (ResidentLoader); per-step metrics accumulate in
 device tensors and are read once per epoch, so the step loop never syncs with the host.
 Every epoch appends to ``metrics.jsonl`` and writes ``checkpoints/last`` (and ``best``)
-atomically, with optimiser, schedule and RNG state for an exact resume.
+atomically, with optimiser, schedule and RNG state for an exact resume; the replaced
+``last`` is kept as ``prev``. With ``train.checkpoint_every_steps`` a checkpoint is also
+written mid-epoch, holding the data-order position (the generator state the epoch's
+permutation was drawn from, the step, the epoch's metric accumulators), so a resumed run
+replays the same batches and ends bit-identical on CPU in deterministic mode.
+
+SIGINT/SIGTERM finish the current step, write a checkpoint and return (CLI exit 0).
+A non-finite loss stops the run naming epoch and step (policy ``stop``: no per-step host
+sync, the check runs where the metrics are read anyway) or skips that step and lowers the
+LR (policy ``skip``: one host sync per step to decide before the optimiser moves).
+Under torchrun the model is wrapped in DDP, the data sharded, metrics summed across
+ranks, and only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,8 +41,17 @@ from ..data.loader import ResidentLoader
 from ..errors import CheckpointError, CnnlabError, ConfigError
 from ..models import count_params, create_model
 from ..runs import read_metrics
-from .callbacks import Callback, NaNGuard, Progress
-from .checkpoint import atomic_write_text, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from . import distributed
+from .callbacks import Callback, NaNGuard, NonFiniteLoss, Progress
+from .checkpoint import (
+    atomic_write_text,
+    fault,
+    io_error,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from .device import make_runtime
 from .losses import build_loss
 from .optim import Schedule, build_optimizer
@@ -38,6 +62,7 @@ class TrainResult:
     run_dir: Path
     history: list[dict] = field(default_factory=list)
     model: torch.nn.Module | None = None
+    interrupted: bool = False  # stopped by SIGINT/SIGTERM after writing a checkpoint
 
     @property
     def final(self) -> dict:
@@ -72,6 +97,9 @@ class Trainer:
         self.resume_from = Path(resume) if resume else None
         self.should_stop = False
         self.stop_reason = ""
+        self.interrupted = False
+        self._signal: int | None = None
+        self._pending: dict | None = None  # a mid-epoch position restored by _resume
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -100,6 +128,11 @@ class Trainer:
         t = cfg.train
         torch.manual_seed(t.seed)
         self.rt = make_runtime(t)
+        self.dist, self.rt.device = distributed.from_env(self.rt.device)
+        if not self.dist.main:
+            for cb in self.callbacks:
+                if isinstance(cb, Progress):
+                    cb.quiet = True
         dev = self.rt.device
         if self.dataset is None:
             self.dataset = load_dataset(
@@ -138,9 +171,20 @@ class Trainer:
             generator=self.generator,
             **common,
         )
-        self.test_loader = ResidentLoader(ds.test_x, ds.test_y, t.eval_batch_size, **common)
+        if self.dist.enabled:
+            try:
+                self.train_loader.shard(self.dist.rank, self.dist.world)
+            except ValueError:
+                raise ConfigError(
+                    f"train.batch_size {bs} (the global batch) must be divisible by the "
+                    f"{self.dist.world} ranks"
+                ) from None
+        r, w = self.dist.rank, self.dist.world  # evaluation: each rank scores a 1/w share
+        self.test_loader = ResidentLoader(
+            ds.test_x[r::w], ds.test_y[r::w], t.eval_batch_size, **common
+        )
         if cfg.data.val_fraction > 0:
-            self.val = ResidentLoader(xva, yva, t.eval_batch_size, **common)
+            self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
         in_ch = 1 if cfg.data.grayscale else ds.channels
         size = cfg.data.resize or ds.size
         self.model = create_model(
@@ -158,11 +202,25 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         self.schedule = Schedule(self.optimizer, cfg.sched, t.epochs, self.steps_per_epoch)
         self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
-        self.step_fn = self._make_step()
-        self.run_dir = self._run_dir()
+        self.base_lrs = list(self.schedule.base)
+        self.lr_scale, self.skipped_steps, self._skip_now = 1.0, 0, False
+        if t.nan_policy == "skip":
+            self._guard_optimizer()
+        raw = self.model
+        # DDP: the step runs the wrapped model (gradient all-reduce in backward) while
+        # self.model stays the plain module for checkpoints and evaluation.
+        self.model = self.dist.wrap(raw)
+        try:
+            self.step_fn = self._make_step()
+        finally:
+            self.model = raw
+        self.run_dir = Path(self.dist.broadcast(str(self._run_dir())))
         self.start_epoch = 1
         self.best_metric = -math.inf
         self.history: list[dict] = []
+        # per-step losses of the current epoch on the device: written without a sync, read
+        # only to name the first bad step once a non-finite epoch sum has been seen
+        self._losses = torch.zeros(max(1, self.steps_per_epoch), device=dev)
         if self.resume_from is not None:
             self._resume()
 
@@ -187,9 +245,50 @@ class Trainer:
 
     def describe(self) -> str:
         ds = self.dataset
+        par = f", {self.dist.describe()}" if self.dist.enabled else ""
         return (
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{len(self.train_loader.x):,} train / {len(ds.test_x):,} test] — {self.rt.describe()}"
+            f"[{len(self.train_loader.x):,} train / {len(ds.test_x):,} test] — "
+            f"{self.rt.describe()}{par}"
+        )
+
+    # -- NaN/inf --------------------------------------------------------------------------
+
+    def _guard_optimizer(self) -> None:
+        """nan_policy=skip: before the optimiser moves, check the gradients (one host sync
+        per step); a non-finite one skips the update and scales the LR down."""
+        opt, step = self.optimizer, self.optimizer.step
+
+        def guarded_step(*args, **kwargs):
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+                opt.zero_grad(set_to_none=True)
+                self._skip_now = True
+                return None
+            return step(*args, **kwargs)
+
+        opt.step = guarded_step
+
+    def _apply_lr_scale(self) -> None:
+        self.schedule.base = [b * self.lr_scale for b in self.base_lrs]
+        self.schedule._apply()
+
+    def _check_finite(self, epoch: int, step: int, loss_sum: torch.Tensor) -> None:
+        """nan_policy=stop: called wherever the accumulators are read (checkpoints, epoch
+        end) — a non-finite step poisons the running sum, so this costs no extra sync."""
+        if self.cfg.train.nan_policy != "stop" or bool(torch.isfinite(loss_sum)):
+            return
+        seen = self._losses[:step]
+        bad = (~torch.isfinite(seen)).nonzero()
+        first = int(bad[0]) + 1 if len(bad) else step
+        value = float(seen[first - 1]) if len(bad) else float(loss_sum)
+        last = self.run_dir / "checkpoints" / "last.safetensors"
+        kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint yet"
+        raise NonFiniteLoss(
+            f"training loss became {value} at epoch {epoch}, step {first} "
+            f"(global step {(epoch - 1) * self.steps_per_epoch + first}); stopped, {kept}. "
+            f"Resume with a lower LR (cnnlab train --resume {self.run_dir} --lr ...), "
+            "or set train.nan_policy=skip or train.grad_clip=1.0"
         )
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -220,47 +319,149 @@ class Trainer:
             "best_metric": self.best_metric,
             "config": self.cfg.to_dict(),
             "schedule": self.schedule.state_dict(),
+            "lr_scale": self.lr_scale,
+            # an AMP GradScaler, when the step uses one (fp16): its scale and growth tracker
+            "scaler": self.scaler.state_dict() if getattr(self, "scaler", None) else None,
+            "skipped_steps": self.skipped_steps,
             "rng": plain_rng,
         }
 
-    def save(self, name: str, epoch: int, metrics: dict) -> Path:
+    def save(self, name: str, epoch: int, metrics: dict, position: dict | None = None) -> Path:
+        """Write ``checkpoints/<name>`` (rank 0 only). ``position`` marks a mid-epoch
+        checkpoint: ``epoch`` is then the last completed epoch."""
+        path = self.run_dir / "checkpoints" / f"{name}.safetensors"
+        if not self.dist.main:
+            return path
         tensors, _ = rng_state(self.generator)
-        return save_checkpoint(
-            self.run_dir / "checkpoints" / f"{name}.safetensors",
-            self.model,
-            self.meta(epoch, metrics),
-            self.optimizer,
-            tensors,
-        )
+        meta = self.meta(epoch, metrics)
+        if position is not None:
+            tensors["rng.epoch_start"] = position.pop("epoch_rng")
+            tensors["acc.loss_sum"] = position.pop("loss_sum")
+            tensors["acc.correct"] = position.pop("correct")
+            meta["position"] = position
+        try:
+            return save_checkpoint(
+                path,
+                self.model,
+                meta,
+                self.optimizer,
+                tensors,
+                keep_prev=path.with_name("prev.safetensors") if name == "last" else None,
+            )
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}; fix that and continue with: cnnlab train --resume {self.run_dir}"
+            ) from None
+
+    def _load_for_resume(self):
+        ck_dir = self.run_dir / "checkpoints"
+        last, prev = ck_dir / "last.safetensors", ck_dir / "prev.safetensors"
+        for junk in ck_dir.glob(".*.tmp"):  # temp files of a write that was killed
+            junk.unlink(missing_ok=True)
+        (ck_dir / ".prev.safetensors.link").unlink(missing_ok=True)
+        try:
+            return load_checkpoint(last)
+        except CheckpointError as first:
+            if prev.is_file():
+                self._warn(f"warning: {first}; resuming from the previous checkpoint {prev}")
+                return load_checkpoint(prev)
+            if not last.exists() and not read_metrics(self.run_dir):
+                self._warn(
+                    f"warning: {self.run_dir} has no checkpoint yet (stopped before its first "
+                    "one); starting it from the beginning"
+                )
+                return None
+            raise
+
+    def _warn(self, text: str) -> None:
+        if self.dist.main:
+            print(text, file=sys.stderr, flush=True)
 
     def _resume(self) -> None:
-        path = self.run_dir / "checkpoints" / "last.safetensors"
-        try:
-            ck = load_checkpoint(path)
-        except CheckpointError as first:
-            prev = self.run_dir / "checkpoints" / "prev.safetensors"
-            if not prev.is_file():
-                raise
-            print(f"warning: {first}; resuming from the previous checkpoint")
-            ck = load_checkpoint(prev)
+        ck = self._load_for_resume()
+        if ck is None:
+            self.history = []
+            if self.dist.main and (self.run_dir / "metrics.jsonl").exists():
+                self._rewrite_metrics()
+            return
         self.model.load_state_dict(ck.model_state)
         st = ck.optimizer_state()
         if st is not None:
             self.optimizer.load_state_dict(st)
         self.schedule.load_state_dict(ck.meta["schedule"])
+        if ck.meta.get("scaler") and getattr(self, "scaler", None) is not None:
+            self.scaler.load_state_dict(ck.meta["scaler"])
+        self.lr_scale = float(ck.meta.get("lr_scale", 1.0))
+        self.skipped_steps = int(ck.meta.get("skipped_steps", 0))
+        self._apply_lr_scale()
         restore_rng(ck.tensors, ck.meta.get("rng", {}), self.generator)
         self.start_epoch = int(ck.meta["epoch"]) + 1
+        pos = ck.meta.get("position")
+        if pos is not None:
+            self.start_epoch = int(pos["epoch"])
+            keep = self.dist.main  # the saved sums are global: one rank carries them on
+            self._pending = dict(
+                pos,
+                epoch_rng=ck.tensors["rng.epoch_start"],
+                loss_sum=ck.tensors["acc.loss_sum"] * keep,
+                correct=ck.tensors["acc.correct"] * keep,
+            )
         self.best_metric = float(ck.meta.get("best_metric", -math.inf))
         # Lines written after the checkpoint (a crash between the two) are dropped.
         self.history = [
             m for m in read_metrics(self.run_dir) if m.get("epoch", 0) < self.start_epoch
         ]
-        self._rewrite_metrics()
+        if self.dist.main:
+            self._rewrite_metrics()
 
     def _rewrite_metrics(self) -> None:
         atomic_write_text(
             self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
         )
+
+    def _append_metrics(self, m: dict) -> None:
+        """One fsynced line; a failed write is cut back so no torn line is left."""
+        p = self.run_dir / "metrics.jsonl"
+        try:
+            with open(p, "ab", buffering=0) as f:
+                size = f.seek(0, os.SEEK_END)
+                try:
+                    f.write((json.dumps(m) + "\n").encode())
+                    os.fsync(f.fileno())
+                except OSError:
+                    os.ftruncate(f.fileno(), size)
+                    raise
+        except OSError as e:
+            raise CheckpointError(
+                io_error(p, e, "append to")
+                + f"; fix that and continue with: cnnlab train --resume {self.run_dir}"
+            ) from None
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None:  # a second Ctrl-C: stop now (the files stay consistent)
+            raise KeyboardInterrupt
+        self._signal = signum
+        self._warn(
+            f"received {signal.Signals(signum).name}: finishing the current step and writing "
+            "a checkpoint (send it again to stop at once)"
+        )
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGINT/SIGTERM (all ranks must stop at the same step)."""
+        if not self.dist.enabled:
+            return self._signal is not None
+        flag = torch.tensor([float(self._signal is not None)], device=self.rt.device)
+        return bool(self.dist.all_reduce(flag, "max").item())
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, self._on_signal)
+        return old
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -279,64 +480,182 @@ class Trainer:
         self.model.train()
         return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
 
-    def train_epoch(self, epoch: int) -> dict:
-        self.model.train()
+    def _epoch_state(self, epoch: int) -> dict:
+        """Where epoch ``epoch`` starts: fresh, or the position a mid-epoch checkpoint holds."""
         dev = self.rt.device
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        n = 0
-        t0 = time.perf_counter()
-        for i, (x, y) in enumerate(self.train_loader, 1):
+        p, self._pending = self._pending, None
+        if hasattr(self.train_loader, "set_epoch"):  # a streaming loader's DistributedSampler
+            self.train_loader.set_epoch(epoch)
+        if p is not None and int(p["epoch"]) == epoch:
+            now = self.generator.get_state()
+            self.generator.set_state(p["epoch_rng"])
+            ld = self.train_loader  # the same permutation as before the stop:
+            order = ld.order() if hasattr(ld, "order") else None
+            self.generator.set_state(now)  # augmentation continues where it was
+            return dict(
+                epoch_rng=p["epoch_rng"],
+                order=order,
+                step=int(p["step"]),
+                loss_sum=p["loss_sum"].to(dev),
+                correct=p["correct"].to(dev),
+                n=int(p["n"]) if self.dist.main else 0,
+                seconds=float(p["seconds"]),
+                lr=float(p["lr"]),
+            )
+        epoch_rng = self.generator.get_state()
+        ld = self.train_loader
+        return dict(
+            epoch_rng=epoch_rng,
+            order=ld.order() if hasattr(ld, "order") else None,
+            step=0,
+            loss_sum=torch.zeros((), device=dev),
+            correct=torch.zeros((), device=dev, dtype=torch.long),
+            n=0,
+            seconds=0.0,
+            lr=self.schedule.lr,  # the epoch's LR as logged: the one it started with
+        )
+
+    def _sums(self, loss_sum, correct, n) -> torch.Tensor:
+        """(loss sum, correct, n) summed over ranks, float64 on the host."""
+        dev = loss_sum.device
+        sums = torch.stack(
+            [loss_sum.double(), correct.double(), torch.tensor(n, device=dev).double()]
+        )
+        return self.dist.all_reduce(sums).cpu()
+
+    def _position(self, epoch: int, step: int, st: dict, loss_sum, correct, n, seconds) -> dict:
+        pos = {"epoch": epoch, "step": step, "seconds": seconds, "lr": st["lr"]}
+        pos["epoch_rng"] = st["epoch_rng"]
+        if not self.dist.enabled:
+            return dict(pos, n=n, loss_sum=loss_sum, correct=correct)
+        sums = self._sums(loss_sum, correct, n)  # global sums: one rank carries them on
+        return dict(pos, n=int(sums[2]), loss_sum=sums[0].float(), correct=sums[1].long())
+
+    def train_epoch(self, epoch: int) -> dict | None:
+        """One epoch (or its rest, after a mid-epoch resume). Returns the epoch's metrics,
+        or None when a signal stopped it (a checkpoint of the position is then written)."""
+        self.model.train()
+        st = self._epoch_state(epoch)
+        loss_sum, correct, n = st["loss_sum"], st["correct"], st["n"]
+        every = self.cfg.train.checkpoint_every_steps
+        skip_policy = self.cfg.train.nan_policy == "skip"
+        step = st["step"]
+        if step == 0:
+            self._losses.zero_()
+        t0 = time.perf_counter() - st["seconds"]
+        ld = self.train_loader
+        if hasattr(ld, "iterate"):
+            batches = ld.iterate(step, st["order"])
+        else:  # a streaming loader: replay its epoch and skip the batches already done
+            batches = itertools.islice(iter(ld), step, None)
+        for i, (x, y) in enumerate(batches, step + 1):
             loss, corr = self.step_fn(x, y)
             self.schedule.step()
-            loss_sum += loss * len(y)
-            correct += corr
-            n += len(y)
+            step = i
+            if skip_policy and self._skip_now:
+                self._skip_now = False
+                self.skipped_steps += 1
+                self.lr_scale *= self.cfg.train.nan_lr_factor
+                self._apply_lr_scale()
+                self._warn(
+                    f"warning: non-finite loss at epoch {epoch}, step {i}: step skipped, "
+                    f"LR scaled to {self.lr_scale:g}× ({self.schedule.lr:.2e})"
+                )
+            else:
+                self._losses[i - 1] = loss.detach()
+                loss_sum += loss * len(y)
+                correct += corr
+                n += len(y)
             for cb in self.callbacks:
                 cb.on_step(self, i, loss)
-        train_loss, train_acc = loss_sum.item() / n, correct.item() / n  # the epoch's one sync
+            fault("step")
+            stop = self._stop_requested()
+            if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
+                self._check_finite(epoch, i, loss_sum)
+                pos = self._position(epoch, i, st, loss_sum, correct, n, time.perf_counter() - t0)
+                self.save("last", epoch - 1, self._last_metrics(), pos)
+                if stop:
+                    self._stopped_at(epoch, i)
+                    return None
+        self._check_finite(epoch, step, loss_sum)
+        sums = self._sums(loss_sum, correct, n)  # the epoch's one sync
+        n_all = int(sums[2])
+        train_loss, train_acc = float(sums[0]) / max(n_all, 1), float(sums[1]) / max(n_all, 1)
         seconds = time.perf_counter() - t0
         return {
             "epoch": epoch,
             "train_loss": train_loss,
             "train_acc": train_acc,
             "seconds": seconds,
-            "images_per_s": n / seconds,
+            "images_per_s": n_all / seconds,
+            "lr": st["lr"],
         }
+
+    def _last_metrics(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+    def _stopped_at(self, epoch: int, step: int) -> None:
+        self.interrupted = True
+        name = signal.Signals(self._signal).name if self._signal else "a signal"
+        where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch}"
+        if self.dist.main:
+            print(
+                f"stopped by {name} at {where}; checkpoint saved. "
+                f"Resume with: cnnlab train --resume {self.run_dir}",
+                flush=True,
+            )
+
+    def _eval(self, loader: ResidentLoader) -> tuple[float, float]:
+        loss, acc = self._evaluate(loader)
+        if not self.dist.enabled:
+            return loss, acc
+        n = loader.x.shape[0]
+        t = torch.tensor([loss * n, round(acc * n), n], dtype=torch.float64, device=self.rt.device)
+        self.dist.all_reduce(t)
+        return float(t[0] / t[2]), float(t[1] / t[2])
 
     def fit(self) -> TrainResult:
         self.setup()
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
+        if self.dist.main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CheckpointError(io_error(self.run_dir, e, "create run directory")) from None
+            atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
+        old_handlers = self._install_signals()
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
             for epoch in range(self.start_epoch, cfg.train.epochs + 1):
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
-                lr = self.schedule.lr
                 m = self.train_epoch(epoch)
+                if m is None:
+                    break
                 if self.val is not None:
-                    m["val_loss"], m["val_acc"] = self._evaluate(self.val)
+                    m["val_loss"], m["val_acc"] = self._eval(self.val)
                 te = time.perf_counter()
-                m["test_loss"], m["test_acc"] = self._evaluate(self.test_loader)
+                m["test_loss"], m["test_acc"] = self._eval(self.test_loader)
                 m["eval_seconds"] = time.perf_counter() - te
-                m["lr"] = lr
+                m["lr"] = m.pop("lr")  # last, as before
+                if self.skipped_steps:
+                    m["skipped_steps"] = self.skipped_steps
                 self.schedule.epoch_end(m.get("val_acc", m["test_acc"]))
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, m)
                 self.history.append(m)
-                with open(self.run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(m) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
+                if self.dist.main:
+                    self._append_metrics(m)
                 # best: by validation accuracy when there is a validation split, else test
                 score = m.get("val_acc", m["test_acc"])
                 if cfg.run.save_best and score > self.best_metric:
                     self.best_metric = score
                     self.save("best", epoch, m)
                 self.save("last", epoch, m)
+                if self._stop_requested():
+                    self._stopped_at(epoch, 0)
+                    break
                 if self.should_stop:
                     if self.stop_reason:
                         for cb in self.callbacks:
@@ -344,6 +663,8 @@ class Trainer:
                                 cb.print(self.stop_reason)
                     break
         finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
             for cb in self.callbacks:
                 cb.on_fit_end(self)
-        return TrainResult(self.run_dir, self.history, self.model)
+        return TrainResult(self.run_dir, self.history, self.model, self.interrupted)
