@@ -32,6 +32,7 @@ from ..data.datasets import DATASETS, Dataset, load_dataset
 from ..data.loader import ResidentLoader
 from ..errors import CheckpointError, CnnlabError, ConfigError, choices_msg
 from ..models.gan import SIZES, create_gan
+from ..registry import check_kwargs
 from ..runs import read_metrics
 from .checkpoint import (
     _optim_join,
@@ -54,6 +55,7 @@ class GanConfig:
     data_dir: str | None = None
     download: bool = True
     train_limit: int | None = None  # use only the first N training images
+    data_args: dict = dataclasses.field(default_factory=dict)  # loader options (data.<key>)
     conditional: bool = False
     z_dim: int = 100
     width: int = 64  # generator/discriminator base channels (DCGAN paper: 64+)
@@ -95,6 +97,9 @@ def set_gan_value(cfg: GanConfig, key: str, value) -> None:
             raise ConfigError(f"unknown config key {key!r}; GAN keys: {', '.join(FIELDS)}")
     if key.strip() == "data.name":
         k = "dataset"
+    elif key.strip().startswith("data.") and k not in FIELDS:
+        cfg.data_args[k] = value  # a dataset loader option, checked in validate_gan
+        return
     if k not in FIELDS:
         raise ConfigError(f"unknown config key {key!r}; GAN keys: {', '.join(FIELDS)}")
     tp = typing.get_type_hints(GanConfig)[k]
@@ -103,7 +108,7 @@ def set_gan_value(cfg: GanConfig, key: str, value) -> None:
 
 def build_gan_config(base: GanConfig | dict | None = None, overrides=None, **kw) -> GanConfig:
     if isinstance(base, GanConfig):
-        cfg = dataclasses.replace(base)
+        cfg = dataclasses.replace(base, data_args=dict(base.data_args))
     else:
         cfg = GanConfig()
         for k, v in (base or {}).items():
@@ -124,7 +129,8 @@ def build_gan_config(base: GanConfig | dict | None = None, overrides=None, **kw)
 
 
 def validate_gan(cfg: GanConfig) -> GanConfig:
-    DATASETS.get(cfg.dataset)
+    spec = DATASETS.get(cfg.dataset)
+    check_kwargs("dataset", spec.name, spec.loader, cfg.data_args, skip=("folder",))
     checks = [
         (cfg.epochs >= 1, f"epochs must be ≥ 1, got {cfg.epochs}"),
         (cfg.batch_size >= 2, f"batch size must be ≥ 2, got {cfg.batch_size}"),
@@ -214,7 +220,7 @@ class GanTrainer:
         self.device = dev
         torch.manual_seed(c.seed)
         if self.dataset is None:
-            self.dataset = load_dataset(c.dataset, c.data_dir, c.download)
+            self.dataset = load_dataset(c.dataset, c.data_dir, c.download, **c.data_args)
         ds = self.dataset
         if ds.size not in SIZES:
             raise ConfigError(
