@@ -61,7 +61,16 @@ def test_run_directory_scores_and_grids(cond_run):
     d = cond_run
     rows = read_metrics(d)
     assert [r["epoch"] for r in rows] == [1, 2]
-    for k in ("loss_d", "loss_g", "d_real", "d_fake", "fd", "fd_real", "class_fidelity"):
+    for k in (
+        "loss_d",
+        "loss_g",
+        "d_real",
+        "d_fake",
+        "fd",
+        "fd_real",
+        "class_fidelity",
+        "judge_acc_real",
+    ):
         assert k in rows[0]
     assert 0 <= rows[-1]["class_fidelity"] <= 1 and rows[-1]["fd"] > 0
     for f in (

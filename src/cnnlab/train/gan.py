@@ -297,8 +297,12 @@ class GanTrainer:
         g = torch.Generator().manual_seed(c.seed + 2)
         idx = torch.randperm(len(ds.test_x), generator=g)[:n]
         real = ds.test_x[idx].float().div(127.5).sub(1)  # (n, C, H, W) in [-1, 1]
-        feats, _ = judge.features_and_logits(real)
+        feats, logits = judge.features_and_logits(real)
         self.real_stats = feature_stats(feats)
+        # The judge's accuracy on the same real images: the ceiling for class fidelity.
+        self.judge_acc = (
+            (logits.argmax(1) == ds.test_y[idx].to(logits.device)).float().mean().item()
+        )
         # The same number of *training* images gives the floor the score can reach.
         idx_tr = torch.randperm(len(ds.train_x), generator=g)[:n]
         feats_tr, _ = judge.features_and_logits(ds.train_x[idx_tr].float().div(127.5).sub(1))
@@ -472,6 +476,8 @@ class GanTrainer:
                 t = time.perf_counter()
                 m.update(self.score())
                 m["fd_real"] = self.fd_real
+                if "class_fidelity" in m:
+                    m["judge_acc_real"] = self.judge_acc
                 m["eval_seconds"] = time.perf_counter() - t
             self.save_grid(epoch)
             self.history.append(m)
@@ -544,6 +550,10 @@ def plot_gan_history(run_dir: Path, history: list[dict], fd_real: float | None =
         ax2.plot(
             ep, [m["class_fidelity"] for m in history], "s-", color="C2", label="class fidelity"
         )
+        if "judge_acc_real" in history[-1]:
+            ax2.axhline(
+                history[-1]["judge_acc_real"], ls=":", color="C2", label="judge acc. on real"
+            )
         ax2.set_ylim(0, 1)
         ax2.set_ylabel("class fidelity")
         h1, l1 = ax.get_legend_handles_labels()
