@@ -148,6 +148,7 @@ def test_bad_options_one_line_exit_2(tmp_path, capsys, judge, cond_run, unc_run)
         ["generate", str(unc_run), "--class", "1", "--out", str(tmp_path / "x.png")],
         "unconditional",
     )
+    one_line_error(capsys, [*base, *fast, "--judge", str(unc_run)], "not a classifier run")
     one_line_error(capsys, ["generate", judge, "--out", str(tmp_path / "x.png")], "not a GAN run")
     for cls, msg in (("11", "out of range"), ("shirt", "unknown class 'shirt'")):
         one_line_error(

@@ -60,11 +60,16 @@ class Judge:
 
     @classmethod
     def load(cls, run: str | Path, device="cpu") -> Judge:
-        from ..runs import load_model
+        from ..runs import load_run_checkpoint, model_from_checkpoint
 
         if not Path(run).exists():
             raise CheckpointError(f"judge run {str(run)!r} not found (see `cnnlab runs`)")
-        model, meta = load_model(run, device=device)
+        ck = load_run_checkpoint(run)
+        if ck.meta.get("kind") == "gan" or "model" not in ck.meta:
+            raise CheckpointError(
+                f"judge {run}: not a classifier run (train one with `cnnlab train`)"
+            )
+        model, meta = model_from_checkpoint(ck, device), ck.meta
         if not hasattr(model, "forward_head"):
             raise CheckpointError(f"judge {run}: not a cnnlab classifier run")
         return cls(model, meta, str(run))
