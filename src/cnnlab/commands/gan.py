@@ -17,9 +17,10 @@ Examples:
   cnnlab gan --dataset fashion-mnist --data-dir ../shared/data --conditional --epochs 10 \\
       --judge runs/lenet5-fashion-mnist
   cnnlab gan --resume runs/dcgan-conditional-fashion-mnist-20261126-160000 --epochs 20
+  cnnlab gan --dataset fashion-mnist --conditional --set aux_weight=1   # AC-GAN
   cnnlab gan --dataset synthetic --epochs 1 --set train_limit=256 --set width=16
 GAN keys for --set (a section prefix like train.threads is accepted): dataset, data_dir,
-train_limit, conditional, z_dim, width, epochs, batch_size, lr, beta1, beta2, real_label,
+train_limit, conditional, aux_weight (> 0: AC-GAN), z_dim, width, epochs, batch_size, lr, beta1, beta2, real_label,
 seed, device, threads, judge, eval_samples, grid, name, runs_dir.
 """
 

@@ -6,8 +6,9 @@ networks and does not follow the classifier contract.
 Generator: z (B, z_dim) → transposed conv to (2w, s/4, s/4) → (w, s/2, s/2) → (C, s, s),
 batch norm + ReLU between, tanh output in [-1, 1]. Discriminator: strided convs with
 LeakyReLU(0.2) (batch norm on the second), a last conv over the whole s/4 map gives one
-logit. The conditional variants (a cGAN, Mirza & Osindero 2014) append a one-hot class
-vector to z and one constant plane per class to the discriminator's input. All conv
+logit. The conditional variant (a cGAN, Mirza & Osindero 2014) appends a one-hot class
+vector to z and one constant plane per class to the discriminator's input; the AC-GAN
+variant (Odena et al. 2017) gives D an auxiliary class head instead of the label planes. All conv
 weights N(0, 0.02), batch-norm scales N(1, 0.02), as in the DCGAN paper.
 """
 
@@ -66,28 +67,40 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, channels: int, size: int, width: int, num_classes: int = 0):
+    """``num_classes`` > 0: the label enters as input planes (cGAN). ``aux_classes`` > 0:
+    instead an auxiliary head predicts the class (AC-GAN); the label is not an input."""
+
+    def __init__(self, channels: int, size: int, width: int, num_classes: int = 0, aux_classes=0):
         super().__init__()
         self.channels, self.size, self.num_classes = channels, size, num_classes
+        self.aux_classes = aux_classes
         s0 = size // 4
-        self.net = nn.Sequential(
+        self.features = nn.Sequential(
             nn.Conv2d(channels + num_classes, width, 4, 2, 1),  # → size/2; no BN on input
             nn.LeakyReLU(0.2, True),
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False),  # → s0
             nn.BatchNorm2d(2 * width),
             nn.LeakyReLU(0.2, True),
-            nn.Conv2d(2 * width, 1, s0, 1, 0),  # whole map → one logit
         )
+        self.out = nn.Conv2d(2 * width, 1, s0, 1, 0)  # whole map → one logit
+        self.aux = nn.Linear(2 * width * s0 * s0, aux_classes) if aux_classes else None
         dcgan_init(self)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, with_class: bool = False):
+        """(B,) real/fake logits; with ``with_class`` also (B, K) class logits (AC-GAN)."""
         if self.num_classes:
             if y is None:
                 raise ValueError("a conditional discriminator needs class labels y")
             b, _, h, w = x.shape
             planes = F.one_hot(y, self.num_classes).to(x.dtype)[:, :, None, None]
             x = torch.cat([x, planes.expand(b, self.num_classes, h, w)], 1)
-        return self.net(x).flatten()  # (B, 1, 1, 1) → (B,) logits
+        f = self.features(x)
+        logits = self.out(f).flatten()  # (B, 1, 1, 1) → (B,)
+        if with_class:
+            if self.aux is None:
+                raise ValueError("this discriminator has no auxiliary classifier")
+            return logits, self.aux(f.flatten(1))  # (B, 2w, s0, s0) → (B, 2w·s0²) → (B, K)
+        return logits
 
 
 @dataclass
@@ -96,15 +109,19 @@ class GanEntry:
     conditional: bool
     description: str
     builder: Callable[..., tuple[Generator, Discriminator]]
+    auxiliary: bool = False  # AC-GAN: D classifies, G is trained to be classified right
 
 
 GANS: Registry[GanEntry] = Registry("gan")
 
 
-def _build(conditional: bool):
+def _build(conditional: bool, auxiliary: bool = False):
     def build(channels, size, num_classes, z_dim, width):
         k = num_classes if conditional else 0
-        return Generator(channels, size, z_dim, width, k), Discriminator(channels, size, width, k)
+        G = Generator(channels, size, z_dim, width, k)
+        if auxiliary:
+            return G, Discriminator(channels, size, width, 0, aux_classes=num_classes)
+        return G, Discriminator(channels, size, width, k)
 
     return build
 
@@ -120,6 +137,18 @@ GANS.register(
         True,
         "class-conditional DCGAN (one-hot label into G and D)",
         _build(True),
+    ),
+)
+
+GANS.register(
+    "dcgan-ac",
+    GanEntry(
+        "dcgan-ac",
+        True,
+        "auxiliary-classifier DCGAN (AC-GAN, Odena et al. 2017): one-hot label into G, "
+        "D predicts real/fake and the class",
+        _build(True, auxiliary=True),
+        auxiliary=True,
     ),
 )
 

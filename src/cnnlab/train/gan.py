@@ -57,6 +57,7 @@ class GanConfig:
     train_limit: int | None = None  # use only the first N training images
     data_args: dict = dataclasses.field(default_factory=dict)  # loader options (data.<key>)
     conditional: bool = False
+    aux_weight: float = 0.0  # > 0: AC-GAN (D also classifies; class loss with this weight)
     z_dim: int = 100
     width: int = 64  # generator/discriminator base channels (DCGAN paper: 64+)
     epochs: int = 10
@@ -76,6 +77,8 @@ class GanConfig:
 
     @property
     def model(self) -> str:
+        if self.aux_weight > 0:
+            return "dcgan-ac"
         return "dcgan-conditional" if self.conditional else "dcgan"
 
     def to_dict(self) -> dict:
@@ -146,6 +149,11 @@ def validate_gan(cfg: GanConfig) -> GanConfig:
             f"train_limit must be ≥ 2, got {cfg.train_limit}",
         ),
         (cfg.threads >= 0, f"threads must be ≥ 0, got {cfg.threads}"),
+        (cfg.aux_weight >= 0, f"aux_weight must be ≥ 0, got {cfg.aux_weight}"),
+        (
+            cfg.aux_weight == 0 or cfg.conditional,
+            "aux_weight > 0 (AC-GAN) needs a conditional GAN; add --conditional",
+        ),
     ]
     for ok, msg in checks:
         if not ok:
@@ -377,7 +385,8 @@ class GanTrainer:
         G.train()
         D.train()
         cond = bool(G.num_classes)
-        sums = torch.zeros(4, device=dev)  # loss_d, loss_g, D(x), D(G(z)), read once
+        aux = c.aux_weight if D.aux_classes else 0.0
+        sums = torch.zeros(5, device=dev)  # loss_d, loss_g, D(x), D(G(z)), aux acc; one read
         steps = 0
         t0 = time.perf_counter()
         for x, y in self.loader:
@@ -386,14 +395,26 @@ class GanTrainer:
             yc = y if cond else None
             fake = G(z, yc)
             # D step: real → real_label, fake → 0 (fake detached: G is not updated here)
-            d_real = D(x, yc)
-            d_fake = D(fake.detach(), yc)
-            loss_d = _bce(d_real, c.real_label) + _bce(d_fake, 0.0)
+            if aux:  # AC-GAN: D also classifies real and fake images (Odena et al. 2017)
+                d_real, c_real = D(x, with_class=True)
+                d_fake, c_fake = D(fake.detach(), with_class=True)
+                loss_d = _bce(d_real, c.real_label) + _bce(d_fake, 0.0)
+                loss_d = loss_d + aux * (F.cross_entropy(c_real, y) + F.cross_entropy(c_fake, y))
+                acc = (c_real.detach().argmax(1) == y).float().mean()
+            else:
+                d_real = D(x, yc)
+                d_fake = D(fake.detach(), yc)
+                loss_d = _bce(d_real, c.real_label) + _bce(d_fake, 0.0)
+                acc = torch.zeros((), device=dev)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-            # G step, non-saturating: make D call the fakes real
-            loss_g = _bce(D(fake, yc), 1.0)
+            # G step, non-saturating: make D call the fakes real (and of their class)
+            if aux:
+                g_adv, g_cls = D(fake, with_class=True)
+                loss_g = _bce(g_adv, 1.0) + aux * F.cross_entropy(g_cls, y)
+            else:
+                loss_g = _bce(D(fake, yc), 1.0)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -403,17 +424,20 @@ class GanTrainer:
                     loss_g.detach(),
                     torch.sigmoid(d_real.detach()).mean(),
                     torch.sigmoid(d_fake.detach()).mean(),
+                    acc,
                 ]
             )
             steps += 1
         s = (sums / max(steps, 1)).tolist()  # the epoch's one sync
         seconds = time.perf_counter() - t0
+        extra = {"d_class_acc": s[4]} if aux else {}  # D's aux accuracy on real images
         return {
             "epoch": epoch,
             "loss_d": s[0],
             "loss_g": s[1],
             "d_real": s[2],
             "d_fake": s[3],
+            **extra,
             "steps": steps,
             "seconds": seconds,
             "images_per_s": steps * self.loader.batch_size / max(seconds, 1e-9),
