@@ -102,6 +102,13 @@ def test_resume_continues_the_same_run_exactly(tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_acgan_logs_its_class_accuracy(tmp_path):
+    res = gan(tmp_path, "conditional=true", "aux_weight=1", epochs=1)
+    assert 0 <= res.final["d_class_acc"] <= 1
+    G, meta = load_generator(res.run_dir)
+    assert meta["gan"]["name"] == "dcgan-ac" and G.num_classes == 10
+
+
 def test_generate_cli(tmp_path, capsys, cond_run):
     out = tmp_path / "g.png"
     assert (
@@ -131,6 +138,7 @@ def test_bad_options_one_line_exit_2(tmp_path, capsys, judge, cond_run, unc_run)
         capsys, [*base, "--set", "data.sizee=3", "--dataset", "synthetic"], "no option 'sizee'"
     )
     one_line_error(capsys, [*base, "--set", "width=abc"], "width must be an integer")
+    one_line_error(capsys, [*base, "--set", "aux_weight=1"], "needs a conditional GAN")
     one_line_error(
         capsys,
         [*base, "--dataset", "synthetic", "--judge", str(tmp_path / "nope")],
