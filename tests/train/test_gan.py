@@ -109,6 +109,15 @@ def test_acgan_logs_its_class_accuracy(tmp_path):
     assert meta["gan"]["name"] == "dcgan-ac" and G.num_classes == 10
 
 
+def test_generate_scores_with_a_judge_and_truncation(tmp_path, capsys, cond_run, judge):
+    out = str(tmp_path / "t.png")
+    argv = ["generate", str(cond_run), "--out", out, "--judge", judge, "--score-n", "60"]
+    assert main([*argv, "--truncation", "1.0"]) == 0
+    text = capsys.readouterr().out
+    assert "truncation 1.0" in text and "class fidelity" in text and "Fréchet distance" in text
+    one_line_error(capsys, [*argv, "--truncation", "0"], "--truncation must be > 0")
+
+
 def test_generate_cli(tmp_path, capsys, cond_run):
     out = tmp_path / "g.png"
     assert (

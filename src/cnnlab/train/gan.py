@@ -645,6 +645,65 @@ def load_generator(run: str | os.PathLike, device="cpu"):
     return G.to(device).eval(), ck.meta
 
 
+def _noise(n: int, z_dim: int, seed: int, truncation: float | None) -> torch.Tensor:
+    """N(0, 1) noise; with ``truncation`` t each entry clamped to [-t, t] (fewer outliers:
+    more typical, less varied samples — the truncation trick, Brock et al. 2019)."""
+    if truncation is not None and truncation <= 0:
+        raise ConfigError(f"--truncation must be > 0, got {truncation}")
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    return z if truncation is None else z.clamp(-truncation, truncation)
+
+
+def score_run(
+    run: str | os.PathLike,
+    judge: str | os.PathLike,
+    n: int = 2000,
+    truncation: float | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> dict:
+    """Score a GAN run's generator with a judge classifier: feature-space Fréchet distance
+    to ``n`` real test images, the real-train-vs-test floor, and (conditional) class fidelity."""
+    from ..analysis.frechet import Judge, feature_stats, frechet_from_stats
+
+    G, meta = load_generator(run)
+    c = meta.get("config", {})
+    ds = load_dataset(
+        c.get("dataset", meta.get("dataset")),
+        data_dir or c.get("data_dir"),
+        False,
+        **c.get("data_args", {}),
+    )
+    J = Judge.load(judge)
+    if (J.channels, J.size) != (ds.channels, ds.size):
+        raise ConfigError(
+            f"judge {judge} takes {J.channels}×{J.size}×{J.size} images, not {ds.channels}×{ds.size}×{ds.size}"
+        )
+    n = min(n, len(ds.test_x), len(ds.train_x))
+    g = torch.Generator().manual_seed(seed + 2)
+    real = ds.test_x[torch.randperm(len(ds.test_x), generator=g)[:n]].float().div(127.5).sub(1)
+    tr = ds.train_x[torch.randperm(len(ds.train_x), generator=g)[:n]].float().div(127.5).sub(1)
+    rs = feature_stats(J.features_and_logits(real)[0])
+    y = (torch.arange(n) % G.num_classes) if G.num_classes else None
+    z = _noise(n, G.z_dim, seed, truncation)
+    with torch.no_grad():
+        fake = torch.cat(
+            [G(z[i : i + 500], None if y is None else y[i : i + 500]) for i in range(0, n, 500)]
+        )
+    f, logits = J.features_and_logits(fake)
+    out = {
+        "n": n,
+        "truncation": truncation,
+        "fd": frechet_from_stats(*feature_stats(f), *rs),
+        "fd_real": frechet_from_stats(*feature_stats(J.features_and_logits(tr)[0]), *rs),
+    }
+    if y is not None:
+        if J.classes != list(meta.get("classes", [])):
+            raise ConfigError(f"judge {judge} was trained on other classes than {run}")
+        out["class_fidelity"] = (logits.argmax(1) == y).float().mean().item()
+    return out
+
+
 def generate(
     run: str | os.PathLike,
     n: int = 64,
@@ -652,6 +711,7 @@ def generate(
     out: str | os.PathLike = "grid.png",
     seed: int = 0,
     nrow: int | None = None,
+    truncation: float | None = None,
 ) -> tuple[Path, str]:
     """Sample ``n`` images from a GAN run into a PNG grid; returns (path, description)."""
     import math
@@ -693,8 +753,7 @@ def generate(
         nrow = nrow or G.num_classes
         what = f"{n} samples, column j = class j"
     nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, G.z_dim, generator=g)
+    z = _noise(n, G.z_dim, seed, truncation)
     with torch.no_grad():
         imgs = torch.cat(
             [G(z[i : i + 500], None if y is None else y[i : i + 500]) for i in range(0, n, 500)]
@@ -707,6 +766,7 @@ def generate(
 
 __all__ = [
     "generate",
+    "score_run",
     "GanConfig",
     "GanResult",
     "GanTrainer",
