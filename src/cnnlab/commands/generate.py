@@ -1,0 +1,62 @@
+"""cnnlab generate"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg
+
+ORDER = 71
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="sample images from a trained GAN run into a PNG grid",
+        description="Sample from the generator of a `cnnlab gan` run. For a conditional "
+        "model, --class picks the class (name or index); without it the columns cycle "
+        "through the classes.",
+    )
+    add_run_arg(p, "GAN run directory (runs/<name>) or its checkpoint file")
+    p.add_argument("--class", dest="cls", help="class name or index (conditional models only)")
+    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--nrow", type=int, help="images per row (default: classes or √n)")
+    p.add_argument(
+        "--truncation",
+        type=float,
+        help="clamp the noise to [-T, T]: more typical, less varied samples (e.g. 1.0)",
+    )
+    p.add_argument(
+        "--judge",
+        metavar="RUN",
+        help="also score the generator with this classifier run: feature-space Fréchet "
+        "distance (not Inception FID) and class fidelity, on --score-n samples",
+    )
+    p.add_argument("--score-n", type=int, default=2000, help="samples for --judge (default 2000)")
+    p.add_argument("--data-dir", help="dataset folder for --judge (default: the run's)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train.gan import generate, score_run
+
+    path, info = generate(
+        args.run,
+        n=args.n,
+        cls=args.cls,
+        out=args.out,
+        seed=args.seed,
+        nrow=args.nrow,
+        truncation=args.truncation,
+    )
+    print(f"wrote {info} to {path}")
+    if args.judge:
+        s = score_run(args.run, args.judge, args.score_n, args.truncation, args.seed, args.data_dir)
+        line = (
+            f"judge scores on {s['n']} samples (truncation {s['truncation']}): feature-space "
+            f"Fréchet distance {s['fd']:.2f} (real-vs-real {s['fd_real']:.2f})"
+        )
+        if "class_fidelity" in s:
+            line += f", class fidelity {s['class_fidelity']:.3f}"
+        print(line)
+    return 0
