@@ -42,6 +42,9 @@ def load_run_checkpoint(target, which: str = "best") -> Checkpoint:
 def model_from_checkpoint(ck: Checkpoint, device="cpu") -> torch.nn.Module:
     from .models import create_model
 
+    if not isinstance(ck.meta.get("model"), dict):
+        kind = "a GAN run (use `cnnlab generate`)" if ck.meta.get("kind") == "gan" else "not a classifier run"
+        raise CheckpointError(f"{ck.path}: {kind}; this command needs a classifier trained by `cnnlab train`")
     args = dict(ck.meta["model"])
     model = create_model(args.pop("name"), **args)
     try:
