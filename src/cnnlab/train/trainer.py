@@ -29,6 +29,7 @@ from ..runs import read_metrics
 from .callbacks import Callback, NaNGuard, Progress
 from .checkpoint import atomic_write_text, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .device import make_runtime
+from .adversarial import make_adversary
 from .losses import build_loss
 from .optim import Schedule, build_optimizer
 
@@ -169,8 +170,18 @@ class Trainer:
     def _make_step(self):
         model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt
         clip = self.cfg.train.grad_clip
+        # robust training (train.adversarial): the batch is replaced by its attack
+        adversary = make_adversary(
+            self.cfg.train,
+            self.train_loader.mean,
+            self.train_loader.std,
+            self.generator,
+            rt.autocast,
+        )
 
         def step(x, y):
+            if adversary is not None:
+                x = adversary(model, x, y)
             with rt.autocast():
                 out = model(x)
                 loss = loss_fn(out, y)
