@@ -45,9 +45,10 @@ def test_integrated_gradients_completeness(tiny_trained_run):
     _, m01, x01, _, _ = _setup(tiny_trained_run)
     with torch.no_grad():
         pred = m01(x01).argmax(1)
-        gap = m01(x01).gather(1, pred[:, None])[:, 0] - m01(torch.zeros_like(x01)).gather(
-            1, pred[:, None]
-        )[:, 0]
+        gap = (
+            m01(x01).gather(1, pred[:, None])[:, 0]
+            - m01(torch.zeros_like(x01)).gather(1, pred[:, None])[:, 0]
+        )
     attr, delta = attribute(m01, x01, pred, "integrated_gradients", ig_steps=64, return_delta=True)
     total = attr.sum((1, 2, 3))
     # attributions add up to F(x) − F(black) (the axiom), checked independently of Captum's delta

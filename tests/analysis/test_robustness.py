@@ -67,7 +67,9 @@ def test_pgd_matches_captum_and_stays_in_the_ball():
     one = FGSM(model, ce, lower_bound=0.0, upper_bound=1.0)
     one.zero_thresh = 0.0
     assert (f_mine - one.perturb(x, epsilon=0.05, target=y)).abs().max() < 1e-5
-    r = pgd(model, x, y, 0.1, steps=3, random_start=True, generator=torch.Generator().manual_seed(0))
+    r = pgd(
+        model, x, y, 0.1, steps=3, random_start=True, generator=torch.Generator().manual_seed(0)
+    )
     assert (r - x).abs().max() <= 0.1 + 1e-6 and r.min() >= 0 and r.max() <= 1
     loss = nn.functional.cross_entropy
     assert loss(model(r), y) > loss(model(x), y)

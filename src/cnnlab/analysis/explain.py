@@ -110,13 +110,25 @@ def attribute(
         # Captum warns that it sets requires_grad and hooks ReLUs: both intended here
         warnings.filterwarnings("ignore", category=UserWarning, module="captum")
         return _attribute(
-            model01, x01, target, method, ig_steps, internal_batch_size,
-            perturbations_per_eval, return_delta,
+            model01,
+            x01,
+            target,
+            method,
+            ig_steps,
+            internal_batch_size,
+            perturbations_per_eval,
+            return_delta,
         )
 
 
 def _attribute(
-    model01, x01, target, method, ig_steps, internal_batch_size, perturbations_per_eval,
+    model01,
+    x01,
+    target,
+    method,
+    ig_steps,
+    internal_batch_size,
+    perturbations_per_eval,
     return_delta,
 ):
     from captum import attr as ca
@@ -321,9 +333,7 @@ def plot_feature_maps(maps, x01: torch.Tensor, max_channels: int = 16) -> bytes:
     import matplotlib.pyplot as plt
 
     cols = 1 + min(max_channels, max(m.shape[0] for _, m in maps))
-    fig, axes = plt.subplots(
-        len(maps), cols, figsize=(1.1 * cols, 1.25 * len(maps)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(maps), cols, figsize=(1.1 * cols, 1.25 * len(maps)), squeeze=False)
     for r, (name, m) in enumerate(maps):
         ax = axes[r, 0]
         _show_image(ax, x01[0])
@@ -388,9 +398,7 @@ def _html(res: dict, images: dict[str, bytes]) -> str:
     e = html.escape
     rows = "".join(
         f"<tr><td>{i}</td><td>{e(t)}</td><td>{e(p)}</td><td>{q:.3f}</td></tr>"
-        for i, t, p, q in zip(
-            res["indices"], res["true"], res["pred"], res["prob"], strict=True
-        )
+        for i, t, p, q in zip(res["indices"], res["true"], res["pred"], res["prob"], strict=True)
     )
     onobj = "".join(
         f"<li>{e(SHORT[m])}: {v:.2f}</li>" for m, v in res.get("on_object_fraction", {}).items()
@@ -487,8 +495,12 @@ def explain(
         )
         maps[m] = [heat(a[i], m) for i in range(len(a))]
         timing[m] = time.perf_counter() - tm
-        onobj[m] = float(np.mean([on_object_fraction(a[i], x01[i], m, dark) for i in range(len(a))]))
-    obj_area = float(np.mean([object_mask(x01[i].cpu(), dark).float().mean() for i in range(len(x01))]))
+        onobj[m] = float(
+            np.mean([on_object_fraction(a[i], x01[i], m, dark) for i in range(len(a))])
+        )
+    obj_area = float(
+        np.mean([object_mask(x01[i].cpu(), dark).float().mean() for i in range(len(x01))])
+    )
     labels, preds = y.tolist(), pred.tolist()
     res = {
         "run": str(run_dir_of(target)),
@@ -509,9 +521,7 @@ def explain(
         raise CnnlabError(f"--image {one} out of range; the test set has {len(loader.y)} images")
     x1 = pixels(torch.tensor([one], device=dev))
     images: dict[str, bytes] = {}
-    images["attributions"] = plot_attributions(
-        x01, labels, preds, prob.tolist(), maps, classes
-    )
+    images["attributions"] = plot_attributions(x01, labels, preds, prob.tolist(), maps, classes)
     convs = conv_layers(model01)
     if convs:
         images["filters"] = plot_filters(convs[0][1])

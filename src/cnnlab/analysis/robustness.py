@@ -138,7 +138,9 @@ def parse_eps(text) -> tuple[float, ...]:
         try:
             vals = tuple(float(p) for p in str(text).split(",") if p.strip())
         except ValueError:
-            raise CnnlabError(f"--eps needs numbers in (0, 1], e.g. 0.05,0.1; got {text!r}") from None
+            raise CnnlabError(
+                f"--eps needs numbers in (0, 1], e.g. 0.05,0.1; got {text!r}"
+            ) from None
     for e in vals:
         if not 0 < e <= 1:
             raise CnnlabError(f"ε {e} out of range; attacks use pixel scale, choose 0 < ε ≤ 1")
@@ -173,14 +175,18 @@ def dataset_for_run(meta: dict, data_dir=None):
 
     cfg = meta.get("config", {}).get("data", {})
     name = meta.get("dataset") or cfg.get("name")
-    args = {k: v for k, v in cfg.items() if k not in _LOADER_KEYS} if name == cfg.get("name") else {}
+    args = (
+        {k: v for k, v in cfg.items() if k not in _LOADER_KEYS} if name == cfg.get("name") else {}
+    )
     return load_dataset(name, data_dir or cfg.get("data_dir"), **args)
 
 
 class _Eval:
     """The run's model on [0, 1] pixels plus its test set, batched."""
 
-    def __init__(self, target, device="auto", data_dir=None, limit=None, batch_size=500, which="best"):
+    def __init__(
+        self, target, device="auto", data_dir=None, limit=None, batch_size=500, which="best"
+    ):
         from ..api import _loader_for
         from ..runs import load_model, run_dir_of
         from ..train.device import resolve_device
@@ -213,7 +219,9 @@ class _Eval:
             correct += int((self.model(x01).argmax(1) == y).sum())
         return correct / self.n
 
-    def attack_accuracy(self, kind: str, eps: float, steps: int, step_size: float, seed: int) -> float:
+    def attack_accuracy(
+        self, kind: str, eps: float, steps: int, step_size: float, seed: int
+    ) -> float:
         g = torch.Generator(device=self.dev).manual_seed(seed)
         correct = 0
         for x01, y in self.batches():
@@ -483,9 +491,7 @@ def ood(
             si, so = ood_score(in_logits, m), ood_score(out_logits, m)
             row[m] = {"auroc": auroc(si, so), "fpr95": fpr_at_tpr(si, so)}
         res["sets"][name] = row
-    chosen = method or max(
-        METHODS, key=lambda m: sum(r[m]["auroc"] for r in res["sets"].values())
-    )
+    chosen = method or max(METHODS, key=lambda m: sum(r[m]["auroc"] for r in res["sets"].values()))
     thr = threshold_at_tpr(ood_score(in_logits, chosen), 0.95)
     res.update(method=chosen, threshold=thr)
     if save:
@@ -501,7 +507,14 @@ def ood(
 
 
 def ood_rows(res: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["out-of-distribution set", "n", "MSP AUROC", "MSP FPR@95", "energy AUROC", "energy FPR@95"]
+    header = [
+        "out-of-distribution set",
+        "n",
+        "MSP AUROC",
+        "MSP FPR@95",
+        "energy AUROC",
+        "energy FPR@95",
+    ]
     rows = [
         [
             k,

@@ -26,10 +26,10 @@ from ..data.loader import ResidentLoader
 from ..errors import CheckpointError, CnnlabError, ConfigError
 from ..models import count_params, create_model
 from ..runs import read_metrics
+from .adversarial import make_adversary
 from .callbacks import Callback, NaNGuard, Progress
 from .checkpoint import atomic_write_text, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .device import make_runtime
-from .adversarial import make_adversary
 from .losses import build_loss
 from .optim import Schedule, build_optimizer
 
