@@ -186,7 +186,7 @@ def predict(
                     {"class": meta["classes"][int(j)], "probability": float(q)}
                     for q, j in zip(v, idx, strict=True)
                 ],
-                "inverted": flags[i],
+                "inverted": bool(flags[i]),
             }
         )
         if ood:
