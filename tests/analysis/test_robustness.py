@@ -173,6 +173,12 @@ def test_ood_threshold_is_stored_and_predict_flags(run_copy, tmp_path, capsys):
     res = predict(run_copy, [ds.test_x[0].numpy(), noise], invert="never", device="cpu")
     assert {"ood_score", "ood"} <= set(res[0]) and isinstance(res[1]["ood"], bool)
     assert res[0]["ood_score"] > ood["threshold"] and not res[0]["ood"]
+    from PIL import Image
+
+    Image.fromarray(noise[0]).save(tmp_path / "noise.png")
+    assert main(["predict", str(run_copy), str(tmp_path / "noise.png"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert isinstance(row["ood"], bool) and isinstance(row["inverted"], bool)
 
 
 @pytest.mark.parametrize(
