@@ -18,7 +18,7 @@ def register(sub) -> None:
             + ", ".join(CORRUPTIONS)
             + ") at severities 1-5 and under FGSM/PGD attacks (L∞, [0, 1] pixel scale). "
             "Writes robustness.json, robustness.png and robustness.html into the run. "
-            "With --ood DATASET (or --ood noise): AUROC and FPR@95%%TPR of the maximum-"
+            "With --ood DATASET (or --ood noise): AUROC and FPR at 95% TPR of the maximum-"
             "softmax and energy scores, and the threshold in <run>/ood.json that "
             "`cnnlab predict` uses to flag out-of-distribution inputs."
         ),
