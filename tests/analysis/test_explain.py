@@ -18,7 +18,8 @@ from cnnlab.analysis.explain import (
 )
 from cnnlab.cli import main
 from cnnlab.data.datasets import load_dataset
-from cnnlab.models import create_model
+from cnnlab.models import create_model, list_models
+from cnnlab.models.base import MODELS
 from cnnlab.runs import load_model
 from cnnlab.train.adversarial import Normalized
 
@@ -187,3 +188,24 @@ def test_explain_run_without_checkpoint(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["explain", str(tmp_path / "empty")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+SMALL_MODELS = [n for n in list_models() if MODELS.get(n).default_input[1] <= 64]
+
+
+@pytest.mark.parametrize("name", SMALL_MODELS)
+def test_every_registered_model_can_be_explained(name):
+    c, s = MODELS.get(name).default_input
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5).eval()
+    m01 = Normalized(explainable_copy(model), [0.5] * c, [0.25] * c)
+    x = torch.rand(2, c, s, s)
+    t = torch.tensor([1, 3])
+    for method in METHODS:
+        if method == "gradcam" and last_conv(m01) is None:
+            continue
+        a = attribute(m01, x, t, method, ig_steps=4)
+        assert a.shape == x.shape and torch.isfinite(a).all(), (name, method)
+    png = plot_attention(m01, x[:1])
+    has_attention = any(hasattr(m, "last_attention") for m in model.modules())
+    assert (png is not None) == has_attention
