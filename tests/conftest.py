@@ -78,3 +78,28 @@ def mnist_dir(tmp_path):
 @pytest.fixture
 def cifar_dir(tmp_path):
     return make_cifar_dataset(tmp_path / "cifar10" / "cifar-10-batches-py")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory):
+    """A LeNet-5 (in-place ReLUs) trained for a few seconds on the synthetic set: a run
+    directory for the analysis tests (explain, robustness). Copy it before writing into it."""
+    import cnnlab
+
+    res = cnnlab.train(
+        overrides=[
+            "data.name=synthetic",
+            "data.num_train=512",
+            "data.num_test=128",
+            "model.activation=relu",
+            "train.batch_size=32",
+            "train.eval_batch_size=128",
+            "train.device=cpu",
+        ],
+        epochs=3,
+        name="tiny",
+        runs_dir=str(tmp_path_factory.mktemp("runs")),
+        quiet=True,
+    )
+    assert res.final["test_acc"] > 0.8
+    return res.run_dir

@@ -221,7 +221,12 @@ def predict(
     std = torch.tensor(inp["std"]).reshape(1, -1, 1, 1)
     xn = ((x.float() / 255 - mean) / std).to(dev)
     with torch.no_grad():
-        probs = torch.softmax(model(xn).float(), 1).cpu()
+        logits = model(xn).float().cpu()
+    probs = torch.softmax(logits, 1)
+    from .analysis.ood import load_ood, ood_flags
+
+    ood = load_ood(run_dir_of(target))  # stored by `cnnlab robustness RUN --ood ...`
+    scores, is_ood = ood_flags(logits, ood) if ood else (None, None)
     out = []
     for i, p in enumerate(probs):
         v, idx = p.topk(min(top, len(p)))
@@ -234,7 +239,9 @@ def predict(
                     {"class": meta["classes"][int(j)], "probability": float(q)}
                     for q, j in zip(v, idx, strict=True)
                 ],
-                "inverted": flags[i],
+                "inverted": bool(flags[i]),
             }
         )
+        if ood:
+            out[-1].update(ood_score=float(scores[i]), ood=bool(is_ood[i]))
     return out

@@ -85,6 +85,12 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
     nan_policy: str = "stop"  # non-finite loss: stop (free) or skip the step + lower LR (syncs)
     nan_lr_factor: float = 0.5  # skip: LR multiplier applied at each skipped step
+    # robust training: none, fgsm, pgd (L∞ attacks in [0, 1] pixel scale; train/adversarial.py)
+    adversarial: str = "none"
+    eps: float = 0.1  # attack radius in pixel units (0.1 ≈ 25 grey levels)
+    adv_steps: int = 7  # PGD steps
+    adv_step_size: float = 0.0  # 0 = 2.5·eps/steps (PGD), 1.25·eps (FGSM)
+    adv_random_start: bool = True
 
 
 @dataclass
@@ -327,6 +333,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             choices_msg("channels_last value", t.channels_last, ("auto", "true", "false"))
         )
+    from .train.adversarial import check_config
+
+    check_config(t)
     dev = t.device.lower()
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")

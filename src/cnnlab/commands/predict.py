@@ -34,6 +34,7 @@ def run(args) -> int:
         for r in res:
             others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
             inv = " (inverted)" if r["inverted"] else ""
+            inv += " [out of distribution?]" if r.get("ood") else ""
             print(
                 f"{r['image']}: {r['class']} {r['probability']:.3f}{inv}"
                 + (f"  [{others}]" if others else "")

@@ -42,6 +42,7 @@ from ..errors import CheckpointError, CnnlabError, ConfigError
 from ..models import count_params, create_model
 from ..runs import read_metrics
 from . import distributed
+from .adversarial import make_adversary
 from .callbacks import Callback, NaNGuard, NonFiniteLoss, Progress
 from .checkpoint import (
     atomic_write_text,
@@ -227,8 +228,18 @@ class Trainer:
     def _make_step(self):
         model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt
         clip = self.cfg.train.grad_clip
+        # robust training (train.adversarial): the batch is replaced by its attack
+        adversary = make_adversary(
+            self.cfg.train,
+            self.train_loader.mean,
+            self.train_loader.std,
+            self.generator,
+            rt.autocast,
+        )
 
         def step(x, y):
+            if adversary is not None:
+                x = adversary(model, x, y)
             with rt.autocast():
                 out = model(x)
                 loss = loss_fn(out, y)

@@ -1,0 +1,99 @@
+"""cnnlab explain"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg, print_json_or, table
+
+ORDER = 44
+
+
+def register(sub) -> None:
+    from ..analysis.explain import METHODS, SELECTIONS
+
+    p = sub.add_parser(
+        "explain",
+        help="attribution maps (saliency, IG, Grad-CAM, occlusion, guided backprop), "
+        "filters, feature maps",
+        description=(
+            "Captum attribution maps for N test images (random, first, the most confidently "
+            "wrong, or chosen indices), first-layer filters, feature maps of every conv layer "
+            "and attention maps, as PNGs in <run>/explain/ and one self-contained "
+            "<run>/explain.html."
+        ),
+    )
+    add_run_arg(p)
+    p.add_argument("-n", type=int, default=16, help="number of test images (default 16)")
+    p.add_argument("--select", default="random", help=f"{', '.join(SELECTIONS)} (default random)")
+    p.add_argument("--indices", help="comma list of test-set indices (overrides --select)")
+    p.add_argument("--methods", help=f"comma list of {', '.join(METHODS)} (default: all)")
+    p.add_argument("--image", type=int, help="test index for the feature/attention maps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ig-steps", type=int, default=50, help="integrated-gradients steps")
+    p.add_argument(
+        "--internal-batch-size",
+        type=int,
+        default=128,
+        help="integrated-gradients images per forward pass (memory bound)",
+    )
+    p.add_argument(
+        "--perturbations-per-eval",
+        type=int,
+        default=64,
+        help="occlusion patches per forward pass (memory bound)",
+    )
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..analysis.explain import SHORT, explain
+    from ..errors import CnnlabError
+
+    indices = None
+    if args.indices:
+        try:
+            indices = [int(s) for s in args.indices.split(",") if s.strip()]
+        except ValueError:
+            raise CnnlabError(
+                f"--indices needs comma-separated integers, got {args.indices!r}"
+            ) from None
+    for flag, v in (
+        ("--internal-batch-size", args.internal_batch_size),
+        ("--perturbations-per-eval", args.perturbations_per_eval),
+    ):
+        if v < 1:
+            raise CnnlabError(f"{flag} must be ≥ 1, got {v}")
+    r = explain(
+        args.run,
+        n=args.n,
+        select=args.select,
+        indices=indices,
+        methods=args.methods,
+        seed=args.seed,
+        image=args.image,
+        device=args.device,
+        data_dir=args.data_dir,
+        ig_steps=args.ig_steps,
+        internal_batch_size=args.internal_batch_size,
+        perturbations_per_eval=args.perturbations_per_eval,
+    )
+
+    def show():
+        print(
+            f"{len(r['indices'])} {r['dataset']} test images ({r['select']}), "
+            f"{sum(p == t for p, t in zip(r['pred'], r['true'], strict=True))} correctly classified"
+        )
+        table(
+            [
+                [SHORT[m], f"{r['method_seconds'][m]:.2f}", f"{r['on_object_fraction'][m]:.2f}"]
+                for m in r["methods"]
+            ],
+            ["method", "seconds", "attribution on object"],
+        )
+        print(f"object area (mean share of the image): {r['object_area']:.2f}")
+        print(f"{r['seconds']:.1f}s; wrote " + ", ".join(r["outputs"]))
+
+    print_json_or(args, r, show)
+    return 0

@@ -1,0 +1,109 @@
+"""cnnlab robustness"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg, print_json_or, table
+
+ORDER = 45
+
+
+def register(sub) -> None:
+    from ..analysis.robustness import ATTACKS, CORRUPTIONS
+
+    p = sub.add_parser(
+        "robustness",
+        help="accuracy under corruptions (5 severities) and FGSM/PGD; OOD detection",
+        description=(
+            "Accuracy of a run's model on its test set under corruptions ("
+            + ", ".join(CORRUPTIONS)
+            + ") at severities 1-5 and under FGSM/PGD attacks (L∞, [0, 1] pixel scale). "
+            "Writes robustness.json, robustness.png and robustness.html into the run. "
+            "With --ood DATASET (or --ood noise): AUROC and FPR at 95% TPR of the maximum-"
+            "softmax and energy scores, and the threshold in <run>/ood.json that "
+            "`cnnlab predict` uses to flag out-of-distribution inputs."
+        ),
+    )
+    add_run_arg(p)
+    p.add_argument("--corruptions", help="comma list (default: all); 'none' to skip")
+    p.add_argument("--severity", help="levels 1-5, comma list (default: all)")
+    p.add_argument(
+        "--attacks", help=f"comma list of {', '.join(ATTACKS)} (default: both); 'none' to skip"
+    )
+    p.add_argument("--eps", help="attack radii in pixel scale (default 0.02,0.05,0.1,0.2)")
+    p.add_argument("--pgd-steps", type=int, default=10)
+    p.add_argument("--pgd-step-size", type=float, help="default ε/4")
+    p.add_argument("--limit", type=int, help="use only the first N test images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument(
+        "--ood",
+        action="append",
+        metavar="DATASET",
+        help="score the test set against DATASET's test images or 'noise' (repeatable); "
+        "only OOD detection runs",
+    )
+    p.add_argument("--ood-score", choices=["msp", "energy"], help="default: the better AUROC")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..analysis import robustness as rb
+    from ..errors import CnnlabError
+
+    if args.batch_size < 1:
+        raise CnnlabError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.ood:
+        r = rb.ood(
+            args.run,
+            args.ood,
+            method=args.ood_score,
+            seed=args.seed,
+            limit=args.limit,
+            device=args.device,
+            data_dir=args.data_dir,
+        )
+
+        def show_ood():
+            print(f"in-distribution: {r['in_dataset']} test ({r['n_in']:,} images)")
+            table(*reversed(rb.ood_rows(r)))
+            print(
+                f"stored threshold {r['threshold']:.4f} on the {r['method']} score "
+                f"(95% of the test set passes) in {r['outputs'][0]}"
+            )
+
+        print_json_or(args, r, show_ood)
+        return 0
+
+    r = rb.robustness(
+        args.run,
+        corruptions=args.corruptions,
+        severity=args.severity,
+        attacks=args.attacks,
+        eps=args.eps,
+        pgd_steps=args.pgd_steps,
+        pgd_step_size=args.pgd_step_size,
+        seed=args.seed,
+        limit=args.limit,
+        device=args.device,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+    )
+
+    def show():
+        print(
+            f"{r['dataset']} test ({r['n']:,} images, seed {r['seed']}): "
+            f"clean accuracy {r['clean_acc']:.4f}"
+        )
+        if r["corruptions"]:
+            h, rows = rb.table_rows(r)
+            table(rows, h)
+        h, rows = rb.attack_rows(r)
+        if rows:
+            table(rows, h)
+        print(f"{r['seconds']:.1f}s; wrote " + ", ".join(r["outputs"]))
+
+    print_json_or(args, r, show)
+    return 0
