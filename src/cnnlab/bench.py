@@ -206,7 +206,9 @@ def worker_main(kind: str, spec: dict) -> None:
         if line.strip() != "next":
             break
         m = next(gen)
-        m.update(rss_mb=current_rss_mb(), peak_rss_mb=peak_rss_mb(), gpu_peak_mb=gpu_peak_mb(device))
+        m.update(
+            rss_mb=current_rss_mb(), peak_rss_mb=peak_rss_mb(), gpu_peak_mb=gpu_peak_mb(device)
+        )
         print(json.dumps(m), file=out, flush=True)
 
 

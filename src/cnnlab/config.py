@@ -79,6 +79,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
     channels_last: str = "auto"  # auto, true, false
     compile: bool = False
+    cuda_graph: str = "auto"  # auto (on for CUDA training), true, false
     threads: int = 0  # CPU threads (0 = torch's default)
     grad_clip: float = 0.0
 
@@ -310,6 +311,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             choices_msg("channels_last value", t.channels_last, ("auto", "true", "false"))
         )
+    if t.cuda_graph.lower() not in ("auto", "true", "false"):
+        raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, ("auto", "true", "false")))
     dev = t.device.lower()
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")

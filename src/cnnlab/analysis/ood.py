@@ -23,7 +23,9 @@ METHODS = ("msp", "energy")
 OOD_FILE = "ood.json"
 
 
-def ood_score(logits: torch.Tensor, method: str = "energy", temperature: float = 1.0) -> torch.Tensor:
+def ood_score(
+    logits: torch.Tensor, method: str = "energy", temperature: float = 1.0
+) -> torch.Tensor:
     logits = logits.float()
     if method == "msp":
         return torch.softmax(logits, 1).max(1).values
@@ -58,7 +60,9 @@ def fpr_at_tpr(in_scores: torch.Tensor, out_scores: torch.Tensor, tpr: float = 0
 
 def save_ood(run_dir: str | os.PathLike, method: str, threshold: float, **extra) -> Path:
     p = Path(run_dir) / OOD_FILE
-    atomic_write_text(p, json.dumps({"method": method, "threshold": threshold, "tpr": 0.95, **extra}, indent=1))
+    atomic_write_text(
+        p, json.dumps({"method": method, "threshold": threshold, "tpr": 0.95, **extra}, indent=1)
+    )
     return p
 
 

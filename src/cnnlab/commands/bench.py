@@ -112,7 +112,9 @@ def run(args) -> int:
     title = f"LeNet-5 on Fashion-MNIST{' (quick: synthetic)' if args.quick else ''}"
     table(rows, header, title=title)
     if "resident_memory_ratio" in result:
-        print(f"cnnlab's resident dataset: {result['resident_memory_ratio']:.3f}× its raw uint8 size")
+        print(
+            f"cnnlab's resident dataset: {result['resident_memory_ratio']:.3f}× its raw uint8 size"
+        )
     for k, r in result["loops"].items():
         print(f"{k}: RSS growth after epoch 1: {r['summary']['rss_growth_mb']:+.1f} MB")
     sc = result.get("scaling")
@@ -156,7 +158,10 @@ def run(args) -> int:
             ["model", "train img/s", "infer img/s", "note"],
             title=f"AlexNet, synthetic {ax['size']}² batches of {ax['batch']} — {ax['device']}",
         )
-    out = args.out or f"runs/bench/{'quick-' if args.quick else ''}bench-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out = (
+        args.out
+        or f"runs/bench/{'quick-' if args.quick else ''}bench-{datetime.now():%Y%m%d-%H%M%S}.json"
+    )
     path = bench.save(result, out)
     print(f"saved {path} ({result['wall_seconds']:.0f} s)")
     return 0
