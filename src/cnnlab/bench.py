@@ -366,14 +366,20 @@ def scaling(spec: dict, batch_sizes, fractions, n_train: int, log=print) -> dict
     for bs in batch_sizes:
         r = epoch_seconds(spec, bs, None)
         by_bs.append(r)
-        log(f"  batch {bs:>5}: {r['seconds']:6.2f} s/epoch ({r['images_per_s']:,.0f} img/s)")
+        log(
+            f"  batch {bs:>5}: {r['seconds']:6.2f} s/epoch (cpu {r['cpu_seconds']:.2f} s, "
+            f"{r['images_per_s']:,.0f} img/s)"
+        )
     base_bs = cnnlab_config(spec).train.batch_size
     for f in fractions:
         lim = max(base_bs, int(n_train * f))
         r = epoch_seconds(spec, base_bs, lim if f < 1 else None)
         r["fraction"] = f
         by_n.append(r)
-        log(f"  {f:>4.2f} of the data: {r['seconds']:6.2f} s/epoch ({r['images']:,} images)")
+        log(
+            f"  {f:>4.2f} of the data: {r['seconds']:6.2f} s/epoch (cpu {r['cpu_seconds']:.2f} s, "
+            f"{r['images']:,} images)"
+        )
     return {"by_batch_size": by_bs, "by_dataset_size": by_n}
 
 

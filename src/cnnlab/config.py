@@ -80,7 +80,7 @@ class TrainConfig:
     channels_last: str = "auto"  # auto, true, false
     compile: bool = False
     cuda_graph: str = "auto"  # auto (on for CUDA training), true, false
-    threads: int = 0  # CPU threads (0 = torch's default)
+    threads: int = 0  # CPU threads (0 = all cores, fewer when the machine is already busy)
     grad_clip: float = 0.0
 
 

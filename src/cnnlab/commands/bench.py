@@ -121,18 +121,28 @@ def run(args) -> int:
     if sc:
         table(
             [
-                [r["batch_size"], f"{r['seconds']:.2f}", f"{r['images_per_s']:,.0f}"]
+                [
+                    r["batch_size"],
+                    f"{r['seconds']:.2f}",
+                    f"{r['cpu_seconds']:.2f}",
+                    f"{r['images_per_s']:,.0f}",
+                ]
                 for r in sc["by_batch_size"]
             ],
-            ["batch", "s/epoch", "images/s"],
+            ["batch", "s/epoch", "cpu s/epoch", "images/s"],
             title="cnnlab epoch time against batch size",
         )
         table(
             [
-                [f"{r['fraction']:g}", f"{r['images']:,}", f"{r['seconds']:.2f}"]
+                [
+                    f"{r['fraction']:g}",
+                    f"{r['images']:,}",
+                    f"{r['seconds']:.2f}",
+                    f"{r['cpu_seconds']:.2f}",
+                ]
                 for r in sc["by_dataset_size"]
             ],
-            ["fraction", "images", "s/epoch"],
+            ["fraction", "images", "s/epoch", "cpu s/epoch"],
             title="cnnlab epoch time against dataset size",
         )
     ax = result.get("alexnet")

@@ -52,12 +52,26 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def default_threads() -> int:
+    """All cores on an idle machine, fewer when other jobs already keep cores busy.
+
+    OpenMP threads spin at every barrier; when the cores are shared they wait for each
+    other. On this project's 2-core machine under load, 2 threads were 8× slower per
+    LeNet-5 step than 1 (notes/BENCH-speed.md)."""
+    n = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]  # includes this process
+    except (OSError, AttributeError):
+        return n
+    return max(1, min(n, int(n - busy) + 1))
+
+
 def make_runtime(t: TrainConfig) -> Runtime:
     dev = resolve_device(t.device)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     elif dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(default_threads())
     prec = t.precision
     if prec == "auto":
         prec = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
