@@ -91,3 +91,15 @@ def test_cuda_graph_training_runs(tmp_path):
         quiet=True,
     )
     assert res.final["test_acc"] > 0.3
+
+
+def test_default_threads_backs_off_when_busy(monkeypatch):
+    from cnnlab.train import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (0.9, 0.0, 0.0))
+    assert device.default_threads() == 4  # idle but for this process
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    assert device.default_threads() == 2
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    assert device.default_threads() == 1
