@@ -76,7 +76,9 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
+    precision: str = (
+        "auto"  # auto (bf16 on CUDA, fp32 on CPU), fast (bf16 where native), fp32, bf16
+    )
     channels_last: str = "auto"  # auto, true, false
     compile: bool = False
     cuda_graph: str = "auto"  # auto (on for CUDA training), true, false
@@ -263,7 +265,7 @@ def load_recipe(path: str | Path) -> Config:
     return from_dict(d)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
 
 
 def validate(cfg: Config) -> Config:

@@ -103,3 +103,13 @@ def test_default_threads_backs_off_when_busy(monkeypatch):
     assert device.default_threads() == 2
     monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
     assert device.default_threads() == 1
+
+
+def test_fast_precision_is_bf16_only_where_native(monkeypatch):
+    from cnnlab.train import device
+
+    monkeypatch.setattr(device, "native_bf16", lambda dev: True)
+    assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is torch.bfloat16
+    monkeypatch.setattr(device, "native_bf16", lambda dev: False)
+    assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is None
+    assert make_runtime(TrainConfig(device="cpu")).amp_dtype is None  # auto stays fp32 on CPU

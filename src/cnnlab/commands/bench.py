@@ -111,6 +111,11 @@ def run(args) -> int:
     rows, header = bench.summary_rows(result)
     title = f"LeNet-5 on Fashion-MNIST{' (quick: synthetic)' if args.quick else ''}"
     table(rows, header, title=title)
+    print(
+        "s/ep: median seconds per epoch; × wall/× cpu: the loop's median epoch time / cnnlab's "
+        "(wall clock; process CPU time, steadier on a shared machine); t→X%: training seconds "
+        "until test acc ≥ X"
+    )
     if "resident_memory_ratio" in result:
         print(
             f"cnnlab's resident dataset: {result['resident_memory_ratio']:.3f}× its raw uint8 size"
