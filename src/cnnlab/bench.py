@@ -187,8 +187,10 @@ def cnnlab_loop(spec: dict):
 def worker_main(kind: str, spec: dict) -> None:
     """Run one loop; ``next`` on stdin runs one epoch, its JSON goes to stdout."""
     device = torch.device(spec["device"] if spec["device"] != "auto" else _auto_device())
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
+    from .train.device import default_threads
+
+    # the same rule as the trainer's, so every loop gets the same thread count
+    torch.set_num_threads(int(spec.get("threads") or 0) or default_threads())
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not break the protocol
     t0 = time.perf_counter()
