@@ -27,8 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# Real Fashion-MNIST from $CNNLAB_DATA or ../shared/data; BENCH_ARGS adds flags
+# (e.g. BENCH_ARGS="--threads 1 --epochs 10").
+BENCH_DATA ?= $(or $(CNNLAB_DATA),../shared/data)
 bench: $(STAMP)
-	$(BIN)/cnnlab bench
+	$(BIN)/cnnlab bench --data-dir $(BENCH_DATA) $(BENCH_ARGS)
 
 # Load test of `cnnlab serve` (torch/ONNX × micro-batching on/off); SERVE_RUN: a trained run
 # (a tiny synthetic one is trained when it does not exist).

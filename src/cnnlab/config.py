@@ -77,10 +77,13 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
+    precision: str = (
+        "auto"  # auto (bf16 on CUDA, fp32 on CPU), fast (bf16 where native), fp32, bf16
+    )
     channels_last: str = "auto"  # auto, true, false
     compile: bool = False
-    threads: int = 0  # CPU threads (0 = torch's default)
+    cuda_graph: str = "auto"  # auto (on for CUDA training), true, false
+    threads: int = 0  # CPU threads (0 = all cores, fewer when the machine is already busy)
     grad_clip: float = 0.0
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
     nan_policy: str = "stop"  # non-finite loss: stop (free) or skip the step + lower LR (syncs)
@@ -279,7 +282,7 @@ def load_recipe(path: str | Path) -> Config:
     return from_dict(d)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
 
 
 def validate(cfg: Config) -> Config:
@@ -336,6 +339,8 @@ def validate(cfg: Config) -> Config:
     from .train.adversarial import check_config
 
     check_config(t)
+    if t.cuda_graph.lower() not in ("auto", "true", "false"):
+        raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, ("auto", "true", "false")))
     dev = t.device.lower()
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")

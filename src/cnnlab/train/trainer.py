@@ -53,7 +53,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from .device import make_runtime
+from .device import make_runtime, pool_before_activation
 from .losses import build_loss
 from .optim import Schedule, build_optimizer
 
@@ -196,6 +196,7 @@ class Trainer:
             **cfg.model.args,
         )
         self.model_args = self.model.cnnlab_args
+        pool_before_activation(self.model)  # exact; the activation then sees 4× fewer values
         self.model.to(dev)
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -237,11 +238,17 @@ class Trainer:
             rt.autocast,
         )
 
+        fwd = model
+        # graphs are captured for plain inputs of one module: not for attacked batches
+        # (input gradients) nor through DDP's hooks
+        if rt.cuda_graph and adversary is None and not self.dist.enabled:
+            fwd = self._graph_model()
+
         def step(x, y):
             if adversary is not None:
                 x = adversary(model, x, y)
             with rt.autocast():
-                out = model(x)
+                out = fwd(x)
                 loss = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,8 +258,30 @@ class Trainer:
             return loss.detach(), (out.detach().argmax(1) == y).sum()
 
         if self.rt.compile:
-            return torch.compile(step)
+            # on CUDA "reduce-overhead" replays CUDA graphs; on CPU plain inductor
+            mode = "reduce-overhead" if rt.device.type == "cuda" else None
+            return torch.compile(step, mode=mode)
         return step
+
+    def _graph_model(self):
+        """The model's forward and backward captured once in CUDA graphs and replayed
+        every step (training batches all have one shape: drop_last). The loss, the
+        optimiser (fused, no host sync) and the schedule stay eager, so the learning rate
+        can change per step. Evaluation runs in eval mode, which takes the ordinary
+        forward. Falls back to eager, with a warning, when capture fails."""
+        model, rt = self.model, self.rt
+        tl = self.train_loader
+        x = tl.prepare(tl.x[: tl.batch_size], train=False)  # a sample; no RNG consumed
+        try:
+            with rt.autocast():
+                return torch.cuda.make_graphed_callables(
+                    model, (x.detach().requires_grad_(False),), num_warmup_iters=3
+                )
+        except Exception as e:  # capture is an optimisation, never a reason to fail
+            print(f"warning: CUDA graph capture failed ({e}); training eagerly")
+            rt.cuda_graph = False
+            model.zero_grad(set_to_none=True)
+            return model
 
     def describe(self) -> str:
         ds = self.dataset
@@ -476,7 +505,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _evaluate(self, loader: ResidentLoader) -> tuple[float, float]:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.rt.device)

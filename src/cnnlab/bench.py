@@ -1,0 +1,614 @@
+"""`cnnlab bench`: cnnlab's trainer against the reference loops in ``benchmarks/``.
+
+The three Fashion-MNIST loops (``naive``, ``resident``, ``cnnlab``) each run in their own
+worker process (so peak RSS is per loop) and are driven epoch by epoch in turn: naive
+epoch 1, resident epoch 1, cnnlab epoch 1, naive epoch 2, ... — on a shared machine a
+load spike then hits all of them alike. Only one worker computes at a time. Each epoch
+reports wall seconds and the process's CPU seconds (a load-robust figure for 1-thread
+runs), test accuracy, RSS and peak GPU memory.
+
+Then, cnnlab alone: epoch time against batch size and against dataset size, and AlexNet
+training/inference images/s on synthetic 224×224 batches (registry models against
+``torchvision.models.alexnet`` under the same precision and memory format).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from .errors import CnnlabError
+
+LOOPS = ("naive", "resident", "cnnlab")
+BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
+FRACTIONS = (0.25, 0.5, 1.0)
+ALEXNETS = ("alexnet", "alexnet-torchvision", "torchvision.models.alexnet")
+THRESHOLDS = (0.90, 0.91)
+DEFAULT_RECIPE = "lenet5-fashion-mnist.yaml"
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def references_module():
+    """benchmarks/references.py, imported by path (it is not part of the package)."""
+    path = Path(os.environ.get("CNNLAB_BENCHMARKS", repo_root() / "benchmarks")) / "references.py"
+    if not path.is_file():
+        raise CnnlabError(
+            f"reference loops not found at {path}; run from a cnnlab checkout "
+            "or set CNNLAB_BENCHMARKS to its benchmarks/ folder"
+        )
+    spec = importlib.util.spec_from_file_location("cnnlab_bench_references", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def default_recipe() -> Path | None:
+    p = repo_root() / "recipes" / DEFAULT_RECIPE
+    return p if p.is_file() else None
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def current_rss_mb() -> float:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def gpu_peak_mb(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+# -- tiny data for --quick ---------------------------------------------------------------
+
+
+def _write_idx(path: Path, arr: torch.Tensor) -> None:
+    a = arr.contiguous().numpy()
+    kind = 0x08  # unsigned byte
+    header = struct.pack(">HBB", 0, kind, a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + a.tobytes())
+
+
+def write_tiny_fashion(folder: Path, num_train: int = 1024, num_test: int = 256) -> Path:
+    """A small learnable set in Fashion-MNIST's own file format (for --quick and tests)."""
+    from .data.datasets import load_dataset
+
+    ds = load_dataset("synthetic", num_train=num_train, num_test=num_test, channels=1, size=28)
+    d = Path(folder) / "fashion-mnist"
+    d.mkdir(parents=True, exist_ok=True)
+    _write_idx(d / "train-images-idx3-ubyte.gz", ds.train_x[:, 0])
+    _write_idx(d / "train-labels-idx1-ubyte.gz", ds.train_y.to(torch.uint8))
+    _write_idx(d / "t10k-images-idx3-ubyte.gz", ds.test_x[:, 0])
+    _write_idx(d / "t10k-labels-idx1-ubyte.gz", ds.test_y.to(torch.uint8))
+    return d
+
+
+def locate_fashion(data_dir) -> Path:
+    from .data.datasets import DATASETS, locate, missing_files_message
+
+    spec = DATASETS.get("fashion-mnist")
+    found = locate(spec, data_dir)
+    if found is None:
+        raise CnnlabError(missing_files_message(spec, data_dir))
+    return found
+
+
+# -- the cnnlab loop as a generator (same shape as the references) ---------------------
+
+
+def cnnlab_config(spec: dict):
+    from .train import build_config
+
+    recipe = spec.get("recipe")
+    over = list(spec.get("overrides") or [])
+    over += [
+        "data.name=fashion-mnist",
+        f"data.data_dir={spec['data_dir']}",
+        "data.download=false",
+        f"train.epochs={spec['epochs']}",
+        f"train.device={spec['device']}",
+        f"train.seed={spec.get('seed', 0)}",
+    ]
+    if spec.get("threads"):
+        over.append(f"train.threads={spec['threads']}")
+    return build_config(recipe=recipe, overrides=over)
+
+
+def cnnlab_loop(spec: dict):
+    from .train.trainer import Trainer
+
+    cfg = cnnlab_config(spec)
+    tr = Trainer(cfg, quiet=True)
+    tr.setup()
+    x = tr.train_loader.x
+    raw = x.numel() * x.element_size()
+    held = raw + tr.train_loader.y.numel() * tr.train_loader.y.element_size()
+    info = {
+        "describe": tr.describe(),
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.optim.lr,
+        "optimizer": cfg.optim.name,
+        "schedule": cfg.sched.name,
+        "augment": ",".join(tr.augment) or "none",
+        "resident_bytes": held,
+        "raw_uint8_bytes": int(x.shape[0]) * int(x[0].numel()),
+    }
+    yield info
+    for epoch in range(1, cfg.train.epochs + 1):
+        c0 = time.process_time()
+        m = tr.train_epoch(epoch)
+        cpu = time.process_time() - c0
+        te = time.perf_counter()
+        _, acc = tr._evaluate(tr.test_loader)
+        tr.schedule.epoch_end(acc)
+        yield {
+            "epoch": epoch,
+            "seconds": m["seconds"],
+            "cpu_seconds": cpu,
+            "images": round(m["images_per_s"] * m["seconds"]),
+            "test_acc": acc,
+            "eval_seconds": time.perf_counter() - te,
+        }
+
+
+# -- worker process ---------------------------------------------------------------------
+
+
+def worker_main(kind: str, spec: dict) -> None:
+    """Run one loop; ``next`` on stdin runs one epoch, its JSON goes to stdout."""
+    device = torch.device(spec["device"] if spec["device"] != "auto" else _auto_device())
+    from .train.device import default_threads
+
+    # the same rule as the trainer's, so every loop gets the same thread count
+    torch.set_num_threads(int(spec.get("threads") or 0) or default_threads())
+    out = sys.stdout
+    sys.stdout = sys.stderr  # stray prints must not break the protocol
+    t0 = time.perf_counter()
+    if kind == "cnnlab":
+        gen = cnnlab_loop(spec)
+        info = next(gen)
+    else:
+        refs = references_module()
+        root = refs.torchvision_root(spec["idx_dir"], spec["tmp"])
+        gen = refs.LOOPS[kind](root, device=device, seed=spec.get("seed", 0))
+        info = {"describe": f"{kind} reference on {device}"}
+    info.update(threads=torch.get_num_threads(), setup_seconds=time.perf_counter() - t0)
+    print(json.dumps(info), file=out, flush=True)
+    for line in sys.stdin:
+        if line.strip() != "next":
+            break
+        m = next(gen)
+        m.update(
+            rss_mb=current_rss_mb(), peak_rss_mb=peak_rss_mb(), gpu_peak_mb=gpu_peak_mb(device)
+        )
+        print(json.dumps(m), file=out, flush=True)
+
+
+def _auto_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Worker:
+    def __init__(self, kind: str, spec: dict, tmp: Path):
+        self.kind = kind
+        self.err = open(tmp / f"{kind}.stderr", "w+")
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "cnnlab.bench", "--worker", kind, json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            text=True,
+            env=env,
+        )
+
+    def read(self) -> dict:
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.wait()
+            self.err.seek(0)
+            tail = [ln for ln in self.err.read().strip().splitlines() if ln.strip()]
+            raise CnnlabError(
+                f"bench loop {self.kind!r} failed: " + (tail[-1] if tail else "no output")
+            )
+        return json.loads(line)
+
+    def next(self) -> dict:
+        self.p.stdin.write("next\n")
+        self.p.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.p.stdin.close()
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+        self.err.close()
+
+
+# -- summaries --------------------------------------------------------------------------
+
+
+def time_to(epochs: list[dict], threshold: float) -> float | None:
+    """Training seconds (evaluation excluded) until the first epoch at ≥ threshold."""
+    total = 0.0
+    for m in epochs:
+        total += m["seconds"]
+        if m["test_acc"] >= threshold:
+            return total
+    return None
+
+
+def summarize(epochs: list[dict]) -> dict:
+    med = statistics.median(m["seconds"] for m in epochs)
+    cpu = statistics.median(m["cpu_seconds"] for m in epochs)
+    imgs = epochs[-1]["images"]
+    rss = [m["rss_mb"] for m in epochs]
+    s = {
+        "epochs": len(epochs),
+        "median_s_per_epoch": med,
+        "min_s_per_epoch": min(m["seconds"] for m in epochs),
+        "median_cpu_s_per_epoch": cpu,
+        "images_per_s": imgs / med if med > 0 else None,
+        "test_acc": epochs[-1]["test_acc"],
+        "best_test_acc": max(m["test_acc"] for m in epochs),
+        "peak_rss_mb": max(m["peak_rss_mb"] for m in epochs),
+        "rss_growth_mb": rss[-1] - rss[min(1, len(rss) - 1)],  # after the warm-up epoch
+        "gpu_peak_mb": epochs[-1]["gpu_peak_mb"],
+    }
+    for t in THRESHOLDS:
+        s[f"time_to_{round(t * 100)}"] = time_to(epochs, t)
+    return s
+
+
+def compare(spec: dict, loops=LOOPS, tmp: Path | None = None, log=print) -> dict:
+    """Run the loops interleaved epoch by epoch; returns {loop: {info, epochs, summary}}."""
+    with contextlib.ExitStack() as stack:
+        if tmp is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnlab-bench-")))
+        spec = dict(spec, tmp=str(tmp / "torchvision"))
+        workers = {k: Worker(k, spec, tmp) for k in loops}
+        try:
+            res = {k: {"info": w.read(), "epochs": []} for k, w in workers.items()}
+            for e in range(1, spec["epochs"] + 1):
+                for k, w in workers.items():
+                    m = w.next()
+                    res[k]["epochs"].append(m)
+                    log(
+                        f"  epoch {e:>2} {k:<9} {m['seconds']:7.2f} s "
+                        f"(cpu {m['cpu_seconds']:6.2f} s)  test acc {m['test_acc']:.4f}"
+                    )
+        finally:
+            for w in workers.values():
+                w.close()
+    for r in res.values():
+        r["summary"] = summarize(r["epochs"])
+    return res
+
+
+def ratios(res: dict) -> dict:
+    """Speed-ups of cnnlab over each reference (reference time / cnnlab time)."""
+    if "cnnlab" not in res:
+        return {}
+    c = res["cnnlab"]["summary"]
+    out = {}
+    for k in res:
+        if k == "cnnlab":
+            continue
+        r = res[k]["summary"]
+        out[k] = {
+            "speedup_wall": r["median_s_per_epoch"] / c["median_s_per_epoch"],
+            "speedup_cpu": r["median_cpu_s_per_epoch"] / max(c["median_cpu_s_per_epoch"], 1e-9),
+            "cnnlab_over_ref_time": c["median_s_per_epoch"] / r["median_s_per_epoch"],
+            "acc_diff": c["test_acc"] - r["test_acc"],
+        }
+    return out
+
+
+# -- cnnlab alone: batch size and dataset size ------------------------------------------
+
+
+def epoch_seconds(spec: dict, batch_size: int, limit: int | None) -> dict:
+    from .train.trainer import Trainer
+
+    s = dict(spec, epochs=1)
+    s["overrides"] = list(spec.get("overrides") or []) + [f"train.batch_size={batch_size}"]
+    if limit:
+        s["overrides"].append(f"data.train_limit={limit}")
+    cfg = cnnlab_config(s)
+    tr = Trainer(cfg, quiet=True)
+    tr.setup()
+    c0 = time.process_time()
+    m = tr.train_epoch(1)
+    return {
+        "batch_size": batch_size,
+        "images": len(tr.train_loader) * tr.train_loader.batch_size,
+        "seconds": m["seconds"],
+        "cpu_seconds": time.process_time() - c0,
+        "images_per_s": m["images_per_s"],
+    }
+
+
+def scaling(spec: dict, batch_sizes, fractions, n_train: int, log=print) -> dict:
+    by_bs, by_n = [], []
+    for bs in batch_sizes:
+        r = epoch_seconds(spec, bs, None)
+        by_bs.append(r)
+        log(
+            f"  batch {bs:>5}: {r['seconds']:6.2f} s/epoch (cpu {r['cpu_seconds']:.2f} s, "
+            f"{r['images_per_s']:,.0f} img/s)"
+        )
+    base_bs = cnnlab_config(spec).train.batch_size
+    for f in fractions:
+        lim = max(base_bs, int(n_train * f))
+        r = epoch_seconds(spec, base_bs, lim if f < 1 else None)
+        r["fraction"] = f
+        by_n.append(r)
+        log(
+            f"  {f:>4.2f} of the data: {r['seconds']:6.2f} s/epoch (cpu {r['cpu_seconds']:.2f} s, "
+            f"{r['images']:,} images)"
+        )
+    return {"by_batch_size": by_bs, "by_dataset_size": by_n}
+
+
+# -- AlexNet throughput -----------------------------------------------------------------
+
+
+def alexnet_throughput(
+    device: str,
+    batch: int,
+    steps: int,
+    size: int = 224,
+    names=ALEXNETS,
+    log=print,
+    threads: int = 0,
+) -> dict:
+    """Training and inference images/s on synthetic batches, same precision for all."""
+    import torchvision
+
+    from .config import TrainConfig
+    from .models import MODELS, create_model
+    from .train.device import make_runtime
+
+    rt = make_runtime(TrainConfig(device=device, threads=threads))
+    dev = rt.device
+    out = {"device": rt.describe(), "batch": batch, "size": size, "models": {}}
+    x = torch.randn(batch, 3, size, size, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+    if rt.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for name in names:
+        if name.startswith("torchvision."):
+            model = torchvision.models.alexnet(num_classes=1000)
+        elif name not in MODELS.names():
+            out["models"][name] = {"skipped": f"model {name!r} is not registered in this build"}
+            log(f"  {name}: skipped (not registered)")
+            continue
+        else:
+            try:
+                model = create_model(name, in_channels=3, num_classes=1000, input_size=size)
+            except (CnnlabError, ValueError, RuntimeError) as e:
+                out["models"][name] = {"skipped": f"cannot build at {size} px: {e}"}
+                log(f"  {name}: skipped ({e})")
+                continue
+        model.to(dev)
+        if rt.channels_last:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, **_opt_kw(dev))
+
+        def train_step(model=model, opt=opt):
+            with rt.autocast():
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def infer_step(model=model):
+            with torch.inference_mode(), rt.autocast():
+                model(x)
+
+        r = {}
+        for label, fn in (("train", train_step), ("infer", infer_step)):
+            model.train(label == "train")
+            fn()  # warm-up (kernel selection, allocator)
+            _sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(dev)
+            r[f"{label}_images_per_s"] = batch * steps / (time.perf_counter() - t0)
+        out["models"][name] = r
+        log(
+            f"  {name}: train {r['train_images_per_s']:,.1f} img/s, "
+            f"infer {r['infer_images_per_s']:,.1f} img/s"
+        )
+        del model, opt
+    tv = out["models"].get("torchvision.models.alexnet", {})
+    for name, r in out["models"].items():
+        if "train_images_per_s" in r and tv and name != "torchvision.models.alexnet":
+            r["train_vs_torchvision"] = r["train_images_per_s"] / tv["train_images_per_s"]
+            r["infer_vs_torchvision"] = r["infer_images_per_s"] / tv["infer_images_per_s"]
+    return out
+
+
+def _opt_kw(dev: torch.device) -> dict:
+    return {"fused": True} if dev.type == "cuda" else {"foreach": True}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+# -- the whole benchmark ----------------------------------------------------------------
+
+
+def machine() -> dict:
+    d = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    if torch.cuda.is_available():
+        d["gpu"] = torch.cuda.get_device_name(0)
+    return d
+
+
+def run_bench(
+    data_dir=None,
+    epochs: int = 5,
+    device: str = "auto",
+    threads: int = 0,
+    overrides=None,
+    recipe=None,
+    quick: bool = False,
+    batch_sizes=BATCH_SIZES,
+    fractions=FRACTIONS,
+    alexnet: bool = True,
+    alexnet_batch: int | None = None,
+    alexnet_steps: int | None = None,
+    loops=LOOPS,
+    log=print,
+) -> dict:
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmpd:
+        tmp = Path(tmpd)
+        if quick:
+            idx_dir = write_tiny_fashion(tmp / "data", 512, 256)
+            data_dir = str(tmp / "data")
+            epochs = min(epochs, 2)
+            batch_sizes, fractions = (64, 128), (0.5, 1.0)
+        else:
+            idx_dir = locate_fashion(data_dir)
+            data_dir = str(idx_dir.parent) if data_dir is None else data_dir
+        recipe = recipe or default_recipe()
+        spec = {
+            "data_dir": str(data_dir),
+            "idx_dir": str(idx_dir),
+            "epochs": int(epochs),
+            "device": device,
+            "threads": int(threads),
+            "recipe": str(recipe) if recipe else None,
+            "overrides": list(overrides or []),
+            "seed": 0,
+        }
+        result = {
+            "kind": "quick" if quick else "full",
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "machine": machine(),
+            "spec": {k: v for k, v in spec.items() if k != "idx_dir"},
+        }
+        log(f"Fashion-MNIST, {epochs} epochs, loops interleaved epoch by epoch:")
+        res = compare(spec, loops, tmp, log=log)
+        result["loops"] = res
+        result["ratios"] = ratios(res)
+        if "cnnlab" in res:
+            info = res["cnnlab"]["info"]
+            result["resident_memory_ratio"] = info["resident_bytes"] / info["raw_uint8_bytes"]
+        n_train = res.get("cnnlab", next(iter(res.values())))["epochs"][0]["images"]
+        if batch_sizes or fractions:
+            log("cnnlab epoch time against batch size and dataset size:")
+            result["scaling"] = scaling(spec, batch_sizes, fractions, n_train, log=log)
+    if alexnet:
+        dev = device if device != "auto" else _auto_device()
+        cuda = dev.startswith("cuda")
+        batch = alexnet_batch or (2 if quick else 256 if cuda else 16)
+        steps = alexnet_steps or (1 if quick else 20 if cuda else 3)
+        size = 64 if quick else 224  # quick: a smoke test of the code path, not a figure
+        log(f"AlexNet on synthetic {size}×{size} batches of {batch}:")
+        result["alexnet"] = alexnet_throughput(dev, batch, steps, size, log=log, threads=threads)
+    result["machine"]["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["wall_seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def _fmt(v, spec="{:.2f}", none="—") -> str:
+    return none if v is None else spec.format(v)
+
+
+def summary_rows(result: dict) -> tuple[list[list], list[str]]:
+    header = [
+        "loop",
+        "s/ep",
+        "cpu s/ep",
+        "img/s",
+        f"acc@{result['spec']['epochs']}",
+        "t→90%",
+        "t→91%",
+        "RSS MB",
+        "GPU MB",
+        "× wall",
+        "× cpu",
+    ]
+    rows = []
+    for k, r in result["loops"].items():
+        s = r["summary"]
+        sp = result["ratios"].get(k)
+        rows.append(
+            [
+                k,
+                _fmt(s["median_s_per_epoch"]),
+                _fmt(s["median_cpu_s_per_epoch"]),
+                _fmt(s["images_per_s"], "{:,.0f}"),
+                _fmt(s["test_acc"], "{:.4f}"),
+                _fmt(s["time_to_90"], "{:.0f} s", "no"),
+                _fmt(s["time_to_91"], "{:.0f} s", "no"),
+                _fmt(s["peak_rss_mb"], "{:.0f}"),
+                _fmt(s["gpu_peak_mb"], "{:.0f}"),
+                f"{sp['speedup_wall']:.2f}×" if sp else "",
+                f"{sp['speedup_cpu']:.2f}×" if sp else "",
+            ]
+        )
+    return rows, header
+
+
+def save(result: dict, out: str | os.PathLike) -> Path:
+    from .train.checkpoint import atomic_write_text
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=1))
+    return out
+
+
+if __name__ == "__main__":  # worker entry: python -m cnnlab.bench --worker KIND SPEC
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        worker_main(sys.argv[2], json.loads(sys.argv[3]))
+    else:
+        sys.exit("usage: python -m cnnlab.bench --worker KIND SPEC_JSON (use `cnnlab bench`)")

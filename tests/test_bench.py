@@ -1,0 +1,135 @@
+"""`cnnlab bench --quick` runs end to end and writes its JSON; the pieces behave."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab import bench
+
+SRC = str(Path(bench.__file__).resolve().parents[1])
+
+
+def test_time_to_and_summary():
+    ep = [
+        {
+            "seconds": 2.0,
+            "cpu_seconds": 2.0,
+            "test_acc": 0.85,
+            "images": 100,
+            "rss_mb": 10.0,
+            "peak_rss_mb": 10.0,
+            "gpu_peak_mb": None,
+        },
+        {
+            "seconds": 1.0,
+            "cpu_seconds": 1.0,
+            "test_acc": 0.905,
+            "images": 100,
+            "rss_mb": 11.0,
+            "peak_rss_mb": 11.0,
+            "gpu_peak_mb": None,
+        },
+        {
+            "seconds": 1.5,
+            "cpu_seconds": 1.5,
+            "test_acc": 0.912,
+            "images": 100,
+            "rss_mb": 11.0,
+            "peak_rss_mb": 11.0,
+            "gpu_peak_mb": None,
+        },
+    ]
+    assert bench.time_to(ep, 0.90) == pytest.approx(3.0)
+    assert bench.time_to(ep, 0.91) == pytest.approx(4.5)
+    assert bench.time_to(ep, 0.95) is None
+    s = bench.summarize(ep)
+    assert s["median_s_per_epoch"] == pytest.approx(1.5)
+    assert s["images_per_s"] == pytest.approx(100 / 1.5)
+    assert s["rss_growth_mb"] == pytest.approx(0.0)
+
+
+def test_tiny_fashion_files_load_in_both_worlds(tmp_path):
+    from cnnlab.data.datasets import load_dataset
+
+    d = bench.write_tiny_fashion(tmp_path, 64, 32)
+    ds = load_dataset("fashion-mnist", data_dir=tmp_path, download=False)
+    assert ds.train_x.shape == (64, 1, 28, 28) and ds.test_y.shape == (32,)
+    refs = bench.references_module()
+    root = refs.torchvision_root(d, tmp_path / "tv")
+    import torchvision
+
+    tv = torchvision.datasets.FashionMNIST(root, train=True, download=False)
+    assert torch.equal(tv.data, ds.train_x[:, 0])
+    assert torch.equal(tv.targets, ds.train_y)
+
+
+def test_reference_lenet_matches_cnnlab_lenet():
+    from cnnlab.models import count_params, create_model
+
+    refs = bench.references_module()
+    ours = create_model("lenet5", in_channels=1, num_classes=10, input_size=28)
+    assert count_params(refs.LeNet5()) == count_params(ours)
+
+
+def test_bench_quick_writes_json(tmp_path):
+    out = tmp_path / "b.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "cnnlab",
+        "bench",
+        "--quick",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-sizes",
+        "64",
+        "--fractions",
+        "1",
+        "--no-alexnet",
+    ]
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert set(r["loops"]) == {"naive", "resident", "cnnlab"}
+    for loop in r["loops"].values():
+        s = loop["summary"]
+        assert s["epochs"] == 1 and s["median_s_per_epoch"] > 0 and 0 <= s["test_acc"] <= 1
+        assert s["peak_rss_mb"] > 0
+    assert set(r["ratios"]) == {"naive", "resident"}
+    assert r["resident_memory_ratio"] < 1.1
+    assert r["scaling"]["by_batch_size"][0]["batch_size"] == 64
+    assert "resident" in p.stdout and f"saved {out}" in p.stdout
+
+
+def test_alexnet_throughput_skips_unregistered():
+    r = bench.alexnet_throughput(
+        "cpu", batch=2, steps=1, size=64, names=("no-such-alexnet", "torchvision.models.alexnet")
+    )
+    assert "skipped" in r["models"]["no-such-alexnet"]
+    tv = r["models"]["torchvision.models.alexnet"]
+    assert tv["train_images_per_s"] > 0 and tv["infer_images_per_s"] > 0
+
+
+def test_bench_bad_loop_is_one_line(tmp_path):
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    p = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "bench", "--quick", "--loops", "fast"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert p.returncode == 2
+    assert "unknown loop" in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,115 @@
+"""The speed levers keep results exact: pool-before-activation, channels_last, CUDA guards."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import cnnlab
+from cnnlab.config import Config, TrainConfig, apply_overrides, validate
+from cnnlab.errors import ConfigError
+from cnnlab.models import create_model
+from cnnlab.train.device import make_runtime, pool_before_activation
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-1998"])
+@pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
+def test_pool_before_activation_is_exact(name, act):
+    torch.manual_seed(0)
+    kw = {"activation": act} if name == "lenet5" else {}
+    size = 28 if name == "lenet5" else 32
+    a = create_model(name, in_channels=1, num_classes=10, input_size=size, **kw)
+    b = copy.deepcopy(a)
+    n = pool_before_activation(b)
+    # the article's LeNet-5 max-pools after both conv activations; 1998's uses avg-pool
+    assert n == (2 if name == "lenet5" else 0)
+    assert a.state_dict().keys() == b.state_dict().keys()
+    x = torch.randn(16, 1, size, size)
+    y = torch.randint(0, 10, (16,))
+    for m in (a, b):
+        nn.functional.cross_entropy(m(x), y).backward()
+    torch.testing.assert_close(b(x), a(x), rtol=0, atol=0)
+    for (k, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-6, atol=1e-7, msg=k)
+
+
+def test_pool_before_activation_leaves_non_monotonic_alone():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU(), nn.MaxPool2d(2), nn.ReLU(inplace=True))
+    m2 = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.AvgPool2d(2))
+    assert pool_before_activation(m) == 0 and isinstance(m[1], nn.GELU)
+    assert pool_before_activation(m2) == 0
+
+
+def test_runtime_cpu_defaults():
+    rt = make_runtime(TrainConfig(device="cpu"))
+    assert rt.channels_last and not rt.cuda_graph and rt.amp_dtype is None
+    assert "channels_last" in rt.describe()
+    assert not make_runtime(TrainConfig(device="cpu", channels_last="false")).channels_last
+    # CUDA graphs are never turned on without CUDA, even when asked for
+    assert not make_runtime(TrainConfig(device="cpu", cuda_graph="true")).cuda_graph
+
+
+def test_cuda_graph_value_is_validated():
+    cfg = apply_overrides(Config(), ["train.cuda_graph=sometimes"])
+    with pytest.raises(ConfigError, match="cuda_graph"):
+        validate(cfg)
+
+
+def test_channels_last_training_matches_contiguous(tmp_path):
+    common = [
+        "data.name=synthetic",
+        "data.num_train=128",
+        "data.num_test=64",
+        "train.batch_size=32",
+        "train.device=cpu",
+        "data.augment=crop,flip",
+    ]
+    runs = {}
+    for cl in ("true", "false"):
+        runs[cl] = cnnlab.train(
+            overrides=common + [f"train.channels_last={cl}"],
+            epochs=1,
+            runs_dir=str(tmp_path),
+            name=f"cl-{cl}",
+            quiet=True,
+        )
+    a, b = runs["true"].final, runs["false"].final
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1 / 64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_training_runs(tmp_path):
+    res = cnnlab.train(
+        overrides=["data.name=synthetic", "train.batch_size=64", "train.device=cuda"],
+        epochs=2,
+        runs_dir=str(tmp_path),
+        name="g",
+        quiet=True,
+    )
+    assert res.final["test_acc"] > 0.3
+
+
+def test_default_threads_backs_off_when_busy(monkeypatch):
+    from cnnlab.train import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (0.9, 0.0, 0.0))
+    assert device.default_threads() == 4  # idle but for this process
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    assert device.default_threads() == 2
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    assert device.default_threads() == 1
+
+
+def test_fast_precision_is_bf16_only_where_native(monkeypatch):
+    from cnnlab.train import device
+
+    monkeypatch.setattr(device, "native_bf16", lambda dev: True)
+    assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is torch.bfloat16
+    monkeypatch.setattr(device, "native_bf16", lambda dev: False)
+    assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is None
+    assert make_runtime(TrainConfig(device="cpu")).amp_dtype is None  # auto stays fp32 on CPU
