@@ -26,7 +26,7 @@ from ..data.loader import ResidentLoader
 from ..errors import CheckpointError, CnnlabError, ConfigError
 from ..models import count_params, create_model
 from ..runs import read_metrics
-from .callbacks import Callback, NaNGuard, Progress
+from .callbacks import Callback, NaNGuard, Progress, config_callbacks
 from .checkpoint import atomic_write_text, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from .device import make_runtime
 from .losses import build_loss
@@ -68,7 +68,12 @@ class Trainer:
     ):
         self.cfg = validate(cfg)
         self.dataset = dataset
-        self.callbacks = [Progress(quiet=quiet), NaNGuard(), *(callbacks or [])]
+        self.callbacks = [
+            Progress(quiet=quiet),
+            NaNGuard(),
+            *config_callbacks(self.cfg),
+            *(callbacks or []),
+        ]
         self.resume_from = Path(resume) if resume else None
         self.should_stop = False
         self.stop_reason = ""
@@ -114,6 +119,7 @@ class Trainer:
             tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed)
             xva, yva = xtr[va_idx], ytr[va_idx]
             xtr, ytr = xtr[tr_idx], ytr[tr_idx]
+        xtr, ytr = self.select_train(xtr, ytr)
         if len(xtr) < 1:
             raise ConfigError("no training images left after train_limit/val_fraction")
         self.generator = torch.Generator(device=dev).manual_seed(t.seed)
@@ -155,7 +161,7 @@ class Trainer:
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim, dev)
-        self.steps_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = self.epoch_steps()
         self.schedule = Schedule(self.optimizer, cfg.sched, t.epochs, self.steps_per_epoch)
         self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
         self.step_fn = self._make_step()
@@ -165,6 +171,14 @@ class Trainer:
         self.history: list[dict] = []
         if self.resume_from is not None:
             self._resume()
+
+    def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook: the images to train on, after train_limit and the validation split
+        (the semi-supervised trainer keeps the labelled ones here)."""
+        return x, y
+
+    def epoch_steps(self) -> int:
+        return len(self.train_loader)
 
     def _make_step(self):
         model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt
