@@ -86,8 +86,8 @@ class TrainConfig:
     grad_clip: float = 0.0
     steps_per_epoch: int = 0  # labels_per_class runs: steps per epoch (0 = auto)
     early_stop: int = 0  # patience in epochs on val_acc (needs data.val_fraction > 0); 0 = off
-    diagnostics: bool = False  # gradient flow + activation stats → <run>/gradients.jsonl
-    report: bool = False  # write <run>/report.html when training ends
+    diagnostics: bool = True  # gradient flow + activation stats → <run>/gradients.jsonl
+    report: bool = False  # write <run>/report.html when training ends (`cnnlab train`: on)
     # semi-supervised (with data.labels_per_class): none, pseudo_label, mean_teacher, fixmatch
     semi: str = "none"
     semi_threshold: float = 0.95  # pseudo_label/fixmatch: confidence to keep a pseudo-label

@@ -465,15 +465,17 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
     grads = read_gradients(run)
     if grads:
         parts.append("<h2>Gradient flow</h2>" + _img(plot_gradients(grads), "gradient flow"))
-        flagged = [(r["epoch"], f) for r in grads for f in r.get("flags", [])]
+        from .train.diagnostics import EXPLODE, VANISH, flags_for
+
+        flagged = [(r["epoch"], f) for r in grads for f in flags_for(r["layers"])]
         if flagged:
             parts.append("<ul>" + "".join(
                 f'<li class="flag">epoch {e}: {html.escape(f)}</li>' for e, f in flagged
             ) + "</ul>")
         else:
             parts.append("<p>No vanishing or exploding gradients flagged (rule: first-layer "
-                         "gradient norm &lt; 1e-3 × or &gt; 1e3 × the last layer's, or "
-                         "non-finite).</p>")
+                         f"gradient norm &lt; {VANISH:g} × or &gt; {EXPLODE:g} × the last "
+                         "layer's, or non-finite).</p>")
         last = grads[-1]
         parts.append(_table(
             [[d["name"], d["type"], d["params"], f"{d['grad_norm']:.3e}",

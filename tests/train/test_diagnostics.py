@@ -29,7 +29,7 @@ def test_flags():
     def layers(*g):
         return [{"grad_norm": v} for v in g]
 
-    assert flags_for(layers(1e-6, 0.1, 1.0))[0].startswith("vanishing")
-    assert flags_for(layers(1e4, 1.0, 1.0))[0].startswith("exploding")
+    assert flags_for(layers(1e-3, 0.1, 1.0))[0].startswith("vanishing")
+    assert flags_for(layers(1e3, 1.0, 1.0))[0].startswith("exploding")
     assert flags_for(layers(float("nan"), 1.0))[0].startswith("exploding")
     assert flags_for(layers(0.1, 0.5, 1.0)) == []

@@ -12,8 +12,12 @@ output):
   (and scaled tanh) |y| > 98 % of its range, ReLU-family outputs ≤ 0 ("dead").
 
 Each epoch appends one JSON line to ``<run>/gradients.jsonl``. ``flags`` names
-*vanishing* gradients (first layer's gradient norm < 1e-3 × the last layer's) and
-*exploding* ones (a non-finite gradient, or the first layer's > 1e3 × the last layer's).
+*vanishing* gradients (first layer's gradient norm < 1e-2 × the last layer's) and
+*exploding* ones (a non-finite gradient, or the first layer's > 1e2 × the last layer's).
+Why 1e-2 and not 1e-3: on Fashion-MNIST an all-sigmoid LeNet-5 without batch norm stays
+at chance (10 %) with a first/last ratio of 1.2e-3 to 2.3e-3, while every run that learns
+(ReLU or sigmoid, with or without batch norm) sits between 0.4 and 1.2 (notes/BENCH-
+generalisation.md).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from torch import nn
 
 from .callbacks import Callback
 
-VANISH = 1e-3
-EXPLODE = 1e3
+VANISH = 1e-2
+EXPLODE = 1e2
 PROBE = 256
 
 
@@ -90,8 +94,10 @@ class GradientFlow(Callback):
             (n, m) for n, m in trainer.model.named_modules() if n and _is_activation(m)
         ]
         loader = trainer.train_loader
-        k = min(self.probe, len(loader.x))
-        self.probe_x = loader.x[:k]
+        # a streaming loader (ImageFolder) has no resident images: no activation probe
+        self.probe_x = None
+        if hasattr(loader, "x") and hasattr(loader, "prepare"):
+            self.probe_x = loader.x[: min(self.probe, len(loader.x))]
         self.path = Path(trainer.run_dir) / self.filename
 
     def _snapshot(self, trainer) -> None:
@@ -127,6 +133,8 @@ class GradientFlow(Callback):
 
     @torch.no_grad()
     def activation_stats(self, trainer) -> list[dict]:
+        if self.probe_x is None:
+            return []
         model = trainer.model
         out: dict[str, torch.Tensor] = {}
         hooks = []
@@ -159,14 +167,19 @@ class GradientFlow(Callback):
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
         layers = self.grads or []
-        rec = {
-            "epoch": epoch,
-            "layers": layers,
-            "activations": self.activation_stats(trainer),
-            "flags": flags_for(layers),
-        }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        try:
+            rec = {
+                "epoch": epoch,
+                "layers": layers,
+                "activations": self.activation_stats(trainer),
+                "flags": flags_for(layers),
+            }
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        except (RuntimeError, OSError, ValueError) as e:  # a diagnostic never stops training
+            import warnings
+
+            warnings.warn(f"gradient-flow diagnostics skipped: {e}", stacklevel=1)
 
 
 def read_gradients(run_dir) -> list[dict]:
@@ -179,4 +192,5 @@ def read_gradients(run_dir) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a line cut by a crash
-    return rows
+    by_epoch = {r.get("epoch"): r for r in rows}  # a resumed run re-records an epoch: keep the last
+    return [by_epoch[e] for e in sorted(by_epoch, key=lambda e: (e is None, e))]

@@ -116,8 +116,11 @@ class OptunaPruning(Callback):
 
 
 def storage_for(url: str | None, study_dir: Path):
+    import warnings
+
     import optuna
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url is None:
         study_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
@@ -126,14 +129,20 @@ def storage_for(url: str | None, study_dir: Path):
             f"--storage {url!r}: expected a database URL such as sqlite:///study.db or "
             "postgresql://user:pass@host/db"
         )
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna import storages
+
+    from optuna.storages import RDBStorage
+
+    retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or getattr(
+        storages, "RetryFailedTrialCallback"
+    )
 
     try:
         return RDBStorage(
             url,
             heartbeat_interval=30,
             grace_period=120,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            failed_trial_callback=retry(max_retry=1),
         )
     except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
         raise ConfigError(f"--storage {url!r}: cannot open the study database ({e})") from None
