@@ -19,10 +19,20 @@ FAST = [
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("runs")
-    a = cnnlab.train(overrides=FAST + ["train.diagnostics=true", "train.report=true"],
-                     epochs=2, runs_dir=str(d), name="a", quiet=True)
-    b = cnnlab.train(overrides=FAST + ["train.label_smoothing=0.1"], epochs=2,
-                     runs_dir=str(d), name="b", quiet=True)
+    a = cnnlab.train(
+        overrides=FAST + ["train.diagnostics=true", "train.report=true"],
+        epochs=2,
+        runs_dir=str(d),
+        name="a",
+        quiet=True,
+    )
+    b = cnnlab.train(
+        overrides=FAST + ["train.label_smoothing=0.1"],
+        epochs=2,
+        runs_dir=str(d),
+        name="b",
+        quiet=True,
+    )
     return a.run_dir, b.run_dir
 
 
@@ -34,9 +44,17 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
     assert not re.search(r'(src|href)="(?!data:)', page)  # no external asset
     last = read_metrics(a)[-1]
     assert f"{last['test_acc']:.2%}" in page and f"{last['test_loss']:.4f}" in page
-    for section in ("Learning curves", "Confusion matrix", "Per-class accuracy",
-                    "Most confidently wrong", "reliability", "Gradient flow", "Model summary",
-                    "Resolved config", "Verdict"):
+    for section in (
+        "Learning curves",
+        "Confusion matrix",
+        "Per-class accuracy",
+        "Most confidently wrong",
+        "reliability",
+        "Gradient flow",
+        "Model summary",
+        "Resolved config",
+        "Verdict",
+    ):
         assert section in page, section
 
 
@@ -68,15 +86,21 @@ def test_compare(runs, tmp_path):
 
 def _h(pairs, held="test"):
     return [
-        {"epoch": i + 1, "train_acc": tr, f"{held}_acc": te, "train_loss": 1 - tr,
-         f"{held}_loss": tl}
+        {
+            "epoch": i + 1,
+            "train_acc": tr,
+            f"{held}_acc": te,
+            "train_loss": 1 - tr,
+            f"{held}_loss": tl,
+        }
         for i, (tr, te, tl) in enumerate(pairs)
     ]
 
 
 def test_verdict_rules():
-    over = verdict(_h([(0.8, 0.80, 0.50), (0.9, 0.88, 0.35), (0.97, 0.88, 0.40),
-                       (0.99, 0.87, 0.45)]))
+    over = verdict(
+        _h([(0.8, 0.80, 0.50), (0.9, 0.88, 0.35), (0.97, 0.88, 0.40), (0.99, 0.87, 0.45)])
+    )
     assert over["kind"] == "overfitting" and over["from_epoch"] == 3
     assert over["text"].startswith("overfitting from epoch 3: train 99.0%, test 87.0%")
     assert verdict(_h([(0.8, 0.79, 0.6), (0.9, 0.89, 0.4)]))["kind"] == "still_learning"

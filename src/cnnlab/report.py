@@ -157,8 +157,15 @@ def plot_confusion(cm, classes) -> str:
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     return fig_png(fig)
 
 
@@ -180,8 +187,14 @@ def plot_reliability(table: list[dict], ece: float) -> str:
     fig, ax = plt.subplots(figsize=(4.2, 4))
     centers = [(b["lo"] + b["hi"]) / 2 for b in table]
     width = [(b["hi"] - b["lo"]) for b in table]
-    ax.bar(centers, [b["accuracy"] for b in table], width=width, edgecolor="k", alpha=0.7,
-           label="accuracy")
+    ax.bar(
+        centers,
+        [b["accuracy"] for b in table],
+        width=width,
+        edgecolor="k",
+        alpha=0.7,
+        label="accuracy",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "r.", label="bins")
     ax.set_xlabel("confidence")
@@ -217,16 +230,21 @@ def plot_gradients(rows: list[dict]) -> str:
     epochs = [r["epoch"] for r in rows]
     for li, name in enumerate(layers):
         g = [next((d["grad_norm"] for d in r["layers"] if d["name"] == name), None) for r in rows]
-        u = [next((d["update_ratio"] for d in r["layers"] if d["name"] == name), None)
-             for r in rows]
-        axes[0].plot(epochs, [v if v else np.nan for v in g], marker=".", color=f"C{li % 10}",
-                     label=name)
-        axes[1].plot(epochs, [v if v else np.nan for v in u], marker=".", color=f"C{li % 10}",
-                     label=name)
+        u = [
+            next((d["update_ratio"] for d in r["layers"] if d["name"] == name), None) for r in rows
+        ]
+        axes[0].plot(
+            epochs, [v if v else np.nan for v in g], marker=".", color=f"C{li % 10}", label=name
+        )
+        axes[1].plot(
+            epochs, [v if v else np.nan for v in u], marker=".", color=f"C{li % 10}", label=name
+        )
     acts = [d["name"] for d in rows[-1]["activations"]] if rows else []
     for ai, name in enumerate(acts):
-        s = [next((d["saturation"] for d in r["activations"] if d["name"] == name), np.nan)
-             for r in rows]
+        s = [
+            next((d["saturation"] for d in r["activations"] if d["name"] == name), np.nan)
+            for r in rows
+        ]
         kind = next(d["type"] for d in rows[-1]["activations"] if d["name"] == name)
         axes[2].plot(epochs, s, marker=".", color=f"C{ai % 10}", label=f"{name} ({kind})")
     axes[0].set_title("gradient norm ‖∂L/∂W‖ (last step)")
@@ -264,11 +282,18 @@ def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=Non
 
     model, meta = load_model(run, which, "cpu")
     data = meta.get("config", {}).get("data", {})
-    known = {"name", "data_dir", "download", "augment", "pad", "resize", "grayscale",
-             "val_fraction", "train_limit", "labels_per_class"}
+    import dataclasses
+
+    from .config import DataConfig
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
     args = {k: v for k, v in data.items() if k not in known}
-    ds = load_dataset(data.get("name", meta.get("dataset")), data_dir or data.get("data_dir"),
-                      download=False, **args)
+    ds = load_dataset(
+        data.get("name", meta.get("dataset")),
+        data_dir or data.get("data_dir"),
+        download=False,
+        **args,
+    )
     logits, y = predict_logits(model, _loader_for(meta, ds.test_x, ds.test_y, "cpu"))
     res = metrics_from_logits(logits, y, meta["classes"])
     probs = logits.softmax(1)
@@ -287,8 +312,7 @@ def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=Non
     layers = []
     for name, m in model.named_modules():
         if name and not list(m.children()):
-            layers.append((name, type(m).__name__, sum(p.numel() for p in m.parameters()),
-                           str(m)))
+            layers.append((name, type(m).__name__, sum(p.numel() for p in m.parameters()), str(m)))
     res["summary"] = {
         "params": count_params(model),
         "macs": count_macs(model, inp["channels"], inp["size"]),
@@ -309,8 +333,13 @@ def find_baseline(run: Path, cfg: dict) -> Path | None:
     def key(c):
         ct, cd = c.get("train", {}), c.get("data", {})
         return (
-            c.get("model", {}).get("name"), cd.get("name"), cd.get("labels_per_class"),
-            cd.get("augment"), ct.get("seed"), ct.get("epochs"), ct.get("steps_per_epoch"),
+            c.get("model", {}).get("name"),
+            cd.get("name"),
+            cd.get("labels_per_class"),
+            cd.get("augment"),
+            ct.get("seed"),
+            ct.get("epochs"),
+            ct.get("steps_per_epoch"),
             ct.get("batch_size"),
         )
 
@@ -390,8 +419,10 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
     parts = [f"<h1>cnnlab run report: {html.escape(run.name)}</h1>"]
     model_name = cfg.get("model", {}).get("name", "?")
     data_name = cfg.get("data", {}).get("name", "?")
-    parts.append(f"<p>{html.escape(model_name)} on {html.escape(data_name)} — "
-                 f"{len(hist)} epoch(s) in <code>{html.escape(str(run))}</code></p>")
+    parts.append(
+        f"<p>{html.escape(model_name)} on {html.escape(data_name)} — "
+        f"{len(hist)} epoch(s) in <code>{html.escape(str(run))}</code></p>"
+    )
 
     # summary + verdict
     v = verdict(hist)
@@ -399,12 +430,16 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
         last = hist[-1]
         best = max(hist, key=lambda m: m.get("val_acc", m["test_acc"]))
         total = sum(m.get("seconds", 0) + m.get("eval_seconds", 0) for m in hist)
-        rows = [["final test accuracy", _pct(last["test_acc"])],
-                ["final test loss", f"{last['test_loss']:.4f}"],
-                ["final train accuracy", _pct(last["train_acc"])],
-                [f"best epoch (by {'val' if 'val_acc' in last else 'test'} acc)",
-                 f"{best['epoch']} ({_pct(best.get('val_acc', best['test_acc']))})"],
-                ["training time", f"{total:.1f} s"]]
+        rows = [
+            ["final test accuracy", _pct(last["test_acc"])],
+            ["final test loss", f"{last['test_loss']:.4f}"],
+            ["final train accuracy", _pct(last["train_acc"])],
+            [
+                f"best epoch (by {'val' if 'val_acc' in last else 'test'} acc)",
+                f"{best['epoch']} ({_pct(best.get('val_acc', best['test_acc']))})",
+            ],
+            ["training time", f"{total:.1f} s"],
+        ]
         if "val_acc" in last:
             rows.insert(2, ["final validation accuracy", _pct(last["val_acc"])])
         parts.append("<h2>Summary</h2>" + _table(rows, ["metric", "value"]))
@@ -418,14 +453,23 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
     )
     if hist:
         parts.append("<h2>Learning curves</h2>" + _img(plot_curves({run.name: hist}), "curves"))
-        keys = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-                "test_acc", "lr", "seconds", "pseudo_label_rate"]
+        keys = [
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "test_loss",
+            "test_acc",
+            "lr",
+            "seconds",
+            "pseudo_label_rate",
+        ]
         keys = [k for k in keys if any(k in m for m in hist)]
         fmt = lambda k, x: (  # noqa: E731
             str(x) if k == "epoch" else (f"{x:.2e}" if k == "lr" else f"{x:.4f}")
         )
-        parts.append(_table([[fmt(k, m[k]) if k in m else "–" for k in keys] for m in hist],
-                            keys))
+        parts.append(_table([[fmt(k, m[k]) if k in m else "–" for k in keys] for m in hist], keys))
 
     # evaluation
     own = set()
@@ -438,26 +482,48 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
         parts.append(
             f"<h2>Test set ({ev['n']:,} images, {which} checkpoint, epoch "
             f"{ev['summary']['epoch']})</h2>"
-            + _table([["accuracy", _pct(ev["accuracy"])], ["top-5", _pct(ev["top5"])],
-                      ["loss", f"{ev['loss']:.4f}"], ["ECE (15 bins)", f"{ev['ece']:.4f}"]],
-                     ["metric", "value"])
+            + _table(
+                [
+                    ["accuracy", _pct(ev["accuracy"])],
+                    ["top-5", _pct(ev["top5"])],
+                    ["loss", f"{ev['loss']:.4f}"],
+                    ["ECE (15 bins)", f"{ev['ece']:.4f}"],
+                ],
+                ["metric", "value"],
+            )
         )
-        parts.append("<h3>Confusion matrix</h3>"
-                     + _img(plot_confusion(ev["confusion"], ev["classes"]), "confusion matrix"))
-        parts.append("<h3>Per-class accuracy</h3>"
-                     + _img(plot_per_class(ev["per_class"]), "per-class accuracy")
-                     + _table([[c, _pct(a)] for c, a in ev["per_class"].items()],
-                              ["class", "accuracy"]))
+        parts.append(
+            "<h3>Confusion matrix</h3>"
+            + _img(plot_confusion(ev["confusion"], ev["classes"]), "confusion matrix")
+        )
+        parts.append(
+            "<h3>Per-class accuracy</h3>"
+            + _img(plot_per_class(ev["per_class"]), "per-class accuracy")
+            + _table([[c, _pct(a)] for c, a in ev["per_class"].items()], ["class", "accuracy"])
+        )
         if len(ev["wrong"]["images"]):
-            parts.append("<h3>Most confidently wrong test images</h3>"
-                         + _img(plot_wrong(ev["wrong"]["images"], ev["wrong"]["captions"]),
-                                "confidently wrong"))
-        parts.append("<h3>Calibration (reliability diagram)</h3>"
-                     + _img(plot_reliability(ev["reliability"], ev["ece"]), "reliability")
-                     + _table([[f"{b['lo']:.2f}–{b['hi']:.2f}", b["count"],
-                                f"{b['accuracy']:.3f}", f"{b['confidence']:.3f}"]
-                               for b in ev["reliability"]],
-                              ["confidence bin", "images", "accuracy", "mean confidence"]))
+            parts.append(
+                "<h3>Most confidently wrong test images</h3>"
+                + _img(
+                    plot_wrong(ev["wrong"]["images"], ev["wrong"]["captions"]), "confidently wrong"
+                )
+            )
+        parts.append(
+            "<h3>Calibration (reliability diagram)</h3>"
+            + _img(plot_reliability(ev["reliability"], ev["ece"]), "reliability")
+            + _table(
+                [
+                    [
+                        f"{b['lo']:.2f}–{b['hi']:.2f}",
+                        b["count"],
+                        f"{b['accuracy']:.3f}",
+                        f"{b['confidence']:.3f}",
+                    ]
+                    for b in ev["reliability"]
+                ],
+                ["confidence bin", "images", "accuracy", "mean confidence"],
+            )
+        )
 
     # gradient flow
     from .train.diagnostics import read_gradients
@@ -469,55 +535,106 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
 
         flagged = [(r["epoch"], f) for r in grads for f in flags_for(r["layers"])]
         if flagged:
-            parts.append("<ul>" + "".join(
-                f'<li class="flag">epoch {e}: {html.escape(f)}</li>' for e, f in flagged
-            ) + "</ul>")
+            parts.append(
+                "<ul>"
+                + "".join(f'<li class="flag">epoch {e}: {html.escape(f)}</li>' for e, f in flagged)
+                + "</ul>"
+            )
         else:
-            parts.append("<p>No vanishing or exploding gradients flagged (rule: first-layer "
-                         f"gradient norm &lt; {VANISH:g} × or &gt; {EXPLODE:g} × the last "
-                         "layer's, or non-finite).</p>")
+            parts.append(
+                "<p>No vanishing or exploding gradients flagged (rule: first-layer "
+                f"gradient norm &lt; {VANISH:g} × or &gt; {EXPLODE:g} × the last "
+                "layer's, or non-finite).</p>"
+            )
         last = grads[-1]
-        parts.append(_table(
-            [[d["name"], d["type"], d["params"], f"{d['grad_norm']:.3e}",
-              f"{d['update_ratio']:.3e}"] for d in last["layers"] if d["grad_norm"] is not None],
-            ["layer", "type", "params", f"grad norm (epoch {last['epoch']})", "update ratio"]))
-        parts.append(_table(
-            [[d["name"], d["type"], f"{d['mean']:.3f}", f"{d['std']:.3f}",
-              f"{d['saturation']:.1%}"] for d in last["activations"]],
-            ["activation", "type", "mean", "std", "saturated / dead"]))
+        parts.append(
+            _table(
+                [
+                    [
+                        d["name"],
+                        d["type"],
+                        d["params"],
+                        f"{d['grad_norm']:.3e}",
+                        f"{d['update_ratio']:.3e}",
+                    ]
+                    for d in last["layers"]
+                    if d["grad_norm"] is not None
+                ],
+                ["layer", "type", "params", f"grad norm (epoch {last['epoch']})", "update ratio"],
+            )
+        )
+        parts.append(
+            _table(
+                [
+                    [
+                        d["name"],
+                        d["type"],
+                        f"{d['mean']:.3f}",
+                        f"{d['std']:.3f}",
+                        f"{d['saturation']:.1%}",
+                    ]
+                    for d in last["activations"]
+                ],
+                ["activation", "type", "mean", "std", "saturated / dead"],
+            )
+        )
 
     # regularisation + semi-supervised
     t, d, o = cfg.get("train", {}), cfg.get("data", {}), cfg.get("optim", {})
     margs = {k: v for k, v in cfg.get("model", {}).items() if k != "name"}
-    reg = [["validation split", d.get("val_fraction", 0)],
-           ["early stopping patience (epochs, on val_acc)", t.get("early_stop", 0) or "off"],
-           ["weight decay", o.get("weight_decay", 0)],
-           ["label smoothing", t.get("label_smoothing", 0)],
-           ["augmentation", d.get("augment", "auto")],
-           ["dropout (model option)", margs.get("dropout", "–")]]
-    parts.append("<h2>Regularisation</h2>" + _table(reg, ["setting", "value"])
-                 + '<p class="note">Compare runs that differ in these with '
-                 "<code>cnnlab compare RUN RUN ...</code>.</p>")
+    reg = [
+        ["validation split", d.get("val_fraction", 0)],
+        ["early stopping patience (epochs, on val_acc)", t.get("early_stop", 0) or "off"],
+        ["weight decay", o.get("weight_decay", 0)],
+        ["label smoothing", t.get("label_smoothing", 0)],
+        ["augmentation", d.get("augment", "auto")],
+        ["dropout (model option)", margs.get("dropout", "–")],
+    ]
+    parts.append(
+        "<h2>Regularisation</h2>"
+        + _table(reg, ["setting", "value"])
+        + '<p class="note">Compare runs that differ in these with '
+        "<code>cnnlab compare RUN RUN ...</code>.</p>"
+    )
     if d.get("labels_per_class"):
         semi = t.get("semi", "none")
-        rows = [["labelled images per class", d["labels_per_class"]], ["method", semi],
-                ["steps", (t.get("steps_per_epoch") or "auto") if not hist else
-                 f"{t.get('epochs')} epochs × {t.get('steps_per_epoch') or 'auto'}"]]
+        rows = [
+            ["labelled images per class", d["labels_per_class"]],
+            ["method", semi],
+            [
+                "steps",
+                (t.get("steps_per_epoch") or "auto")
+                if not hist
+                else f"{t.get('epochs')} epochs × {t.get('steps_per_epoch') or 'auto'}",
+            ],
+        ]
         if hist:
             rows.append(["test accuracy (final)", _pct(hist[-1]["test_acc"])])
         base = find_baseline(run, cfg)
         if base is not None:
             bh = read_metrics(base)
             if bh:
-                rows.append([f"supervised-only baseline ({base.name}, same labels, "
-                             "augmentation, steps)", _pct(bh[-1]["test_acc"])])
+                rows.append(
+                    [
+                        f"supervised-only baseline ({base.name}, same labels, augmentation, steps)",
+                        _pct(bh[-1]["test_acc"]),
+                    ]
+                )
                 if hist:
-                    rows.append(["gain over the baseline",
-                                 f"{(hist[-1]['test_acc'] - bh[-1]['test_acc']) * 100:+.2f} "
-                                 "points"])
+                    rows.append(
+                        [
+                            "gain over the baseline",
+                            f"{(hist[-1]['test_acc'] - bh[-1]['test_acc']) * 100:+.2f} points",
+                        ]
+                    )
         elif semi != "none":
-            rows.append(["supervised-only baseline", "no sibling run found (train one with "
-                         "train.semi=none and the same settings next to this run)"])
+            rows.append(
+                [
+                    "supervised-only baseline",
+                    "no sibling run found (train one with "
+                    "train.semi=none and the same settings next to this run)",
+                ]
+            )
         parts.append("<h2>Semi-supervised</h2>" + _table(rows, ["", ""]))
 
     # model summary
@@ -525,8 +642,12 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
         s = ev["summary"]
         parts.append(
             f"<h2>Model summary</h2><p>{s['params']:,} parameters, {s['macs']:,} MACs per "
-            "image</p>" + _table([[n, t_, p, r] for n, t_, p, r in s["layers"]],
-                                 ["layer", "type", "params", "definition"]))
+            "image</p>"
+            + _table(
+                [[n, t_, p, r] for n, t_, p, r in s["layers"]],
+                ["layer", "type", "params", "definition"],
+            )
+        )
 
     # other analyses in the run directory
     jsons, pngs = _extra_files(run, own)
@@ -537,11 +658,17 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
         for rel, b64 in pngs:
             parts.append(f"<h3>{html.escape(rel)}</h3>" + _img(b64, rel))
 
-    parts.append("<h2>Resolved config</h2><pre>"
-                 + html.escape(yaml.safe_dump(cfg, sort_keys=False)) + "</pre>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>cnnlab report "
-            f"{html.escape(run.name)}</title><style>{CSS}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+    parts.append(
+        "<h2>Resolved config</h2><pre>"
+        + html.escape(yaml.safe_dump(cfg, sort_keys=False))
+        + "</pre>"
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnlab report "
+        f"{html.escape(run.name)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
 
 
 def write_report(run, which: str = "best", data_dir=None, out=None, **_) -> Path:
@@ -561,31 +688,56 @@ def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list
     for p in paths:
         h = read_metrics(p)
         if not h:
-            raise CnnlabError(f"{str(p)!r}: no metrics.jsonl (not a run directory, or no epoch "
-                              "finished yet)")
+            raise CnnlabError(
+                f"{str(p)!r}: no metrics.jsonl (not a run directory, or no epoch finished yet)"
+            )
         name = p.name if p.name not in hists else str(p)
         hists[name], cfgs[name] = h, _config(p)
-    header = ["run", "epochs", "final test acc", "best test acc", "final train acc",
-              "val acc", "gap (pts)", "time (s)", "verdict"]
+    header = [
+        "run",
+        "epochs",
+        "final test acc",
+        "best test acc",
+        "final train acc",
+        "val acc",
+        "gap (pts)",
+        "time (s)",
+        "verdict",
+    ]
     rows = []
     for name, h in hists.items():
         last = h[-1]
         v = verdict(h)
-        rows.append([
-            name, last["epoch"], f"{last['test_acc']:.4f}",
-            f"{max(m['test_acc'] for m in h):.4f}", f"{last['train_acc']:.4f}",
-            f"{last['val_acc']:.4f}" if "val_acc" in last else "–",
-            f"{(last['train_acc'] - last['test_acc']) * 100:.1f}",
-            f"{sum(m.get('seconds', 0) + m.get('eval_seconds', 0) for m in h):.0f}", v["kind"],
-        ])
+        rows.append(
+            [
+                name,
+                last["epoch"],
+                f"{last['test_acc']:.4f}",
+                f"{max(m['test_acc'] for m in h):.4f}",
+                f"{last['train_acc']:.4f}",
+                f"{last['val_acc']:.4f}" if "val_acc" in last else "–",
+                f"{(last['train_acc'] - last['test_acc']) * 100:.1f}",
+                f"{sum(m.get('seconds', 0) + m.get('eval_seconds', 0) for m in h):.0f}",
+                v["kind"],
+            ]
+        )
     # the config keys that differ between the runs
     flat = {}
     for name, c in cfgs.items():
-        flat[name] = {f"{s}.{k}": v for s, body in c.items() if isinstance(body, dict)
-                      for k, v in body.items() if k not in ("name",) or s != "run"}
+        flat[name] = {
+            f"{s}.{k}": v
+            for s, body in c.items()
+            if isinstance(body, dict)
+            for k, v in body.items()
+            if k not in ("name",) or s != "run"
+        }
     keys = sorted({k for f in flat.values() for k in f})
-    diff = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1
-            and not k.startswith("run.")]
+    diff = [
+        k
+        for k in keys
+        if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1
+        and not k.startswith("run.")
+    ]
     diff_rows = [[k] + [str(flat[n].get(k, "–")) for n in hists] for k in diff]
     html_parts = [
         "<h1>cnnlab compare</h1>",
@@ -594,8 +746,10 @@ def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list
         "<h2>Config differences</h2>",
         _table(diff_rows, ["key", *hists]) if diff_rows else "<p>none</p>",
     ]
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>cnnlab compare</title>"
-            f"<style>{CSS}</style></head><body>" + "\n".join(html_parts) + "</body></html>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnlab compare</title>"
+        f"<style>{CSS}</style></head><body>" + "\n".join(html_parts) + "</body></html>"
+    )
     return page, rows, header, diff_rows
 
 

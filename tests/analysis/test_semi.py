@@ -39,8 +39,15 @@ def test_trainer_split_has_no_leaks(tmp_path):
     """Labelled, unlabelled and validation sets are disjoint pieces of the training set;
     no test image is in any of them."""
     cfg = apply_overrides(
-        Config(), FAST + ["data.val_fraction=0.2", "train.epochs=1", f"run.runs_dir={tmp_path}",
-                          "train.semi=pseudo_label", "train.steps_per_epoch=2"]
+        Config(),
+        FAST
+        + [
+            "data.val_fraction=0.2",
+            "train.epochs=1",
+            f"run.runs_dir={tmp_path}",
+            "train.semi=pseudo_label",
+            "train.steps_per_epoch=2",
+        ],
     )
     tr = SemiTrainer(cfg, quiet=True)
     tr.setup()
@@ -61,9 +68,16 @@ def test_trainer_split_has_no_leaks(tmp_path):
 @pytest.mark.parametrize("method", ["none", "pseudo_label", "mean_teacher", "fixmatch"])
 def test_methods_train(tmp_path, method):
     res = cnnlab.train(
-        overrides=FAST + [f"train.semi={method}", "train.steps_per_epoch=3", "train.ema=0.9"
-                          if method == "fixmatch" else "train.ema=0"],
-        epochs=1, runs_dir=str(tmp_path), name=method, quiet=True,
+        overrides=FAST
+        + [
+            f"train.semi={method}",
+            "train.steps_per_epoch=3",
+            "train.ema=0.9" if method == "fixmatch" else "train.ema=0",
+        ],
+        epochs=1,
+        runs_dir=str(tmp_path),
+        name=method,
+        quiet=True,
     )
     m = res.final
     assert 0 <= m["test_acc"] <= 1 and m["train_loss"] == m["train_loss"]
@@ -74,8 +88,11 @@ def test_methods_train(tmp_path, method):
 
 def test_semi_without_labels_per_class_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="labels_per_class"):
-        cnnlab.train(overrides=["data.name=synthetic", "train.semi=fixmatch"],
-                     runs_dir=str(tmp_path), quiet=True)
+        cnnlab.train(
+            overrides=["data.name=synthetic", "train.semi=fixmatch"],
+            runs_dir=str(tmp_path),
+            quiet=True,
+        )
 
 
 def test_augmentations_keep_shape_and_range():

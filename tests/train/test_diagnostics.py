@@ -12,8 +12,13 @@ FAST = [
 
 
 def test_gradient_flow_records_every_layer_every_epoch(tmp_path):
-    res = cnnlab.train(overrides=FAST + ["model.activation=sigmoid"], epochs=2,
-                       runs_dir=str(tmp_path), name="g", quiet=True)
+    res = cnnlab.train(
+        overrides=FAST + ["model.activation=sigmoid"],
+        epochs=2,
+        runs_dir=str(tmp_path),
+        name="g",
+        quiet=True,
+    )
     rows = read_gradients(res.run_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
     names = [d["name"] for d in rows[0]["layers"]]

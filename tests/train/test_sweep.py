@@ -29,8 +29,15 @@ def test_sweep_resumes_after_interruption(tmp_path):
             raise KeyboardInterrupt  # as Ctrl-C in the middle of the second trial
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(None, SPACE, 3, study="s", runs_dir=str(tmp_path), overrides=FAST,
-                  objective_hook=interrupt_second)
+        run_sweep(
+            None,
+            SPACE,
+            3,
+            study="s",
+            runs_dir=str(tmp_path),
+            overrides=FAST,
+            objective_hook=interrupt_second,
+        )
     db = tmp_path / "s" / "study.db"
     st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
     assert sum(t.state.name == "COMPLETE" for t in st.trials) == 1

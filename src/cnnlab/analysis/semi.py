@@ -34,9 +34,7 @@ from ..train.trainer import Trainer
 METHODS = ("none", "pseudo_label", "mean_teacher", "fixmatch")
 
 
-def split_labelled(
-    y: torch.Tensor, per_class: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def split_labelled(y: torch.Tensor, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(labelled, unlabelled) disjoint index sets: ``per_class`` random images of each class
     are labelled, fixed by ``seed``; all the others are unlabelled."""
     g = torch.Generator().manual_seed(20_000 + seed)

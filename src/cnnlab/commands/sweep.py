@@ -41,8 +41,14 @@ def register(sub) -> None:
     p.add_argument("--storage", help="database URL (default sqlite:///<runs>/<study>/study.db)")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="fixed overrides for every trial, e.g. --set train.epochs=2")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fixed overrides for every trial, e.g. --set train.epochs=2",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
@@ -56,22 +62,42 @@ def run(args) -> int:
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     res = run_sweep(
-        args.recipe, args.space, args.trials, study=args.study, storage=args.storage,
-        runs_dir=args.runs_dir, overrides=overrides, seed=args.seed, timeout=args.timeout,
+        args.recipe,
+        args.space,
+        args.trials,
+        study=args.study,
+        storage=args.storage,
+        runs_dir=args.runs_dir,
+        overrides=overrides,
+        seed=args.seed,
+        timeout=args.timeout,
         quiet=not args.verbose,
     )
     rows = res["trials"]
-    params = sorted({k for r in rows for k in r} - {"trial", "state", "val_acc", "test_acc",
-                                                    "epochs", "seconds"})
+    params = sorted(
+        {k for r in rows for k in r}
+        - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds"}
+    )
 
     def f(v):
         return f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else v)
 
-    table([[r["trial"], r["state"], f(r["val_acc"]), f(r["test_acc"]), r["epochs"],
-            f(r["seconds"]), *[f(r.get(k)) for k in params]] for r in rows],
-          ["#", "state", "val acc", "test acc", "epochs", "s",
-           *[k.split(".")[-1] for k in params]],
-          title=f"study {res['study']}")
+    table(
+        [
+            [
+                r["trial"],
+                r["state"],
+                f(r["val_acc"]),
+                f(r["test_acc"]),
+                r["epochs"],
+                f(r["seconds"]),
+                *[f(r.get(k)) for k in params],
+            ]
+            for r in rows
+        ],
+        ["#", "state", "val acc", "test acc", "epochs", "s", *[k.split(".")[-1] for k in params]],
+        title=f"study {res['study']}",
+    )
     b = res["best"]
     if b:
         print(f"best: trial {b['trial']} val acc {b['val_acc']:.4f} {b['params']}")

@@ -90,9 +90,7 @@ class GradientFlow(Callback):
 
     def on_fit_start(self, trainer) -> None:
         self.layers = weight_layers(trainer.model)
-        self.acts = [
-            (n, m) for n, m in trainer.model.named_modules() if n and _is_activation(m)
-        ]
+        self.acts = [(n, m) for n, m in trainer.model.named_modules() if n and _is_activation(m)]
         loader = trainer.train_loader
         # a streaming loader (ImageFolder) has no resident images: no activation probe
         self.probe_x = None
@@ -160,8 +158,13 @@ class GradientFlow(Callback):
             if name in out:
                 mean, std, sat = out[name].tolist()
                 rows.append(
-                    {"name": name, "type": type(m).__name__, "mean": mean, "std": std,
-                     "saturation": sat}
+                    {
+                        "name": name,
+                        "type": type(m).__name__,
+                        "mean": mean,
+                        "std": std,
+                        "saturation": sat,
+                    }
                 )
         return rows
 

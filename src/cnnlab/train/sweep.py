@@ -90,7 +90,10 @@ def suggest(trial, space: dict[str, dict]) -> dict:
             )
         elif t == "int":
             out[key] = trial.suggest_int(
-                key, int(s["low"]), int(s["high"]), step=int(s.get("step", 1)),
+                key,
+                int(s["low"]),
+                int(s["high"]),
+                step=int(s.get("step", 1)),
                 log=bool(s.get("log", False)),
             )
         else:
@@ -130,11 +133,11 @@ def storage_for(url: str | None, study_dir: Path):
             "postgresql://user:pass@host/db"
         )
     from optuna import storages
-
     from optuna.storages import RDBStorage
 
-    retry = getattr(storages, "RetryHeartbeatStaleTrialCallback", None) or getattr(
-        storages, "RetryFailedTrialCallback"
+    retry = (
+        getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
+        or storages.RetryFailedTrialCallback
     )
 
     try:
@@ -227,17 +230,22 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
 
     rows = []
     for t in st.get_trials(deepcopy=False):
-        dur = (t.datetime_complete - t.datetime_start).total_seconds() if (
-            t.datetime_complete and t.datetime_start) else math.nan
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            "val_acc": t.value,
-            "test_acc": t.user_attrs.get("test_acc"),
-            "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
-            "seconds": dur,
-            **{k: v for k, v in t.params.items()},
-        })
+        dur = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if (t.datetime_complete and t.datetime_start)
+            else math.nan
+        )
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "val_acc": t.value,
+                "test_acc": t.user_attrs.get("test_acc"),
+                "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
+                "seconds": dur,
+                **{k: v for k, v in t.params.items()},
+            }
+        )
     study_dir.mkdir(parents=True, exist_ok=True)
     keys = []
     for r in rows:
@@ -265,8 +273,12 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
         from .checkpoint import atomic_write_text
 
         atomic_write_text(study_dir / "best.yaml", header + yaml.safe_dump(d, sort_keys=False))
-        out["best"] = {"trial": best.number, "val_acc": best.value, "params": best.params,
-                       "recipe": str(study_dir / "best.yaml")}
+        out["best"] = {
+            "trial": best.number,
+            "val_acc": best.value,
+            "params": best.params,
+            "recipe": str(study_dir / "best.yaml"),
+        }
     out["plots"] = plot_study(st, study_dir) if complete else []
     return out
 
@@ -284,8 +296,10 @@ def plot_study(st, study_dir: Path) -> list[str]:
     made = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
-        for fname, fn in (("history.png", ovm.plot_optimization_history),
-                          ("importance.png", ovm.plot_param_importances)):
+        for fname, fn in (
+            ("history.png", ovm.plot_optimization_history),
+            ("importance.png", ovm.plot_param_importances),
+        ):
             try:
                 ax = fn(st)
                 fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
