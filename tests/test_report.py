@@ -70,9 +70,7 @@ def test_report_cli_and_bad_run(runs, tmp_path, capsys):
     a, _ = runs
     assert main(["report", str(a), "--out", str(tmp_path / "x.html")]) == 0
     assert (tmp_path / "x.html").is_file()
-    with pytest.raises(SystemExit) as e:
-        main(["report", str(tmp_path / "nope")])
-    assert e.value.code == 2
+    assert main(["report", str(tmp_path / "nope")]) == 2
 
 
 def test_compare(runs, tmp_path):
@@ -107,3 +105,6 @@ def test_verdict_rules():
     assert verdict(_h([(0.9, 0.80, 0.6), (0.95, 0.85, 0.5)]))["kind"] == "gap"
     assert verdict(_h([(0.9, 0.9, 0.3), (0.9, 0.9, 0.3)]))["kind"] == "good_fit"
     assert verdict(_h([(0.9, 0.9, 0.3)], held="val"))["held_out"] == "val"
+    assert verdict(_h([(0.1, 0.1, 2.3), (0.1, 0.1, 2.3)]), num_classes=10)["kind"] == (
+        "not_learning"
+    )

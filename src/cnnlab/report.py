@@ -18,6 +18,7 @@ the run has a validation split, else test):
   (yet) rising;
 * **still learning**: train accuracy rose by > 0.5 points in the last epoch and the gap is
   < 2 points (more epochs would help);
+* **not learning**: train and held-out accuracy both < 1.5 × chance (1/classes);
 * **good fit** otherwise.
 """
 
@@ -48,7 +49,7 @@ KNOWN_FILES = ("robustness.json", "ood.json", "eval.json", "sweep.json")
 # -- the verdict ---------------------------------------------------------------------------
 
 
-def verdict(history: list[dict]) -> dict:
+def verdict(history: list[dict], num_classes: int | None = None) -> dict:
     """Classify the learning curves (rule in the module docstring)."""
     if not history:
         return {"kind": "empty", "text": "no finished epoch"}
@@ -67,6 +68,13 @@ def verdict(history: list[dict]) -> dict:
         "best_loss_epoch": best_epoch,
     }
     nums = f"train {tr:.1%}, {held} {te:.1%}"
+    if num_classes and max(tr, te) < 1.5 / num_classes:
+        return {
+            **base,
+            "kind": "not_learning",
+            "text": f"not learning: {nums}, near chance ({1 / num_classes:.0%}) — check the "
+            "learning rate and the gradient flow (vanishing gradients?)",
+        }
     if (
         i_min < len(history) - 1
         and losses[-1] >= OVERFIT_LOSS_RISE * losses[i_min]
@@ -409,8 +417,10 @@ def _json_block(obj, limit: int = 6000) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
-def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) -> str:
-    """The report's HTML for a run directory."""
+def render_report(
+    run: str | os.PathLike, which: str = "best", data_dir=None, info: dict | None = None
+) -> str:
+    """The report's HTML for a run directory (``info`` receives the verdict)."""
     run = Path(run)
     if not (run / "config.yaml").is_file() and not (run / "metrics.jsonl").is_file():
         raise CnnlabError(f"{str(run)!r} is not a run directory (no config.yaml/metrics.jsonl)")
@@ -424,8 +434,19 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
         f"{len(hist)} epoch(s) in <code>{html.escape(str(run))}</code></p>"
     )
 
+    # evaluation
+    own: set[str] = set()
+    skipped = ""
+    try:
+        ev = evaluate_run(run, which, data_dir=data_dir)
+    except CnnlabError as e:
+        ev = None
+        skipped = f'<p class="note">Test-set evaluation skipped: {html.escape(str(e))}</p>'
+
     # summary + verdict
-    v = verdict(hist)
+    v = verdict(hist, len(ev["classes"]) if ev is not None else None)
+    if info is not None:
+        info["verdict"] = v
     if hist:
         last = hist[-1]
         best = max(hist, key=lambda m: m.get("val_acc", m["test_acc"]))
@@ -471,13 +492,8 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
         )
         parts.append(_table([[fmt(k, m[k]) if k in m else "–" for k in keys] for m in hist], keys))
 
-    # evaluation
-    own = set()
-    try:
-        ev = evaluate_run(run, which, data_dir=data_dir)
-    except CnnlabError as e:
-        ev = None
-        parts.append(f'<p class="note">Test-set evaluation skipped: {html.escape(str(e))}</p>')
+    if skipped:
+        parts.append(skipped)
     if ev is not None:
         parts.append(
             f"<h2>Test set ({ev['n']:,} images, {which} checkpoint, epoch "
@@ -671,11 +687,13 @@ def render_report(run: str | os.PathLike, which: str = "best", data_dir=None) ->
     )
 
 
-def write_report(run, which: str = "best", data_dir=None, out=None, **_) -> Path:
+def write_report(
+    run, which: str = "best", data_dir=None, out=None, info: dict | None = None, **_
+) -> Path:
     """Render and write ``<run>/report.html`` atomically; returns its path."""
     from .train.checkpoint import atomic_write_text
 
-    text = render_report(run, which, data_dir)
+    text = render_report(run, which, data_dir, info)
     path = Path(out) if out else Path(run) / "report.html"
     atomic_write_text(path, text)
     return path

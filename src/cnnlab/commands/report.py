@@ -24,10 +24,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import verdict, write_report
-    from ..runs import read_metrics
+    from ..report import write_report
 
-    path = write_report(args.run, args.checkpoint, args.data_dir, out=args.out)
-    print(verdict(read_metrics(args.run))["text"])
+    info: dict = {}
+    path = write_report(args.run, args.checkpoint, args.data_dir, out=args.out, info=info)
+    print(info["verdict"]["text"])
     print(f"wrote {path}")
     return 0
