@@ -132,21 +132,18 @@ def storage_for(url: str | None, study_dir: Path):
             f"--storage {url!r}: expected a database URL such as sqlite:///study.db or "
             "postgresql://user:pass@host/db"
         )
+    import inspect
+
     from optuna import storages
     from optuna.storages import RDBStorage
 
-    retry = (
-        getattr(storages, "RetryHeartbeatStaleTrialCallback", None)
-        or storages.RetryFailedTrialCallback
-    )
-
+    # optuna ≥ 4.9 renamed the stale-trial retry callback and its keyword
+    if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters:
+        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(1)}
+    else:
+        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=30,
-            grace_period=120,
-            failed_trial_callback=retry(max_retry=1),
-        )
+        return RDBStorage(url, heartbeat_interval=30, grace_period=120, **retry)
     except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
         raise ConfigError(f"--storage {url!r}: cannot open the study database ({e})") from None
 
