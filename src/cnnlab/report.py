@@ -718,7 +718,7 @@ def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list
         "best test acc",
         "final train acc",
         "val acc",
-        "gap (pts)",
+        "gap (pts, train − held-out)",
         "time (s)",
         "verdict",
     ]
@@ -734,7 +734,7 @@ def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list
                 f"{max(m['test_acc'] for m in h):.4f}",
                 f"{last['train_acc']:.4f}",
                 f"{last['val_acc']:.4f}" if "val_acc" in last else "–",
-                f"{(last['train_acc'] - last['test_acc']) * 100:.1f}",
+                f"{v['gap'] * 100:.1f}",
                 f"{sum(m.get('seconds', 0) + m.get('eval_seconds', 0) for m in h):.0f}",
                 v["kind"],
             ]
