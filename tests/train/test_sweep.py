@@ -45,6 +45,8 @@ def test_sweep_resumes_after_interruption(tmp_path):
     states = [r["state"] for r in res["trials"]]
     assert states.count("COMPLETE") + states.count("PRUNED") == 3  # 1 before + 2 after resume
     assert (tmp_path / "s" / "trials.csv").is_file()
+    lrs = [r["optim.lr"] for r in res["trials"] if r["state"] == "COMPLETE"]
+    assert len(set(lrs)) == len(lrs)  # the resumed sampler does not replay earlier trials
     best = load_recipe(tmp_path / "s" / "best.yaml")
     assert best.optim.lr == pytest.approx(res["best"]["params"]["optim.lr"])
     assert best.data.val_fraction == 0.1  # the objective is validation accuracy, never test

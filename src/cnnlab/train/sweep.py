@@ -179,11 +179,18 @@ def run_sweep(
     name = study or (Path(recipe).stem if recipe else base.model.name) + "-sweep"
     study_dir = Path(runs_dir) / name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stor = storage_for(storage, study_dir)
+    try:
+        existing = len(optuna.load_study(study_name=name, storage=stor).trials)
+    except KeyError:
+        existing = 0
     st = optuna.create_study(
         study_name=name,
-        storage=storage_for(storage, study_dir),
+        storage=stor,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        # offset by the trials already in the study: a second process (or a resumed sweep)
+        # must not replay the first one's random start-up trials
+        sampler=optuna.samplers.TPESampler(seed=seed + existing),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         load_if_exists=True,
     )
