@@ -79,6 +79,8 @@ def run(args) -> int:
         - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds"}
     )
 
+    short = [k.split(".")[-1] for k in params]  # section dropped where unambiguous
+
     def f(v):
         return f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else v)
 
@@ -95,7 +97,15 @@ def run(args) -> int:
             ]
             for r in rows
         ],
-        ["#", "state", "val acc", "test acc", "epochs", "s", *[k.split(".")[-1] for k in params]],
+        [
+            "#",
+            "state",
+            "val acc",
+            "test acc",
+            "epochs",
+            "s",
+            *[k.split(".")[-1] if short.count(k.split(".")[-1]) == 1 else k for k in params],
+        ],
         title=f"study {res['study']}",
     )
     b = res["best"]

@@ -226,7 +226,10 @@ def run_sweep(
             catch=(ConfigError,),  # a sampled config that cannot be built fails that trial only
             gc_after_trial=True,
         )
-    return summarize(st, base, study_dir)
+    # best.yaml = the recipe + the best parameters: the sweep's per-trial budget (--set
+    # overrides such as train_limit/epochs) and its validation split stay out of it
+    keep = [o for o in overrides or [] if o.split("=", 1)[0] in ("data.data_dir", "data.name")]
+    return summarize(st, build_config(None, recipe, keep), study_dir)
 
 
 def summarize(st, base: Config, study_dir: Path) -> dict:
