@@ -171,6 +171,11 @@ class SemiTrainer(Trainer):
         self.lab_batch = min(t.batch_size, n_lab)
         self.lab_cycle = _Cycle(n_lab, self.lab_batch, dev, self.generator)
         nu = len(self.unlabelled_x)
+        if self.method != "none" and nu == 0:
+            raise ConfigError(
+                f"train.semi={self.method} has no unlabelled images left: lower "
+                "data.labels_per_class"
+            )
         self.unl_cycle = (
             _Cycle(nu, min(nu, self.mu * self.lab_batch), dev, self.generator)
             if self.method != "none" and nu
