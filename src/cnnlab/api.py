@@ -50,17 +50,11 @@ def evaluate(
     model, meta = load_model(target, which, dev)
     cfg = meta.get("config", {}).get("data", {})
     name = dataset or meta.get("dataset") or cfg.get("name")
-    known = {
-        "name",
-        "data_dir",
-        "download",
-        "augment",
-        "pad",
-        "resize",
-        "grayscale",
-        "val_fraction",
-        "train_limit",
-    }
+    import dataclasses
+
+    from .config import DataConfig
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
     args = {k: v for k, v in cfg.items() if k not in known} if name == cfg.get("name") else {}
     ds = load_dataset(name, data_dir or cfg.get("data_dir"), **args)
     if split not in ("test", "train"):

@@ -41,6 +41,9 @@ class DataConfig:
     grayscale: bool = False  # RGB → gray (the article's optional preprocessing)
     val_fraction: float = 0.0  # validation split carved from the training set
     train_limit: int | None = None  # use only the first N training images (fixed order)
+    # semi-supervised: keep N labelled images per class (chosen by train.seed), the rest of
+    # the training set is unlabelled (its labels are dropped)
+    labels_per_class: int | None = None
     args: dict = field(default_factory=dict)  # dataset options (synthetic: size, channels, ...)
 
 
@@ -94,6 +97,18 @@ class TrainConfig:
     adv_steps: int = 7  # PGD steps
     adv_step_size: float = 0.0  # 0 = 2.5·eps/steps (PGD), 1.25·eps (FGSM)
     adv_random_start: bool = True
+    steps_per_epoch: int = 0  # labels_per_class runs: steps per epoch (0 = auto)
+    early_stop: int = 0  # patience in epochs on val_acc (needs data.val_fraction > 0); 0 = off
+    diagnostics: bool = True  # gradient flow + activation stats → <run>/gradients.jsonl
+    report: bool = False  # write <run>/report.html when training ends (`cnnlab train`: on)
+    # semi-supervised (with data.labels_per_class): none, pseudo_label, mean_teacher, fixmatch
+    semi: str = "none"
+    semi_threshold: float = 0.95  # pseudo_label/fixmatch: confidence to keep a pseudo-label
+    semi_ratio: int = 7  # unlabelled images per labelled image in a step (FixMatch's mu)
+    semi_weight: float = 1.0  # weight of the unlabelled loss
+    semi_rampup: float = 0.0  # fraction of training over which the unlabelled weight ramps up
+    semi_align: bool = True  # distribution alignment of the pseudo-label targets (ReMixMatch)
+    ema: float = 0.0  # EMA teacher decay (0 = off; mean_teacher uses 0.99 when 0)
 
 
 @dataclass
@@ -320,6 +335,20 @@ def validate(cfg: Config) -> Config:
         (cfg.data.pad >= 0, "data.pad must be ≥ 0"),
         (cfg.data.resize is None or cfg.data.resize >= 8, "data.resize must be ≥ 8 pixels"),
         (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
+        (
+            cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
+            "data.labels_per_class must be ≥ 1",
+        ),
+        (t.steps_per_epoch >= 0, "train.steps_per_epoch must be ≥ 0"),
+        (t.early_stop >= 0, "train.early_stop must be ≥ 0 epochs"),
+        (0 < t.semi_threshold <= 1, "train.semi_threshold must be in (0, 1]"),
+        (t.semi_ratio >= 1, "train.semi_ratio must be ≥ 1"),
+        (0 <= t.ema < 1, "train.ema must be in [0, 1)"),
+        (
+            t.early_stop == 0 or cfg.data.val_fraction > 0,
+            "train.early_stop needs a validation split: add --set data.val_fraction=0.1 "
+            "(early stopping never looks at the test set)",
+        ),
     ]
     for ok, msg in checks:
         if not ok:
@@ -330,6 +359,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
     if not 0 < t.nan_lr_factor <= 1:
         raise ConfigError("train.nan_lr_factor must be in (0, 1]")
+    semis = ("none", "pseudo_label", "mean_teacher", "fixmatch")
+    if t.semi not in semis:
+        raise ConfigError(choices_msg("semi-supervised method", t.semi, semis))
+    if t.semi != "none" and not cfg.data.labels_per_class:
+        raise ConfigError(
+            f"train.semi={t.semi} needs unlabelled data: set data.labels_per_class=N "
+            "(e.g. --set data.labels_per_class=100)"
+        )
     if t.precision not in PRECISIONS:
         raise ConfigError(choices_msg("precision", t.precision, PRECISIONS))
     if t.channels_last.lower() not in ("auto", "true", "false"):

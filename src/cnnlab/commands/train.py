@@ -100,7 +100,9 @@ def run(args) -> int:
         return launch(args.nproc, _argv_without_nproc(args))
     res = train(
         recipe=args.recipe,
-        overrides=args.overrides,
+        # the CLI writes <run>/report.html at the end (the API leaves it off by default:
+        # it costs a test-set pass and a few plots); --set train.report=false turns it off
+        overrides=["train.report=true", *args.overrides],
         resume=args.resume,
         quiet=args.quiet,
         **shortcuts,

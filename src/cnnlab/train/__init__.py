@@ -77,7 +77,12 @@ def train(
     cfg = build_config(config, recipe, overrides, **shortcuts)
     if ds_obj is not None:
         cfg.data.name = cfg.data.name if cfg.data.name else ds_obj.name
-    return Trainer(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
+    cls = Trainer
+    if cfg.data.labels_per_class:  # labelled subset (+ unlabelled rest with train.semi)
+        from ..analysis.semi import SemiTrainer
+
+        cls = SemiTrainer
+    return cls(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
 
 
 __all__ = ["SHORTCUTS", "TrainResult", "Trainer", "build_config", "train"]

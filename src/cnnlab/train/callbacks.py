@@ -142,3 +142,37 @@ class EarlyStopping(Callback):
                     f"early stop: {self.monitor} did not improve for {self.patience} epochs"
                 )
                 trainer.should_stop = True
+
+
+class ReportOnEnd(Callback):
+    """Write ``<run>/report.html`` when training ends. A failure to plot never fails the
+    training run: it is logged as a warning."""
+
+    def on_fit_end(self, trainer) -> None:
+        if not getattr(trainer, "history", None):
+            return
+        try:
+            from ..report import write_report
+
+            path = write_report(trainer.run_dir, model=trainer.model, quiet=True)
+            if not getattr(trainer, "quiet", False):
+                print(f"report: {path}")
+        except Exception as e:  # noqa: BLE001 - the run itself succeeded
+            import warnings
+
+            warnings.warn(f"could not write the run report: {type(e).__name__}: {e}", stacklevel=1)
+
+
+def config_callbacks(cfg) -> list[Callback]:
+    """The callbacks the config asks for: early stopping, gradient-flow diagnostics, report."""
+    cbs: list[Callback] = []
+    t = cfg.train
+    if t.early_stop > 0:
+        cbs.append(EarlyStopping("val_acc", patience=t.early_stop))
+    if t.diagnostics:
+        from .diagnostics import GradientFlow
+
+        cbs.append(GradientFlow())
+    if t.report:
+        cbs.append(ReportOnEnd())
+    return cbs

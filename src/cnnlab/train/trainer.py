@@ -43,7 +43,7 @@ from ..models import count_params, create_model
 from ..runs import read_metrics
 from . import distributed
 from .adversarial import make_adversary
-from .callbacks import Callback, NaNGuard, NonFiniteLoss, Progress
+from .callbacks import Callback, NaNGuard, NonFiniteLoss, Progress, config_callbacks
 from .checkpoint import (
     atomic_write_text,
     fault,
@@ -94,7 +94,12 @@ class Trainer:
     ):
         self.cfg = validate(cfg)
         self.dataset = dataset
-        self.callbacks = [Progress(quiet=quiet), NaNGuard(), *(callbacks or [])]
+        self.callbacks = [
+            Progress(quiet=quiet),
+            NaNGuard(),
+            *config_callbacks(self.cfg),
+            *(callbacks or []),
+        ]
         self.resume_from = Path(resume) if resume else None
         self.should_stop = False
         self.stop_reason = ""
@@ -148,6 +153,7 @@ class Trainer:
             tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed)
             xva, yva = xtr[va_idx], ytr[va_idx]
             xtr, ytr = xtr[tr_idx], ytr[tr_idx]
+        xtr, ytr = self.select_train(xtr, ytr)
         if len(xtr) < 1:
             raise ConfigError("no training images left after train_limit/val_fraction")
         self.generator = torch.Generator(device=dev).manual_seed(t.seed)
@@ -201,7 +207,7 @@ class Trainer:
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.optim, dev)
-        self.steps_per_epoch = len(self.train_loader)
+        self.steps_per_epoch = self.epoch_steps()
         self.schedule = Schedule(self.optimizer, cfg.sched, t.epochs, self.steps_per_epoch)
         self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
         self.base_lrs = list(self.schedule.base)
@@ -225,6 +231,14 @@ class Trainer:
         self._losses = torch.zeros(max(1, self.steps_per_epoch), device=dev)
         if self.resume_from is not None:
             self._resume()
+
+    def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook: the images to train on, after train_limit and the validation split
+        (the semi-supervised trainer keeps the labelled ones here)."""
+        return x, y
+
+    def epoch_steps(self) -> int:
+        return len(self.train_loader)
 
     def _make_step(self):
         model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt

@@ -1,0 +1,347 @@
+"""Semi-supervised learning: a few labelled images per class, the rest unlabelled.
+
+``--set data.labels_per_class=N`` keeps N labelled training images per class (chosen by
+``train.seed``); every other training image is used without its label. With
+``train.semi=none`` this is the supervised-only baseline on the same labelled images,
+the same augmentation and the same number of steps; the methods:
+
+* ``pseudo_label`` (Lee 2013): the model's own confident predictions on weakly augmented
+  unlabelled images become targets for the same images.
+* ``mean_teacher`` (Tarvainen & Valpola 2017): an EMA copy of the model is the teacher; the
+  student's softmax on one augmentation is pulled (MSE) towards the teacher's on another.
+* ``fixmatch`` (Sohn et al. 2020): the prediction on a weak augmentation, kept when its
+  confidence ≥ ``train.semi_threshold``, is the hard target for a strong augmentation of
+  the same image. Pseudo-labels come from the EMA teacher when ``train.ema`` > 0, and are
+  distribution-aligned (ReMixMatch, Berthelot et al. 2020) when ``train.semi_align``.
+
+Weak and strong augmentations run batched on the device (``weak_augment``,
+``strong_augment``). When an EMA teacher is kept, it is the model that is evaluated and
+saved (as FixMatch and Mean Teacher report).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..data import augment as aug
+from ..errors import ConfigError
+from ..train.trainer import Trainer
+
+METHODS = ("none", "pseudo_label", "mean_teacher", "fixmatch")
+
+
+def split_labelled(y: torch.Tensor, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labelled, unlabelled) disjoint index sets: ``per_class`` random images of each class
+    are labelled, fixed by ``seed``; all the others are unlabelled."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    labelled = []
+    classes = torch.unique(y)
+    for c in classes.tolist():
+        idx = (y == c).nonzero().flatten()
+        if len(idx) < per_class:
+            raise ConfigError(
+                f"data.labels_per_class={per_class} but class {c} has only {len(idx)} training "
+                "images; lower data.labels_per_class"
+            )
+        labelled.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    lab = torch.cat(labelled).sort().values
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[lab] = False
+    return lab, mask.nonzero().flatten()
+
+
+# -- batched augmentations on [0, 1] pixels ---------------------------------------------
+
+
+def _u(n: int, lo: float, hi: float, dev, g) -> torch.Tensor:
+    return torch.empty(n, device=dev).uniform_(lo, hi, generator=g)
+
+
+def random_affine(
+    x: torch.Tensor,
+    rotate: float = 30.0,
+    shear: float = 0.3,
+    translate: float = 0.125,
+    scale=(0.8, 1.2),
+    generator=None,
+) -> torch.Tensor:
+    """A random rotation/shear/translation/scale per image via affine_grid + grid_sample."""
+    b, dev, g = x.shape[0], x.device, generator
+    a = _u(b, -rotate, rotate, dev, g) * (math.pi / 180)
+    sh = _u(b, -shear, shear, dev, g)
+    s = _u(b, scale[0], scale[1], dev, g)
+    tx, ty = _u(b, -translate, translate, dev, g) * 2, _u(b, -translate, translate, dev, g) * 2
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin + sh * cos, tx], 1),
+            torch.stack([sin, cos + sh * sin, ty], 1),
+        ],
+        1,
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, strength: float = 0.5, generator=None) -> torch.Tensor:
+    """Random contrast, brightness and gamma per image."""
+    b, dev, g = x.shape[0], x.device, generator
+    c = _u(b, 1 - strength, 1 + strength, dev, g).reshape(b, 1, 1, 1)
+    br = _u(b, -strength * 0.6, strength * 0.6, dev, g).reshape(b, 1, 1, 1)
+    gamma = torch.exp(_u(b, -strength, strength, dev, g)).reshape(b, 1, 1, 1)
+    m = x.mean((1, 2, 3), keepdim=True)
+    x = ((x - m) * c + m + br).clamp(0, 1)
+    return x.clamp_min(1e-6).pow(gamma)
+
+
+def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask[:, None, None, None], a, b)
+
+
+def weak_augment(x: torch.Tensor, pad: int = 2, generator=None) -> torch.Tensor:
+    """Flip + pad-and-crop (FixMatch's weak augmentation)."""
+    return aug.random_crop(aug.random_flip(x, generator), pad, generator)
+
+
+def strong_augment(x: torch.Tensor, pad: int = 2, generator=None) -> torch.Tensor:
+    """RandAugment-like, batched: weak + (each with probability ½) affine, colour jitter,
+    solarise, posterise, noise; then cutout always (as FixMatch)."""
+    b, dev, g = x.shape[0], x.device, generator
+    x = weak_augment(x, pad, g)
+
+    def coin() -> torch.Tensor:
+        return torch.rand(b, device=dev, generator=g) < 0.5
+
+    x = _where(coin(), random_affine(x, generator=g), x)
+    x = _where(coin(), color_jitter(x, generator=g), x)
+    t = _u(b, 0.5, 1.0, dev, g).reshape(b, 1, 1, 1)
+    x = _where(coin(), torch.where(x > t, 1 - x, x), x)  # solarise above t
+    levels = 2.0 ** torch.randint(2, 5, (b, 1, 1, 1), device=dev, generator=g)
+    x = _where(coin(), torch.floor(x * levels) / (levels - 1), x).clamp(0, 1)  # posterise
+    x = _where(coin(), aug.gaussian_noise(x, 0.08, g), x)
+    return aug.random_erase(x, p=1.0, scale=(0.05, 0.25), generator=g)
+
+
+# -- the trainer -----------------------------------------------------------------------
+
+
+class _Cycle:
+    """Endless random batches of indices into ``n`` items (a new permutation each pass)."""
+
+    def __init__(self, n: int, batch: int, device, generator):
+        self.n, self.batch, self.dev, self.g = n, batch, device, generator
+        self.perm, self.pos = None, n
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch > self.n:
+            g = self.g
+            self.perm = torch.randperm(self.n, generator=g, device=g.device).to(self.dev)
+            self.pos = 0
+        j = self.perm[self.pos : self.pos + self.batch]
+        self.pos += self.batch
+        return j
+
+
+class SemiTrainer(Trainer):
+    """Trains on ``data.labels_per_class`` labelled images (+ the unlabelled rest with
+    ``train.semi``). Everything else (evaluation, checkpoints, callbacks, metrics) is the
+    base Trainer's."""
+
+    def select_train(self, x, y):
+        t = self.cfg.train
+        lab, unl = split_labelled(y, self.cfg.data.labels_per_class, t.seed)
+        self.labelled_count = len(lab)
+        self.unlabelled_x = x[unl]  # no labels kept for these
+        return x[lab], y[lab]
+
+    def setup(self) -> None:
+        super().setup()
+        t = self.cfg.train
+        self.method = t.semi
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown semi-supervised method {self.method!r}")
+        dev = self.rt.device
+        self.unlabelled_x = self.unlabelled_x.to(dev)
+        self.mu = t.semi_ratio
+        n_lab = len(self.train_loader.x)
+        self.lab_batch = min(t.batch_size, n_lab)
+        self.lab_cycle = _Cycle(n_lab, self.lab_batch, dev, self.generator)
+        nu = len(self.unlabelled_x)
+        if self.method != "none" and nu == 0:
+            raise ConfigError(
+                f"train.semi={self.method} has no unlabelled images left: lower "
+                "data.labels_per_class"
+            )
+        self.unl_cycle = (
+            _Cycle(nu, min(nu, self.mu * self.lab_batch), dev, self.generator)
+            if self.method != "none" and nu
+            else None
+        )
+        ema = t.ema or (0.99 if self.method == "mean_teacher" else 0.0)
+        self.ema_decay = ema
+        self.ema_model = None
+        if ema > 0:
+            self.ema_model = copy.deepcopy(self.model)
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
+        nc = self.dataset.num_classes
+        self.p_model = torch.full((nc,), 1.0 / nc, device=dev)  # running mean prediction
+        self.total_steps = self.schedule.total
+
+    def epoch_steps(self) -> int:
+        t = self.cfg.train
+        if t.steps_per_epoch:
+            return t.steps_per_epoch
+        if t.semi != "none":
+            b = min(t.batch_size, len(self.train_loader.x))
+            return max(1, math.ceil(len(self.unlabelled_x) / (t.semi_ratio * b)))
+        return len(self.train_loader)
+
+    def describe(self) -> str:
+        return (
+            super().describe()
+            + f" — {self.cfg.data.labels_per_class}/class labelled ({self.labelled_count:,}), "
+            f"{len(self.unlabelled_x):,} unlabelled, semi={self.cfg.train.semi}"
+        )
+
+    # the EMA teacher is the model that is evaluated and checkpointed
+    def _evaluate(self, loader):
+        if self.ema_model is None:
+            return super()._evaluate(loader)
+        self.model, self.ema_model = self.ema_model, self.model
+        try:
+            return super()._evaluate(loader)
+        finally:
+            self.model, self.ema_model = self.ema_model, self.model
+
+    def save(self, name, epoch, metrics):
+        if self.ema_model is None:
+            return super().save(name, epoch, metrics)
+        self.model, self.ema_model = self.ema_model, self.model
+        try:
+            return super().save(name, epoch, metrics)
+        finally:
+            self.model, self.ema_model = self.ema_model, self.model
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        d = self.ema_decay
+        for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
+            pe.lerp_(p.detach(), 1 - d)
+        for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+            be.copy_(b)
+
+    def _unlabelled_weight(self) -> float:
+        t = self.cfg.train
+        if t.semi_rampup <= 0:
+            return t.semi_weight
+        r = min(1.0, self.schedule.step_num / max(1, t.semi_rampup * self.total_steps))
+        return t.semi_weight * math.exp(-5 * (1 - r) ** 2)  # Laine & Aila's sigmoid ramp
+
+    def _pseudo_targets(self, logits_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = logits_weak.float().softmax(1)
+        if self.cfg.train.semi_align:
+            self.p_model.mul_(0.999).add_(p.mean(0), alpha=0.001)
+            # uniform class prior (balanced labelled set): p ← p / p_model, renormalised
+            p = p / self.p_model.clamp_min(1e-6)
+            p = p / p.sum(1, keepdim=True)
+        conf, target = p.max(1)
+        return target, (conf >= self.cfg.train.semi_threshold).float()
+
+    def _make_step(self):
+        # built in setup() before the labelled/unlabelled loaders exist; the real step is
+        # ``self._semi_step`` (the base step is kept for the supervised part's structure)
+        return None
+
+    def _semi_step(self, x, y, xu01):
+        model, opt, rt, loss_fn = self.model, self.optimizer, self.rt, self.loss_fn
+        method = self.method
+        pad = self.cfg.data.pad
+        g = self.generator if self.generator.device == x.device else None
+        norm = self.train_loader.normalize
+        stats = {}
+        with rt.autocast():
+            if method == "none":
+                out = model(x)
+                loss = loss_fn(out, y)
+            elif method == "pseudo_label":
+                xw = norm(weak_augment(xu01, pad, g))
+                out_all = model(torch.cat([x, xw]))
+                out, out_u = out_all[: len(x)], out_all[len(x) :]
+                target, mask = self._pseudo_targets(out_u.detach())
+                lu = (F.cross_entropy(out_u.float(), target, reduction="none") * mask).mean()
+                loss = loss_fn(out, y) + self._unlabelled_weight() * lu
+                stats["mask"] = mask.mean()
+            elif method == "mean_teacher":
+                xs = norm(weak_augment(xu01, pad, g))
+                xt = norm(weak_augment(xu01, pad, g))
+                out_all = model(torch.cat([x, xs]))
+                out, out_u = out_all[: len(x)], out_all[len(x) :]
+                with torch.no_grad():
+                    pt = self.ema_model(xt).float().softmax(1)
+                lu = F.mse_loss(out_u.float().softmax(1), pt, reduction="sum") / len(xs)
+                loss = loss_fn(out, y) + self._unlabelled_weight() * lu
+            else:  # fixmatch
+                xw = norm(weak_augment(xu01, pad, g))
+                xs = norm(strong_augment(xu01, pad, g))
+                with torch.no_grad():
+                    teacher = self.ema_model if self.ema_model is not None else model
+                    out_w = teacher(xw)
+                target, mask = self._pseudo_targets(out_w)
+                out_all = model(torch.cat([x, xs]))
+                out, out_s = out_all[: len(x)], out_all[len(x) :]
+                lu = (F.cross_entropy(out_s.float(), target, reduction="none") * mask).mean()
+                loss = loss_fn(out, y) + self._unlabelled_weight() * lu
+                stats["mask"] = mask.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.train.grad_clip)
+        opt.step()
+        if self.ema_model is not None:
+            self._update_ema()
+        return loss.detach(), (out.detach().argmax(1) == y).sum(), stats
+
+    def train_epoch(self, epoch: int) -> dict:
+        import time
+
+        self.model.train()
+        dev = self.rt.device
+        lab = self.train_loader
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        mask_sum = torch.zeros((), device=dev)
+        n = 0
+        lr = self.schedule.lr  # the epoch's starting LR, as the base trainer reports it
+        t0 = time.perf_counter()
+        for i in range(1, self.steps_per_epoch + 1):
+            j = self.lab_cycle.next()
+            x, y = lab.prepare(lab.x[j], True), lab.y[j]
+            xu01 = None
+            if self.unl_cycle is not None:
+                xu01 = lab.pixels(self.unlabelled_x[self.unl_cycle.next()], False)
+            loss, corr, stats = self._semi_step(x, y, xu01)
+            self.schedule.step()
+            loss_sum += loss * len(y)
+            correct += corr
+            if "mask" in stats:
+                mask_sum += stats["mask"]
+            n += len(y)
+            for cb in self.callbacks:
+                cb.on_step(self, i, loss)
+        seconds = time.perf_counter() - t0
+        m = {
+            "epoch": epoch,
+            "train_loss": loss_sum.item() / n,
+            "train_acc": correct.item() / n,
+            "seconds": seconds,
+            "images_per_s": n * (1 + (self.mu if self.unl_cycle is not None else 0)) / seconds,
+            "lr": lr,
+        }
+        if self.method in ("pseudo_label", "fixmatch"):
+            m["pseudo_label_rate"] = mask_sum.item() / self.steps_per_epoch
+        return m

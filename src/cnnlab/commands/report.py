@@ -1,0 +1,33 @@
+"""cnnlab report"""
+
+from __future__ import annotations
+
+from ._common import add_run_arg
+
+ORDER = 60
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the run's self-contained HTML report (curves, verdict, confusion, ...)",
+        description="Write <run>/report.html: learning curves, generalisation verdict, "
+        "confusion matrix, per-class accuracy, confidently wrong images, reliability "
+        "diagram + ECE, gradient flow, model summary, resolved config, other analyses. "
+        "All images are embedded; the file opens offline.",
+    )
+    add_run_arg(p, "run directory (runs/<name>)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--data-dir", help="folder holding the dataset files (default: the run's)")
+    p.add_argument("--out", help="write the HTML here instead of <run>/report.html")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..report import write_report
+
+    info: dict = {}
+    path = write_report(args.run, args.checkpoint, args.data_dir, out=args.out, info=info)
+    print(info["verdict"]["text"])
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,118 @@
+"""cnnlab sweep"""
+
+from __future__ import annotations
+
+from ._common import table
+
+ORDER = 62
+
+HELP = """\
+Hyper-parameter search with Optuna (TPE sampler, median pruner on per-epoch validation
+accuracy). The study is stored in <runs-dir>/<study>/study.db: run the same command again
+to resume an interrupted sweep, or start it in several processes at once (with
+--storage postgresql://... on several machines).
+
+Space YAML (config key → distribution):
+  optim.lr:          {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
+  train.batch_size:  {type: categorical, choices: [64, 128, 256]}
+  model.activation:  {type: categorical, choices: [tanh, relu]}
+  train.epochs:      {type: int, low: 2, high: 4}
+Example:
+  cnnlab sweep --recipe recipes/lenet5-fashion-mnist.yaml --space recipes/space-lenet5.yaml \\
+      --trials 30 --data-dir ../shared/data --set data.train_limit=10000 --set train.epochs=2
+Outputs: trials.csv, best.yaml (train it with `cnnlab train --recipe .../best.yaml`),
+history.png, importance.png.
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "sweep",
+        help="hyper-parameter search with Optuna (resumable SQLite study)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", help="base recipe YAML")
+    p.add_argument("--space", required=True, help="search-space YAML (see above)")
+    p.add_argument("--trials", type=int, default=30, help="finished trials wanted (default 30)")
+    p.add_argument("--study", help="study name (default <recipe>-sweep)")
+    p.add_argument("--storage", help="database URL (default sqlite:///<runs>/<study>/study.db)")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fixed overrides for every trial, e.g. --set train.epochs=2",
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train.sweep import run_sweep
+
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    res = run_sweep(
+        args.recipe,
+        args.space,
+        args.trials,
+        study=args.study,
+        storage=args.storage,
+        runs_dir=args.runs_dir,
+        overrides=overrides,
+        seed=args.seed,
+        timeout=args.timeout,
+        quiet=not args.verbose,
+    )
+    rows = res["trials"]
+    params = sorted(
+        {k for r in rows for k in r}
+        - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds"}
+    )
+
+    short = [k.split(".")[-1] for k in params]  # section dropped where unambiguous
+
+    def f(v):
+        return f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else v)
+
+    table(
+        [
+            [
+                r["trial"],
+                r["state"],
+                f(r["val_acc"]),
+                f(r["test_acc"]),
+                r["epochs"],
+                f(r["seconds"]),
+                *[f(r.get(k)) for k in params],
+            ]
+            for r in rows
+        ],
+        [
+            "#",
+            "state",
+            "val acc",
+            "test acc",
+            "epochs",
+            "s",
+            *[k.split(".")[-1] if short.count(k.split(".")[-1]) == 1 else k for k in params],
+        ],
+        title=f"study {res['study']}",
+    )
+    b = res["best"]
+    if b:
+        print(f"best: trial {b['trial']} val acc {b['val_acc']:.4f} {b['params']}")
+        print(f"best config written to {b['recipe']}")
+    for p in res["plots"]:
+        print(f"wrote {p}")
+    print(f"trials table: {res['dir']}/trials.csv")
+    return 0

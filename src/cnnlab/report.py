@@ -1,0 +1,774 @@
+"""The run report: one self-contained HTML file (``runs/<name>/report.html``).
+
+Every figure is a PNG embedded as base64, there is no external asset, so the file opens
+offline and can be mailed. Sections: summary and generalisation verdict, learning curves,
+confusion matrix, per-class accuracy, the most confidently wrong test images, reliability
+diagram + ECE, gradient flow (when ``gradients.jsonl`` exists), regularisation and
+semi-supervised settings with the supervised-only baseline, model summary (layers,
+parameters, MACs), the resolved config, and whatever other analyses left in the run
+directory (``robustness.json``, ``ood.json``, ``eval.json``, their PNGs).
+
+The generalisation verdict (``verdict(history)``), on the held-out curve (validation when
+the run has a validation split, else test):
+
+* **overfitting from epoch k**: the held-out loss reached its minimum at epoch k-1 < the
+  last epoch and the last held-out loss is ≥ 10 % above it, while train accuracy exceeds
+  held-out accuracy by ≥ 2 points at the end;
+* **generalisation gap**: train − held-out accuracy ≥ 5 points, the held-out loss not
+  (yet) rising;
+* **still learning**: train accuracy rose by > 0.5 points in the last epoch and the gap is
+  < 2 points (more epochs would help);
+* **not learning**: train and held-out accuracy both < 1.5 × chance (1/classes);
+* **good fit** otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .errors import CnnlabError
+from .runs import read_metrics
+
+OVERFIT_LOSS_RISE = 1.10
+OVERFIT_GAP = 0.02
+LARGE_GAP = 0.05
+STILL_LEARNING = 0.005
+KNOWN_FILES = ("robustness.json", "ood.json", "eval.json", "sweep.json")
+
+
+# -- the verdict ---------------------------------------------------------------------------
+
+
+def verdict(history: list[dict], num_classes: int | None = None) -> dict:
+    """Classify the learning curves (rule in the module docstring)."""
+    if not history:
+        return {"kind": "empty", "text": "no finished epoch"}
+    held = "val" if "val_acc" in history[0] else "test"
+    last = history[-1]
+    tr, te = last["train_acc"], last[f"{held}_acc"]
+    gap = tr - te
+    losses = [m[f"{held}_loss"] for m in history]
+    i_min = int(np.argmin(losses))
+    best_epoch = history[i_min]["epoch"]
+    base = {
+        "held_out": held,
+        "train_acc": tr,
+        "held_acc": te,
+        "gap": gap,
+        "best_loss_epoch": best_epoch,
+    }
+    nums = f"train {tr:.1%}, {held} {te:.1%}"
+    if num_classes and max(tr, te) < 1.5 / num_classes:
+        return {
+            **base,
+            "kind": "not_learning",
+            "text": f"not learning: {nums}, near chance ({1 / num_classes:.0%}) — check the "
+            "learning rate and the gradient flow (vanishing gradients?)",
+        }
+    if (
+        i_min < len(history) - 1
+        and losses[-1] >= OVERFIT_LOSS_RISE * losses[i_min]
+        and gap >= OVERFIT_GAP
+    ):
+        start = history[i_min + 1]["epoch"]
+        return {
+            **base,
+            "kind": "overfitting",
+            "from_epoch": start,
+            "text": f"overfitting from epoch {start}: {nums} ({held} loss "
+            f"{losses[-1]:.3f} vs its minimum {losses[i_min]:.3f} at epoch {best_epoch})",
+        }
+    if gap >= LARGE_GAP:
+        return {
+            **base,
+            "kind": "gap",
+            "text": f"generalisation gap of {gap * 100:.1f} points: {nums}; the {held} loss is "
+            "not rising yet — more data, augmentation or regularisation would help",
+        }
+    if len(history) >= 2 and tr - history[-2]["train_acc"] > STILL_LEARNING and gap < OVERFIT_GAP:
+        return {
+            **base,
+            "kind": "still_learning",
+            "text": f"still learning: {nums}; train accuracy rose "
+            f"{(tr - history[-2]['train_acc']) * 100:.1f} points in the last epoch — "
+            "more epochs would help",
+        }
+    return {**base, "kind": "good_fit", "text": f"good fit: {nums} (gap {gap * 100:.1f} points)"}
+
+
+# -- figures ------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def fig_png(fig) -> str:
+    """A matplotlib figure → base64 PNG (the figure is closed)."""
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plot_curves(runs: dict[str, list[dict]]) -> str:
+    """Loss and accuracy per epoch; one colour per run, line style per split."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    styles = {"train": "-", "val": "-.", "test": "--"}
+    for ci, (name, hist) in enumerate(runs.items()):
+        color = f"C{ci % 10}"
+        ep = [m["epoch"] for m in hist]
+        for split, ls in styles.items():
+            for ax, what in zip(axes, ("loss", "acc"), strict=True):
+                k = f"{split}_{what}"
+                if hist and k in hist[0]:
+                    label = f"{name} {split}" if len(runs) > 1 else split
+                    ax.plot(ep, [m[k] for m in hist], ls, color=color, label=label, marker=".")
+    axes[0].set_ylabel("loss")
+    axes[1].set_ylabel("accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig_png(fig)
+
+
+def plot_confusion(cm, classes) -> str:
+    plt = _plt()
+    cm = np.asarray(cm)
+    k = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k))
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    return fig_png(fig)
+
+
+def plot_per_class(per_class: dict) -> str:
+    plt = _plt()
+    names, acc = list(per_class), list(per_class.values())
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(names) + 2), 3.2))
+    ax.bar(range(len(names)), acc, color="C0")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    for i, a in enumerate(acc):
+        ax.text(i, a + 0.01, f"{a:.2f}", ha="center", fontsize=7)
+    return fig_png(fig)
+
+
+def plot_reliability(table: list[dict], ece: float) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    centers = [(b["lo"] + b["hi"]) / 2 for b in table]
+    width = [(b["hi"] - b["lo"]) for b in table]
+    ax.bar(
+        centers,
+        [b["accuracy"] for b in table],
+        width=width,
+        edgecolor="k",
+        alpha=0.7,
+        label="accuracy",
+    )
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "r.", label="bins")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ECE {ece:.4f}")
+    ax.legend(fontsize=7)
+    return fig_png(fig)
+
+
+def plot_wrong(images: np.ndarray, captions: list[str]) -> str:
+    """A grid of uint8 images (N, C, H, W) with captions."""
+    plt = _plt()
+    n = len(images)
+    cols = min(8, max(1, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, im, cap in zip(axes.flat, images, captions, strict=False):
+        if im.shape[0] == 1:
+            ax.imshow(im[0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(im.transpose(1, 2, 0))
+        ax.set_title(cap, fontsize=6)
+    return fig_png(fig)
+
+
+def plot_gradients(rows: list[dict]) -> str:
+    """Per-layer gradient norm, update ratio and activation saturation across epochs."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    layers = [d["name"] for d in rows[-1]["layers"]] if rows and rows[-1]["layers"] else []
+    epochs = [r["epoch"] for r in rows]
+    for li, name in enumerate(layers):
+        g = [next((d["grad_norm"] for d in r["layers"] if d["name"] == name), None) for r in rows]
+        u = [
+            next((d["update_ratio"] for d in r["layers"] if d["name"] == name), None) for r in rows
+        ]
+        axes[0].plot(
+            epochs, [v if v else np.nan for v in g], marker=".", color=f"C{li % 10}", label=name
+        )
+        axes[1].plot(
+            epochs, [v if v else np.nan for v in u], marker=".", color=f"C{li % 10}", label=name
+        )
+    acts = [d["name"] for d in rows[-1]["activations"]] if rows else []
+    for ai, name in enumerate(acts):
+        s = [
+            next((d["saturation"] for d in r["activations"] if d["name"] == name), np.nan)
+            for r in rows
+        ]
+        kind = next(d["type"] for d in rows[-1]["activations"] if d["name"] == name)
+        axes[2].plot(epochs, s, marker=".", color=f"C{ai % 10}", label=f"{name} ({kind})")
+    axes[0].set_title("gradient norm ‖∂L/∂W‖ (last step)")
+    axes[1].set_title("update ratio ‖ΔW‖/‖W‖ (last step)")
+    axes[2].set_title("activation saturation / dead fraction")
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return fig_png(fig)
+
+
+# -- data for the report ---------------------------------------------------------------------
+
+
+def _config(run: Path) -> dict:
+    p = run / "config.yaml"
+    if not p.is_file():
+        return {}
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+
+
+def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=None) -> dict:
+    """Test-set metrics, the most confidently wrong images and the model summary."""
+    from .api import _loader_for
+    from .data.datasets import load_dataset
+    from .evaluate import metrics_from_logits, predict_logits
+    from .models import count_macs, count_params
+    from .runs import load_model
+
+    model, meta = load_model(run, which, "cpu")
+    data = meta.get("config", {}).get("data", {})
+    import dataclasses
+
+    from .config import DataConfig
+
+    known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
+    args = {k: v for k, v in data.items() if k not in known}
+    ds = load_dataset(
+        data.get("name", meta.get("dataset")),
+        data_dir or data.get("data_dir"),
+        download=False,
+        **args,
+    )
+    logits, y = predict_logits(model, _loader_for(meta, ds.test_x, ds.test_y, "cpu"))
+    res = metrics_from_logits(logits, y, meta["classes"])
+    probs = logits.softmax(1)
+    conf, pred = probs.max(1)
+    wrong = (pred != y).nonzero().flatten()
+    top = wrong[conf[wrong].argsort(descending=True)[:n_wrong]]
+    cls = meta["classes"]
+    res["wrong"] = {
+        "images": ds.test_x[top].numpy(),
+        "captions": [
+            f"#{int(i)} {cls[int(pred[i])]} {float(conf[i]):.0%}\n(true {cls[int(y[i])]})"
+            for i in top
+        ],
+    }
+    inp = meta["input"]
+    layers = []
+    for name, m in model.named_modules():
+        if name and not list(m.children()):
+            layers.append((name, type(m).__name__, sum(p.numel() for p in m.parameters()), str(m)))
+    res["summary"] = {
+        "params": count_params(model),
+        "macs": count_macs(model, inp["channels"], inp["size"]),
+        "layers": layers,
+        "checkpoint": which,
+        "epoch": meta.get("epoch"),
+    }
+    return res
+
+
+def find_baseline(run: Path, cfg: dict) -> Path | None:
+    """A sibling run that is this semi-supervised run's supervised-only twin: same model,
+    labels per class, seed, augmentation and number of steps, train.semi none."""
+    t, d = cfg.get("train", {}), cfg.get("data", {})
+    if not d.get("labels_per_class") or t.get("semi", "none") == "none":
+        return None
+
+    def key(c):
+        ct, cd = c.get("train", {}), c.get("data", {})
+        return (
+            c.get("model", {}).get("name"),
+            cd.get("name"),
+            cd.get("labels_per_class"),
+            cd.get("augment"),
+            ct.get("seed"),
+            ct.get("epochs"),
+            ct.get("steps_per_epoch"),
+            ct.get("batch_size"),
+        )
+
+    for other in sorted(run.parent.iterdir()):
+        if other == run or not (other / "config.yaml").is_file():
+            continue
+        oc = _config(other)
+        if oc.get("train", {}).get("semi", "none") == "none" and key(oc) == key(cfg):
+            return other
+    return None
+
+
+def _extra_files(run: Path, own: set[str]) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+    """Other analyses left in the run directory: known JSON results and any PNG figure."""
+    jsons, pngs = [], []
+    for name in KNOWN_FILES:
+        p = run / name
+        if p.is_file():
+            try:
+                jsons.append((name, json.loads(p.read_text())))
+            except (json.JSONDecodeError, OSError):
+                continue
+    cands = sorted(run.glob("*.png")) + sorted(run.glob("*/*.png"))
+    for p in cands:
+        rel = str(p.relative_to(run))
+        if rel in own or rel.startswith("checkpoints/") or p.stat().st_size > 5_000_000:
+            continue
+        pngs.append((rel, base64.b64encode(p.read_bytes()).decode("ascii")))
+    return jsons, pngs[:40]
+
+
+# -- HTML -----------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
+.verdict{font-size:1.1em;padding:.6em 1em;border-radius:6px;background:#eef5ff}
+.overfitting,.gap{background:#fff1e6}.flag{color:#b00;font-weight:bold}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}img{max-width:100%}
+.note{color:#666;font-size:.9em}
+"""
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _pct(v) -> str:
+    return f"{v:.2%}" if isinstance(v, (int, float)) else "–"
+
+
+def _json_block(obj, limit: int = 6000) -> str:
+    text = json.dumps(obj, indent=1, default=str)
+    if len(text) > limit:
+        text = text[:limit] + "\n… (truncated)"
+    return f"<pre>{html.escape(text)}</pre>"
+
+
+def render_report(
+    run: str | os.PathLike, which: str = "best", data_dir=None, info: dict | None = None
+) -> str:
+    """The report's HTML for a run directory (``info`` receives the verdict)."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file() and not (run / "metrics.jsonl").is_file():
+        raise CnnlabError(f"{str(run)!r} is not a run directory (no config.yaml/metrics.jsonl)")
+    hist = read_metrics(run)
+    cfg = _config(run)
+    parts = [f"<h1>cnnlab run report: {html.escape(run.name)}</h1>"]
+    model_name = cfg.get("model", {}).get("name", "?")
+    data_name = cfg.get("data", {}).get("name", "?")
+    parts.append(
+        f"<p>{html.escape(model_name)} on {html.escape(data_name)} — "
+        f"{len(hist)} epoch(s) in <code>{html.escape(str(run))}</code></p>"
+    )
+
+    # evaluation
+    own: set[str] = set()
+    skipped = ""
+    try:
+        ev = evaluate_run(run, which, data_dir=data_dir)
+    except CnnlabError as e:
+        ev = None
+        skipped = f'<p class="note">Test-set evaluation skipped: {html.escape(str(e))}</p>'
+
+    # summary + verdict
+    v = verdict(hist, len(ev["classes"]) if ev is not None else None)
+    if info is not None:
+        info["verdict"] = v
+    if hist:
+        last = hist[-1]
+        best = max(hist, key=lambda m: m.get("val_acc", m["test_acc"]))
+        total = sum(m.get("seconds", 0) + m.get("eval_seconds", 0) for m in hist)
+        rows = [
+            ["final test accuracy", _pct(last["test_acc"])],
+            ["final test loss", f"{last['test_loss']:.4f}"],
+            ["final train accuracy", _pct(last["train_acc"])],
+            [
+                f"best epoch (by {'val' if 'val_acc' in last else 'test'} acc)",
+                f"{best['epoch']} ({_pct(best.get('val_acc', best['test_acc']))})",
+            ],
+            ["training time", f"{total:.1f} s"],
+        ]
+        if "val_acc" in last:
+            rows.insert(2, ["final validation accuracy", _pct(last["val_acc"])])
+        parts.append("<h2>Summary</h2>" + _table(rows, ["metric", "value"]))
+    parts.append(f'<p class="verdict {v["kind"]}"><b>Verdict:</b> {html.escape(v["text"])}</p>')
+    parts.append(
+        '<p class="note">Rule: overfitting when the held-out (validation, else test) loss has '
+        f"risen ≥ {OVERFIT_LOSS_RISE - 1:.0%} above its minimum and train accuracy exceeds "
+        f"held-out accuracy by ≥ {OVERFIT_GAP * 100:.0f} points; a gap ≥ "
+        f"{LARGE_GAP * 100:.0f} points without a rising loss is a generalisation gap. "
+        "Train accuracy is measured during the epoch, on augmented images.</p>"
+    )
+    if hist:
+        parts.append("<h2>Learning curves</h2>" + _img(plot_curves({run.name: hist}), "curves"))
+        keys = [
+            "epoch",
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "test_loss",
+            "test_acc",
+            "lr",
+            "seconds",
+            "pseudo_label_rate",
+        ]
+        keys = [k for k in keys if any(k in m for m in hist)]
+        fmt = lambda k, x: (  # noqa: E731
+            str(x) if k == "epoch" else (f"{x:.2e}" if k == "lr" else f"{x:.4f}")
+        )
+        parts.append(_table([[fmt(k, m[k]) if k in m else "–" for k in keys] for m in hist], keys))
+
+    if skipped:
+        parts.append(skipped)
+    if ev is not None:
+        parts.append(
+            f"<h2>Test set ({ev['n']:,} images, {which} checkpoint, epoch "
+            f"{ev['summary']['epoch']})</h2>"
+            + _table(
+                [
+                    ["accuracy", _pct(ev["accuracy"])],
+                    ["top-5", _pct(ev["top5"])],
+                    ["loss", f"{ev['loss']:.4f}"],
+                    ["ECE (15 bins)", f"{ev['ece']:.4f}"],
+                ],
+                ["metric", "value"],
+            )
+        )
+        parts.append(
+            "<h3>Confusion matrix</h3>"
+            + _img(plot_confusion(ev["confusion"], ev["classes"]), "confusion matrix")
+        )
+        parts.append(
+            "<h3>Per-class accuracy</h3>"
+            + _img(plot_per_class(ev["per_class"]), "per-class accuracy")
+            + _table([[c, _pct(a)] for c, a in ev["per_class"].items()], ["class", "accuracy"])
+        )
+        if len(ev["wrong"]["images"]):
+            parts.append(
+                "<h3>Most confidently wrong test images</h3>"
+                + _img(
+                    plot_wrong(ev["wrong"]["images"], ev["wrong"]["captions"]), "confidently wrong"
+                )
+            )
+        parts.append(
+            "<h3>Calibration (reliability diagram)</h3>"
+            + _img(plot_reliability(ev["reliability"], ev["ece"]), "reliability")
+            + _table(
+                [
+                    [
+                        f"{b['lo']:.2f}–{b['hi']:.2f}",
+                        b["count"],
+                        f"{b['accuracy']:.3f}",
+                        f"{b['confidence']:.3f}",
+                    ]
+                    for b in ev["reliability"]
+                ],
+                ["confidence bin", "images", "accuracy", "mean confidence"],
+            )
+        )
+
+    # gradient flow
+    from .train.diagnostics import read_gradients
+
+    grads = read_gradients(run)
+    if grads:
+        parts.append("<h2>Gradient flow</h2>" + _img(plot_gradients(grads), "gradient flow"))
+        from .train.diagnostics import EXPLODE, VANISH, flags_for
+
+        flagged = [(r["epoch"], f) for r in grads for f in flags_for(r["layers"])]
+        if flagged:
+            parts.append(
+                "<ul>"
+                + "".join(f'<li class="flag">epoch {e}: {html.escape(f)}</li>' for e, f in flagged)
+                + "</ul>"
+            )
+        else:
+            parts.append(
+                "<p>No vanishing or exploding gradients flagged (rule: first-layer "
+                f"gradient norm &lt; {VANISH:g} × or &gt; {EXPLODE:g} × the last "
+                "layer's, or non-finite).</p>"
+            )
+        last = grads[-1]
+        parts.append(
+            _table(
+                [
+                    [
+                        d["name"],
+                        d["type"],
+                        d["params"],
+                        f"{d['grad_norm']:.3e}",
+                        f"{d['update_ratio']:.3e}",
+                    ]
+                    for d in last["layers"]
+                    if d["grad_norm"] is not None
+                ],
+                ["layer", "type", "params", f"grad norm (epoch {last['epoch']})", "update ratio"],
+            )
+        )
+        parts.append(
+            _table(
+                [
+                    [
+                        d["name"],
+                        d["type"],
+                        f"{d['mean']:.3f}",
+                        f"{d['std']:.3f}",
+                        f"{d['saturation']:.1%}",
+                    ]
+                    for d in last["activations"]
+                ],
+                ["activation", "type", "mean", "std", "saturated / dead"],
+            )
+        )
+
+    # regularisation + semi-supervised
+    t, d, o = cfg.get("train", {}), cfg.get("data", {}), cfg.get("optim", {})
+    margs = {k: v for k, v in cfg.get("model", {}).items() if k != "name"}
+    reg = [
+        ["validation split", d.get("val_fraction", 0)],
+        ["early stopping patience (epochs, on val_acc)", t.get("early_stop", 0) or "off"],
+        ["weight decay", o.get("weight_decay", 0)],
+        ["label smoothing", t.get("label_smoothing", 0)],
+        ["augmentation", d.get("augment", "auto")],
+        ["dropout (model option)", margs.get("dropout", "–")],
+    ]
+    parts.append(
+        "<h2>Regularisation</h2>"
+        + _table(reg, ["setting", "value"])
+        + '<p class="note">Compare runs that differ in these with '
+        "<code>cnnlab compare RUN RUN ...</code>.</p>"
+    )
+    if d.get("labels_per_class"):
+        semi = t.get("semi", "none")
+        rows = [
+            ["labelled images per class", d["labels_per_class"]],
+            ["method", semi],
+            [
+                "steps",
+                (t.get("steps_per_epoch") or "auto")
+                if not hist
+                else f"{t.get('epochs')} epochs × {t.get('steps_per_epoch') or 'auto'}",
+            ],
+        ]
+        if hist:
+            rows.append(["test accuracy (final)", _pct(hist[-1]["test_acc"])])
+        base = find_baseline(run, cfg)
+        if base is not None:
+            bh = read_metrics(base)
+            if bh:
+                rows.append(
+                    [
+                        f"supervised-only baseline ({base.name}, same labels, augmentation, steps)",
+                        _pct(bh[-1]["test_acc"]),
+                    ]
+                )
+                if hist:
+                    rows.append(
+                        [
+                            "gain over the baseline",
+                            f"{(hist[-1]['test_acc'] - bh[-1]['test_acc']) * 100:+.2f} points",
+                        ]
+                    )
+        elif semi != "none":
+            rows.append(
+                [
+                    "supervised-only baseline",
+                    "no sibling run found (train one with "
+                    "train.semi=none and the same settings next to this run)",
+                ]
+            )
+        parts.append("<h2>Semi-supervised</h2>" + _table(rows, ["", ""]))
+
+    # model summary
+    if ev is not None:
+        s = ev["summary"]
+        parts.append(
+            f"<h2>Model summary</h2><p>{s['params']:,} parameters, {s['macs']:,} MACs per "
+            "image</p>"
+            + _table(
+                [[n, t_, p, r] for n, t_, p, r in s["layers"]],
+                ["layer", "type", "params", "definition"],
+            )
+        )
+
+    # other analyses in the run directory
+    jsons, pngs = _extra_files(run, own)
+    if jsons or pngs:
+        parts.append("<h2>Other analyses in this run</h2>")
+        for name, obj in jsons:
+            parts.append(f"<h3>{html.escape(name)}</h3>" + _json_block(obj))
+        for rel, b64 in pngs:
+            parts.append(f"<h3>{html.escape(rel)}</h3>" + _img(b64, rel))
+
+    parts.append(
+        "<h2>Resolved config</h2><pre>"
+        + html.escape(yaml.safe_dump(cfg, sort_keys=False))
+        + "</pre>"
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnlab report "
+        f"{html.escape(run.name)}</title><style>{CSS}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
+
+
+def write_report(
+    run, which: str = "best", data_dir=None, out=None, info: dict | None = None, **_
+) -> Path:
+    """Render and write ``<run>/report.html`` atomically; returns its path."""
+    from .train.checkpoint import atomic_write_text
+
+    text = render_report(run, which, data_dir, info)
+    path = Path(out) if out else Path(run) / "report.html"
+    atomic_write_text(path, text)
+    return path
+
+
+def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list[str], list[list]]:
+    """Overlaid curves + a metrics table for several runs → (HTML, rows, header)."""
+    paths = [Path(r) for r in runs]
+    hists, cfgs = {}, {}
+    for p in paths:
+        h = read_metrics(p)
+        if not h:
+            raise CnnlabError(
+                f"{str(p)!r}: no metrics.jsonl (not a run directory, or no epoch finished yet)"
+            )
+        name = p.name if p.name not in hists else str(p)
+        hists[name], cfgs[name] = h, _config(p)
+    header = [
+        "run",
+        "epochs",
+        "final test acc",
+        "best test acc",
+        "final train acc",
+        "val acc",
+        "gap (pts, train − held-out)",
+        "time (s)",
+        "verdict",
+    ]
+    rows = []
+    for name, h in hists.items():
+        last = h[-1]
+        v = verdict(h)
+        rows.append(
+            [
+                name,
+                last["epoch"],
+                f"{last['test_acc']:.4f}",
+                f"{max(m['test_acc'] for m in h):.4f}",
+                f"{last['train_acc']:.4f}",
+                f"{last['val_acc']:.4f}" if "val_acc" in last else "–",
+                f"{v['gap'] * 100:.1f}",
+                f"{sum(m.get('seconds', 0) + m.get('eval_seconds', 0) for m in h):.0f}",
+                v["kind"],
+            ]
+        )
+    # the config keys that differ between the runs
+    flat = {}
+    for name, c in cfgs.items():
+        flat[name] = {
+            f"{s}.{k}": v
+            for s, body in c.items()
+            if isinstance(body, dict)
+            for k, v in body.items()
+            if k not in ("name",) or s != "run"
+        }
+    keys = sorted({k for f in flat.values() for k in f})
+    diff = [
+        k
+        for k in keys
+        if len({json.dumps(f.get(k), default=str) for f in flat.values()}) > 1
+        and not k.startswith("run.")
+    ]
+    diff_rows = [[k] + [str(flat[n].get(k, "–")) for n in hists] for k in diff]
+    html_parts = [
+        "<h1>cnnlab compare</h1>",
+        _img(plot_curves(hists), "curves"),
+        _table(rows, header),
+        "<h2>Config differences</h2>",
+        _table(diff_rows, ["key", *hists]) if diff_rows else "<p>none</p>",
+    ]
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cnnlab compare</title>"
+        f"<style>{CSS}</style></head><body>" + "\n".join(html_parts) + "</body></html>"
+    )
+    return page, rows, header, diff_rows
+
+
+__all__ = ["render_compare", "render_report", "verdict", "write_report", "torch"]

@@ -1,0 +1,70 @@
+import optuna
+import pytest
+import yaml
+
+from cnnlab.config import load_recipe
+from cnnlab.errors import ConfigError
+from cnnlab.train.sweep import check_space, run_sweep
+
+FAST = [
+    "data.name=synthetic",
+    "data.num_train=128",
+    "data.num_test=32",
+    "train.batch_size=32",
+    "train.device=cpu",
+    "train.epochs=1",
+]
+SPACE = {
+    "optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+    "model.activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+}
+
+
+def test_sweep_resumes_after_interruption(tmp_path):
+    calls = []
+
+    def interrupt_second(trial, cfg):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the second trial
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(
+            None,
+            SPACE,
+            3,
+            study="s",
+            runs_dir=str(tmp_path),
+            overrides=FAST,
+            objective_hook=interrupt_second,
+        )
+    db = tmp_path / "s" / "study.db"
+    st = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert sum(t.state.name == "COMPLETE" for t in st.trials) == 1
+    res = run_sweep(None, SPACE, 3, study="s", runs_dir=str(tmp_path), overrides=FAST)
+    states = [r["state"] for r in res["trials"]]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3  # 1 before + 2 after resume
+    assert (tmp_path / "s" / "trials.csv").is_file()
+    lrs = [r["optim.lr"] for r in res["trials"] if r["state"] == "COMPLETE"]
+    assert len(set(lrs)) == len(lrs)  # the resumed sampler does not replay earlier trials
+    best = load_recipe(tmp_path / "s" / "best.yaml")
+    assert best.optim.lr == pytest.approx(res["best"]["params"]["optim.lr"])
+    # the recipe + the best params; not the sweep's per-trial budget or validation split
+    assert best.train.epochs == 20 and best.data.val_fraction == 0.0
+    # again: nothing left to do, no new trial
+    res2 = run_sweep(None, SPACE, 3, study="s", runs_dir=str(tmp_path), overrides=FAST)
+    assert len(res2["trials"]) == len(res["trials"])
+
+
+def test_space_errors(tmp_path):
+    with pytest.raises(ConfigError, match="type"):
+        check_space({"optim.lr": {"low": 1, "high": 2}})
+    with pytest.raises(ConfigError, match="low < high"):
+        check_space({"optim.lr": {"type": "float", "low": 1, "high": 1}})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        check_space({"optim.nope": {"type": "float", "low": 1, "high": 2}})
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(SPACE))
+    from cnnlab.train.sweep import load_space
+
+    assert load_space(p) == SPACE
