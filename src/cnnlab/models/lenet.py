@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import Classifier, conv_out, register_model
 from .attention import maybe_attention
+from .base import Classifier, conv_out, register_model
 from .layers import conv_block, dropout_places, fc_block, init_weights, norm_places
 
 
