@@ -540,3 +540,6 @@ register_dataset(
         embedded=True,
     )
 )
+
+
+from . import folder as _folder  # noqa: E402, F401  (registers imagefolder)

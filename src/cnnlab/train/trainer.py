@@ -57,6 +57,10 @@ def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, t
     return perm[nv:].sort().values, perm[:nv].sort().values
 
 
+def _n_images(loader) -> int:
+    return len(loader.x) if hasattr(loader, "x") else loader.num_samples
+
+
 class Trainer:
     def __init__(
         self,
@@ -100,11 +104,18 @@ class Trainer:
         t = cfg.train
         torch.manual_seed(t.seed)
         self.rt = make_runtime(t)
-        dev = self.rt.device
         if self.dataset is None:
             self.dataset = load_dataset(
                 cfg.data.name, cfg.data.data_dir, cfg.data.download, **cfg.data.args
             )
+        if getattr(self.dataset, "streaming", False):  # files streamed by workers (imagefolder)
+            self.dataset.attach_loaders(self)
+        else:
+            self._resident_loaders()
+        self._setup_model()
+
+    def _resident_loaders(self) -> None:
+        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
         ds = self.dataset
         xtr, ytr = ds.train_x, ds.train_y
         if cfg.data.train_limit:
@@ -141,6 +152,10 @@ class Trainer:
         self.test_loader = ResidentLoader(ds.test_x, ds.test_y, t.eval_batch_size, **common)
         if cfg.data.val_fraction > 0:
             self.val = ResidentLoader(xva, yva, t.eval_batch_size, **common)
+
+    def _setup_model(self) -> None:
+        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
+        ds = self.dataset
         in_ch = 1 if cfg.data.grayscale else ds.channels
         size = cfg.data.resize or ds.size
         self.model = create_model(
@@ -189,7 +204,8 @@ class Trainer:
         ds = self.dataset
         return (
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{len(self.train_loader.x):,} train / {len(ds.test_x):,} test] — {self.rt.describe()}"
+            f"[{_n_images(self.train_loader):,} train / {_n_images(self.test_loader):,} test] — "
+            f"{self.rt.describe()}"
         )
 
     # -- checkpoints ---------------------------------------------------------------------
