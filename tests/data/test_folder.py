@@ -78,7 +78,7 @@ def test_transforms_and_loader_shapes(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(DataError, match="has no train/ folder"):
+    with pytest.raises(DataError, match="not found; put train/<class>/ folders"):
         load_dataset("imagefolder", tmp_path)
     root = make_folder(tmp_path / "a")
     (root / "val" / "cat" / "0.jpg").write_bytes(b"not a jpeg")

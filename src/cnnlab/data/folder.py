@@ -263,6 +263,7 @@ def _register() -> None:
             "image files in train/<class>/, val/<class>/ (ImageNet layout), streamed; "
             "needs --data-dir",
             load_imagefolder,
+            dirs=("train",),
         )
     )
 
