@@ -326,8 +326,11 @@ def _plot(rows: list[dict]) -> bytes:
     a1.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy (mean over seeds)")
     a2.set(xlabel="epoch", ylabel="train loss", title="train loss (mean over seeds)")
     a1.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
     for a in (a1, a2):
         a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=110)
