@@ -148,7 +148,27 @@ def plan(
             cfg.run.name = name
             validate(cfg)
             st.runs.append(RunSpec(combo, seed, name, cfg))
+    _check_models(st.runs)
     return st
+
+
+def _check_models(runs: list[RunSpec]) -> None:
+    """Build each distinct model once on the meta device (no memory, no compute) so a bad
+    option value (``activation=rellu``) fails now, not after hours of other runs."""
+    import torch
+
+    from .models import create_model
+
+    seen = set()
+    for s in runs:
+        c = s.cfg.model
+        key = json.dumps([c.name, c.args], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        args = {k: v for k, v in c.args.items() if k != "weights"}  # a file is read at train time
+        with torch.device("meta"):
+            create_model(c.name, **args)
 
 
 def run_state(run_dir: Path, epochs: int) -> str:
