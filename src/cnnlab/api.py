@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.datasets import load_dataset
 from .data.loader import ResidentLoader
 from .errors import CnnlabError
 from .evaluate import metrics_from_logits, predict_logits
-from .runs import load_model, run_dir_of
+from .runs import load_model, load_run_dataset, run_dir_of
 from .train.checkpoint import atomic_write_text
 from .train.device import resolve_device
 
@@ -50,13 +49,7 @@ def evaluate(
     model, meta = load_model(target, which, dev)
     cfg = meta.get("config", {}).get("data", {})
     name = dataset or meta.get("dataset") or cfg.get("name")
-    import dataclasses
-
-    from .config import DataConfig
-
-    known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
-    args = {k: v for k, v in cfg.items() if k not in known} if name == cfg.get("name") else {}
-    ds = load_dataset(name, data_dir or cfg.get("data_dir"), **args)
+    ds = load_run_dataset(meta, data_dir, name)
     if split not in ("test", "train"):
         raise CnnlabError(f"unknown split {split!r}; choose test or train")
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)

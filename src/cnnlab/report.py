@@ -283,25 +283,12 @@ def _config(run: Path) -> dict:
 def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=None) -> dict:
     """Test-set metrics, the most confidently wrong images and the model summary."""
     from .api import _loader_for
-    from .data.datasets import load_dataset
     from .evaluate import metrics_from_logits, predict_logits
     from .models import count_macs, count_params
-    from .runs import load_model
+    from .runs import load_model, load_run_dataset
 
     model, meta = load_model(run, which, "cpu")
-    data = meta.get("config", {}).get("data", {})
-    import dataclasses
-
-    from .config import DataConfig
-
-    known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
-    args = {k: v for k, v in data.items() if k not in known}
-    ds = load_dataset(
-        data.get("name", meta.get("dataset")),
-        data_dir or data.get("data_dir"),
-        download=False,
-        **args,
-    )
+    ds = load_run_dataset(meta, data_dir, download=False)
     logits, y = predict_logits(model, _loader_for(meta, ds.test_x, ds.test_y, "cpu"))
     res = metrics_from_logits(logits, y, meta["classes"])
     probs = logits.softmax(1)

@@ -43,8 +43,14 @@ def model_from_checkpoint(ck: Checkpoint, device="cpu") -> torch.nn.Module:
     from .models import create_model
 
     if not isinstance(ck.meta.get("model"), dict):
-        kind = "a GAN run (use `cnnlab generate`)" if ck.meta.get("kind") == "gan" else "not a classifier run"
-        raise CheckpointError(f"{ck.path}: {kind}; this command needs a classifier trained by `cnnlab train`")
+        kind = (
+            "a GAN run (use `cnnlab generate`)"
+            if ck.meta.get("kind") == "gan"
+            else "not a classifier run"
+        )
+        raise CheckpointError(
+            f"{ck.path}: {kind}; this command needs a classifier trained by `cnnlab train`"
+        )
     args = dict(ck.meta["model"])
     model = create_model(args.pop("name"), **args)
     try:
@@ -60,6 +66,22 @@ def load_model(target, which: str = "best", device="cpu") -> tuple[torch.nn.Modu
     """Rebuild the trained model of a run (or checkpoint file) in eval mode, with its metadata."""
     ck = load_run_checkpoint(target, which)
     return model_from_checkpoint(ck, device), ck.meta
+
+
+def load_run_dataset(meta: dict, data_dir=None, name: str | None = None, download: bool = True):
+    """The dataset a run was trained on, loaded with the loader options its config recorded
+    (``name`` picks another dataset, loaded with its defaults)."""
+    import dataclasses
+
+    from .config import DataConfig
+    from .data.datasets import load_dataset
+
+    cfg = meta.get("config", {}).get("data", {})
+    own = meta.get("dataset") or cfg.get("name")
+    name = name or own
+    known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
+    args = {k: v for k, v in cfg.items() if k not in known} if name == cfg.get("name") else {}
+    return load_dataset(name, data_dir or cfg.get("data_dir"), download, **args)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from cnnlab.analysis.ood import auroc, fpr_at_tpr, load_ood, ood_flags, ood_score, save_ood, threshold_at_tpr
+from cnnlab.analysis.ood import (
+    auroc,
+    fpr_at_tpr,
+    load_ood,
+    ood_flags,
+    ood_score,
+    save_ood,
+    threshold_at_tpr,
+)
 from cnnlab.errors import CnnlabError
 
 

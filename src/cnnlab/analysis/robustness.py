@@ -156,29 +156,11 @@ def _seed_for(seed: int, *parts) -> int:
     return h
 
 
-_LOADER_KEYS = {
-    "name",
-    "data_dir",
-    "download",
-    "augment",
-    "pad",
-    "resize",
-    "grayscale",
-    "val_fraction",
-    "train_limit",
-}
-
-
 def dataset_for_run(meta: dict, data_dir=None):
     """The run's dataset, loaded with the options it was trained with."""
-    from ..data.datasets import load_dataset
+    from ..runs import load_run_dataset
 
-    cfg = meta.get("config", {}).get("data", {})
-    name = meta.get("dataset") or cfg.get("name")
-    args = (
-        {k: v for k, v in cfg.items() if k not in _LOADER_KEYS} if name == cfg.get("name") else {}
-    )
-    return load_dataset(name, data_dir or cfg.get("data_dir"), **args)
+    return load_run_dataset(meta, data_dir)
 
 
 class _Eval:

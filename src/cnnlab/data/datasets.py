@@ -70,6 +70,7 @@ class DatasetSpec:
     subdirs: tuple[str, ...] = ()  # extra folder names the files may sit in
     archive: tuple[str, str] | None = None  # (archive file, checksum) holding `files`
     embedded: bool = False  # needs no files
+    dirs: tuple[str, ...] = ()  # sub-folders that must exist (imagefolder: train/)
 
     def folders(self) -> tuple[str, ...]:
         return (self.name, *self.subdirs)
@@ -124,7 +125,9 @@ def candidate_dirs(spec: DatasetSpec, data_dir=None) -> list[Path]:
 
 
 def _has_files(folder: Path, spec: DatasetSpec) -> bool:
-    return all(_find_variant(folder, f) is not None for f in spec.files)
+    return all(_find_variant(folder, f) is not None for f in spec.files) and all(
+        (folder / d).is_dir() for d in spec.dirs
+    )
 
 
 def _find_variant(folder: Path, fname: str) -> Path | None:
@@ -161,6 +164,7 @@ def _writable_target(spec: DatasetSpec, data_dir=None) -> Path:
 
 def missing_files_message(spec: DatasetSpec, data_dir=None, reason: str = "") -> str:
     files = list(spec.files) if not spec.archive else [spec.archive[0] + " (unpacked)"]
+    files += [f"{d}/<class>/ folders" for d in spec.dirs]
     where = candidate_dirs(spec, data_dir)[:3]
     first = search_roots(data_dir)[0][1] / spec.name
     msg = (
@@ -540,3 +544,6 @@ register_dataset(
         embedded=True,
     )
 )
+
+
+from . import folder as _folder  # noqa: E402, F401  (registers imagefolder)

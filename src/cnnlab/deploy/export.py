@@ -261,14 +261,9 @@ def read_export_metadata(path) -> dict:
 
 def run_dataset(meta: dict, data_dir=None):
     """The dataset a run was trained on, with the loader options its config recorded."""
-    from ..data.datasets import load_dataset
+    from ..runs import load_run_dataset
 
-    cfg = meta.get("config", {}).get("data", {})
-    name = meta.get("dataset") or cfg.get("name")
-    known = {"name", "data_dir", "download", "augment", "pad", "resize", "grayscale"}
-    known |= {"val_fraction", "train_limit"}
-    args = {k: v for k, v in cfg.items() if k not in known}
-    return load_dataset(name, data_dir or cfg.get("data_dir"), **args)
+    return load_run_dataset(meta, data_dir)
 
 
 def run_test_data(meta: dict, data_dir=None, limit: int | None = None):

@@ -1,6 +1,6 @@
 """Models by name. Importing this package registers every built-in model."""
 
-from . import lenet  # noqa: F401  (registers)
+from . import alexnet, lenet, mlp  # noqa: F401  (registers)
 from .base import MODELS, Classifier, count_macs, count_params, create_model, list_models
 
 __all__ = ["MODELS", "Classifier", "count_macs", "count_params", "create_model", "list_models"]

@@ -99,12 +99,14 @@ def create_model(
         raise ConfigError(
             f"cannot build {entry.name} for {in_channels}×{input_size}×{input_size} inputs: {e}"
         ) from None
+    # options a builder marks transient (a weights file to start from) are not rebuild args
+    transient = getattr(model, "cnnlab_transient_args", ())
     model.cnnlab_args = dict(
         name=entry.name,
         in_channels=in_channels,
         num_classes=num_classes,
         input_size=input_size,
-        **blocks,
+        **{k: v for k, v in blocks.items() if k not in transient},
     )
     return model
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from .attention import maybe_attention
 from .base import Classifier, conv_out, register_model
-from .layers import get_activation, init_weights
+from .layers import conv_block, dropout_places, fc_block, init_weights, norm_places
 
 
 class LeNet5(Classifier):
@@ -21,25 +22,34 @@ class LeNet5(Classifier):
         fc_activation: str = "relu",
         init: str = "default",
         init_std: float = 0.01,
+        batch_norm: str = "none",
+        dropout: float = 0.0,
+        dropout_at: str = "fc",
+        attention: str = "none",
+        attention_heads: int = 1,
+        attention_dim: int = 0,
     ):
         super().__init__()
+        bn_conv, bn_fc = norm_places(batch_norm)
+        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=2),
-            get_activation(activation),
-            nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, 5),
-            get_activation(activation),
-            nn.MaxPool2d(2),
+            *conv_block(
+                nn.Conv2d(in_channels, 6, 5, padding=2),
+                activation,
+                bn_conv,
+                nn.MaxPool2d(2),
+                dr_conv,
+            ),
+            *conv_block(nn.Conv2d(6, 16, 5), activation, bn_conv, nn.MaxPool2d(2), dr_conv),
+            *maybe_attention(16, attention, attention_heads, attention_dim),
         )
         s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, 2), 2, 2), 5), 2, 2)
         self.num_features = 128
         self.flat_features = 16 * s * s
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(self.flat_features, 256),
-            get_activation(fc_activation),
-            nn.Linear(256, 128),
-            get_activation(fc_activation),
+            *fc_block(self.flat_features, 256, fc_activation, bn_fc, dr_fc),
+            *fc_block(256, 128, fc_activation, bn_fc, dr_fc),
         )
         self.classifier = nn.Linear(128, num_classes)
         init_weights(self, init, init_std)
@@ -59,26 +69,37 @@ class LeNet5_1998(Classifier):
         activation: str = "lecun_tanh",
         init: str = "lecun_normal",
         init_std: float = 0.01,
+        batch_norm: str = "none",
+        dropout: float = 0.0,
+        dropout_at: str = "fc",
+        attention: str = "none",
+        attention_heads: int = 1,
+        attention_dim: int = 0,
     ):
         super().__init__()
+        bn_conv, bn_fc = norm_places(batch_norm)
+        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
         pad = 2 if input_size < 32 else 0
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=pad),  # C1
-            get_activation(activation),
-            nn.AvgPool2d(2),  # S2
-            nn.Conv2d(6, 16, 5),  # C3
-            get_activation(activation),
-            nn.AvgPool2d(2),  # S4
+            # C1 → S2, C3 → S4
+            *conv_block(
+                nn.Conv2d(in_channels, 6, 5, padding=pad),
+                activation,
+                bn_conv,
+                nn.AvgPool2d(2),
+                dr_conv,
+            ),
+            *conv_block(nn.Conv2d(6, 16, 5), activation, bn_conv, nn.AvgPool2d(2), dr_conv),
+            *maybe_attention(16, attention, attention_heads, attention_dim),
         )
         s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, pad), 2, 2), 5), 2, 2)
         self.flat_features = 16 * s * s
         self.num_features = 84
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(self.flat_features, 120),  # C5 (a 5×5 conv over a 5×5 map)
-            get_activation(activation),
-            nn.Linear(120, 84),  # F6
-            get_activation(activation),
+            # C5 (a 5×5 conv over a 5×5 map), F6
+            *fc_block(self.flat_features, 120, activation, bn_fc, dr_fc),
+            *fc_block(120, 84, activation, bn_fc, dr_fc),
         )
         self.classifier = nn.Linear(84, num_classes)
         init_weights(self, init, init_std)

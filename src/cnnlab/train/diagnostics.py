@@ -102,12 +102,16 @@ class GradientFlow(Callback):
         self.before = [m.weight.detach().clone() for _, m in self.layers]
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
+        if not hasattr(self, "layers"):  # epochs driven without fit() (cnnlab bench)
+            self.on_fit_start(trainer)
         self.grads = None
         if trainer.steps_per_epoch <= 1:
             self._snapshot(trainer)
 
     @torch.no_grad()
     def on_step(self, trainer, step: int, loss) -> None:
+        if not hasattr(self, "layers"):
+            return
         spe = trainer.steps_per_epoch
         if step == spe - 1:
             self._snapshot(trainer)

@@ -83,6 +83,10 @@ def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, t
     return perm[nv:].sort().values, perm[:nv].sort().values
 
 
+def _n_images(loader) -> int:
+    return len(loader.x) if hasattr(loader, "x") else loader.num_samples
+
+
 class Trainer:
     def __init__(
         self,
@@ -139,11 +143,18 @@ class Trainer:
             for cb in self.callbacks:
                 if isinstance(cb, Progress):
                     cb.quiet = True
-        dev = self.rt.device
         if self.dataset is None:
             self.dataset = load_dataset(
                 cfg.data.name, cfg.data.data_dir, cfg.data.download, **cfg.data.args
             )
+        if getattr(self.dataset, "streaming", False):  # files streamed by workers (imagefolder)
+            self.dataset.attach_loaders(self)
+        else:
+            self._resident_loaders()
+        self._setup_model()
+
+    def _resident_loaders(self) -> None:
+        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
         ds = self.dataset
         xtr, ytr = ds.train_x, ds.train_y
         if cfg.data.train_limit:
@@ -192,6 +203,10 @@ class Trainer:
         )
         if cfg.data.val_fraction > 0:
             self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
+
+    def _setup_model(self) -> None:
+        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
+        ds = self.dataset
         in_ch = 1 if cfg.data.grayscale else ds.channels
         size = cfg.data.resize or ds.size
         self.model = create_model(
@@ -302,7 +317,7 @@ class Trainer:
         par = f", {self.dist.describe()}" if self.dist.enabled else ""
         return (
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{len(self.train_loader.x):,} train / {len(ds.test_x):,} test] — "
+            f"[{_n_images(self.train_loader):,} train / {_n_images(self.test_loader):,} test] — "
             f"{self.rt.describe()}{par}"
         )
 
@@ -663,7 +678,7 @@ class Trainer:
         loss, acc = self._evaluate(loader)
         if not self.dist.enabled:
             return loss, acc
-        n = loader.x.shape[0]
+        n = _n_images(loader)  # every rank scores its share (resident) or all (streaming)
         t = torch.tensor([loss * n, round(acc * n), n], dtype=torch.float64, device=self.rt.device)
         self.dist.all_reduce(t)
         return float(t[0] / t[2]), float(t[1] / t[2])

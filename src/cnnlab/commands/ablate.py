@@ -1,0 +1,71 @@
+"""cnnlab ablate"""
+
+from __future__ import annotations
+
+ORDER = 25
+
+HELP = """\
+Train every combination of the varied choices (× seeds) and compare them: a table of
+mean ± std test accuracy, final train loss and time, plus overlaid learning curves, all in
+one study directory (runs/<study>/). Re-running the same command skips finished runs.
+Runs are sequential; with several CUDA GPUs they run in parallel, one process per GPU.
+Examples:
+  cnnlab ablate --recipe recipes/lenet5-fashion-mnist.yaml --data-dir ../shared/data \\
+      --vary model.activation=relu,tanh,sigmoid,elu --epochs 3 --seeds 3
+  cnnlab ablate --recipe lenet5-fashion-mnist --vary optim.name=sgd,adam \\
+      --vary model.batch_norm=none,conv --epochs 5
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "ablate",
+        help="train every combination of choices and compare them (mean ± std over seeds)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--recipe", help="base YAML recipe (see recipes/)")
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values to compare; repeat for a grid",
+    )
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per combination (0, 1, ...)")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key in every run",
+    )
+    p.add_argument("--study", help="study name (default: ablate-<recipe>-<varied keys>)")
+    p.add_argument("--runs-dir", help="where the study directory goes (default ./runs)")
+    p.add_argument("--verbose", action="store_true", help="show each run's epoch lines")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..ablate import HEADER, ablate
+    from ._common import table
+
+    st = ablate(
+        recipe=args.recipe,
+        vary=args.vary,
+        epochs=args.epochs,
+        seeds=args.seeds,
+        data_dir=args.data_dir,
+        overrides=args.overrides,
+        study=args.study,
+        runs_dir=args.runs_dir,
+        quiet=not args.verbose,
+    )
+    table(st.table_rows(), HEADER, title=f"study {st.dir.name}")
+    print(f"study directory: {st.dir} (results.csv, results.json, results.md, curves.png)")
+    return 0
