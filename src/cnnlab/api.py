@@ -69,7 +69,8 @@ def evaluate(
     return res
 
 
-def plot_confusion(cm, classes, path: Path) -> None:
+def confusion_figure(cm, classes):
+    """A row-normalised confusion matrix with counts (shared by eval and the report)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,15 +88,15 @@ def plot_confusion(cm, classes, path: Path) -> None:
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(
-                    j,
-                    i,
-                    str(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
+                color = "white" if norm[i, j] > 0.5 else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=6, color=color)
+    return fig
+
+
+def plot_confusion(cm, classes, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(cm, classes)
     fig.tight_layout()
     tmp = path.with_name("." + path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -130,7 +130,10 @@ def cnnlab_config(spec: dict):
     from .train import build_config
 
     recipe = spec.get("recipe")
-    over = list(spec.get("overrides") or [])
+    # the references train the article's plain LeNet-5 (tanh convs, no batch norm): the
+    # recipe's training method is kept, its model is pinned to the same network
+    over = ["model.name=lenet5", "model.activation=tanh", "model.batch_norm=none"]
+    over += list(spec.get("overrides") or [])
     over += [
         "data.name=fashion-mnist",
         f"data.data_dir={spec['data_dir']}",

@@ -152,29 +152,9 @@ def plot_curves(runs: dict[str, list[dict]]) -> str:
 
 
 def plot_confusion(cm, classes) -> str:
-    plt = _plt()
-    cm = np.asarray(cm)
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k, 1.0 + 0.5 * k))
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                ax.text(
-                    j,
-                    i,
-                    str(cm[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if norm[i, j] > 0.5 else "black",
-                )
-    return fig_png(fig)
+    from .api import confusion_figure
+
+    return fig_png(confusion_figure(cm, classes))
 
 
 def plot_per_class(per_class: dict) -> str:

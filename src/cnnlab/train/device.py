@@ -37,7 +37,8 @@ class Runtime:
         if self.device.type == "cuda":
             name = torch.cuda.get_device_name(self.device)
         elif self.device.type == "cpu":
-            name = f"cpu ({torch.get_num_threads()} threads)"
+            n = torch.get_num_threads()
+            name = f"cpu ({n} thread{'s' if n > 1 else ''})"
         return f"{name}, {prec}{extra}"
 
 
