@@ -85,7 +85,9 @@ class TrainConfig:
     )
     channels_last: str = "auto"  # auto, true, false
     compile: bool = False
-    cuda_graph: str = "auto"  # auto (on for CUDA training), true, false
+    # CUDA graphs: step = the whole step (batch, augmentation, forward, backward, optimiser)
+    # in one graph; model = forward/backward only; auto/true = step where it can, else model
+    cuda_graph: str = "auto"
     threads: int = 0  # CPU threads (0 = all cores, fewer when the machine is already busy)
     grad_clip: float = 0.0
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
@@ -212,6 +214,9 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
+CUDA_GRAPH_MODES = ("auto", "true", "false", "step", "model")
+
+
 def set_value(cfg: Config, dotted: str, value: Any) -> None:
     """Set ``section.key`` (``model.activation``, ``optim.lr``) with type coercion."""
     parts = dotted.strip().split(".")
@@ -232,6 +237,34 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
     else:
         valid = [k for k in hints if k != "args"]
         raise ConfigError(f"unknown config key {dotted!r}; {sec_name} keys: {', '.join(valid)}")
+
+
+def get_value(cfg: Config, dotted: str, default: Any = None) -> Any:
+    """Read ``section.key`` (the inverse of set_value). A model option the config leaves
+    unset reads as the model builder's default; other unset options read ``default``."""
+    parts = dotted.strip().split(".")
+    if len(parts) < 2 or parts[0] not in SECTIONS:
+        raise ConfigError(f"unknown config key {dotted!r}")
+    sec_name, key = parts[0], ".".join(parts[1:])
+    sec = getattr(cfg, sec_name)
+    if key in _hints(type(sec)) and key != "args":
+        return getattr(sec, key)
+    key = key[5:] if key.startswith("args.") else key
+    if key in sec.args:
+        return sec.args[key]
+    if sec_name == "model":
+        import inspect
+
+        from .models import MODELS
+
+        try:
+            entry = MODELS.get(cfg.model.name)
+            p = inspect.signature(getattr(entry, "builder", entry)).parameters.get(key)
+        except (ConfigError, TypeError, ValueError):
+            p = None
+        if p is not None and p.default is not inspect.Parameter.empty:
+            return p.default
+    return default
 
 
 def parse_scalar(text: str) -> Any:
@@ -376,8 +409,8 @@ def validate(cfg: Config) -> Config:
     from .train.adversarial import check_config
 
     check_config(t)
-    if t.cuda_graph.lower() not in ("auto", "true", "false"):
-        raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, ("auto", "true", "false")))
+    if t.cuda_graph.lower() not in CUDA_GRAPH_MODES:
+        raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, CUDA_GRAPH_MODES))
     dev = t.device.lower()
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")

@@ -122,6 +122,9 @@ def run(args) -> int:
         )
     for k, r in result["loops"].items():
         print(f"{k}: RSS growth after epoch 1: {r['summary']['rss_growth_mb']:+.1f} MB")
+        if r["summary"].get("one_time_seconds"):
+            print(f"{k}: one-time CUDA-graph capture {r['summary']['one_time_seconds']:.2f} s "
+                  "(not in the epoch times)")  # fmt: skip
     sc = result.get("scaling")
     if sc:
         table(

@@ -91,8 +91,11 @@ def list_datasets() -> list[str]:
 
 
 def user_cache_dir() -> Path:
-    from platformdirs import user_cache_dir as _ucd
-
+    try:
+        from platformdirs import user_cache_dir as _ucd
+    except ImportError:  # a bare image: the XDG default
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "cnnlab" / "datasets"
     return Path(_ucd("cnnlab")) / "datasets"
 
 

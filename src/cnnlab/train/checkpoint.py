@@ -144,7 +144,16 @@ def _optim_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
                 tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous().clone()
             else:
                 plain[str(pid)][k] = v
-    return tensors, {"param_groups": state.get("param_groups", []), "plain": plain}
+    # a graphed step keeps its LR as a device tensor and Adam "capturable": saved as a
+    # plain float and False, so the checkpoint resumes anywhere (the graph sets them again)
+    groups = [
+        {
+            k: (v.item() if torch.is_tensor(v) else False if k == "capturable" else v)
+            for k, v in g.items()
+        }
+        for g in state.get("param_groups", [])
+    ]
+    return tensors, {"param_groups": groups, "plain": plain}
 
 
 def _optim_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:

@@ -110,7 +110,7 @@ def make_runtime(t: TrainConfig) -> Runtime:
     cg = t.cuda_graph.lower()
     # The graph replays fixed shapes, which drop_last gives; torch.compile brings its own
     # graphs (mode="reduce-overhead"), so the two are not stacked.
-    cuda_graph = dev.type == "cuda" and not t.compile and cg in ("auto", "true")
+    cuda_graph = dev.type == "cuda" and not t.compile and cg in ("auto", "true", "step", "model")
     return Runtime(dev, amp, channels_last, bool(t.compile), cuda_graph)
 
 

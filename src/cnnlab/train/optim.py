@@ -101,7 +101,7 @@ class Schedule:
         self.total = max(1, epochs * steps_per_epoch)
         self.spe = max(1, steps_per_epoch)
         self.warmup = int(round(c.warmup_epochs * self.spe))
-        self.base = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
+        self.base = [float(g.get("initial_lr", g["lr"])) for g in opt.param_groups]
         for g, b in zip(opt.param_groups, self.base, strict=True):
             g["initial_lr"] = b
         self.step_num = 0
@@ -129,8 +129,15 @@ class Schedule:
 
     def _apply(self) -> None:
         f = self.factor(self.step_num)
-        for g, b in zip(self.opt.param_groups, self.base, strict=True):
-            g["lr"] = b * f
+        lrs = [b * f for b in self.base]
+        if lrs == getattr(self, "_lrs", None):
+            return  # unchanged: no device write
+        self._lrs = lrs
+        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
+            if isinstance(g["lr"], torch.Tensor):  # a captured step reads it on the device
+                g["lr"].fill_(lr)
+            else:
+                g["lr"] = lr
 
     def step(self) -> None:
         self.step_num += 1
@@ -150,7 +157,7 @@ class Schedule:
 
     @property
     def lr(self) -> float:
-        return self.opt.param_groups[0]["lr"]
+        return self._lrs[0]
 
     def state_dict(self) -> dict:
         return {"step_num": self.step_num, "plateau": dict(self.plateau)}

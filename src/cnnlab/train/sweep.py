@@ -101,6 +101,30 @@ def suggest(trial, space: dict[str, dict]) -> dict:
     return out
 
 
+def baseline_params(base: Config, space: dict[str, dict]) -> dict | None:
+    """The recipe's own values for the space's keys, when every one lies inside the space
+    (then the sweep tries the recipe first, so its best is never worse than the recipe
+    under the sweep's own budget); None when one lies outside."""
+    from ..config import get_value
+
+    out = {}
+    for key, s in space.items():
+        v = get_value(base, key)
+        if s["type"] == "categorical":
+            if v not in s["choices"]:
+                return None
+        else:
+            try:
+                x = float(v)
+            except (TypeError, ValueError):
+                return None
+            if not float(s["low"]) <= x <= float(s["high"]):
+                return None
+            v = int(v) if s["type"] == "int" else x
+        out[key] = v
+    return out
+
+
 class OptunaPruning(Callback):
     """Report the validation accuracy of each epoch; stop the trial when the pruner says so."""
 
@@ -161,6 +185,7 @@ def run_sweep(
     timeout: float | None = None,
     quiet: bool = True,
     objective_hook=None,
+    baseline: bool = True,
 ) -> dict:
     """Run (or resume) a study until ``trials`` trials have finished; returns a summary."""
     import optuna
@@ -194,6 +219,11 @@ def run_sweep(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         load_if_exists=True,
     )
+
+    if existing == 0 and baseline:
+        params = baseline_params(base, space)
+        if params is not None:
+            st.enqueue_trial(params, user_attrs={"baseline": True})
 
     def objective(trial) -> float:
         params = suggest(trial, space)

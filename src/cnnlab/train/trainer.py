@@ -41,7 +41,7 @@ from ..data.loader import ResidentLoader
 from ..errors import CheckpointError, CnnlabError, ConfigError
 from ..models import count_params, create_model
 from ..runs import read_metrics
-from . import distributed
+from . import distributed, graph
 from .adversarial import make_adversary
 from .callbacks import Callback, NaNGuard, NonFiniteLoss, Progress, config_callbacks
 from .checkpoint import (
@@ -267,10 +267,21 @@ class Trainer:
             rt.autocast,
         )
 
+        # the whole step in one CUDA graph where it can be (train/graph.py); on CPU
+        # cuda_graph=step runs the same device-state step eagerly
+        self.whole = None
+        mode = self.cfg.train.cuda_graph.lower()
+        if (rt.cuda_graph and mode in ("auto", "true", "step")) or mode == "step":
+            why = graph.unsupported_reason(self)
+            if why is None:
+                self.whole = graph.WholeStep(self)
+            elif mode == "step":
+                self._warn(f"warning: whole-step CUDA graph off ({why})")
+
         fwd = model
         # graphs are captured for plain inputs of one module: not for attacked batches
         # (input gradients) nor through DDP's hooks
-        if rt.cuda_graph and adversary is None and not self.dist.enabled:
+        if rt.cuda_graph and self.whole is None and adversary is None and not self.dist.enabled:
             fwd = self._graph_model()
 
         def step(x, y):
@@ -319,7 +330,7 @@ class Trainer:
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
             f"[{_n_images(self.train_loader):,} train / {_n_images(self.test_loader):,} test] — "
             f"{self.rt.describe()}{par}"
-        )
+        ) + (" (whole step)" if self.rt.cuda_graph and getattr(self, "whole", None) else "")
 
     # -- NaN/inf --------------------------------------------------------------------------
 
@@ -603,6 +614,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict | None:
         """One epoch (or its rest, after a mid-epoch resume). Returns the epoch's metrics,
         or None when a signal stopped it (a checkpoint of the position is then written)."""
+        if getattr(self, "whole", None) is not None:
+            return self._train_epoch_whole(epoch)
         self.model.train()
         st = self._epoch_state(epoch)
         loss_sum, correct, n = st["loss_sum"], st["correct"], st["n"]
@@ -655,6 +668,71 @@ class Trainer:
             "epoch": epoch,
             "train_loss": train_loss,
             "train_acc": train_acc,
+            "seconds": seconds,
+            "images_per_s": n_all / seconds,
+            "lr": st["lr"],
+        }
+
+    def _capture_whole(self) -> None:
+        ws = self.whole
+        if ws.graph is not None or self.rt.device.type != "cuda":
+            return
+        try:
+            ws.capture()
+            if self.generator is not None:  # resumable epochs read its state: must still work
+                self.generator.set_state(self.generator.get_state())
+            self.capture_seconds = ws.capture_seconds
+        except Exception as e:
+            ws.graph = None  # an optimisation, never a reason to fail: run it eagerly
+            self._warn(f"warning: whole-step CUDA graph capture failed ({e}); stepping eagerly")
+            self.rt.cuda_graph = False
+
+    def _train_epoch_whole(self, epoch: int) -> dict | None:
+        """train_epoch for the whole-step graph: one replay per step, the schedule's
+        learning rate written to the device between replays, no other host work."""
+        ws = self.whole
+        if ws.graph is None and self.rt.cuda_graph:
+            self._capture_whole()  # one-time, before the epoch's clock starts
+        self.model.train()
+        st = self._epoch_state(epoch)
+        step, n = st["step"], st["n"]
+        if step == 0:
+            self._losses.zero_()
+        ws.start_epoch(st["order"], step, st["loss_sum"], st["correct"])
+        every = self.cfg.train.checkpoint_every_steps
+        t0 = time.perf_counter() - st["seconds"]
+        for i in range(step + 1, self.steps_per_epoch + 1):
+            loss, _ = ws()
+            self.schedule.step()
+            step = i
+            n += ws.bs
+            for cb in self.callbacks:
+                cb.on_step(self, i, loss)
+            fault("step")
+            stop = self._stop_requested()
+            if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
+                self._check_finite(epoch, i, ws.loss_sum)
+                pos = self._position(
+                    epoch,
+                    i,
+                    st,
+                    ws.loss_sum.clone(),
+                    ws.correct.clone(),
+                    n,
+                    time.perf_counter() - t0,
+                )
+                self.save("last", epoch - 1, self._last_metrics(), pos)
+                if stop:
+                    self._stopped_at(epoch, i)
+                    return None
+        self._check_finite(epoch, step, ws.loss_sum)
+        sums = self._sums(ws.loss_sum, ws.correct, n)  # the epoch's one sync
+        n_all = int(sums[2])
+        seconds = time.perf_counter() - t0
+        return {
+            "epoch": epoch,
+            "train_loss": float(sums[0]) / max(n_all, 1),
+            "train_acc": float(sums[1]) / max(n_all, 1),
             "seconds": seconds,
             "images_per_s": n_all / seconds,
             "lr": st["lr"],
