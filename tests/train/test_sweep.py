@@ -68,3 +68,26 @@ def test_space_errors(tmp_path):
     from cnnlab.train.sweep import load_space
 
     assert load_space(p) == SPACE
+
+
+def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path):
+    from cnnlab.train import build_config
+    from cnnlab.train.sweep import baseline_params
+
+    base = build_config(None, None, FAST)
+    params = baseline_params(base, SPACE)
+    # the recipe's values (lenet5's builder default activation included) lie in the space
+    assert params == {"optim.lr": base.optim.lr, "model.activation": "tanh"}
+    # a value outside the space: no baseline trial (TPE must not see an impossible value)
+    assert baseline_params(base, dict(SPACE, **{"optim.lr": {"type": "float", "low": 0.5,
+                                                             "high": 0.9}})) is None  # fmt: skip
+    res = run_sweep(None, SPACE, 2, study="b", runs_dir=str(tmp_path), overrides=FAST)
+    first = res["trials"][0]
+    assert first["baseline"] and first["optim.lr"] == pytest.approx(base.optim.lr)
+    assert not any(r["baseline"] for r in res["trials"][1:])
+    if res["best"]["trial"] == 0:
+        assert "the recipe's own values" in (tmp_path / "b" / "best.yaml").read_text()
+    # --no-baseline
+    res = run_sweep(None, SPACE, 1, study="c", runs_dir=str(tmp_path), overrides=FAST,
+                    baseline=False)  # fmt: skip
+    assert not res["trials"][0]["baseline"]

@@ -50,6 +50,15 @@ def register(sub) -> None:
         help="fixed overrides for every trial, e.g. --set train.epochs=2",
     )
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument(
+        "--prune-after",
+        type=int,
+        help="epochs a trial runs before the median pruner may stop it (default: a third of "
+        "the trial's epochs: a one-cycle schedule's early epochs rank configs poorly)",
+    )
+    p.add_argument(
+        "--no-baseline", action="store_true", help="do not try the recipe's own values first"
+    )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
     p.set_defaults(func=run)
@@ -72,11 +81,13 @@ def run(args) -> int:
         seed=args.seed,
         timeout=args.timeout,
         quiet=not args.verbose,
+        prune_after=args.prune_after,
+        baseline=not args.no_baseline,
     )
     rows = res["trials"]
     params = sorted(
         {k for r in rows for k in r}
-        - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds"}
+        - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds", "baseline"}
     )
 
     short = [k.split(".")[-1] for k in params]  # section dropped where unambiguous
@@ -88,7 +99,7 @@ def run(args) -> int:
         [
             [
                 r["trial"],
-                r["state"],
+                r["state"] + (" (recipe)" if r.get("baseline") else ""),
                 f(r["val_acc"]),
                 f(r["test_acc"]),
                 r["epochs"],

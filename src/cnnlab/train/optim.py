@@ -18,7 +18,10 @@ SCHEDULES: Registry = Registry("lr schedule")
 
 
 def _fast(device: torch.device) -> dict:
-    # Fused kernels on CUDA; multi-tensor (foreach) elsewhere.
+    # Fused kernels on CUDA; multi-tensor (foreach) elsewhere. The CPU's fused Adam is
+    # faster (LeNet-5: 176 µs against 495 µs per step here) but its result depends on where
+    # the tensors lie in memory (vector body vs scalar tail), so a run resumed from a
+    # checkpoint no longer matches the uninterrupted one bit for bit: not used.
     return {"fused": True} if device.type == "cuda" else {"foreach": True}
 
 

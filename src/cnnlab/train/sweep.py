@@ -186,6 +186,7 @@ def run_sweep(
     quiet: bool = True,
     objective_hook=None,
     baseline: bool = True,
+    prune_after: int | None = None,
 ) -> dict:
     """Run (or resume) a study until ``trials`` trials have finished; returns a summary."""
     import optuna
@@ -205,6 +206,9 @@ def run_sweep(
     study_dir = Path(runs_dir) / name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     stor = storage_for(storage, study_dir)
+    if prune_after is None:  # early epochs of a one-cycle schedule rank configs poorly
+        prune_after = max(1, base.train.epochs // 3)
+    warmup = max(0, int(prune_after))
     try:
         existing = len(optuna.load_study(study_name=name, storage=stor).trials)
     except KeyError:
@@ -216,7 +220,7 @@ def run_sweep(
         # offset by the trials already in the study: a second process (or a resumed sweep)
         # must not replay the first one's random start-up trials
         sampler=optuna.samplers.TPESampler(seed=seed + existing),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
         load_if_exists=True,
     )
 
@@ -276,6 +280,7 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
             {
                 "trial": t.number,
                 "state": t.state.name,
+                "baseline": bool(t.user_attrs.get("baseline")),  # the recipe's own values
                 "val_acc": t.value,
                 "test_acc": t.user_attrs.get("test_acc"),
                 "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
@@ -304,7 +309,13 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
         cfg.run.runs_dir = "runs"
         d = cfg.to_dict()
         header = (
-            f"# best of study {st.study_name!r}: trial {best.number}, val acc {best.value:.4f}\n"
+            f"# best of study {st.study_name!r}: trial {best.number}, val acc {best.value:.4f}"
+            + (
+                " (the recipe's own values: nothing beat it)"
+                if best.user_attrs.get("baseline")
+                else ""
+            )
+            + "\n"
             f"# params: {best.params}\n"
         )
         from .checkpoint import atomic_write_text

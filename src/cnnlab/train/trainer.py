@@ -53,7 +53,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from .device import make_runtime, pool_before_activation
+from .device import make_runtime, pool_before_activation, settle_precision
 from .losses import build_loss
 from .optim import Schedule, build_optimizer
 
@@ -218,6 +218,7 @@ class Trainer:
         )
         self.model_args = self.model.cnnlab_args
         pool_before_activation(self.model)  # exact; the activation then sees 4× fewer values
+        settle_precision(self.rt, t, self.model)
         self.model.to(dev)
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
