@@ -520,6 +520,9 @@ def run_bench(
             data_dir = str(tmp / "data")
             epochs = min(epochs, 2)
             batch_sizes, fractions = (64, 128), (0.5, 1.0)
+            # 512 tiny images: the recipe's batch would be one step per epoch
+            if not any(str(o).startswith("train.batch_size=") for o in overrides or []):
+                overrides = list(overrides or []) + ["train.batch_size=128"]
         else:
             idx_dir = locate_fashion(data_dir)
             data_dir = str(idx_dir.parent) if data_dir is None else data_dir

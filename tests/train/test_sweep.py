@@ -91,3 +91,37 @@ def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path):
     res = run_sweep(None, SPACE, 1, study="c", runs_dir=str(tmp_path), overrides=FAST,
                     baseline=False)  # fmt: skip
     assert not res["trials"][0]["baseline"]
+
+
+def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
+    import os
+    import signal
+    import sys
+
+    import cnnlab.train  # noqa: F401  (the package; the name cnnlab.train is its function)
+    from cnnlab.errors import CnnlabError
+    from cnnlab.train.callbacks import Callback
+
+    class TermAtStep2(Callback):
+        def on_step(self, trainer, step, loss):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    tr = sys.modules["cnnlab.train"]
+    real = tr.train
+    n = {"calls": 0}
+
+    def train(cfg, **kw):
+        n["calls"] += 1
+        if n["calls"] == 2:  # the second trial is interrupted
+            kw["callbacks"] = list(kw.get("callbacks") or []) + [TermAtStep2()]
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(tr, "train", train)
+    with pytest.raises(CnnlabError, match="sweep stopped by a signal during trial 1"):
+        run_sweep(None, SPACE, 4, study="i", runs_dir=str(tmp_path), overrides=FAST)
+    assert n["calls"] == 2  # no trial started after the signal
+    monkeypatch.setattr(tr, "train", real)
+    res = run_sweep(None, SPACE, 3, study="i", runs_dir=str(tmp_path), overrides=FAST)
+    states = [r["state"] for r in res["trials"]]
+    assert states[1] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 3

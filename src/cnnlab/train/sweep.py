@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from ..config import Config, set_value, validate
-from ..errors import ConfigError
+from ..errors import CnnlabError, ConfigError
 from .callbacks import Callback
 
 TYPES = ("float", "int", "categorical")
@@ -123,6 +123,10 @@ def baseline_params(base: Config, space: dict[str, dict]) -> dict | None:
             v = int(v) if s["type"] == "int" else x
         out[key] = v
     return out
+
+
+class SweepInterrupted(Exception):
+    """A trial's training was stopped by a signal: the whole sweep stops."""
 
 
 class OptunaPruning(Callback):
@@ -241,6 +245,8 @@ def run_sweep(
         if objective_hook is not None:
             objective_hook(trial, cfg)
         res = train(cfg, quiet=quiet, callbacks=[OptunaPruning(trial)])
+        if res.interrupted:  # Ctrl-C / SIGTERM stops the sweep, not just this trial
+            raise SweepInterrupted(trial.number)
         best = max(m["val_acc"] for m in res.history)
         trial.set_user_attr("test_acc", res.history[-1]["test_acc"])
         trial.set_user_attr("epochs", len(res.history))
@@ -252,14 +258,20 @@ def run_sweep(
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     finished = len(st.get_trials(deepcopy=False, states=done))
     if finished < trials:
-        st.optimize(
-            objective,
-            n_trials=trials - finished,
-            timeout=timeout,
-            callbacks=[MaxTrialsCallback(trials, states=done)],
-            catch=(ConfigError,),  # a sampled config that cannot be built fails that trial only
-            gc_after_trial=True,
-        )
+        try:
+            st.optimize(
+                objective,
+                n_trials=trials - finished,
+                timeout=timeout,
+                callbacks=[MaxTrialsCallback(trials, states=done)],
+                catch=(ConfigError,),  # a config that cannot be built fails that trial only
+                gc_after_trial=True,
+            )
+        except SweepInterrupted as e:  # the trial is marked failed; the study stays resumable
+            raise CnnlabError(
+                f"sweep stopped by a signal during trial {e.args[0]}; run the same command "
+                "to resume it (finished trials are kept)"
+            ) from None
     # best.yaml = the recipe + the best parameters: the sweep's per-trial budget (--set
     # overrides such as train_limit/epochs) and its validation split stay out of it
     keep = [o for o in overrides or [] if o.split("=", 1)[0] in ("data.data_dir", "data.name")]
