@@ -498,7 +498,7 @@ def machine() -> dict:
 
 def run_bench(
     data_dir=None,
-    epochs: int = 5,
+    epochs: int = 15,
     device: str = "auto",
     threads: int = 0,
     overrides=None,
