@@ -125,3 +125,42 @@ def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
     res = run_sweep(None, SPACE, 3, study="i", runs_dir=str(tmp_path), overrides=FAST)
     states = [r["state"] for r in res["trials"]]
     assert states[1] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 3
+
+
+def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import cnnlab.train  # noqa: F401
+
+    space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 3e-4, "log": True}}  # no baseline
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"train": {"epochs": 2}}))
+    over = FAST  # the trials' budget: 1 epoch
+    res = run_sweep(str(recipe), space, 2, study="cf", runs_dir=str(tmp_path), overrides=over,
+                    confirm=2)  # fmt: skip
+    c = res["confirm"]
+    d = tmp_path / "cf"
+    assert json.loads((d / "confirm.json").read_text()) == c
+    best = f"trial-{res['best']['trial']}"
+    assert set(c["configs"]) == {"recipe", best} and c["seeds"] == 2
+    # the full budget: the recipe's 2 epochs on every image, not the trials' 1 epoch
+    assert c["epochs"] == 2
+    for name in ("recipe", best):
+        r = c["configs"][name]
+        assert len(r["test_acc"]) == 2 and r["min"] <= r["mean"] <= r["max"]
+        for seed in (0, 1):
+            run = d / "confirm" / f"{name}-seed{seed}"
+            cfg = yaml.safe_load((run / "config.yaml").read_text())
+            assert cfg["train"]["seed"] == seed and cfg["train"]["epochs"] == 2
+            assert cfg["data"]["val_fraction"] == 0.0
+            assert cfg["data"]["name"] == "synthetic"  # every other --set is kept
+    lr = yaml.safe_load((d / "confirm" / f"{best}-seed0" / "config.yaml").read_text())
+    assert lr["optim"]["lr"] == pytest.approx(res["best"]["params"]["optim.lr"])
+    assert c["verdict"]
+    # again: every confirming run is reused, none retrained
+    tr = sys.modules["cnnlab.train"]
+    monkeypatch.setattr(tr, "train", lambda *a, **k: pytest.fail("retrained"))
+    again = run_sweep(str(recipe), space, 2, study="cf", runs_dir=str(tmp_path), overrides=over,
+                      confirm=2)  # fmt: skip
+    assert again["confirm"] == c

@@ -59,6 +59,15 @@ def register(sub) -> None:
     p.add_argument(
         "--no-baseline", action="store_true", help="do not try the recipe's own values first"
     )
+    p.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        metavar="SEEDS",
+        help="after the search, full-budget runs of the recipe and the best config with "
+        "SEEDS seeds each: does the pick beat the recipe beyond the spread between seeds? "
+        "(writes confirm.json)",
+    )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
     p.set_defaults(func=run)
@@ -83,6 +92,7 @@ def run(args) -> int:
         quiet=not args.verbose,
         prune_after=args.prune_after,
         baseline=not args.no_baseline,
+        confirm=args.confirm,
     )
     rows = res["trials"]
     params = sorted(
@@ -126,4 +136,11 @@ def run(args) -> int:
     for p in res["plots"]:
         print(f"wrote {p}")
     print(f"trials table: {res['dir']}/trials.csv")
+    c = res.get("confirm")
+    if c:
+        print(f"full runs ({c['epochs']} epochs, seeds 0–{c['seeds'] - 1}), test accuracy:")
+        for name, r in c["configs"].items():
+            accs = ", ".join(f"{a:.4f}" for a in r["test_acc"])
+            print(f"  {name:<10} mean {r['mean']:.4f}  ({accs})")
+        print(f"verdict: {c['verdict']}  ({res['dir']}/confirm.json)")
     return 0

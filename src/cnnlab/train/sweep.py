@@ -191,6 +191,7 @@ def run_sweep(
     objective_hook=None,
     baseline: bool = True,
     prune_after: int | None = None,
+    confirm: int = 0,
 ) -> dict:
     """Run (or resume) a study until ``trials`` trials have finished; returns a summary."""
     import optuna
@@ -275,7 +276,91 @@ def run_sweep(
     # best.yaml = the recipe + the best parameters: the sweep's per-trial budget (--set
     # overrides such as train_limit/epochs) and its validation split stay out of it
     keep = [o for o in overrides or [] if o.split("=", 1)[0] in ("data.data_dir", "data.name")]
-    return summarize(st, build_config(None, recipe, keep), study_dir)
+    out = summarize(st, build_config(None, recipe, keep), study_dir)
+    if confirm > 0 and out["best"] is not None:
+        # every --set but the trials' budget: the confirming runs are full runs
+        rest = [o for o in overrides or [] if o.split("=", 1)[0] not in BUDGET_KEYS]
+        try:
+            out["confirm"] = confirm_best(st, build_config(None, recipe, rest),
+                                          study_dir, confirm, quiet)  # fmt: skip
+        except SweepInterrupted as e:
+            raise CnnlabError(
+                f"{e.args[0]} stopped by a signal; run the same command to resume (the "
+                "finished trials and confirming runs are kept)"
+            ) from None
+    return out
+
+
+# a trial's budget, set with --set: the confirming full runs drop these (and only these)
+BUDGET_KEYS = (
+    "train.epochs",
+    "data.train_limit",
+    "data.val_fraction",
+    "train.steps_per_epoch",
+    "train.early_stop",
+)
+
+
+def confirm_best(st, base: Config, study_dir: Path, seeds: int, quiet: bool = True) -> dict:
+    """Full-budget runs (the recipe's epochs, all training images, no validation split) of
+    the recipe and of the best trial's config, ``seeds`` seeds each: whether the sweep's
+    pick beats the recipe by more than the spread between seeds. Finished runs are
+    reused, so an interrupted confirmation resumes. Writes ``confirm.json``."""
+    import json
+    import statistics
+
+    from ..runs import read_metrics
+    from . import train
+    from .checkpoint import atomic_write_text
+
+    best = st.best_trial
+    configs = {"recipe": base}
+    if not best.user_attrs.get("baseline"):
+        cfg = base.copy()
+        for k, v in best.params.items():
+            set_value(cfg, k, v)
+        configs[f"trial-{best.number}"] = cfg
+    res: dict = {"seeds": seeds, "epochs": base.train.epochs, "configs": {}}
+    for name, cfg0 in configs.items():
+        accs = []
+        for seed in range(seeds):
+            cfg = cfg0.copy()
+            cfg.train.seed = seed
+            cfg.run.runs_dir = str(study_dir / "confirm")
+            cfg.run.name = f"{name}-seed{seed}"
+            cfg.train.report = False
+            d = Path(cfg.run.runs_dir) / cfg.run.name
+            done = read_metrics(d) if (d / "metrics.jsonl").is_file() else []
+            if len(done) < cfg.train.epochs:
+                if d.exists():  # an interrupted confirming run: start it again
+                    import shutil
+
+                    shutil.rmtree(d)
+                r = train(cfg, quiet=quiet)
+                if r.interrupted:
+                    raise SweepInterrupted(f"confirm {cfg.run.name}")
+                done = r.history
+            accs.append(done[-1]["test_acc"])
+        res["configs"][name] = {
+            "test_acc": accs,
+            "mean": statistics.fmean(accs),
+            "min": min(accs),
+            "max": max(accs),
+        }
+    names = list(res["configs"])
+    if len(names) == 1:
+        res["verdict"] = "the best trial is the recipe itself"
+    else:
+        r, b = res["configs"]["recipe"], res["configs"][names[1]]
+        res["difference"] = b["mean"] - r["mean"]
+        if b["min"] > r["max"]:
+            res["verdict"] = f"{names[1]} beats the recipe on every seed"
+        elif b["max"] < r["min"]:
+            res["verdict"] = f"{names[1]} is worse than the recipe on every seed"
+        else:
+            res["verdict"] = f"{names[1]} and the recipe overlap across seeds: no clear winner"
+    atomic_write_text(study_dir / "confirm.json", json.dumps(res, indent=1))
+    return res
 
 
 def summarize(st, base: Config, study_dir: Path) -> dict:
