@@ -30,19 +30,14 @@ PLAIN = ["model.name=lenet5", "model.activation=tanh", "model.batch_norm=none"]
 
 def memory(dev) -> dict:
     """RSS now (MB) and, on CUDA, allocated and peak-allocated device memory (MB)."""
-    import os
-
     import torch
 
-    pages = (
-        int(Path("/proc/self/statm").read_text().split()[1])
-        if os.path.exists("/proc/self/statm")
-        else 0
-    )
-    out = {"rss_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20}
+    from cnnlab.bench import current_rss_mb, gpu_peak_mb
+
+    out = {"rss_mb": current_rss_mb()}
     if dev.type == "cuda":
         out["gpu_mb"] = torch.cuda.memory_allocated(dev) / 2**20
-        out["gpu_peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+        out["gpu_peak_mb"] = gpu_peak_mb(dev)
     return out
 
 
@@ -85,7 +80,7 @@ def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
         "lr": lr,
         "describe": tr.describe(),
         "setup_seconds": setup,
-        "capture_seconds": getattr(tr, "capture_seconds", 0.0),
+        "capture_seconds": tr.capture_seconds,
         "median_s_per_epoch": statistics.median(r["seconds"] for r in rows),
         "final_acc": rows[-1]["test_acc"],
         # growth after the first epoch (allocator warm-up) to the last

@@ -177,7 +177,7 @@ def cnnlab_loop(spec: dict):
         yield {
             "epoch": epoch,
             # one-time CUDA-graph capture (before epoch 1's clock starts), reported apart
-            "capture_seconds": getattr(tr, "capture_seconds", 0.0) if epoch == 1 else 0.0,
+            "capture_seconds": tr.capture_seconds if epoch == 1 else 0.0,
             "seconds": m["seconds"],
             "cpu_seconds": cpu,
             "images": round(m["images_per_s"] * m["seconds"]),

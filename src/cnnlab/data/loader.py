@@ -91,14 +91,7 @@ class ResidentLoader:
                 x, size=(self.resize, self.resize), mode="bilinear", align_corners=False
             )
         if train and self.augment:
-            x = aug.apply(
-                x,
-                self.augment,
-                self.pad,
-                self.generator
-                if self.generator is not None and self.generator.device == x.device
-                else None,
-            )
+            x = aug.apply(x, self.augment, self.pad, self._gen(x))
         return x
 
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:

@@ -133,7 +133,6 @@ class WholeStep:
         self._tensor_lr()  # here, after any resume has loaded the optimiser's groups
         model, opt, gen = self.model, self.opt, self.generator
         saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        fresh_state = not opt.state  # no step taken yet: restore to "no state" (zeros)
         saved_opt = {
             id(p): {k: v.detach().clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
             for p, s in opt.state.items()
@@ -155,9 +154,10 @@ class WholeStep:
                     old = saved_opt.get(id(p), {})
                     for k, v in st.items():
                         if isinstance(v, torch.Tensor):
-                            # fresh: Adam's moments/step and SGD's momentum start at zero
-                            # (the same first update as a buffer made from the first gradient)
-                            if k in old and not fresh_state:
+                            # state the warm-up created: Adam's moments/step and SGD's
+                            # momentum start at zero (the same first update as a buffer made
+                            # from the first gradient)
+                            if k in old:
                                 v.copy_(old[k])
                             else:
                                 v.zero_()

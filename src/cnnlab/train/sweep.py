@@ -26,8 +26,11 @@ Outputs in ``<runs>/<study>/``: ``trials.csv``, ``best.yaml`` (a recipe), ``hist
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import shutil
+import statistics
 from pathlib import Path
 
 import yaml
@@ -306,9 +309,6 @@ def confirm_best(st, base: Config, study_dir: Path, seeds: int, quiet: bool = Tr
     the recipe and of the best trial's config, ``seeds`` seeds each: whether the sweep's
     pick beats the recipe by more than the spread between seeds. Finished runs are
     reused, so an interrupted confirmation resumes. Writes ``confirm.json``."""
-    import json
-    import statistics
-
     from ..runs import read_metrics
     from . import train
     from .checkpoint import atomic_write_text
@@ -333,8 +333,6 @@ def confirm_best(st, base: Config, study_dir: Path, seeds: int, quiet: bool = Tr
             done = read_metrics(d) if (d / "metrics.jsonl").is_file() else []
             if len(done) < cfg.train.epochs:
                 if d.exists():  # an interrupted confirming run: start it again
-                    import shutil
-
                     shutil.rmtree(d)
                 r = train(cfg, quiet=quiet)
                 if r.interrupted:

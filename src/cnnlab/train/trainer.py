@@ -110,6 +110,8 @@ class Trainer:
         self.interrupted = False
         self._signal: int | None = None
         self._pending: dict | None = None  # a mid-epoch position restored by _resume
+        self.whole: graph.WholeStep | None = None  # the whole-step graph, when it runs
+        self.capture_seconds = 0.0  # its one-time capture (not in any epoch's time)
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -270,7 +272,6 @@ class Trainer:
 
         # the whole step in one CUDA graph where it can be (train/graph.py); on CPU
         # cuda_graph=step runs the same device-state step eagerly
-        self.whole = None
         mode = self.cfg.train.cuda_graph.lower()
         if (rt.cuda_graph and mode in ("auto", "true", "step")) or mode == "step":
             why = graph.unsupported_reason(self)
@@ -331,7 +332,7 @@ class Trainer:
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
             f"[{_n_images(self.train_loader):,} train / {_n_images(self.test_loader):,} test] — "
             f"{self.rt.describe()}{par}"
-        ) + (" (whole step)" if self.rt.cuda_graph and getattr(self, "whole", None) else "")
+        ) + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
 
     # -- NaN/inf --------------------------------------------------------------------------
 
@@ -615,12 +616,11 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict | None:
         """One epoch (or its rest, after a mid-epoch resume). Returns the epoch's metrics,
         or None when a signal stopped it (a checkpoint of the position is then written)."""
-        if getattr(self, "whole", None) is not None:
+        if self.whole is not None:
             return self._train_epoch_whole(epoch)
         self.model.train()
         st = self._epoch_state(epoch)
         loss_sum, correct, n = st["loss_sum"], st["correct"], st["n"]
-        every = self.cfg.train.checkpoint_every_steps
         skip_policy = self.cfg.train.nan_policy == "skip"
         step = st["step"]
         if step == 0:
@@ -649,34 +649,45 @@ class Trainer:
                 loss_sum += loss * len(y)
                 correct += corr
                 n += len(y)
-            for cb in self.callbacks:
-                cb.on_step(self, i, loss)
-            fault("step")
-            stop = self._stop_requested()
-            if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
-                self._check_finite(epoch, i, loss_sum)
-                pos = self._position(epoch, i, st, loss_sum, correct, n, time.perf_counter() - t0)
-                self.save("last", epoch - 1, self._last_metrics(), pos)
-                if stop:
-                    self._stopped_at(epoch, i)
-                    return None
+            if self._step_end(epoch, i, st, loss, loss_sum, correct, n, t0):
+                return None
+        return self._epoch_end(epoch, step, st, loss_sum, correct, n, t0)
+
+    def _step_end(self, epoch, i, st, loss, loss_sum, correct, n, t0) -> bool:
+        """After step ``i``: callbacks, then a position checkpoint when one is due or a
+        signal asked to stop. True when the epoch must stop here."""
+        for cb in self.callbacks:
+            cb.on_step(self, i, loss)
+        fault("step")
+        stop = self._stop_requested()
+        every = self.cfg.train.checkpoint_every_steps
+        if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
+            self._check_finite(epoch, i, loss_sum)
+            pos = self._position(epoch, i, st, loss_sum, correct, n, time.perf_counter() - t0)
+            self.save("last", epoch - 1, self._last_metrics(), pos)
+            if stop:
+                self._stopped_at(epoch, i)
+        return stop
+
+    def _epoch_end(self, epoch, step, st, loss_sum, correct, n, t0) -> dict:
+        """The epoch's metrics from its device sums (the epoch's one sync)."""
         self._check_finite(epoch, step, loss_sum)
-        sums = self._sums(loss_sum, correct, n)  # the epoch's one sync
+        sums = self._sums(loss_sum, correct, n)
         n_all = int(sums[2])
-        train_loss, train_acc = float(sums[0]) / max(n_all, 1), float(sums[1]) / max(n_all, 1)
         seconds = time.perf_counter() - t0
         return {
             "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
+            "train_loss": float(sums[0]) / max(n_all, 1),
+            "train_acc": float(sums[1]) / max(n_all, 1),
             "seconds": seconds,
             "images_per_s": n_all / seconds,
             "lr": st["lr"],
         }
 
     def _capture_whole(self) -> None:
+        """Capture the whole-step graph once (CUDA only); on failure, step eagerly."""
         ws = self.whole
-        if ws.graph is not None or self.rt.device.type != "cuda":
+        if ws.graph is not None or not self.rt.cuda_graph:
             return
         try:
             ws.capture()
@@ -692,52 +703,22 @@ class Trainer:
         """train_epoch for the whole-step graph: one replay per step, the schedule's
         learning rate written to the device between replays, no other host work."""
         ws = self.whole
-        if ws.graph is None and self.rt.cuda_graph:
-            self._capture_whole()  # one-time, before the epoch's clock starts
+        self._capture_whole()  # one-time, before the epoch's clock starts
         self.model.train()
         st = self._epoch_state(epoch)
         step, n = st["step"], st["n"]
         if step == 0:
             self._losses.zero_()
         ws.start_epoch(st["order"], step, st["loss_sum"], st["correct"])
-        every = self.cfg.train.checkpoint_every_steps
         t0 = time.perf_counter() - st["seconds"]
         for i in range(step + 1, self.steps_per_epoch + 1):
             loss, _ = ws()
             self.schedule.step()
             step = i
             n += ws.bs
-            for cb in self.callbacks:
-                cb.on_step(self, i, loss)
-            fault("step")
-            stop = self._stop_requested()
-            if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
-                self._check_finite(epoch, i, ws.loss_sum)
-                pos = self._position(
-                    epoch,
-                    i,
-                    st,
-                    ws.loss_sum.clone(),
-                    ws.correct.clone(),
-                    n,
-                    time.perf_counter() - t0,
-                )
-                self.save("last", epoch - 1, self._last_metrics(), pos)
-                if stop:
-                    self._stopped_at(epoch, i)
-                    return None
-        self._check_finite(epoch, step, ws.loss_sum)
-        sums = self._sums(ws.loss_sum, ws.correct, n)  # the epoch's one sync
-        n_all = int(sums[2])
-        seconds = time.perf_counter() - t0
-        return {
-            "epoch": epoch,
-            "train_loss": float(sums[0]) / max(n_all, 1),
-            "train_acc": float(sums[1]) / max(n_all, 1),
-            "seconds": seconds,
-            "images_per_s": n_all / seconds,
-            "lr": st["lr"],
-        }
+            if self._step_end(epoch, i, st, loss, ws.loss_sum, ws.correct, n, t0):
+                return None
+        return self._epoch_end(epoch, step, st, ws.loss_sum, ws.correct, n, t0)
 
     def _last_metrics(self) -> dict:
         return self.history[-1] if self.history else {}
