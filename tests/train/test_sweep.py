@@ -56,6 +56,11 @@ def test_sweep_resumes_after_interruption(tmp_path):
     assert len(res2["trials"]) == len(res["trials"])
 
 
+def test_negative_confirm_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="--confirm needs a number of seeds"):
+        run_sweep(None, SPACE, 1, study="n", runs_dir=str(tmp_path), overrides=FAST, confirm=-1)
+
+
 def test_space_errors(tmp_path):
     with pytest.raises(ConfigError, match="type"):
         check_space({"optim.lr": {"low": 1, "high": 2}})

@@ -205,6 +205,8 @@ def run_sweep(
 
     if trials < 1:
         raise ConfigError("--trials must be ≥ 1")
+    if confirm < 0:
+        raise ConfigError("--confirm needs a number of seeds ≥ 1 (or 0 for no confirmation)")
     space = space if isinstance(space, dict) else load_space(space)
     space = check_space(space)
     base = validate(build_config(None, recipe, overrides))
