@@ -217,3 +217,15 @@ def test_unwritable_runs_dir_is_one_line_exit_2(tmp_path):
     rc = main(["train", *sum((["--set", o] for o in FAST), []), "--epochs", "1", "--quiet",
                "--runs-dir", str(blocker / "runs")])  # fmt: skip
     assert rc == 2
+
+
+def test_resume_removes_temp_files_of_a_killed_checkpoint_write(tmp_path):
+    first = run(tmp_path, epochs=1, name="t")
+    ck = first.run_dir / "checkpoints"
+    # ours (.<name>.XXXX.tmp) and the one safetensors' save_file writes through (.tmpXXXXXX)
+    junk = [ck / ".last.safetensors.ab12.tmp", ck / ".tmp4WsXVs"]
+    for j in junk:
+        j.write_bytes(b"partial")
+    res = run(tmp_path, epochs=2, resume=first.run_dir)
+    assert [m["epoch"] for m in res.history][-1] == 2
+    assert not any(j.exists() for j in junk)

@@ -438,7 +438,9 @@ class Trainer:
     def _load_for_resume(self):
         ck_dir = self.run_dir / "checkpoints"
         last, prev = ck_dir / "last.safetensors", ck_dir / "prev.safetensors"
-        for junk in ck_dir.glob(".*.tmp"):  # temp files of a write that was killed
+        # temp files of a write that was killed: ours (.<name>.XXXX.tmp) and the one
+        # safetensors' save_file writes through (.tmpXXXXXX, Rust's tempfile crate)
+        for junk in [*ck_dir.glob(".*.tmp"), *ck_dir.glob(".tmp*")]:
             junk.unlink(missing_ok=True)
         (ck_dir / ".prev.safetensors.link").unlink(missing_ok=True)
         try:
