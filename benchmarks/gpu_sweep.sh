@@ -3,12 +3,7 @@
 # best config's full run and the default recipe's full run, same machine (to $OUT).
 # Optuna and its needs travel as wheels in .whl/ (see the device notes in BENCHMARKS.md).
 set -u
-OUT=${OUT:-gpu-out}; mkdir -p "$OUT"; DATA=${DATA:-.gpu/data}; PY=${PY:-python3}
-if [ -d .whl ] && ! $PY -c "import optuna" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu_env.sh"
 R=${RUNS:-/tmp/sweep-runs}; rm -rf "$R"
 $PY -m cnnlab sweep --recipe recipes/lenet5-fashion-mnist.yaml --space recipes/space-lenet5-bn.yaml \
   --trials ${TRIALS:-30} --data-dir "$DATA" --runs-dir "$R" --study lenet5-fm \

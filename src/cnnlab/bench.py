@@ -394,6 +394,37 @@ def scaling(spec: dict, batch_sizes, fractions, n_train: int, log=print) -> dict
 # -- AlexNet throughput -----------------------------------------------------------------
 
 
+def graphed(fn, dev: torch.device, warmup: int = 3):
+    """``fn`` captured in one CUDA graph (after ``warmup`` eager calls on a side stream), as
+    a replay function; on the CPU ``fn`` itself. ``fn`` must use static inputs only."""
+    if dev.type != "cuda":
+        return fn
+    side = torch.cuda.Stream(dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(dev).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
+
+
+def _images_per_s(fn, dev: torch.device, batch: int, steps: int, rounds: int) -> float:
+    """Median over ``rounds`` timings of ``steps`` calls (after one warm-up call)."""
+    fn()
+    _sync(dev)
+    rates = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        _sync(dev)
+        rates.append(batch * steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
 def alexnet_throughput(
     device: str,
     batch: int,
@@ -402,8 +433,14 @@ def alexnet_throughput(
     names=ALEXNETS,
     log=print,
     threads: int = 0,
+    rounds: int = 3,
 ) -> dict:
-    """Training and inference images/s on synthetic batches, same precision for all."""
+    """Training and inference images/s on synthetic batches, same precision for all.
+
+    Every model runs the same eager loop (architecture against architecture). On CUDA,
+    cnnlab's models also run as cnnlab's trainer runs them: the whole step (forward,
+    backward, fused optimiser) and the inference forward each replayed from one CUDA graph
+    (``graph_*`` keys), against torchvision's model in the eager loop."""
     import torchvision
 
     from .config import TrainConfig
@@ -412,13 +449,21 @@ def alexnet_throughput(
 
     rt = make_runtime(TrainConfig(device=device, threads=threads))
     dev = rt.device
-    out = {"device": rt.describe(), "batch": batch, "size": size, "models": {}}
+    out = {
+        "device": rt.describe(),
+        "batch": batch,
+        "size": size,
+        "steps": steps,
+        "rounds": rounds,
+        "models": {},
+    }
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.randint(0, 1000, (batch,), device=dev)
     if rt.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     for name in names:
-        if name.startswith("torchvision."):
+        reference = name.startswith("torchvision.")
+        if reference:
             model = torchvision.models.alexnet(num_classes=1000)
         elif name not in MODELS.names():
             out["models"][name] = {"skipped": f"model {name!r} is not registered in this build"}
@@ -437,37 +482,52 @@ def alexnet_throughput(
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, **_opt_kw(dev))
 
         def train_step(model=model, opt=opt):
+            # grads set to None inside a capture: backward allocates them in the graph's
+            # pool, so each replay overwrites them rather than adding to them
+            opt.zero_grad(set_to_none=True)
             with rt.autocast():
                 loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         def infer_step(model=model):
             with torch.inference_mode(), rt.autocast():
-                model(x)
+                return model(x)
 
         r = {}
-        for label, fn in (("train", train_step), ("infer", infer_step)):
-            model.train(label == "train")
-            fn()  # warm-up (kernel selection, allocator)
-            _sync(dev)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            _sync(dev)
-            r[f"{label}_images_per_s"] = batch * steps / (time.perf_counter() - t0)
+        variants = [("", train_step, infer_step)]
+        if dev.type == "cuda" and not reference:
+            variants.append(("graph_", None, None))
+        for prefix, train_fn, infer_fn in variants:
+            if prefix:  # captured after the eager timings: warm kernels, same weights
+                model.train(True)
+                train_fn = graphed(train_step, dev)
+                model.train(False)
+                infer_fn = graphed(infer_step, dev)
+            for label, fn in (("train", train_fn), ("infer", infer_fn)):
+                model.train(label == "train")
+                r[f"{prefix}{label}_images_per_s"] = _images_per_s(fn, dev, batch, steps, rounds)
         out["models"][name] = r
         log(
             f"  {name}: train {r['train_images_per_s']:,.1f} img/s, "
             f"infer {r['infer_images_per_s']:,.1f} img/s"
+            + (
+                f"; CUDA graph: train {r['graph_train_images_per_s']:,.1f}, "
+                f"infer {r['graph_infer_images_per_s']:,.1f}"
+                if "graph_train_images_per_s" in r
+                else ""
+            )
         )
         del model, opt
     tv = out["models"].get("torchvision.models.alexnet", {})
     for name, r in out["models"].items():
         if "train_images_per_s" in r and tv and name != "torchvision.models.alexnet":
-            r["train_vs_torchvision"] = r["train_images_per_s"] / tv["train_images_per_s"]
-            r["infer_vs_torchvision"] = r["infer_images_per_s"] / tv["infer_images_per_s"]
+            for prefix in ("", "graph_"):
+                if f"{prefix}train_images_per_s" in r:
+                    for label in ("train", "infer"):
+                        r[f"{prefix}{label}_vs_torchvision"] = (
+                            r[f"{prefix}{label}_images_per_s"] / tv[f"{label}_images_per_s"]
+                        )
     return out
 
 
@@ -558,7 +618,7 @@ def run_bench(
         dev = device if device != "auto" else _auto_device()
         cuda = dev.startswith("cuda")
         batch = alexnet_batch or (2 if quick else 256 if cuda else 16)
-        steps = alexnet_steps or (1 if quick else 20 if cuda else 3)
+        steps = alexnet_steps or (1 if quick else 30 if cuda else 3)
         size = 64 if quick else 224  # quick: a smoke test of the code path, not a figure
         log(f"AlexNet on synthetic {size}×{size} batches of {batch}:")
         result["alexnet"] = alexnet_throughput(dev, batch, steps, size, log=log, threads=threads)

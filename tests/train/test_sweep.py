@@ -1,3 +1,5 @@
+import json
+
 import optuna
 import pytest
 import yaml
@@ -169,3 +171,72 @@ def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypat
     again = run_sweep(str(recipe), space, 2, study="cf", runs_dir=str(tmp_path), overrides=over,
                       confirm=2)  # fmt: skip
     assert again["confirm"] == c
+
+
+def test_confirm_top_picks_trials_above_the_recipe_and_states_the_difference(tmp_path, monkeypatch):
+    """--confirm-top K confirms the K best trials that beat the recipe's own trial on
+    validation; each gets its mean difference to the recipe and that difference's standard
+    error; the verdict follows the best mean."""
+    import sys
+    from types import SimpleNamespace
+
+    import cnnlab.train  # noqa: F401
+    from cnnlab.config import Config
+    from cnnlab.train.sweep import confirm_best
+
+    dist = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    st = optuna.create_study(direction="maximize")
+    for lr, val, baseline in ((1e-3, 0.90, True), (0.5, 0.92, False), (0.2, 0.89, False),
+                              (0.3, 0.91, False)):  # fmt: skip
+        st.add_trial(optuna.trial.create_trial(params={"optim.lr": lr}, distributions=dist,
+                                               value=val, user_attrs={"baseline": baseline}))  # fmt: skip
+    base = Config()
+    base.optim.lr = 1e-3
+    base.train.epochs = 1
+    # full-run test accuracy by config: lr 0.5 always beats the recipe, lr 0.3 overlaps it
+    acc = {1e-3: (0.90, 0.91, 0.92), 0.5: (0.95, 0.96, 0.97), 0.3: (0.905, 0.93, 0.90)}
+    ran = []
+
+    def fake_train(cfg, quiet=True):
+        ran.append((cfg.optim.lr, cfg.train.seed))
+        a = acc[cfg.optim.lr][cfg.train.seed]
+        return SimpleNamespace(history=[{"test_acc": a}], interrupted=False)
+
+    monkeypatch.setattr(sys.modules["cnnlab.train"], "train", fake_train)
+    c = confirm_best(st, base, tmp_path, seeds=3, top=3)
+    assert list(c["configs"]) == ["recipe", "trial-1", "trial-3"]  # trial 2 < the recipe
+    assert 0.2 not in {lr for lr, _ in ran} and len(ran) == 9
+    v1 = c["verdicts"]["trial-1"]
+    assert v1["difference"] == pytest.approx(0.05)
+    assert v1["stderr"] == pytest.approx(((0.01**2 + 0.01**2) / 3) ** 0.5)
+    assert "beats the recipe on every seed" in v1["verdict"]
+    assert "overlap" in c["verdicts"]["trial-3"]["verdict"]
+    assert c["best"] == "trial-1" and c["verdict"] == v1["verdict"]
+    assert json.loads((tmp_path / "confirm.json").read_text()) == c
+
+
+def test_confirm_when_no_trial_beats_the_recipe(tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    import cnnlab.train  # noqa: F401
+    from cnnlab.config import Config
+    from cnnlab.train.sweep import confirm_best
+
+    dist = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    st = optuna.create_study(direction="maximize")
+    st.add_trial(optuna.trial.create_trial(params={"optim.lr": 1e-3}, distributions=dist,
+                                           value=0.9, user_attrs={"baseline": True}))  # fmt: skip
+    st.add_trial(optuna.trial.create_trial(params={"optim.lr": 0.5}, distributions=dist,
+                                           value=0.8, user_attrs={}))  # fmt: skip
+    fake = SimpleNamespace(history=[{"test_acc": 0.9}], interrupted=False)
+    monkeypatch.setattr(sys.modules["cnnlab.train"], "train", lambda cfg, quiet=True: fake)
+    c = confirm_best(st, Config(), tmp_path, seeds=1, top=2)
+    assert list(c["configs"]) == ["recipe"] and "recipe stands" in c["verdict"]
+    assert c["configs"]["recipe"]["std"] == 0.0
+
+
+def test_confirm_top_below_one_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="--confirm-top"):
+        run_sweep(None, SPACE, 1, study="n", runs_dir=str(tmp_path), overrides=FAST, confirm=1,
+                  confirm_top=0)  # fmt: skip

@@ -161,25 +161,30 @@ def run(args) -> int:
         )
     ax = result.get("alexnet")
     if ax:
+        graphs = any("graph_train_images_per_s" in r for r in ax["models"].values())
         rows = []
         for name, r in ax["models"].items():
             if "skipped" in r:
-                rows.append([name, "—", "—", r["skipped"]])
+                rows.append([name, "—", "—"] + ["—", "—"] * graphs + [r["skipped"]])
                 continue
-            vs = r.get("train_vs_torchvision")
-            rows.append(
-                [
-                    name,
-                    f"{r['train_images_per_s']:,.1f}",
-                    f"{r['infer_images_per_s']:,.1f}",
-                    f"train {vs:.2f}×, infer {r['infer_vs_torchvision']:.2f}× torchvision"
-                    if vs
-                    else "reference",
+            row = [name, f"{r['train_images_per_s']:,.1f}", f"{r['infer_images_per_s']:,.1f}"]
+            if graphs:
+                row += [
+                    bench._fmt(r.get("graph_train_images_per_s"), "{:,.1f}"),
+                    bench._fmt(r.get("graph_infer_images_per_s"), "{:,.1f}"),
                 ]
-            )
+            notes = [
+                f"{what}train {r[p + 'train_vs_torchvision']:.2f}×, "
+                f"infer {r[p + 'infer_vs_torchvision']:.2f}×"
+                for p, what in (("", ""), ("graph_", "graph: "))
+                if p + "train_vs_torchvision" in r
+            ]
+            rows.append(row + ["; ".join(notes) + " torchvision" if notes else "reference"])
+        header = ["model", "train img/s", "infer img/s"]
+        header += ["graph train", "graph infer"] * graphs + ["note"]
         table(
             rows,
-            ["model", "train img/s", "infer img/s", "note"],
+            header,
             title=f"AlexNet, synthetic {ax['size']}² batches of {ax['batch']} — {ax['device']}",
         )
     out = (

@@ -68,6 +68,14 @@ def register(sub) -> None:
         "SEEDS seeds each: does the pick beat the recipe beyond the spread between seeds? "
         "(writes confirm.json)",
     )
+    p.add_argument(
+        "--confirm-top",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --confirm: confirm the K best trials that beat the recipe's own trial on "
+        "validation (default 1)",
+    )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
     p.set_defaults(func=run)
@@ -93,6 +101,7 @@ def run(args) -> int:
         prune_after=args.prune_after,
         baseline=not args.no_baseline,
         confirm=args.confirm,
+        confirm_top=args.confirm_top,
     )
     rows = res["trials"]
     params = sorted(
@@ -141,6 +150,8 @@ def run(args) -> int:
         print(f"full runs ({c['epochs']} epochs, seeds 0–{c['seeds'] - 1}), test accuracy:")
         for name, r in c["configs"].items():
             accs = ", ".join(f"{a:.4f}" for a in r["test_acc"])
-            print(f"  {name:<10} mean {r['mean']:.4f}  ({accs})")
+            v = c.get("verdicts", {}).get(name)
+            vs = f"  {v['difference'] * 100:+.2f} ± {v['stderr'] * 100:.2f} pts" if v else ""
+            print(f"  {name:<10} mean {r['mean']:.4f}{vs}  ({accs})")
         print(f"verdict: {c['verdict']}  ({res['dir']}/confirm.json)")
     return 0

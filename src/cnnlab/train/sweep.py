@@ -195,6 +195,7 @@ def run_sweep(
     baseline: bool = True,
     prune_after: int | None = None,
     confirm: int = 0,
+    confirm_top: int = 1,
 ) -> dict:
     """Run (or resume) a study until ``trials`` trials have finished; returns a summary."""
     import optuna
@@ -207,6 +208,8 @@ def run_sweep(
         raise ConfigError("--trials must be ≥ 1")
     if confirm < 0:
         raise ConfigError("--confirm needs a number of seeds ≥ 1 (or 0 for no confirmation)")
+    if confirm_top < 1:
+        raise ConfigError(f"--confirm-top needs a number of trials ≥ 1, got {confirm_top}")
     space = space if isinstance(space, dict) else load_space(space)
     space = check_space(space)
     base = validate(build_config(None, recipe, overrides))
@@ -287,7 +290,7 @@ def run_sweep(
         rest = [o for o in overrides or [] if o.split("=", 1)[0] not in BUDGET_KEYS]
         try:
             out["confirm"] = confirm_best(st, build_config(None, recipe, rest),
-                                          study_dir, confirm, quiet)  # fmt: skip
+                                          study_dir, confirm, quiet, confirm_top)  # fmt: skip
         except SweepInterrupted as e:
             raise CnnlabError(
                 f"{e.args[0]} stopped by a signal; run the same command to resume (the "
@@ -306,23 +309,43 @@ BUDGET_KEYS = (
 )
 
 
-def confirm_best(st, base: Config, study_dir: Path, seeds: int, quiet: bool = True) -> dict:
+def confirm_best(
+    st, base: Config, study_dir: Path, seeds: int, quiet: bool = True, top: int = 1
+) -> dict:
     """Full-budget runs (the recipe's epochs, all training images, no validation split) of
-    the recipe and of the best trial's config, ``seeds`` seeds each: whether the sweep's
-    pick beats the recipe by more than the spread between seeds. Finished runs are
-    reused, so an interrupted confirmation resumes. Writes ``confirm.json``."""
+    the recipe and of the ``top`` best trials' configs (the recipe itself excluded),
+    ``seeds`` seeds each: does a pick beat the recipe by more than the spread between
+    seeds? Finished runs are reused, so an interrupted confirmation resumes. Writes
+    ``confirm.json``."""
+    from optuna.trial import TrialState
+
     from ..runs import read_metrics
     from . import train
     from .checkpoint import atomic_write_text
 
-    best = st.best_trial
+    ranked = sorted(
+        (
+            t
+            for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.value is not None
+        ),
+        key=lambda t: -t.value,
+    )
+    # the picks: the best trial, then the next best, as long as they beat the recipe's own
+    # trial on validation (a trial ranked below the recipe is not a candidate)
+    base_val = next((t.value for t in ranked if t.user_attrs.get("baseline")), None)
+    picks = [
+        t
+        for t in ranked
+        if not t.user_attrs.get("baseline") and (base_val is None or t.value > base_val)
+    ][: max(1, top)]
     configs = {"recipe": base}
-    if not best.user_attrs.get("baseline"):
+    for t in picks:
         cfg = base.copy()
-        for k, v in best.params.items():
+        for k, v in t.params.items():
             set_value(cfg, k, v)
-        configs[f"trial-{best.number}"] = cfg
-    res: dict = {"seeds": seeds, "epochs": base.train.epochs, "configs": {}}
+        configs[f"trial-{t.number}"] = cfg
+    res: dict = {"seeds": seeds, "epochs": base.train.epochs, "top": top, "configs": {}}
     for name, cfg0 in configs.items():
         accs = []
         for seed in range(seeds):
@@ -344,21 +367,31 @@ def confirm_best(st, base: Config, study_dir: Path, seeds: int, quiet: bool = Tr
         res["configs"][name] = {
             "test_acc": accs,
             "mean": statistics.fmean(accs),
+            "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "min": min(accs),
             "max": max(accs),
         }
-    names = list(res["configs"])
-    if len(names) == 1:
-        res["verdict"] = "the best trial is the recipe itself"
-    else:
-        r, b = res["configs"]["recipe"], res["configs"][names[1]]
-        res["difference"] = b["mean"] - r["mean"]
+    res["verdicts"] = {}
+    r = res["configs"]["recipe"]
+    for name in list(res["configs"])[1:]:
+        b = res["configs"][name]
+        diff = b["mean"] - r["mean"]
+        # standard error of the difference of the two means (Welch)
+        se = ((b["std"] ** 2 + r["std"] ** 2) / seeds) ** 0.5
         if b["min"] > r["max"]:
-            res["verdict"] = f"{names[1]} beats the recipe on every seed"
+            v = f"{name} beats the recipe on every seed"
         elif b["max"] < r["min"]:
-            res["verdict"] = f"{names[1]} is worse than the recipe on every seed"
+            v = f"{name} is worse than the recipe on every seed"
         else:
-            res["verdict"] = f"{names[1]} and the recipe overlap across seeds: no clear winner"
+            v = f"{name} and the recipe overlap across seeds: no clear winner"
+        res["verdicts"][name] = {"difference": diff, "stderr": se, "verdict": v}
+    if not res["verdicts"]:
+        res["verdict"] = "no trial beat the recipe's own trial: the recipe stands"
+    else:
+        top_name = max(res["verdicts"], key=lambda n: res["configs"][n]["mean"])
+        res["best"] = top_name
+        res["difference"] = res["verdicts"][top_name]["difference"]
+        res["verdict"] = res["verdicts"][top_name]["verdict"]
     atomic_write_text(study_dir / "confirm.json", json.dumps(res, indent=1))
     return res
 
