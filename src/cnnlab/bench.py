@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -438,14 +439,16 @@ def alexnet_throughput(
     """Training and inference images/s on synthetic batches, same precision for all.
 
     Every model runs the same eager loop (architecture against architecture). On CUDA,
-    cnnlab's models also run as cnnlab's trainer runs them: the whole step (forward,
-    backward, fused optimiser) and the inference forward each replayed from one CUDA graph
-    (``graph_*`` keys), against torchvision's model in the eager loop."""
+    cnnlab's models also run as cnnlab runs them (``graph_*`` keys): the training step
+    (forward, backward, fused optimiser) replayed from one CUDA graph, as the trainer's
+    whole-step graph does, and inference through :class:`GraphedForward`, as the trainer's
+    evaluation and ``predict_logits`` do; torchvision's model stays in the eager loop."""
     import torchvision
 
     from .config import TrainConfig
     from .models import MODELS, create_model
     from .train.device import make_runtime
+    from .train.graph import GraphedForward
 
     rt = make_runtime(TrainConfig(device=device, threads=threads))
     dev = rt.device
@@ -503,7 +506,8 @@ def alexnet_throughput(
                 model.train(True)
                 train_fn = graphed(train_step, dev)
                 model.train(False)
-                infer_fn = graphed(infer_step, dev)
+                fwd = GraphedForward(model, rt.autocast)  # what cnnlab's evaluation runs
+                infer_fn = partial(fwd, x)
             for label, fn in (("train", train_fn), ("infer", infer_fn)):
                 model.train(label == "train")
                 r[f"{prefix}{label}_images_per_s"] = _images_per_s(fn, dev, batch, steps, rounds)

@@ -10,16 +10,17 @@ import torch.nn.functional as F
 def predict_logits(
     model: torch.nn.Module, loader, autocast=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` over a loader of (x, y); returns float32 logits and labels on the CPU."""
+    """Run ``model`` over a loader of (x, y); returns float32 logits and labels on the CPU.
+    On CUDA the forward is replayed from CUDA graphs (:class:`GraphedForward`)."""
+    from .train.graph import GraphedForward
+
     was = model.training
     model.eval()
     outs, ys = [], []
-    import contextlib
-
-    ctx = autocast or contextlib.nullcontext
+    fwd = GraphedForward(model, autocast)
     for x, y in loader:
-        with ctx():
-            outs.append(model(x).float())
+        out = fwd(x)  # a graph's static buffer on CUDA: copied before the next batch
+        outs.append(out.float() if out.dtype != torch.float32 else out.clone())
         ys.append(y)
     model.train(was)
     return torch.cat(outs).cpu(), torch.cat(ys).cpu()

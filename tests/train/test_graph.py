@@ -145,3 +145,61 @@ def test_cuda_whole_step_graph_trains_like_eager(tmp_path):
     # same training — losses close and the model learns
     assert hb[-1]["train_loss"] < hb[0]["train_loss"]
     assert abs(hb[-1]["train_acc"] - ha[-1]["train_acc"]) < 0.15
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3),
+    ).eval()  # fmt: skip
+
+
+def test_graphed_forward_on_cpu_is_the_eager_forward():
+    from cnnlab.train.graph import GraphedForward
+
+    m = _small_net()
+    x = torch.randn(5, 1, 8, 8)
+    fwd = GraphedForward(m)
+    assert torch.equal(fwd(x), m(x)) and fwd.graphs == {}
+
+
+def test_evaluation_uses_the_eager_forward_off_cuda(tmp_path):
+    tr, _ = epochs(tmp_path, "step", n=1)
+    x = torch.randn(3, 1, 28, 28)
+    tr.model.eval()
+    assert torch.equal(tr._forward_for(tr.model)(x), tr.model(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_forward_replays_and_recaptures_where_it_must():
+    from cnnlab.train.graph import GraphedForward
+
+    m = _small_net().cuda()
+    fwd = GraphedForward(m, max_graphs=2)
+    x = torch.randn(5, 1, 8, 8, device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(fwd(x).clone(), m(x))
+        assert len(fwd.graphs) == 1
+        x2 = torch.randn(5, 1, 8, 8, device="cuda")  # same shape: a replay on new data
+        torch.testing.assert_close(fwd(x2).clone(), m(x2))
+        m[0].weight.mul_(2)  # in-place weight change: the graph reads the new weights
+        torch.testing.assert_close(fwd(x2).clone(), m(x2))
+        assert len(fwd.graphs) == 1
+        m[4].weight = torch.nn.Parameter(m[4].weight.detach().clone() + 1)  # new memory
+        torch.testing.assert_close(fwd(x2).clone(), m(x2))
+        assert len(fwd.graphs) == 2
+        x3 = torch.randn(7, 1, 8, 8, device="cuda")  # a third key: over max_graphs, eager
+        torch.testing.assert_close(fwd(x3), m(x3))
+        assert len(fwd.graphs) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_evaluation_matches_eager_evaluation(tmp_path):
+    a, _ = epochs(tmp_path / "a", "false", device="cuda", n=1)
+    b, _ = epochs(tmp_path / "b", "step", device="cuda", n=1)
+    assert b.rt.cuda_graph and b._forward_for(b.model).__class__.__name__ == "GraphedForward"
+    la, aa = a._evaluate(a.test_loader)
+    b.model.load_state_dict(a.model.state_dict())  # same weights: same numbers
+    lb, ab = b._evaluate(b.test_loader)
+    assert ab == aa and lb == pytest.approx(la, rel=1e-4)

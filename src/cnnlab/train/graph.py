@@ -187,3 +187,60 @@ class WholeStep:
         self.trainer._losses.zero_()
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0
+
+
+class GraphedForward:
+    """Inference forward passes replayed from CUDA graphs, one per input shape.
+
+    ``fwd(x)`` returns ``model(x)`` (eval mode, no grad, under ``autocast``). On CUDA each
+    new (shape, dtype, memory format) is captured once into a graph with a static input
+    buffer, and later calls copy ``x`` in and replay it, so the launch overhead of every
+    layer's kernels goes away; the output is the graph's static buffer, valid until the
+    next call with that shape (``.clone()`` it to keep it). A graph is keyed on the
+    addresses of the model's parameters and buffers, so moving or replacing them (a
+    ``.to()``, a swapped-in EMA model) captures anew instead of reading stale memory.
+    Anywhere else the model runs eagerly."""
+
+    def __init__(self, model: torch.nn.Module, autocast=None, max_graphs: int = 4):
+        self.model = model
+        self.autocast = autocast
+        self.max_graphs = max_graphs
+        self.graphs: dict = {}
+
+    def _key(self, x: torch.Tensor) -> tuple:
+        ptrs = tuple(t.data_ptr() for t in self.model.parameters())
+        ptrs += tuple(t.data_ptr() for t in self.model.buffers())
+        return (ptrs, self.model.training, tuple(x.shape), x.dtype, x.stride(), x.device)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        import contextlib
+
+        with torch.inference_mode(), (self.autocast or contextlib.nullcontext)():
+            return self.model(x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+            return self._run(x)
+        key = self._key(x)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.max_graphs:  # e.g. a loader's ragged last batches
+                return self._run(x)
+            entry = self.graphs[key] = self._capture(x)
+        static_x, out, g = entry
+        static_x.copy_(x)
+        g.replay()
+        return out
+
+    def _capture(self, x: torch.Tensor):
+        static_x = x.clone()  # keeps x's memory format
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: kernel selection, autocast weight casts
+                self._run(static_x)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = self._run(static_x)
+        return static_x, out, g

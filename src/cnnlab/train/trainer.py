@@ -555,14 +555,28 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.rt.device)
         correct = torch.zeros((), device=self.rt.device, dtype=torch.long)
         n = 0
+        fwd = self._forward_for(self.model)
         for x, y in loader:
-            with self.rt.autocast():
-                out = self.model(x)
+            out = fwd(x)
             loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
             n += len(y)
         self.model.train()
         return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
+
+    def _forward_for(self, model: torch.nn.Module):
+        """Evaluation's forward: replayed from CUDA graphs where the trainer graphs its
+        steps (one per model: semi-supervised runs swap an EMA teacher in)."""
+        if not (self.rt.cuda_graph or self.whole is not None) or self.rt.device.type != "cuda":
+            return lambda x: self._eager_forward(model, x)
+        cache = self.__dict__.setdefault("_graphed_forwards", {})
+        if id(model) not in cache:
+            cache[id(model)] = graph.GraphedForward(model, self.rt.autocast)
+        return cache[id(model)]
+
+    def _eager_forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with self.rt.autocast():
+            return model(x)
 
     def _epoch_state(self, epoch: int) -> dict:
         """Where epoch ``epoch`` starts: fresh, or the position a mid-epoch checkpoint holds."""
