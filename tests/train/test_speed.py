@@ -105,6 +105,22 @@ def test_default_threads_backs_off_when_busy(monkeypatch):
     assert device.default_threads() == 1
 
 
+def test_deterministic_runs_do_not_follow_the_load(monkeypatch):
+    """A thread count that follows the load would change reduction order between runs."""
+    from cnnlab.config import TrainConfig
+    from cnnlab.train import device
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    seen = []
+    monkeypatch.setattr(device.torch, "set_num_threads", seen.append)
+    monkeypatch.setattr(device.torch, "use_deterministic_algorithms", lambda *a, **k: None)
+    device.make_runtime(TrainConfig(device="cpu", deterministic=True))
+    device.make_runtime(TrainConfig(device="cpu"))
+    assert seen == [2, 1]
+
+
 def test_fast_precision_is_bf16_only_where_native(monkeypatch):
     from cnnlab.train import device
 

@@ -86,7 +86,9 @@ def make_runtime(t: TrainConfig) -> Runtime:
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     elif dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(default_threads())
+        # deterministic runs take every core: a thread count that follows the machine's
+        # load would change the order of parallel reductions from run to run
+        torch.set_num_threads((os.cpu_count() or 1) if t.deterministic else default_threads())
     prec = t.precision
     if prec == "auto":
         prec = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"

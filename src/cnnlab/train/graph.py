@@ -228,9 +228,23 @@ class GraphedForward:
                 return self._run(x)
             entry = self.graphs[key] = self._capture(x)
         static_x, out, g = entry
-        static_x.copy_(x)
+        if x.data_ptr() != static_x.data_ptr():  # not already written into the buffer
+            static_x.copy_(x)
         g.replay()
         return out
+
+    def buffer(self, x: torch.Tensor) -> torch.Tensor:
+        """The static input buffer of ``x``'s graph, holding a copy of ``x`` (capturing the
+        graph first if needed). Write the next inputs into it and call ``fwd(buffer)``:
+        the replay then reads them where they are, without a copy. Off CUDA: ``x``."""
+        if x.device.type != "cuda":
+            return x
+        key = self._key(x)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(x)
+        static_x = self.graphs[key][0]
+        static_x.copy_(x)
+        return static_x
 
     def _capture(self, x: torch.Tensor):
         static_x = x.clone()  # keeps x's memory format
