@@ -400,15 +400,9 @@ def graphed(fn, dev: torch.device, warmup: int = 3):
     a replay function; on the CPU ``fn`` itself. ``fn`` must use static inputs only."""
     if dev.type != "cuda":
         return fn
-    side = torch.cuda.Stream(dev)
-    side.wait_stream(torch.cuda.current_stream(dev))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream(dev).wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
+    from .train.graph import capture_graph
+
+    g, _ = capture_graph(fn, dev, warmup)
     return g.replay
 
 

@@ -208,6 +208,7 @@ def test_graphed_evaluation_matches_eager_evaluation(tmp_path):
     a, _ = epochs(tmp_path / "a", "false", device="cuda", n=1)
     b, _ = epochs(tmp_path / "b", "step", device="cuda", n=1)
     assert b.rt.cuda_graph and b._forward_for(b.model).__class__.__name__ == "GraphedForward"
+    assert b._forward_for(b.model).enabled and not a._forward_for(a.model).enabled
     la, aa = a._evaluate(a.test_loader)
     b.model.load_state_dict(a.model.state_dict())  # same weights: same numbers
     lb, ab = b._evaluate(b.test_loader)

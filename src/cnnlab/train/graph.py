@@ -199,13 +199,24 @@ class GraphedForward:
     next call with that shape (``.clone()`` it to keep it). A graph is keyed on the
     addresses of the model's parameters and buffers, so moving or replacing them (a
     ``.to()``, a swapped-in EMA model) captures anew instead of reading stale memory.
-    Anywhere else the model runs eagerly."""
+    Anywhere else (or with ``enabled=False``) the model runs eagerly, under the same
+    ``inference_mode`` and autocast."""
 
-    def __init__(self, model: torch.nn.Module, autocast=None, max_graphs: int = 4):
+    def __init__(
+        self, model: torch.nn.Module, autocast=None, max_graphs: int = 4, enabled: bool = True
+    ):
         self.model = model
         self.autocast = autocast
         self.max_graphs = max_graphs
+        self.enabled = enabled  # False: always the eager forward (graphs turned off)
         self.graphs: dict = {}
+
+    def _graphs_for(self, x: torch.Tensor) -> bool:
+        return (
+            self.enabled
+            and x.device.type == "cuda"
+            and not torch.cuda.is_current_stream_capturing()
+        )
 
     def _key(self, x: torch.Tensor) -> tuple:
         ptrs = tuple(t.data_ptr() for t in self.model.parameters())
@@ -219,7 +230,7 @@ class GraphedForward:
             return self.model(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cuda" or torch.cuda.is_current_stream_capturing():
+        if not self._graphs_for(x):
             return self._run(x)
         key = self._key(x)
         entry = self.graphs.get(key)
@@ -237,7 +248,7 @@ class GraphedForward:
         """The static input buffer of ``x``'s graph, holding a copy of ``x`` (capturing the
         graph first if needed). Write the next inputs into it and call ``fwd(buffer)``:
         the replay then reads them where they are, without a copy. Off CUDA: ``x``."""
-        if x.device.type != "cuda":
+        if not self._graphs_for(x):
             return x
         key = self._key(x)
         if key not in self.graphs:
@@ -248,13 +259,22 @@ class GraphedForward:
 
     def _capture(self, x: torch.Tensor):
         static_x = x.clone()  # keeps x's memory format
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(torch.cuda.current_stream(x.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: kernel selection, autocast weight casts
-                self._run(static_x)
-        torch.cuda.current_stream(x.device).wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            out = self._run(static_x)
+        # warm-up: kernel selection, autocast's weight casts
+        g, out = capture_graph(lambda: self._run(static_x), x.device, warmup=2)
         return static_x, out, g
+
+
+def capture_graph(fn, device: torch.device, warmup: int = 3):
+    """Call ``fn`` ``warmup`` times on a side stream, then record one call in a CUDA graph;
+    returns (graph, what the recorded call returned: static buffers the replays refill).
+    ``fn`` must read static inputs only."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g, out

@@ -112,6 +112,7 @@ class Trainer:
         self._pending: dict | None = None  # a mid-epoch position restored by _resume
         self.whole: graph.WholeStep | None = None  # the whole-step graph, when it runs
         self.capture_seconds = 0.0  # its one-time capture (not in any epoch's time)
+        self._forwards: dict[int, graph.GraphedForward] = {}  # evaluation's, per model
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -564,19 +565,16 @@ class Trainer:
         self.model.train()
         return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
 
-    def _forward_for(self, model: torch.nn.Module):
-        """Evaluation's forward: replayed from CUDA graphs where the trainer graphs its
-        steps (one per model: semi-supervised runs swap an EMA teacher in)."""
-        if not (self.rt.cuda_graph or self.whole is not None) or self.rt.device.type != "cuda":
-            return lambda x: self._eager_forward(model, x)
-        cache = self.__dict__.setdefault("_graphed_forwards", {})
-        if id(model) not in cache:
-            cache[id(model)] = graph.GraphedForward(model, self.rt.autocast)
-        return cache[id(model)]
-
-    def _eager_forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        with self.rt.autocast():
-            return model(x)
+    def _forward_for(self, model: torch.nn.Module) -> graph.GraphedForward:
+        """Evaluation's forward (no grad): replayed from CUDA graphs where the trainer
+        graphs its steps, eager elsewhere. One per model: semi-supervised runs swap an EMA
+        teacher in."""
+        if id(model) not in self._forwards:
+            graphs = self.rt.cuda_graph or self.whole is not None
+            self._forwards[id(model)] = graph.GraphedForward(
+                model, self.rt.autocast, enabled=graphs
+            )
+        return self._forwards[id(model)]
 
     def _epoch_state(self, epoch: int) -> dict:
         """Where epoch ``epoch`` starts: fresh, or the position a mid-epoch checkpoint holds."""
