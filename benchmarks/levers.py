@@ -18,7 +18,7 @@ import torch
 
 from cnnlab.data.loader import ResidentLoader
 from cnnlab.models import create_model
-from cnnlab.train.device import pool_before_activation
+from cnnlab.runtime.device import pool_before_activation
 
 
 def make_step(bs: int, cl: bool, swap: bool, bf16: bool):

@@ -41,7 +41,7 @@ def sample_png(run: str) -> bytes:
     from PIL import Image
 
     from cnnlab.deploy.export import run_dataset
-    from cnnlab.runs import load_run_checkpoint
+    from cnnlab.runs.load import load_run_checkpoint
 
     meta = load_run_checkpoint(run).meta
     try:
@@ -63,7 +63,7 @@ def ensure_run(run: str | None) -> str:
 
     out = tempfile.mkdtemp(prefix="cnnlab-bench-")
     print(f"no run given/found: training a 1-epoch lenet5 on synthetic data in {out}", flush=True)
-    res = cnnlab.train(
+    res = cnnlab.fit(
         model="lenet5", dataset="synthetic", epochs=1, runs_dir=out, name="bench", quiet=True
     )
     return str(res.run_dir)

@@ -32,7 +32,7 @@ def memory(dev) -> dict:
     """RSS now (MB) and, on CUDA, allocated and peak-allocated device memory (MB)."""
     import torch
 
-    from cnnlab.bench import current_rss_mb, gpu_peak_mb
+    from cnnlab.studies.bench import current_rss_mb, gpu_peak_mb
 
     out = {"rss_mb": current_rss_mb()}
     if dev.type == "cuda":
@@ -42,7 +42,7 @@ def memory(dev) -> dict:
 
 
 def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
-    from cnnlab.train import build_config
+    from cnnlab.train.api import build_config
     from cnnlab.train.trainer import Trainer
 
     over = (

@@ -86,7 +86,7 @@ def tiny_trained_run(tmp_path_factory):
     directory for the analysis tests (explain, robustness). Copy it before writing into it."""
     import cnnlab
 
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=[
             "data.name=synthetic",
             "data.num_train=512",

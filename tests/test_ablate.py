@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from cnnlab.ablate import ablate, parse_vary, plan, run_state
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
+from cnnlab.studies.ablate import ablate, parse_vary, plan, run_state
 
 TINY = [
     "model.name=mlp",

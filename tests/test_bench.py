@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab import bench
+from cnnlab.studies import bench
 
 SRC = str(Path(bench.__file__).resolve().parents[1])
 

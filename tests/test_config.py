@@ -1,7 +1,8 @@
 import pytest
 
-from cnnlab.config import Config, apply_overrides, from_dict, load_recipe, validate
+from cnnlab.config import Config, apply_overrides, from_dict, load_recipe
 from cnnlab.errors import ConfigError
+from cnnlab.train.validate import validate
 
 
 def test_overrides_typed():

@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab.api import load_image
-from cnnlab.config import Config, apply_overrides, from_dict, load_recipe, validate
+from cnnlab.config import Config, apply_overrides, from_dict, load_recipe
 from cnnlab.data.formats import read_cifar_batch, read_idx, write_cifar_batch, write_idx
+from cnnlab.data.images import load_image
 from cnnlab.errors import CnnlabError, ConfigError, DataError
+from cnnlab.train.validate import validate
 
 # examples per property; CNNLAB_FUZZ_EXAMPLES=5000 for a long random campaign
 # (see notes/BENCH-reliability.md for the totals tried)

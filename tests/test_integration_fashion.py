@@ -18,7 +18,7 @@ ROOT = os.environ.get("CNNLAB_DATA_REAL") or os.environ.get("CNNLAB_DATA_AT_STAR
 def test_one_epoch_real_fashion_mnist(tmp_path):
     ds = cnnlab.load_dataset("fashion-mnist", ROOT, download=False)
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
-    res = cnnlab.train(
+    res = cnnlab.fit(
         recipe="recipes/lenet5-fashion-mnist.yaml",
         dataset=ds,
         epochs=1,

@@ -2,8 +2,9 @@
 
 import pytest
 
-from cnnlab.config import load_recipe, validate
+from cnnlab.config import load_recipe
 from cnnlab.models import MODELS, create_model
+from cnnlab.train.validate import validate
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import pytest
 
 import cnnlab
 from cnnlab.cli import main
-from cnnlab.report import render_compare, verdict, write_report
-from cnnlab.runs import read_metrics
+from cnnlab.report.html import render_compare, verdict, write_report
+from cnnlab.runs.layout import read_metrics
 
 FAST = [
     "data.name=synthetic",
@@ -19,14 +19,14 @@ FAST = [
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("runs")
-    a = cnnlab.train(
+    a = cnnlab.fit(
         overrides=FAST + ["train.diagnostics=true", "train.report=true"],
         epochs=2,
         runs_dir=str(d),
         name="a",
         quiet=True,
     )
-    b = cnnlab.train(
+    b = cnnlab.fit(
         overrides=FAST + ["train.label_smoothing=0.1"],
         epochs=2,
         runs_dir=str(d),

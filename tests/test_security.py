@@ -14,7 +14,7 @@ import torch
 import cnnlab
 from cnnlab.data.formats import read_cifar_batch, safe_unpickle
 from cnnlab.errors import CheckpointError, DataError
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint
 
 SRC = Path(cnnlab.__file__).resolve().parent
 MARKER = "/tmp/cnnlab-security-pwned"

@@ -1,29 +1,43 @@
-"""cnnlab — train, understand, stress-test and ship a classic image classifier."""
+"""cnnlab — train, understand, stress-test and ship a classic image classifier.
 
-__version__ = "0.1.0"
+The names below are the Python API. They load lazily (PEP 562), so ``import cnnlab`` and
+the ``cnnlab`` command start without importing torch until a name is used.
+"""
 
-from .api import evaluate, predict  # noqa: E402
-from .config import Config, load_recipe  # noqa: E402
-from .data.datasets import Dataset, list_datasets, load_dataset  # noqa: E402
-from .errors import CnnlabError  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
-from .runs import load_model  # noqa: E402
-from .train import Trainer, TrainResult, train  # noqa: E402
+from __future__ import annotations
 
-__all__ = [
-    "__version__",
-    "Config",
-    "CnnlabError",
-    "Dataset",
-    "TrainResult",
-    "Trainer",
-    "create_model",
-    "evaluate",
-    "list_datasets",
-    "list_models",
-    "load_dataset",
-    "load_model",
-    "load_recipe",
-    "predict",
-    "train",
-]
+import importlib
+
+from cnnlab._version import __version__
+
+# public name -> the module that defines it
+_API = {
+    "Config": "cnnlab.config",
+    "load_recipe": "cnnlab.config",
+    "CnnlabError": "cnnlab.errors",
+    "Dataset": "cnnlab.data.datasets",
+    "list_datasets": "cnnlab.data.datasets",
+    "load_dataset": "cnnlab.data.datasets",
+    "create_model": "cnnlab.models",
+    "list_models": "cnnlab.models",
+    "load_model": "cnnlab.runs.load",
+    "Trainer": "cnnlab.train.trainer",
+    "TrainResult": "cnnlab.train.trainer",
+    "fit": "cnnlab.train.api",
+    "evaluate": "cnnlab.inference",
+    "predict": "cnnlab.inference",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -12,8 +12,8 @@ import importlib
 import pkgutil
 import sys
 
-from . import __version__
-from .errors import CnnlabError
+from cnnlab._version import __version__
+from cnnlab.errors import CnnlabError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    from . import commands
+    from cnnlab import commands
 
     mods = [
         importlib.import_module(f"{commands.__name__}.{m.name}")

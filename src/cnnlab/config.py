@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError, choices_msg
+from cnnlab.errors import ConfigError, choices_msg
 
 
 @dataclass
@@ -157,13 +159,13 @@ def _section_cls(name: str):
     }[name]
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
-        return _coerce(value, args[0], where)
+        return coerce(value, args[0], where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -214,9 +216,6 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-CUDA_GRAPH_MODES = ("auto", "true", "false", "step", "model")
-
-
 def set_value(cfg: Config, dotted: str, value: Any) -> None:
     """Set ``section.key`` (``model.activation``, ``optim.lr``) with type coercion."""
     parts = dotted.strip().split(".")
@@ -229,7 +228,7 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
     sec = getattr(cfg, sec_name)
     hints = _hints(type(sec))
     if key in hints and key != "args":
-        setattr(sec, key, _coerce(value, hints[key], dotted))
+        setattr(sec, key, coerce(value, hints[key], dotted))
     elif key.startswith("args."):
         sec.args[key[5:]] = value
     elif sec_name in ("model", "data"):
@@ -240,8 +239,8 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
 
 
 def get_value(cfg: Config, dotted: str, default: Any = None) -> Any:
-    """Read ``section.key`` (the inverse of set_value). A model option the config leaves
-    unset reads as the model builder's default; other unset options read ``default``."""
+    """Read ``section.key`` (the inverse of set_value); an option the config leaves unset
+    reads as ``default``."""
     parts = dotted.strip().split(".")
     if len(parts) < 2 or parts[0] not in SECTIONS:
         raise ConfigError(f"unknown config key {dotted!r}")
@@ -250,21 +249,7 @@ def get_value(cfg: Config, dotted: str, default: Any = None) -> Any:
     if key in _hints(type(sec)) and key != "args":
         return getattr(sec, key)
     key = key[5:] if key.startswith("args.") else key
-    if key in sec.args:
-        return sec.args[key]
-    if sec_name == "model":
-        import inspect
-
-        from .models import MODELS
-
-        try:
-            entry = MODELS.get(cfg.model.name)
-            p = inspect.signature(getattr(entry, "builder", entry)).parameters.get(key)
-        except (ConfigError, TypeError, ValueError):
-            p = None
-        if p is not None and p.default is not inspect.Parameter.empty:
-            return p.default
-    return default
+    return sec.args.get(key, default)
 
 
 def parse_scalar(text: str) -> Any:
@@ -309,16 +294,33 @@ def from_dict(d: dict | None) -> Config:
     return cfg
 
 
-def load_recipe(path: str | Path) -> Config:
+def shipped_recipes() -> list[str]:
+    """Names of the recipes that ship inside the package (``cnnlab/recipes/*.yaml``)."""
+    root = resources.files("cnnlab") / "recipes"
+    return sorted(e.name[:-5] for e in root.iterdir() if e.name.endswith(".yaml"))
+
+
+def find_recipe(path: str | os.PathLike):
+    """A recipe file by path (``my.yaml``, ``recipes/lenet5-mnist.yaml``) or by the name of
+    a shipped recipe (``lenet5-mnist``, with or without ``.yaml``)."""
     p = Path(path)
-    if not p.is_file():
-        alt = Path(__file__).resolve().parents[2] / "recipes" / p.name
-        if not p.suffix and (p.parent / (p.name + ".yaml")).is_file():
-            p = p.parent / (p.name + ".yaml")
-        elif alt.is_file():
-            p = alt
-        else:
-            raise ConfigError(f"recipe {str(path)!r} not found (see the recipes/ folder)")
+    if p.is_file():
+        return p
+    if not p.suffix and p.with_name(p.name + ".yaml").is_file():
+        return p.with_name(p.name + ".yaml")
+    name = p.name if p.suffix else p.name + ".yaml"
+    shipped = resources.files("cnnlab") / "recipes" / name
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"recipe {str(path)!r} not found: give a YAML file's path or a shipped recipe's name "
+        f"({', '.join(shipped_recipes())})"
+    )
+
+
+def load_recipe(path: str | os.PathLike) -> Config:
+    """A config from a recipe (see :func:`find_recipe`) on top of the defaults."""
+    p = find_recipe(path)
     try:
         d = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -328,90 +330,3 @@ def load_recipe(path: str | Path) -> Config:
     except OSError as e:
         raise ConfigError(f"recipe {p}: cannot read it ({e.strerror})") from None
     return from_dict(d)
-
-
-PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
-
-
-def validate(cfg: Config) -> Config:
-    """Check names against the registries and values against their ranges."""
-    from .data.augment import parse_augment
-    from .data.datasets import DATASETS
-    from .models.base import MODELS
-    from .registry import check_kwargs
-    from .train.losses import LOSSES
-    from .train.optim import OPTIMIZERS, SCHEDULES
-
-    entry = MODELS.get(cfg.model.name)
-    check_kwargs(
-        "model",
-        entry.name,
-        entry.builder,
-        cfg.model.args,
-        skip=("in_channels", "num_classes", "input_size"),
-    )
-    spec = DATASETS.get(cfg.data.name)
-    check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",))
-    parse_augment(cfg.data.augment)
-    OPTIMIZERS.get(cfg.optim.name)
-    SCHEDULES.get(cfg.sched.name)
-    LOSSES.get(cfg.train.loss)
-    t = cfg.train
-    checks = [
-        (t.epochs >= 1, "train.epochs must be ≥ 1"),
-        (t.batch_size >= 1, "train.batch_size must be ≥ 1"),
-        (t.eval_batch_size >= 1, "train.eval_batch_size must be ≥ 1"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
-        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (cfg.data.pad >= 0, "data.pad must be ≥ 0"),
-        (cfg.data.resize is None or cfg.data.resize >= 8, "data.resize must be ≥ 8 pixels"),
-        (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
-        (
-            cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
-            "data.labels_per_class must be ≥ 1",
-        ),
-        (t.steps_per_epoch >= 0, "train.steps_per_epoch must be ≥ 0"),
-        (t.early_stop >= 0, "train.early_stop must be ≥ 0 epochs"),
-        (0 < t.semi_threshold <= 1, "train.semi_threshold must be in (0, 1]"),
-        (t.semi_ratio >= 1, "train.semi_ratio must be ≥ 1"),
-        (0 <= t.ema < 1, "train.ema must be in [0, 1)"),
-        (
-            t.early_stop == 0 or cfg.data.val_fraction > 0,
-            "train.early_stop needs a validation split: add --set data.val_fraction=0.1 "
-            "(early stopping never looks at the test set)",
-        ),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
-    if t.checkpoint_every_steps < 0:
-        raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
-    if t.nan_policy not in ("stop", "skip"):
-        raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
-    if not 0 < t.nan_lr_factor <= 1:
-        raise ConfigError("train.nan_lr_factor must be in (0, 1]")
-    semis = ("none", "pseudo_label", "mean_teacher", "fixmatch")
-    if t.semi not in semis:
-        raise ConfigError(choices_msg("semi-supervised method", t.semi, semis))
-    if t.semi != "none" and not cfg.data.labels_per_class:
-        raise ConfigError(
-            f"train.semi={t.semi} needs unlabelled data: set data.labels_per_class=N "
-            "(e.g. --set data.labels_per_class=100)"
-        )
-    if t.precision not in PRECISIONS:
-        raise ConfigError(choices_msg("precision", t.precision, PRECISIONS))
-    if t.channels_last.lower() not in ("auto", "true", "false"):
-        raise ConfigError(
-            choices_msg("channels_last value", t.channels_last, ("auto", "true", "false"))
-        )
-    from .train.adversarial import check_config
-
-    check_config(t)
-    if t.cuda_graph.lower() not in CUDA_GRAPH_MODES:
-        raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, CUDA_GRAPH_MODES))
-    dev = t.device.lower()
-    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
-        raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")
-    return cfg

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from .errors import ConfigError, choices_msg
+from cnnlab.errors import ConfigError, choices_msg
 
 T = TypeVar("T")
 

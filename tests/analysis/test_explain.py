@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from cnnlab.analysis.attacks import Normalized
 from cnnlab.analysis.explain import (
     METHODS,
     attribute,
@@ -20,8 +21,7 @@ from cnnlab.cli import main
 from cnnlab.data.datasets import load_dataset
 from cnnlab.models import create_model, list_models
 from cnnlab.models.base import MODELS
-from cnnlab.runs import load_model
-from cnnlab.train.adversarial import Normalized
+from cnnlab.runs.load import load_model
 
 
 def _setup(run, n=8):

@@ -9,12 +9,14 @@ import torch
 from torch import nn
 
 import cnnlab
+from cnnlab.analysis.attacks import Normalized, fgsm, pgd
 from cnnlab.analysis.robustness import CORRUPTIONS, corrupt, robustness
-from cnnlab.api import predict
 from cnnlab.cli import main
-from cnnlab.config import Config, validate
+from cnnlab.config import Config
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.train.adversarial import Normalized, fgsm, make_adversary, pgd
+from cnnlab.inference import predict
+from cnnlab.train.adversarial import make_adversary
+from cnnlab.train.validate import validate
 
 
 def _images(n=16, seed=0):
@@ -116,7 +118,7 @@ def test_adversarial_training_learns(tmp_path):
         "train.batch_size=32",
         "train.device=cpu",
     ]
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=[*common, "train.adversarial=pgd", "train.eps=0.1", "train.adv_steps=2"],
         epochs=2,
         runs_dir=str(tmp_path),

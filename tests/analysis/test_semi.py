@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.analysis.semi import SemiTrainer, split_labelled, strong_augment, weak_augment
 from cnnlab.config import Config, apply_overrides
 from cnnlab.errors import ConfigError
+from cnnlab.train.semi import SemiTrainer, split_labelled, strong_augment, weak_augment
 from cnnlab.train.trainer import split_train_val
 
 FAST = [
@@ -67,7 +67,7 @@ def test_trainer_split_has_no_leaks(tmp_path):
 
 @pytest.mark.parametrize("method", ["none", "pseudo_label", "mean_teacher", "fixmatch"])
 def test_methods_train(tmp_path, method):
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=FAST
         + [
             f"train.semi={method}",
@@ -88,7 +88,7 @@ def test_methods_train(tmp_path, method):
 
 def test_semi_without_labels_per_class_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="labels_per_class"):
-        cnnlab.train(
+        cnnlab.fit(
             overrides=["data.name=synthetic", "train.semi=fixmatch"],
             runs_dir=str(tmp_path),
             quiet=True,

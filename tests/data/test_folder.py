@@ -31,7 +31,7 @@ def test_load_and_iterate(tmp_path):
 
 def test_train_streams_through_workers(tmp_path):
     root = make_folder(tmp_path / "imgs")
-    res = cnnlab.train(
+    res = cnnlab.fit(
         model="mlp",
         dataset="imagefolder",
         data_dir=str(root),
@@ -51,7 +51,7 @@ def test_train_streams_through_workers(tmp_path):
     assert m["epoch"] == 2 and 0.0 <= m["test_acc"] <= 1.0
     assert res.model.cnnlab_args["in_channels"] == 1 and res.model.cnnlab_args["input_size"] == 32
     # 18 training images, batch 4, drop_last → 4 steps per epoch
-    from cnnlab.runs import read_metrics
+    from cnnlab.runs.layout import read_metrics
 
     assert len(read_metrics(res.run_dir)) == 2
 

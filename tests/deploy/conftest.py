@@ -21,7 +21,7 @@ FAST = [
 @pytest.fixture(scope="session")
 def _trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("deploy-runs")
-    return cnnlab.train(
+    return cnnlab.fit(
         overrides=FAST, model="lenet5", epochs=1, name="tiny", runs_dir=str(d), quiet=True
     ).run_dir
 

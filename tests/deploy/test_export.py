@@ -10,7 +10,7 @@ from cnnlab.deploy import export as ex
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models
 from cnnlab.models.base import MODELS
-from cnnlab.train.checkpoint import save_checkpoint
+from cnnlab.runs.checkpoint import save_checkpoint
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "exported-program"])
@@ -33,7 +33,7 @@ def test_export_parity_metadata_dynamic_batch(tiny_run, fmt):
     assert md["source_run"] == str(tiny_run.resolve()) and md["cnnlab_version"]
 
     # the export takes [0,1] pixels: it equals model((x - mean) / std) for any batch size
-    from cnnlab.runs import load_model
+    from cnnlab.runs.load import load_model
 
     model, meta = load_model(tiny_run)
     mean = torch.tensor(meta["input"]["mean"]).reshape(1, -1, 1, 1)

@@ -1,5 +1,5 @@
 import cnnlab
-from cnnlab.train.diagnostics import flags_for, read_gradients
+from cnnlab.analysis.gradients import flags_for, read_gradients
 
 FAST = [
     "data.name=synthetic",
@@ -12,7 +12,7 @@ FAST = [
 
 
 def test_gradient_flow_records_every_layer_every_epoch(tmp_path):
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=FAST + ["model.activation=sigmoid"],
         epochs=2,
         runs_dir=str(tmp_path),

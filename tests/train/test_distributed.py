@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.runs import read_metrics
-from cnnlab.train.checkpoint import load_checkpoint
-from cnnlab.train.distributed import Dist, from_env
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.layout import read_metrics
+from cnnlab.runtime.distributed import Dist, from_env
 
 SETS = [
     "data.name=synthetic",
@@ -29,7 +29,7 @@ SRC = str(Path(cnnlab.__file__).resolve().parents[1])
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed missing")
 def test_two_gloo_processes_match_one(tmp_path):
-    one = cnnlab.train(
+    one = cnnlab.fit(
         overrides=SETS, device="cpu", epochs=2, runs_dir=str(tmp_path), name="one", quiet=True
     )
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))

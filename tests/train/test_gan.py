@@ -4,8 +4,8 @@ from PIL import Image
 
 import cnnlab
 from cnnlab.cli import main
-from cnnlab.runs import read_metrics
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.layout import read_metrics
 from cnnlab.train.gan import load_generator, train_gan
 
 FAST = [
@@ -25,7 +25,7 @@ FAST = [
 def judge(tmp_path_factory):
     """A tiny LeNet-5 trained on the same synthetic data: geometry and classes match."""
     d = tmp_path_factory.mktemp("judge")
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=["data.name=synthetic", "data.num_train=96", "data.num_test=64"]
         + ["train.batch_size=32", "train.device=cpu"],
         epochs=1,

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import cnnlab
-from cnnlab.train import build_config
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.train.api import build_config
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.checkpoint import load_checkpoint
-from cnnlab.train.graph import WholeStep
 from cnnlab.train.trainer import Trainer
+from cnnlab.train.whole_step import WholeStep
 
 BASE = [
     "data.name=synthetic",
@@ -86,8 +86,8 @@ def test_whole_step_falls_back_where_it_cannot_run(tmp_path, capsys):
 
 
 def test_bad_cuda_graph_value_is_one_clear_error():
-    from cnnlab.config import validate
     from cnnlab.errors import ConfigError
+    from cnnlab.train.validate import validate
 
     with pytest.raises(ConfigError, match="cuda_graph value"):
         validate(build_config(None, None, ["train.cuda_graph=sometimes"]))
@@ -109,7 +109,7 @@ def test_whole_step_stops_mid_epoch_and_resumes_exactly(tmp_path):
     over = BASE + ["train.device=cpu", "train.cuda_graph=step", "train.checkpoint_every_steps=3"]
 
     def run(name=None, resume=None, callbacks=None):
-        return cnnlab.train(
+        return cnnlab.fit(
             overrides=over, epochs=2, name=name, runs_dir=str(tmp_path), quiet=True,
             resume=resume, callbacks=callbacks,
         )  # fmt: skip
@@ -128,13 +128,13 @@ def test_whole_step_stops_mid_epoch_and_resumes_exactly(tmp_path):
 
 
 def test_checkpoint_stores_a_tensor_lr_as_a_plain_float(tmp_path):
-    from cnnlab.train.checkpoint import _optim_split
+    from cnnlab.runs.checkpoint import optim_split
 
     p = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.Adam([p], lr=1e-3)
     opt.param_groups[0]["lr"] = torch.tensor(2e-3)
     opt.param_groups[0]["capturable"] = True
-    _, meta = _optim_split(opt.state_dict())
+    _, meta = optim_split(opt.state_dict())
     g = json.loads(json.dumps(meta))["param_groups"][0]  # JSON-serialisable
     assert g["lr"] == pytest.approx(2e-3) and g["capturable"] is False
 
@@ -159,7 +159,7 @@ def _small_net():
 
 
 def test_graphed_forward_on_cpu_is_the_eager_forward():
-    from cnnlab.train.graph import GraphedForward
+    from cnnlab.runtime.graphs import GraphedForward
 
     m = _small_net()
     x = torch.randn(5, 1, 8, 8)
@@ -177,7 +177,7 @@ def test_evaluation_uses_the_eager_forward_off_cuda(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_graphed_forward_replays_and_recaptures_where_it_must():
-    from cnnlab.train.graph import GraphedForward
+    from cnnlab.runtime.graphs import GraphedForward
 
     m = _small_net().cuda()
     fwd = GraphedForward(m, max_graphs=2)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 import cnnlab
-from cnnlab.runs import read_metrics
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.layout import read_metrics
 
 ARGS = [
     "--set", "data.name=synthetic", "--set", "data.num_train=192", "--set", "data.num_test=64",
@@ -60,7 +60,7 @@ def state_is_recoverable(run: Path) -> None:
 
 def test_sigkill_anywhere_then_resume_matches_uninterrupted(tmp_path):
     rng = random.Random(8)
-    ref = cnnlab.train(
+    ref = cnnlab.fit(
         overrides=[a for a in ARGS[1:18:2]], device="cpu", epochs=3,
         runs_dir=str(tmp_path), name="ref", quiet=True,
     )  # fmt: skip

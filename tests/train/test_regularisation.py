@@ -3,7 +3,8 @@ import pytest
 import cnnlab
 from cnnlab.config import Config, apply_overrides
 from cnnlab.errors import ConfigError
-from cnnlab.train.callbacks import EarlyStopping, config_callbacks
+from cnnlab.train.callbacks import EarlyStopping
+from cnnlab.train.trainer import config_callbacks
 
 FAST = [
     "data.name=synthetic",
@@ -17,7 +18,7 @@ FAST = [
 
 def test_early_stop_needs_a_validation_split(tmp_path):
     with pytest.raises(ConfigError, match="val_fraction"):
-        cnnlab.train(overrides=FAST + ["train.early_stop=2"], runs_dir=str(tmp_path), quiet=True)
+        cnnlab.fit(overrides=FAST + ["train.early_stop=2"], runs_dir=str(tmp_path), quiet=True)
 
 
 def test_early_stop_monitors_validation_never_test():
@@ -28,7 +29,7 @@ def test_early_stop_monitors_validation_never_test():
 
 def test_early_stop_stops(tmp_path):
     # a learning rate so small that validation accuracy cannot improve after epoch 1
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=FAST
         + ["train.early_stop=1", "data.val_fraction=0.25", "optim.lr=1e-12", "sched.name=constant"],
         epochs=6,

@@ -9,11 +9,11 @@ import torch
 
 import cnnlab
 from cnnlab.errors import CheckpointError
-from cnnlab.runs import read_metrics
-from cnnlab.train import checkpoint as ckmod
+from cnnlab.runs import checkpoint as ckmod
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.layout import read_metrics
 from cnnlab.train import trainer as trmod
 from cnnlab.train.callbacks import Callback, NonFiniteLoss
-from cnnlab.train.checkpoint import load_checkpoint
 
 FAST = [
     "data.name=synthetic",
@@ -28,7 +28,7 @@ FAST = [
 
 
 def run(tmp_path, *extra, epochs=2, name="r", resume=None, callbacks=None):
-    return cnnlab.train(
+    return cnnlab.fit(
         overrides=FAST + list(extra),
         epochs=epochs,
         name=None if resume else name,

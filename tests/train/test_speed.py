@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 import cnnlab
-from cnnlab.config import Config, TrainConfig, apply_overrides, validate
+from cnnlab.config import Config, TrainConfig, apply_overrides
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
-from cnnlab.train.device import make_runtime, pool_before_activation
+from cnnlab.runtime.device import make_runtime, pool_before_activation
+from cnnlab.train.validate import validate
 
 
 @pytest.mark.parametrize("name", ["lenet5", "lenet5-1998"])
@@ -69,7 +70,7 @@ def test_channels_last_training_matches_contiguous(tmp_path):
     ]
     runs = {}
     for cl in ("true", "false"):
-        runs[cl] = cnnlab.train(
+        runs[cl] = cnnlab.fit(
             overrides=common + [f"train.channels_last={cl}"],
             epochs=1,
             runs_dir=str(tmp_path),
@@ -83,7 +84,7 @@ def test_channels_last_training_matches_contiguous(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_training_runs(tmp_path):
-    res = cnnlab.train(
+    res = cnnlab.fit(
         overrides=["data.name=synthetic", "train.batch_size=64", "train.device=cuda"],
         epochs=2,
         runs_dir=str(tmp_path),
@@ -94,7 +95,7 @@ def test_cuda_graph_training_runs(tmp_path):
 
 
 def test_default_threads_backs_off_when_busy(monkeypatch):
-    from cnnlab.train import device
+    from cnnlab.runtime import device
 
     monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(device.os, "getloadavg", lambda: (0.9, 0.0, 0.0))
@@ -108,7 +109,7 @@ def test_default_threads_backs_off_when_busy(monkeypatch):
 def test_deterministic_runs_do_not_follow_the_load(monkeypatch):
     """A thread count that follows the load would change reduction order between runs."""
     from cnnlab.config import TrainConfig
-    from cnnlab.train import device
+    from cnnlab.runtime import device
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
@@ -122,7 +123,7 @@ def test_deterministic_runs_do_not_follow_the_load(monkeypatch):
 
 
 def test_fast_precision_is_bf16_only_where_native(monkeypatch):
-    from cnnlab.train import device
+    from cnnlab.runtime import device
 
     monkeypatch.setattr(device, "native_bf16", lambda dev: True)
     assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is torch.bfloat16

@@ -6,7 +6,7 @@ import yaml
 
 from cnnlab.config import load_recipe
 from cnnlab.errors import ConfigError
-from cnnlab.train.sweep import check_space, run_sweep
+from cnnlab.studies.sweep import check_space, run_sweep
 
 FAST = [
     "data.name=synthetic",
@@ -72,14 +72,14 @@ def test_space_errors(tmp_path):
         check_space({"optim.nope": {"type": "float", "low": 1, "high": 2}})
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(SPACE))
-    from cnnlab.train.sweep import load_space
+    from cnnlab.studies.sweep import load_space
 
     assert load_space(p) == SPACE
 
 
 def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path):
-    from cnnlab.train import build_config
-    from cnnlab.train.sweep import baseline_params
+    from cnnlab.studies.sweep import baseline_params
+    from cnnlab.train.api import build_config
 
     base = build_config(None, None, FAST)
     params = baseline_params(base, SPACE)
@@ -105,7 +105,7 @@ def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
     import signal
     import sys
 
-    import cnnlab.train  # noqa: F401  (the package; the name cnnlab.train is its function)
+    import cnnlab.train.api  # noqa: F401
     from cnnlab.errors import CnnlabError
     from cnnlab.train.callbacks import Callback
 
@@ -114,8 +114,8 @@ def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
             if step == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    tr = sys.modules["cnnlab.train"]
-    real = tr.train
+    tr = sys.modules["cnnlab.train.api"]
+    real = tr.fit
     n = {"calls": 0}
 
     def train(cfg, **kw):
@@ -124,11 +124,11 @@ def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
             kw["callbacks"] = list(kw.get("callbacks") or []) + [TermAtStep2()]
         return real(cfg, **kw)
 
-    monkeypatch.setattr(tr, "train", train)
+    monkeypatch.setattr(tr, "fit", train)
     with pytest.raises(CnnlabError, match="sweep stopped by a signal during trial 1"):
         run_sweep(None, SPACE, 4, study="i", runs_dir=str(tmp_path), overrides=FAST)
     assert n["calls"] == 2  # no trial started after the signal
-    monkeypatch.setattr(tr, "train", real)
+    monkeypatch.setattr(tr, "fit", real)
     res = run_sweep(None, SPACE, 3, study="i", runs_dir=str(tmp_path), overrides=FAST)
     states = [r["state"] for r in res["trials"]]
     assert states[1] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 3
@@ -138,7 +138,7 @@ def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypat
     import json
     import sys
 
-    import cnnlab.train  # noqa: F401
+    import cnnlab.train.api  # noqa: F401
 
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 3e-4, "log": True}}  # no baseline
     recipe = tmp_path / "r.yaml"
@@ -166,8 +166,8 @@ def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypat
     assert lr["optim"]["lr"] == pytest.approx(res["best"]["params"]["optim.lr"])
     assert c["verdict"]
     # again: every confirming run is reused, none retrained
-    tr = sys.modules["cnnlab.train"]
-    monkeypatch.setattr(tr, "train", lambda *a, **k: pytest.fail("retrained"))
+    tr = sys.modules["cnnlab.train.api"]
+    monkeypatch.setattr(tr, "fit", lambda *a, **k: pytest.fail("retrained"))
     again = run_sweep(str(recipe), space, 2, study="cf", runs_dir=str(tmp_path), overrides=over,
                       confirm=2)  # fmt: skip
     assert again["confirm"] == c
@@ -180,9 +180,9 @@ def test_confirm_top_picks_trials_above_the_recipe_and_states_the_difference(tmp
     import sys
     from types import SimpleNamespace
 
-    import cnnlab.train  # noqa: F401
+    import cnnlab.train.api  # noqa: F401
     from cnnlab.config import Config
-    from cnnlab.train.sweep import confirm_best
+    from cnnlab.studies.sweep import confirm_best
 
     dist = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
     st = optuna.create_study(direction="maximize")
@@ -202,7 +202,7 @@ def test_confirm_top_picks_trials_above_the_recipe_and_states_the_difference(tmp
         a = acc[cfg.optim.lr][cfg.train.seed]
         return SimpleNamespace(history=[{"test_acc": a}], interrupted=False)
 
-    monkeypatch.setattr(sys.modules["cnnlab.train"], "train", fake_train)
+    monkeypatch.setattr(sys.modules["cnnlab.train.api"], "fit", fake_train)
     c = confirm_best(st, base, tmp_path, seeds=3, top=3)
     assert list(c["configs"]) == ["recipe", "trial-1", "trial-3"]  # trial 2 < the recipe
     assert 0.2 not in {lr for lr, _ in ran} and len(ran) == 9
@@ -219,9 +219,9 @@ def test_confirm_when_no_trial_beats_the_recipe(tmp_path, monkeypatch):
     import sys
     from types import SimpleNamespace
 
-    import cnnlab.train  # noqa: F401
+    import cnnlab.train.api  # noqa: F401
     from cnnlab.config import Config
-    from cnnlab.train.sweep import confirm_best
+    from cnnlab.studies.sweep import confirm_best
 
     dist = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
     st = optuna.create_study(direction="maximize")
@@ -230,7 +230,7 @@ def test_confirm_when_no_trial_beats_the_recipe(tmp_path, monkeypatch):
     st.add_trial(optuna.trial.create_trial(params={"optim.lr": 0.5}, distributions=dist,
                                            value=0.8, user_attrs={}))  # fmt: skip
     fake = SimpleNamespace(history=[{"test_acc": 0.9}], interrupted=False)
-    monkeypatch.setattr(sys.modules["cnnlab.train"], "train", lambda cfg, quiet=True: fake)
+    monkeypatch.setattr(sys.modules["cnnlab.train.api"], "fit", lambda cfg, quiet=True: fake)
     c = confirm_best(st, Config(), tmp_path, seeds=1, top=2)
     assert list(c["configs"]) == ["recipe"] and "recipe stands" in c["verdict"]
     assert c["configs"]["recipe"]["std"] == 0.0

@@ -6,9 +6,10 @@ import torch
 import cnnlab
 from cnnlab.config import Config, apply_overrides
 from cnnlab.data.datasets import load_dataset
-from cnnlab.runs import load_model, read_metrics
+from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.layout import read_metrics
+from cnnlab.runs.load import load_model
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.optim import Schedule, build_optimizer
 from cnnlab.train.trainer import split_train_val
 
@@ -23,7 +24,7 @@ FAST = [
 
 
 def run(tmp_path, *extra, epochs=2, name="r", resume=None):
-    return cnnlab.train(
+    return cnnlab.fit(
         overrides=FAST + list(extra),
         epochs=epochs,
         name=None if resume else name,
@@ -60,7 +61,7 @@ def test_resume_is_exact(tmp_path):
         def on_epoch_end(self, trainer, epoch, m):
             trainer.should_stop = epoch == 2
 
-    part = cnnlab.train(
+    part = cnnlab.fit(
         overrides=FAST + ["train.deterministic=true"],
         epochs=3,
         name="part",
@@ -69,7 +70,7 @@ def test_resume_is_exact(tmp_path):
         callbacks=[StopAfter2()],
     )
     assert part.final["epoch"] == 2
-    resumed = cnnlab.train(resume=part.run_dir, quiet=True)
+    resumed = cnnlab.fit(resume=part.run_dir, quiet=True)
     a = load_checkpoint(full.run_dir / "checkpoints" / "last.safetensors").model_state
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.safetensors").model_state
     for k in a:
@@ -123,7 +124,7 @@ def test_schedules(sched):
 
 def test_dataset_object_api(tmp_path):
     ds = load_dataset("synthetic", num_train=64, num_test=32, size=32, channels=3)
-    res = cnnlab.train(
+    res = cnnlab.fit(
         dataset=ds,
         model="lenet5",
         epochs=1,

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CnnlabError, choices_msg
-from ..train.adversarial import Normalized
-from ..train.checkpoint import atomic_write_bytes, atomic_write_text
+from cnnlab.analysis.attacks import Normalized
+from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 
 METHODS = ("saliency", "integrated_gradients", "gradcam", "occlusion", "guided_backprop")
 SELECTIONS = ("random", "first", "wrong")
@@ -444,10 +444,9 @@ def explain(
     save: bool = True,
 ) -> dict:
     """Attribution grids, filters, feature maps and attention maps for a run's test images."""
-    from ..api import _loader_for
-    from ..runs import load_model, run_dir_of
-    from ..train.device import resolve_device
-    from .robustness import dataset_for_run
+    from cnnlab.analysis.robustness import dataset_for_run
+    from cnnlab.runs.load import load_model, loader_for, run_dir_of
+    from cnnlab.runtime.device import resolve_device
 
     meths = parse_methods(methods)
     if n < 1:
@@ -458,7 +457,7 @@ def explain(
     dev = resolve_device(device)
     model, meta = load_model(target, "best", dev)
     ds = dataset_for_run(meta, data_dir)
-    loader = _loader_for(meta, ds.test_x, ds.test_y, dev)
+    loader = loader_for(meta, ds.test_x, ds.test_y, dev)
     model01 = Normalized(explainable_copy(model), loader.mean, loader.std).to(dev).eval()
     classes = meta["classes"]
 

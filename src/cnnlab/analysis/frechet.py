@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
+from cnnlab.errors import CheckpointError
 
 
 def feature_stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +60,7 @@ class Judge:
 
     @classmethod
     def load(cls, run: str | Path, device="cpu") -> Judge:
-        from ..runs import load_run_checkpoint, model_from_checkpoint
+        from cnnlab.runs.load import load_run_checkpoint, model_from_checkpoint
 
         if not Path(run).exists():
             raise CheckpointError(f"judge run {str(run)!r} not found (see `cnnlab runs`)")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CnnlabError, choices_msg
-from ..train.checkpoint import atomic_write_text
+from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.runs.files import atomic_write_text
 
 METHODS = ("msp", "energy")
 OOD_FILE = "ood.json"

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import CnnlabError, choices_msg
-from ..train.adversarial import Normalized, fgsm, pgd
-from ..train.checkpoint import atomic_write_bytes, atomic_write_text
+from cnnlab.analysis.attacks import Normalized, fgsm, pgd
+from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 
 # Five severity levels per corruption, in the units of the function (pixel scale or a
 # fraction of the image side, so they mean the same on 28- and 224-pixel inputs).
@@ -158,7 +158,7 @@ def _seed_for(seed: int, *parts) -> int:
 
 def dataset_for_run(meta: dict, data_dir=None):
     """The run's dataset, loaded with the options it was trained with."""
-    from ..runs import load_run_dataset
+    from cnnlab.runs.load import load_run_dataset
 
     return load_run_dataset(meta, data_dir)
 
@@ -169,9 +169,8 @@ class _Eval:
     def __init__(
         self, target, device="auto", data_dir=None, limit=None, batch_size=500, which="best"
     ):
-        from ..api import _loader_for
-        from ..runs import load_model, run_dir_of
-        from ..train.device import resolve_device
+        from cnnlab.runs.load import load_model, loader_for, run_dir_of
+        from cnnlab.runtime.device import resolve_device
 
         self.dev = resolve_device(device)
         model, meta = load_model(target, which, self.dev)
@@ -181,7 +180,7 @@ class _Eval:
         x, y = ds.test_x, ds.test_y
         if limit:
             x, y = x[:limit], y[:limit]
-        self.loader = _loader_for(meta, x, y, self.dev, batch_size)
+        self.loader = loader_for(meta, x, y, self.dev, batch_size)
         self.model = Normalized(model, self.loader.mean, self.loader.std).to(self.dev).eval()
         self.n = len(y)
         self.dataset = ds
@@ -418,7 +417,7 @@ def _ood_images(name: str, ev: _Eval, data_dir, limit: int | None, seed: int) ->
         uni = torch.randint(0, 256, (half, c, size, size), generator=g, dtype=torch.uint8)
         gau = (torch.randn((n - half, c, size, size), generator=g) * 64 + 128).clamp(0, 255)
         return torch.cat([uni, gau.to(torch.uint8)])
-    from ..data.datasets import load_dataset
+    from cnnlab.data.datasets import load_dataset
 
     x = load_dataset(name, data_dir).test_x[:n]
     if x.shape[1] != c:  # RGB → gray with the usual weights, gray → RGB by repetition
@@ -458,7 +457,14 @@ def ood(
     Stores ``<run>/ood.json`` with the chosen score's threshold (95% of the run's own test
     images pass); ``method=None`` picks the score with the higher mean AUROC.
     """
-    from .ood import METHODS, auroc, fpr_at_tpr, ood_score, save_ood, threshold_at_tpr
+    from cnnlab.analysis.ood import (
+        METHODS,
+        auroc,
+        fpr_at_tpr,
+        ood_score,
+        save_ood,
+        threshold_at_tpr,
+    )
 
     if method is not None and method not in METHODS:
         raise CnnlabError(choices_msg("OOD score", method, METHODS))

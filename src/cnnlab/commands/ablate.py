@@ -52,8 +52,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..ablate import HEADER, ablate
-    from ._common import table
+    from cnnlab.commands._common import table
+    from cnnlab.studies.ablate import HEADER, ablate
 
     st = ablate(
         recipe=args.recipe,

@@ -70,7 +70,7 @@ def register(sub) -> None:
 
 
 def _numbers(text: str, kind, what: str) -> tuple:
-    from ..errors import ConfigError
+    from cnnlab.errors import ConfigError
 
     try:
         vals = tuple(kind(v) for v in text.split(",") if v.strip())
@@ -84,9 +84,9 @@ def _numbers(text: str, kind, what: str) -> tuple:
 def run(args) -> int:
     from datetime import datetime
 
-    from .. import bench
-    from ..errors import ConfigError
-    from ._common import table
+    from cnnlab.commands._common import table
+    from cnnlab.errors import ConfigError
+    from cnnlab.studies import bench
 
     loops = tuple(v.strip() for v in args.loops.split(",") if v.strip())
     bad = [v for v in loops if v not in bench.LOOPS]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import table
+from cnnlab.commands._common import table
 
 ORDER = 61
 
@@ -20,8 +20,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import render_compare
-    from ..train.checkpoint import atomic_write_text
+    from cnnlab.report.html import render_compare
+    from cnnlab.runs.files import atomic_write_text
 
     page, rows, header, diff = render_compare(args.runs)
     table(rows, header)

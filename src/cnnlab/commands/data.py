@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import table
+from cnnlab.commands._common import table
 
 ORDER = 50
 
@@ -15,8 +15,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data.datasets import DATASETS, fetch, search_roots
-    from ..data.datasets import dataset_status as status
+    from cnnlab.data.datasets import DATASETS, fetch, search_roots
+    from cnnlab.data.datasets import dataset_status as status
 
     if args.download:
         spec = DATASETS.get(args.download)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import add_run_arg, print_json_or, table
 
 ORDER = 20
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..api import evaluate
+    from cnnlab.inference import evaluate
 
     r = evaluate(
         args.run,

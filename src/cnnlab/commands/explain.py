@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import add_run_arg, print_json_or, table
 
 ORDER = 44
 
 
 def register(sub) -> None:
-    from ..analysis.explain import METHODS, SELECTIONS
+    from cnnlab.analysis.explain import METHODS, SELECTIONS
 
     p = sub.add_parser(
         "explain",
@@ -48,8 +48,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..analysis.explain import SHORT, explain
-    from ..errors import CnnlabError
+    from cnnlab.analysis.explain import SHORT, explain
+    from cnnlab.errors import CnnlabError
 
     indices = None
     if args.indices:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg, print_json_or
+from cnnlab.commands._common import add_run_arg, print_json_or
 
 ORDER = 60
 
@@ -54,10 +54,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..deploy.export import export, format_report
+    from cnnlab.deploy.export import export, format_report
 
     if args.parity_images < 0:
-        from ..errors import CnnlabError
+        from cnnlab.errors import CnnlabError
 
         raise CnnlabError("--parity-images must be ≥ 0 (0 = the whole test set)")
     r = export(

@@ -66,7 +66,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train.gan import train_gan
+    from cnnlab.train.gan import train_gan
 
     res = train_gan(
         overrides=args.overrides,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg
+from cnnlab.commands._common import add_run_arg
 
 ORDER = 71
 
@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train.gan import generate, score_run
+    from cnnlab.train.gan import generate, score_run
 
     path, info = generate(
         args.run,

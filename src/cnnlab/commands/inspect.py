@@ -33,7 +33,7 @@ def layer_table(model, channels: int, size: int) -> list[dict]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..models.attention import SelfAttention2d
+    from cnnlab.models.attention import SelfAttention2d
 
     rows: list[dict] = []
     hooks = []
@@ -74,10 +74,10 @@ def layer_table(model, channels: int, size: int) -> list[dict]:
 
 
 def run(args) -> int:
-    from ..config import parse_scalar
-    from ..errors import ConfigError
-    from ..models import MODELS, count_macs, count_params, create_model
-    from ._common import table
+    from cnnlab.commands._common import table
+    from cnnlab.config import parse_scalar
+    from cnnlab.errors import ConfigError
+    from cnnlab.models import MODELS, count_macs, count_params, create_model
 
     entry = MODELS.get(args.model)
     c, s = entry.default_input

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import table
+from cnnlab.commands._common import table
 
 ORDER = 60
 
@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..models import MODELS, count_macs, count_params, create_model, list_models
+    from cnnlab.models import MODELS, count_macs, count_params, create_model, list_models
 
     rows = []
     for name in list_models(args.pattern):

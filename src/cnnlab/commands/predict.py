@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg, print_json_or
+from cnnlab.commands._common import add_run_arg, print_json_or
 
 ORDER = 30
 
@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..api import predict
+    from cnnlab.inference import predict
 
     res = predict(args.run, args.images, top=args.top, device=args.device, invert=args.invert)
 

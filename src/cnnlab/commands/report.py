@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg
+from cnnlab.commands._common import add_run_arg
 
 ORDER = 60
 
@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import write_report
+    from cnnlab.report.html import write_report
 
     info: dict = {}
     path = write_report(args.run, args.checkpoint, args.data_dir, out=args.out, info=info)

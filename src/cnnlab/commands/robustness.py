@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import add_run_arg, print_json_or, table
 
 ORDER = 45
 
 
 def register(sub) -> None:
-    from ..analysis.robustness import ATTACKS, CORRUPTIONS
+    from cnnlab.analysis.robustness import ATTACKS, CORRUPTIONS
 
     p = sub.add_parser(
         "robustness",
@@ -50,8 +50,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..analysis import robustness as rb
-    from ..errors import CnnlabError
+    from cnnlab.analysis import robustness as rb
+    from cnnlab.errors import CnnlabError
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be ≥ 1, got {args.batch_size}")

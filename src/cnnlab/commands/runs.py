@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import table
+from cnnlab.commands._common import table
 
 ORDER = 40
 
@@ -16,7 +16,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import yaml
 
-    from ..runs import list_runs, read_metrics
+    from cnnlab.runs.layout import list_runs, read_metrics
 
     rows = []
     for d in list_runs(args.runs_dir):

@@ -37,10 +37,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..deploy.serve import ServeConfig, serve
+    from cnnlab.deploy.serve import ServeConfig, serve
 
     if not 0 < args.port < 65536:
-        from ..errors import CnnlabError
+        from cnnlab.errors import CnnlabError
 
         raise CnnlabError(f"--port must be in 1..65535, got {args.port}")
     cfg = ServeConfig(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import table
+from cnnlab.commands._common import table
 
 ORDER = 62
 
@@ -82,7 +82,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train.sweep import run_sweep
+    from cnnlab.studies.sweep import run_sweep
 
     overrides = list(args.overrides)
     if args.data_dir:

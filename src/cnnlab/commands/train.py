@@ -67,7 +67,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train import build_config, train
+    from cnnlab.train.api import build_config, fit
 
     shortcuts = dict(
         model=args.model,
@@ -82,23 +82,23 @@ def run(args) -> int:
         runs_dir=args.runs_dir,
     )
     if args.print_config:
-        from ..config import validate
+        from cnnlab.train.validate import validate
 
         print(
             validate(build_config(None, args.recipe, args.overrides, **shortcuts)).to_yaml(), end=""
         )
         return 0
     if args.resume and args.recipe:
-        from ..errors import ConfigError
+        from cnnlab.errors import ConfigError
 
         raise ConfigError(
             "--resume takes the run's own config; drop --recipe (use --set to change it)"
         )
     if args.nproc is not None and args.nproc != 1:
-        from ..train.distributed import launch
+        from cnnlab.runtime.distributed import launch
 
         return launch(args.nproc, _argv_without_nproc(args))
-    res = train(
+    res = fit(
         recipe=args.recipe,
         # the CLI writes <run>/report.html at the end (the API leaves it off by default:
         # it costs a test-set pass and a few plots); --set train.report=false turns it off

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from cnnlab.errors import ConfigError
 
 AUGMENTATIONS = ("none", "crop", "flip", "noise", "erase")
 GEOMETRIC = ("crop", "flip")  # move pixels only: valid on uint8 images too

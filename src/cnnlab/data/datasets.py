@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
-from ..registry import Registry, check_kwargs
-from .download import check_digest, download
-from .formats import read_cifar_batch, read_cifar_meta, read_idx
+from cnnlab.data.download import check_digest, download
+from cnnlab.data.folder import load_imagefolder
+from cnnlab.data.formats import read_cifar_batch, read_cifar_meta, read_idx
+from cnnlab.errors import ConfigError, DataError
+from cnnlab.registry import Registry, check_kwargs
 
 
 @dataclass
@@ -548,5 +549,11 @@ register_dataset(
     )
 )
 
-
-from . import folder as _folder  # noqa: E402, F401  (registers imagefolder)
+register_dataset(
+    DatasetSpec(
+        "imagefolder",
+        "image files in train/<class>/, val/<class>/ (ImageNet layout), streamed; needs --data-dir",
+        load_imagefolder,
+        dirs=("train",),
+    )
+)

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import DataError
+from cnnlab.errors import DataError
 
 CHUNK = 1 << 20
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
+from cnnlab.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -191,8 +191,8 @@ class FolderDataset:
 
     def attach_loaders(self, trainer) -> None:
         """Give ``trainer`` its train/test(/val) loaders (the Trainer.setup hook)."""
-        from ..data.augment import parse_augment
-        from ..errors import ConfigError
+        from cnnlab.data.augment import parse_augment
+        from cnnlab.errors import ConfigError
 
         cfg, t = trainer.cfg, trainer.cfg.train
         size = cfg.data.resize or self.size
@@ -263,20 +263,3 @@ def load_imagefolder(
     folder: Path, size: int = 224, workers: int | None = None, mean=None, std=None
 ) -> FolderDataset:
     return FolderDataset(folder, size=size, workers=workers, mean=mean, std=std)
-
-
-def _register() -> None:
-    from .datasets import DatasetSpec, register_dataset
-
-    register_dataset(
-        DatasetSpec(
-            "imagefolder",
-            "image files in train/<class>/, val/<class>/ (ImageNet layout), streamed; "
-            "needs --data-dir",
-            load_imagefolder,
-            dirs=("train",),
-        )
-    )
-
-
-_register()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from cnnlab.errors import DataError
 
 IDX_DTYPES = {
     0x08: np.dtype(np.uint8),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from . import augment as aug
+from cnnlab.data import augment as aug
 
 
 class ResidentLoader:

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
-from ..errors import CnnlabError, choices_msg
-from ..runs import load_model, resolve_checkpoint, run_dir_of
-from ..train.checkpoint import atomic_write_bytes, atomic_write_text
+from cnnlab._version import __version__
+from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+from cnnlab.runs.load import load_model, resolve_checkpoint, run_dir_of
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 QUANT_MODES = ("static", "dynamic")
@@ -55,7 +55,7 @@ class PixelModel(nn.Module):
         return self.model((pixels - self.mean) / self.std)
 
 
-def _norm_stats(meta: dict) -> tuple[list[float], list[float]]:
+def norm_stats(meta: dict) -> tuple[list[float], list[float]]:
     """The normalisation the model saw: the loader's, after an optional RGB→gray fold."""
     inp = meta["input"]
     mean, std = list(inp["mean"]), list(inp["std"])
@@ -67,10 +67,10 @@ def _norm_stats(meta: dict) -> tuple[list[float], list[float]]:
 
 
 def export_metadata(meta: dict, source, fmt: str, exporter: str, int8: str | None = None) -> dict:
-    from ..analysis.ood import load_ood
+    from cnnlab.analysis.ood import load_ood
 
     inp = meta["input"]
-    mean, std = _norm_stats(meta)
+    mean, std = norm_stats(meta)
     run = run_dir_of(source)
     return {
         "format": EXPORT_FORMAT,
@@ -100,7 +100,7 @@ def export_metadata(meta: dict, source, fmt: str, exporter: str, int8: str | Non
 # --------------------------------------------------------------------------- writers
 
 
-def _onnx_bytes(wrapper: nn.Module, example: torch.Tensor, exporter: str) -> tuple[bytes, str]:
+def onnx_bytes(wrapper: nn.Module, example: torch.Tensor, exporter: str) -> tuple[bytes, str]:
     """ONNX bytes via the torch.export-based (dynamo) exporter; the legacy TorchScript
     exporter is the fallback for graphs the new one cannot take (and on request)."""
     if exporter not in ("dynamo", "legacy", "auto"):
@@ -167,14 +167,14 @@ def _with_onnx_metadata(data: bytes, md: dict) -> bytes:
 
 def read_onnx_metadata(path_or_bytes) -> dict:
     """The cnnlab metadata of an exported ONNX file (from its metadata_props)."""
-    sess = _ort_session(path_or_bytes)
+    sess = ort_session(path_or_bytes)
     md = sess.get_modelmeta().custom_metadata_map
     if META_KEY not in md:
         raise CnnlabError(f"{path_or_bytes}: not a cnnlab export (no '{META_KEY}' metadata)")
     return json.loads(md[META_KEY])
 
 
-def _ort_session(path_or_bytes, threads: int = 0):
+def ort_session(path_or_bytes, threads: int = 0):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -216,7 +216,7 @@ def _write_exported_program(wrapper, example, md) -> bytes:
 def load_runner(path_or_bytes, fmt: str, threads: int = 0):
     """A callable float32 ndarray (B, C, S, S) in [0,1] → logits ndarray, for an export."""
     if fmt == "onnx":
-        sess = _ort_session(path_or_bytes, threads)
+        sess = ort_session(path_or_bytes, threads)
         name = sess.get_inputs()[0].name
         return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
@@ -261,7 +261,7 @@ def read_export_metadata(path) -> dict:
 
 def run_dataset(meta: dict, data_dir=None):
     """The dataset a run was trained on, with the loader options its config recorded."""
-    from ..runs import load_run_dataset
+    from cnnlab.runs.load import load_run_dataset
 
     return load_run_dataset(meta, data_dir)
 
@@ -269,13 +269,13 @@ def run_dataset(meta: dict, data_dir=None):
 def run_test_data(meta: dict, data_dir=None, limit: int | None = None):
     """(pixels01 float (N, C, S, S), normalised (N, C, S, S), labels) from the run's test split,
     prepared exactly as evaluation prepares them."""
-    from ..api import _loader_for
+    from cnnlab.runs.load import loader_for
 
     ds = run_dataset(meta, data_dir)
     x, y = ds.test_x, ds.test_y
     if limit:
         x, y = x[:limit], y[:limit]
-    loader = _loader_for(meta, x, y, "cpu", batch_size=500)
+    loader = loader_for(meta, x, y, "cpu", batch_size=500)
     pix, norm = [], []
     for i in range(0, len(x), 500):
         xb = loader.x[i : i + 500]
@@ -320,7 +320,7 @@ def export(
         raise CnnlabError(choices_msg("quantisation mode", quant, QUANT_MODES))
     t0 = time.perf_counter()
     model, meta = load_model(run, which, "cpu")
-    mean, std = _norm_stats(meta)
+    mean, std = norm_stats(meta)
     wrapper = PixelModel(model, mean, std).eval()
     inp = meta["input"]
     example = torch.rand(2, inp["channels"], inp["size"], inp["size"])
@@ -330,7 +330,7 @@ def export(
 
     exporter = "torch.jit.trace" if fmt == "torchscript" else "torch.export"
     if fmt == "onnx":
-        data, exporter = _onnx_bytes(wrapper, example, onnx_exporter)
+        data, exporter = onnx_bytes(wrapper, example, onnx_exporter)
     md = export_metadata(meta, run, fmt, exporter, quant if int8 else None)
 
     report: dict = {"export": str(out), "format": fmt, "exporter": exporter}
@@ -447,12 +447,12 @@ def _quantize(data: bytes, mode: str, meta: dict, data_dir, n_calib: int = 512) 
 
 
 def _calibration_pixels(meta: dict, data_dir, n: int) -> np.ndarray:
-    from ..api import _loader_for
+    from cnnlab.runs.load import loader_for
 
     ds = run_dataset(meta, data_dir)
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(ds.train_x), generator=g)[:n]
-    loader = _loader_for(meta, ds.train_x[idx], ds.train_y[idx], "cpu")
+    loader = loader_for(meta, ds.train_x[idx], ds.train_y[idx], "cpu")
     return loader.pixels(loader.x, train=False).numpy()
 
 

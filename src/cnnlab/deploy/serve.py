@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from fastapi import Request
 
-from ..errors import CnnlabError, choices_msg
+from cnnlab.errors import CnnlabError, choices_msg
 
 STATIC = Path(__file__).with_name("static")
 ENDPOINTS = ("/v1/predict", "/v1/saliency", "/v1/model", "/healthz", "/metrics", "/")
@@ -88,11 +88,11 @@ class TorchBackend(Backend):
     saliency_available = True
 
     def __init__(self, run, which: str = "best"):
-        from ..runs import load_model
-        from .export import PixelModel, _norm_stats, export_metadata
+        from cnnlab.deploy.export import PixelModel, export_metadata, norm_stats
+        from cnnlab.runs.load import load_model
 
         model, meta = load_model(run, which, "cpu")
-        mean, std = _norm_stats(meta)
+        mean, std = norm_stats(meta)
         self.model = PixelModel(model, mean, std).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -116,9 +116,9 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(self, src, meta: dict | None = None, threads: int = 0):
-        from .export import _ort_session
+        from cnnlab.deploy.export import ort_session
 
-        self.sess = _ort_session(src, threads)
+        self.sess = ort_session(src, threads)
         self.input = self.sess.get_inputs()[0].name
         if meta is None:
             md = self.sess.get_modelmeta().custom_metadata_map
@@ -151,14 +151,14 @@ def open_backend(target, backend: str = "auto", threads: int = 0, which: str = "
     if backend in ("auto", "torch"):
         return TorchBackend(target, which)
     # ONNX from a run: export in memory (the same graph `cnnlab export` writes)
-    from ..runs import load_model
-    from .export import PixelModel, _norm_stats, _onnx_bytes, export_metadata
+    from cnnlab.deploy.export import PixelModel, export_metadata, norm_stats, onnx_bytes
+    from cnnlab.runs.load import load_model
 
     model, meta = load_model(target, which, "cpu")
-    mean, std = _norm_stats(meta)
+    mean, std = norm_stats(meta)
     inp = meta["input"]
     example = torch.rand(2, inp["channels"], inp["size"], inp["size"])
-    data, exporter = _onnx_bytes(PixelModel(model, mean, std).eval(), example, "auto")
+    data, exporter = onnx_bytes(PixelModel(model, mean, std).eval(), example, "auto")
     return OnnxBackend(data, export_metadata(meta, target, "onnx", exporter), threads)
 
 
@@ -238,7 +238,7 @@ class MicroBatcher:
 
 
 def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
-    from ..api import load_image
+    from cnnlab.data.images import load_image
 
     if not data:
         raise InputError(f"{name}: empty image")
@@ -276,7 +276,7 @@ def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> 
     u8 = np.rint(a).astype(np.uint8)
     if u8.shape[0] == channels and u8.shape[1:] == (size, size):
         return u8
-    from ..api import pil_to_input
+    from cnnlab.data.images import pil_to_input
 
     im = Image.fromarray(u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0))
     return pil_to_input(im, channels, size)
@@ -577,7 +577,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         return min(k, len(classes)), inv
 
     def to_pixels(arrs: list[np.ndarray], invert: str) -> tuple[np.ndarray, list[bool]]:
-        from ..api import maybe_invert
+        from cnnlab.data.images import maybe_invert
 
         out, flags = [], []
         for a in arrs:
@@ -592,7 +592,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         p /= p.sum(1, keepdims=True)
         scores = None
         if ood:
-            from ..analysis.ood import ood_flags
+            from cnnlab.analysis.ood import ood_flags
 
             sc, fl = ood_flags(torch.from_numpy(np.ascontiguousarray(logits)), ood)
             scores = list(zip(sc.tolist(), fl.tolist(), strict=True))

@@ -8,10 +8,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
-from .attention import maybe_attention
-from .base import Classifier, register_model
-from .layers import conv_block, dropout_places, fc_block, get_activation, init_weights, norm_places
+from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.models.attention import maybe_attention
+from cnnlab.models.base import Classifier, register_model
+from cnnlab.models.layers import (
+    conv_block,
+    dropout_places,
+    fc_block,
+    get_activation,
+    init_weights,
+    norm_places,
+)
 
 
 def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError, choices_msg
+from cnnlab.errors import ConfigError, choices_msg
 
 JOINS = ("none", "concat", "residual")
 

@@ -8,14 +8,15 @@ Builders know nothing about devices or precision.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import Registry, accepted_kwargs, check_kwargs
+from cnnlab.errors import ConfigError
+from cnnlab.registry import Registry, accepted_kwargs, check_kwargs
 
 
 def conv_out(size: int, k: int, s: int = 1, p: int = 0) -> int:
@@ -64,6 +65,14 @@ def register_model(
     name: str, builder: Callable[..., nn.Module], default_input=(1, 28), description: str = ""
 ) -> ModelEntry:
     return MODELS.register(name, ModelEntry(name, builder, tuple(default_input), description))
+
+
+def option_default(model: str, key: str, default=None):
+    """The default a model builder gives option ``key`` (``default`` when it has none)."""
+    p = inspect.signature(MODELS.get(model).builder).parameters.get(key)
+    if p is None or p.default is inspect.Parameter.empty:
+        return default
+    return p.default
 
 
 def list_models(pattern: str | None = None) -> list[str]:

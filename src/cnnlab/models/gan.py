@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..registry import Registry
+from cnnlab.errors import ConfigError
+from cnnlab.registry import Registry
 
 SIZES = (28, 32)
 

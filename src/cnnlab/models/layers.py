@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError, choices_msg
+from cnnlab.errors import ConfigError, choices_msg
 
 
 class LeCunTanh(nn.Module):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .attention import maybe_attention
-from .base import Classifier, conv_out, register_model
-from .layers import conv_block, dropout_places, fc_block, init_weights, norm_places
+from cnnlab.models.attention import maybe_attention
+from cnnlab.models.base import Classifier, conv_out, register_model
+from cnnlab.models.layers import conv_block, dropout_places, fc_block, init_weights, norm_places
 
 
 class LeNet5(Classifier):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import ConfigError
-from .base import Classifier, register_model
-from .layers import fc_block, init_weights, norm_places
+from cnnlab.errors import ConfigError
+from cnnlab.models.base import Classifier, register_model
+from cnnlab.models.layers import fc_block, init_weights, norm_places
 
 
 def _widths(hidden) -> list[int]:

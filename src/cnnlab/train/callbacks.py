@@ -6,7 +6,7 @@ import math
 import sys
 import time
 
-from ..errors import CnnlabError
+from cnnlab.errors import CnnlabError
 
 
 class Callback:
@@ -152,7 +152,7 @@ class ReportOnEnd(Callback):
         if not getattr(trainer, "history", None):
             return
         try:
-            from ..report import write_report
+            from cnnlab.report.html import write_report
 
             path = write_report(trainer.run_dir, model=trainer.model, quiet=True)
             if not getattr(trainer, "quiet", False):
@@ -161,18 +161,3 @@ class ReportOnEnd(Callback):
             import warnings
 
             warnings.warn(f"could not write the run report: {type(e).__name__}: {e}", stacklevel=1)
-
-
-def config_callbacks(cfg) -> list[Callback]:
-    """The callbacks the config asks for: early stopping, gradient-flow diagnostics, report."""
-    cbs: list[Callback] = []
-    t = cfg.train
-    if t.early_stop > 0:
-        cbs.append(EarlyStopping("val_acc", patience=t.early_stop))
-    if t.diagnostics:
-        from .diagnostics import GradientFlow
-
-        cbs.append(GradientFlow())
-    if t.report:
-        cbs.append(ReportOnEnd())
-    return cbs

@@ -26,25 +26,24 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .. import __version__
-from ..config import _coerce
-from ..data.datasets import DATASETS, Dataset, load_dataset
-from ..data.loader import ResidentLoader
-from ..errors import CheckpointError, CnnlabError, ConfigError, choices_msg
-from ..models.gan import SIZES, create_gan
-from ..registry import check_kwargs
-from ..runs import read_metrics
-from .checkpoint import (
-    _optim_join,
-    _optim_split,
-    atomic_write_bytes,
-    atomic_write_text,
+from cnnlab._version import __version__
+from cnnlab.config import coerce
+from cnnlab.data.datasets import DATASETS, Dataset, load_dataset
+from cnnlab.data.loader import ResidentLoader
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, choices_msg
+from cnnlab.models.gan import SIZES, create_gan
+from cnnlab.registry import check_kwargs
+from cnnlab.runs.checkpoint import (
     load_checkpoint,
+    optim_join,
+    optim_split,
     restore_rng,
     rng_state,
     save_checkpoint,
 )
-from .device import resolve_device
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+from cnnlab.runs.layout import read_metrics
+from cnnlab.runtime.device import resolve_device
 
 SECTIONS = ("model", "data", "optim", "train", "run", "gan")  # accepted as --set prefixes
 
@@ -106,7 +105,7 @@ def set_gan_value(cfg: GanConfig, key: str, value) -> None:
     if k not in FIELDS:
         raise ConfigError(f"unknown config key {key!r}; GAN keys: {', '.join(FIELDS)}")
     tp = typing.get_type_hints(GanConfig)[k]
-    setattr(cfg, k, _coerce(value, tp, key))
+    setattr(cfg, k, coerce(value, tp, key))
 
 
 def build_gan_config(base: GanConfig | dict | None = None, overrides=None, **kw) -> GanConfig:
@@ -286,7 +285,7 @@ class GanTrainer:
         self.judge = None
         if not c.judge:
             return
-        from ..analysis.frechet import Judge, feature_stats
+        from cnnlab.analysis.frechet import Judge, feature_stats
 
         judge = Judge.load(c.judge, device=self.device)
         ds = self.dataset
@@ -314,7 +313,7 @@ class GanTrainer:
         # The same number of *training* images gives the floor the score can reach.
         idx_tr = torch.randperm(len(ds.train_x), generator=g)[:n]
         feats_tr, _ = judge.features_and_logits(ds.train_x[idx_tr].float().div(127.5).sub(1))
-        from ..analysis.frechet import frechet_from_stats
+        from cnnlab.analysis.frechet import frechet_from_stats
 
         self.fd_real = frechet_from_stats(*feature_stats(feats_tr), *self.real_stats)
         self.eval_z = torch.randn(n, c.z_dim, generator=g).to(self.device)
@@ -325,7 +324,7 @@ class GanTrainer:
     def meta(self, epoch: int, metrics: dict) -> dict:
         ds = self.dataset
         _, plain = rng_state()
-        _, om = _optim_split(self.opt_d.state_dict())
+        _, om = optim_split(self.opt_d.state_dict())
         return {
             "cnnlab_version": __version__,
             "kind": "gan",
@@ -342,7 +341,7 @@ class GanTrainer:
 
     def save(self, epoch: int, metrics: dict) -> Path:
         tensors, _ = rng_state(self.generator)
-        ot, _ = _optim_split(self.opt_d.state_dict())
+        ot, _ = optim_split(self.opt_d.state_dict())
         tensors.update({"optimD." + k[len("optim.") :]: v for k, v in ot.items()})
         return save_checkpoint(
             self.run_dir / "checkpoints" / "last.safetensors",
@@ -366,7 +365,7 @@ class GanTrainer:
         dt = {
             "optim." + k[len("optimD.") :]: v for k, v in ck.tensors.items() if k[:7] == "optimD."
         }
-        self.opt_d.load_state_dict(_optim_join(dt, ck.meta["optimizer_d"]))
+        self.opt_d.load_state_dict(optim_join(dt, ck.meta["optimizer_d"]))
         restore_rng(ck.tensors, ck.meta.get("rng", {}), self.generator)
         self.start_epoch = int(ck.meta["epoch"]) + 1
         # Lines written after the checkpoint (a crash between the two) are dropped.
@@ -454,7 +453,7 @@ class GanTrainer:
         return torch.cat(out)
 
     def score(self) -> dict:
-        from ..analysis.frechet import feature_stats, frechet_from_stats
+        from cnnlab.analysis.frechet import feature_stats, frechet_from_stats
 
         cond = bool(self.G.num_classes)
         fake = self.sample(self.eval_z, self.eval_y if cond else None)
@@ -628,7 +627,7 @@ def train_gan(
 
 def load_generator(run: str | os.PathLike, device="cpu"):
     """(generator in eval mode, checkpoint meta) of a GAN run or checkpoint file."""
-    from ..runs import resolve_checkpoint
+    from cnnlab.runs.load import resolve_checkpoint
 
     ck = load_checkpoint(resolve_checkpoint(run, "last"))
     if ck.meta.get("kind") != "gan":
@@ -664,7 +663,7 @@ def score_run(
 ) -> dict:
     """Score a GAN run's generator with a judge classifier: feature-space Fréchet distance
     to ``n`` real test images, the real-train-vs-test floor, and (conditional) class fidelity."""
-    from ..analysis.frechet import Judge, feature_stats, frechet_from_stats
+    from cnnlab.analysis.frechet import Judge, feature_stats, frechet_from_stats
 
     G, meta = load_generator(run)
     c = meta.get("config", {})

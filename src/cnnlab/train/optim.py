@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from ..config import OptimConfig, SchedConfig
-from ..registry import Registry
+from cnnlab.config import OptimConfig, SchedConfig
+from cnnlab.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
 SCHEDULES: Registry = Registry("lr schedule")

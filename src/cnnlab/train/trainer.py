@@ -33,29 +33,33 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
-from ..config import Config, validate
-from ..data.augment import parse_augment
-from ..data.datasets import Dataset, load_dataset
-from ..data.loader import ResidentLoader
-from ..errors import CheckpointError, CnnlabError, ConfigError
-from ..models import count_params, create_model
-from ..runs import read_metrics
-from . import distributed, graph
-from .adversarial import make_adversary
-from .callbacks import Callback, NaNGuard, NonFiniteLoss, Progress, config_callbacks
-from .checkpoint import (
-    atomic_write_text,
-    fault,
-    io_error,
-    load_checkpoint,
-    restore_rng,
-    rng_state,
-    save_checkpoint,
+from cnnlab._version import __version__
+from cnnlab.config import Config
+from cnnlab.data.augment import parse_augment
+from cnnlab.data.datasets import Dataset, load_dataset
+from cnnlab.data.loader import ResidentLoader
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
+from cnnlab.models import count_params, create_model
+from cnnlab.runs.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from cnnlab.runs.files import atomic_write_text, fault, io_error
+from cnnlab.runs.layout import read_metrics
+from cnnlab.runtime import distributed
+from cnnlab.runtime.device import make_runtime, pool_before_activation, settle_precision
+from cnnlab.runtime.graphs import GraphedForward
+from cnnlab.train import whole_step
+from cnnlab.train.adversarial import make_adversary
+from cnnlab.train.callbacks import (
+    Callback,
+    EarlyStopping,
+    NaNGuard,
+    NonFiniteLoss,
+    Progress,
+    ReportOnEnd,
 )
-from .device import make_runtime, pool_before_activation, settle_precision
-from .losses import build_loss
-from .optim import Schedule, build_optimizer
+from cnnlab.train.diagnostics import GradientFlow
+from cnnlab.train.losses import build_loss
+from cnnlab.train.optim import Schedule, build_optimizer
+from cnnlab.train.validate import validate
 
 
 @dataclass
@@ -73,6 +77,19 @@ class TrainResult:
     def best(self) -> dict:
         key = "val_acc" if self.history and "val_acc" in self.history[0] else "test_acc"
         return max(self.history, key=lambda m: m[key]) if self.history else {}
+
+
+def config_callbacks(cfg) -> list[Callback]:
+    """The callbacks the config asks for: early stopping, gradient-flow diagnostics, report."""
+    cbs: list[Callback] = []
+    t = cfg.train
+    if t.early_stop > 0:
+        cbs.append(EarlyStopping("val_acc", patience=t.early_stop))
+    if t.diagnostics:
+        cbs.append(GradientFlow())
+    if t.report:
+        cbs.append(ReportOnEnd())
+    return cbs
 
 
 def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +127,9 @@ class Trainer:
         self.interrupted = False
         self._signal: int | None = None
         self._pending: dict | None = None  # a mid-epoch position restored by _resume
-        self.whole: graph.WholeStep | None = None  # the whole-step graph, when it runs
+        self.whole: whole_step.WholeStep | None = None  # the whole-step graph, when it runs
         self.capture_seconds = 0.0  # its one-time capture (not in any epoch's time)
-        self._forwards: dict[int, graph.GraphedForward] = {}  # evaluation's, per model
+        self._forwards: dict[int, GraphedForward] = {}  # evaluation's, per model
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -271,13 +288,13 @@ class Trainer:
             rt.autocast,
         )
 
-        # the whole step in one CUDA graph where it can be (train/graph.py); on CPU
+        # the whole step in one CUDA graph where it can be (train/whole_step.py); on CPU
         # cuda_graph=step runs the same device-state step eagerly
         mode = self.cfg.train.cuda_graph.lower()
         if (rt.cuda_graph and mode in ("auto", "true", "step")) or mode == "step":
-            why = graph.unsupported_reason(self)
+            why = whole_step.unsupported_reason(self)
             if why is None:
-                self.whole = graph.WholeStep(self)
+                self.whole = whole_step.WholeStep(self)
             elif mode == "step":
                 self._warn(f"warning: whole-step CUDA graph off ({why})")
 
@@ -565,15 +582,13 @@ class Trainer:
         self.model.train()
         return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
 
-    def _forward_for(self, model: torch.nn.Module) -> graph.GraphedForward:
+    def _forward_for(self, model: torch.nn.Module) -> GraphedForward:
         """Evaluation's forward (no grad): replayed from CUDA graphs where the trainer
         graphs its steps, eager elsewhere. One per model: semi-supervised runs swap an EMA
         teacher in."""
         if id(model) not in self._forwards:
             graphs = self.rt.cuda_graph or self.whole is not None
-            self._forwards[id(model)] = graph.GraphedForward(
-                model, self.rt.autocast, enabled=graphs
-            )
+            self._forwards[id(model)] = GraphedForward(model, self.rt.autocast, enabled=graphs)
         return self._forwards[id(model)]
 
     def _epoch_state(self, epoch: int) -> dict:

@@ -35,9 +35,11 @@ from pathlib import Path
 
 import yaml
 
-from ..config import Config, set_value, validate
-from ..errors import CnnlabError, ConfigError
-from .callbacks import Callback
+from cnnlab.config import Config, get_value, set_value
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.models.base import option_default
+from cnnlab.train.callbacks import Callback
+from cnnlab.train.validate import validate
 
 TYPES = ("float", "int", "categorical")
 
@@ -108,11 +110,11 @@ def baseline_params(base: Config, space: dict[str, dict]) -> dict | None:
     """The recipe's own values for the space's keys, when every one lies inside the space
     (then the sweep tries the recipe first, so its best is never worse than the recipe
     under the sweep's own budget); None when one lies outside."""
-    from ..config import get_value
-
     out = {}
     for key, s in space.items():
         v = get_value(base, key)
+        if v is None and key.startswith("model."):  # unset: the builder's default
+            v = option_default(base.model.name, key.split(".")[-1])
         if s["type"] == "categorical":
             if v not in s["choices"]:
                 return None
@@ -202,7 +204,7 @@ def run_sweep(
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from . import build_config, train
+    from cnnlab.train.api import build_config, fit
 
     if trials < 1:
         raise ConfigError("--trials must be ≥ 1")
@@ -253,7 +255,7 @@ def run_sweep(
         cfg.train.diagnostics = False
         if objective_hook is not None:
             objective_hook(trial, cfg)
-        res = train(cfg, quiet=quiet, callbacks=[OptunaPruning(trial)])
+        res = fit(cfg, quiet=quiet, callbacks=[OptunaPruning(trial)])
         if res.interrupted:  # Ctrl-C / SIGTERM stops the sweep, not just this trial
             raise SweepInterrupted(trial.number)
         best = max(m["val_acc"] for m in res.history)
@@ -319,9 +321,9 @@ def confirm_best(
     ``confirm.json``."""
     from optuna.trial import TrialState
 
-    from ..runs import read_metrics
-    from . import train
-    from .checkpoint import atomic_write_text
+    from cnnlab.runs.files import atomic_write_text
+    from cnnlab.runs.layout import read_metrics
+    from cnnlab.train.api import fit
 
     ranked = sorted(
         (
@@ -359,7 +361,7 @@ def confirm_best(
             if len(done) < cfg.train.epochs:
                 if d.exists():  # an interrupted confirming run: start it again
                     shutil.rmtree(d)
-                r = train(cfg, quiet=quiet)
+                r = fit(cfg, quiet=quiet)
                 if r.interrupted:
                     raise SweepInterrupted(f"confirm {cfg.run.name}")
                 done = r.history
@@ -448,7 +450,7 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
             + "\n"
             f"# params: {best.params}\n"
         )
-        from .checkpoint import atomic_write_text
+        from cnnlab.runs.files import atomic_write_text
 
         atomic_write_text(study_dir / "best.yaml", header + yaml.safe_dump(d, sort_keys=False))
         out["best"] = {

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import TrainConfig
-from ..errors import ConfigError
+from cnnlab.config import TrainConfig
+from cnnlab.errors import ConfigError
 
 
 @dataclass

@@ -27,9 +27,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data import augment as aug
-from ..errors import ConfigError
-from ..train.trainer import Trainer
+from cnnlab.data import augment as aug
+from cnnlab.errors import ConfigError
+from cnnlab.train.trainer import Trainer
 
 METHODS = ("none", "pseudo_label", "mean_teacher", "fixmatch")
 

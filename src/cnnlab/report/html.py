@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import yaml
 
-from .errors import CnnlabError
-from .runs import read_metrics
+from cnnlab.errors import CnnlabError
+from cnnlab.runs.layout import read_metrics
 
 OVERFIT_LOSS_RISE = 1.10
 OVERFIT_GAP = 0.02
@@ -152,7 +152,7 @@ def plot_curves(runs: dict[str, list[dict]]) -> str:
 
 
 def plot_confusion(cm, classes) -> str:
-    from .api import confusion_figure
+    from cnnlab.inference import confusion_figure
 
     return fig_png(confusion_figure(cm, classes))
 
@@ -262,14 +262,13 @@ def _config(run: Path) -> dict:
 
 def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=None) -> dict:
     """Test-set metrics, the most confidently wrong images and the model summary."""
-    from .api import _loader_for
-    from .evaluate import metrics_from_logits, predict_logits
-    from .models import count_macs, count_params
-    from .runs import load_model, load_run_dataset
+    from cnnlab.metrics import metrics_from_logits, predict_logits
+    from cnnlab.models import count_macs, count_params
+    from cnnlab.runs.load import load_model, load_run_dataset, loader_for
 
     model, meta = load_model(run, which, "cpu")
     ds = load_run_dataset(meta, data_dir, download=False)
-    logits, y = predict_logits(model, _loader_for(meta, ds.test_x, ds.test_y, "cpu"))
+    logits, y = predict_logits(model, loader_for(meta, ds.test_x, ds.test_y, "cpu"))
     res = metrics_from_logits(logits, y, meta["classes"])
     probs = logits.softmax(1)
     conf, pred = probs.max(1)
@@ -509,12 +508,12 @@ def render_report(
         )
 
     # gradient flow
-    from .train.diagnostics import read_gradients
+    from cnnlab.analysis.gradients import read_gradients
 
     grads = read_gradients(run)
     if grads:
         parts.append("<h2>Gradient flow</h2>" + _img(plot_gradients(grads), "gradient flow"))
-        from .train.diagnostics import EXPLODE, VANISH, flags_for
+        from cnnlab.analysis.gradients import EXPLODE, VANISH, flags_for
 
         flagged = [(r["epoch"], f) for r in grads for f in flags_for(r["layers"])]
         if flagged:
@@ -658,7 +657,7 @@ def write_report(
     run, which: str = "best", data_dir=None, out=None, info: dict | None = None, **_
 ) -> Path:
     """Render and write ``<run>/report.html`` atomically; returns its path."""
-    from .train.checkpoint import atomic_write_text
+    from cnnlab.runs.files import atomic_write_text
 
     text = render_report(run, which, data_dir, info)
     path = Path(out) if out else Path(run) / "report.html"

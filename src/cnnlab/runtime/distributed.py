@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError
 
 
 @dataclass

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import CheckpointError
+from cnnlab.data.loader import ResidentLoader
+from cnnlab.errors import CheckpointError
 
 if TYPE_CHECKING:
-    from .train.checkpoint import Checkpoint
+    from cnnlab.runs.checkpoint import Checkpoint
 
 
 def resolve_checkpoint(target: str | os.PathLike, which: str = "best") -> Path:
@@ -34,13 +34,13 @@ def resolve_checkpoint(target: str | os.PathLike, which: str = "best") -> Path:
 
 
 def load_run_checkpoint(target, which: str = "best") -> Checkpoint:
-    from .train.checkpoint import load_checkpoint
+    from cnnlab.runs.checkpoint import load_checkpoint
 
     return load_checkpoint(resolve_checkpoint(target, which))
 
 
 def model_from_checkpoint(ck: Checkpoint, device="cpu") -> torch.nn.Module:
-    from .models import create_model
+    from cnnlab.models import create_model
 
     if not isinstance(ck.meta.get("model"), dict):
         kind = (
@@ -73,8 +73,8 @@ def load_run_dataset(meta: dict, data_dir=None, name: str | None = None, downloa
     (``name`` picks another dataset, loaded with its defaults)."""
     import dataclasses
 
-    from .config import DataConfig
-    from .data.datasets import load_dataset
+    from cnnlab.config import DataConfig
+    from cnnlab.data.datasets import load_dataset
 
     cfg = meta.get("config", {}).get("data", {})
     own = meta.get("dataset") or cfg.get("name")
@@ -84,33 +84,22 @@ def load_run_dataset(meta: dict, data_dir=None, name: str | None = None, downloa
     return load_dataset(name, data_dir or cfg.get("data_dir"), download, **args)
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line from a crash
-    return rows
-
-
-def list_runs(runs_dir: str | os.PathLike = "runs") -> list[Path]:
-    d = Path(runs_dir)
-    if not d.is_dir():
-        return []
-    return sorted(
-        (p for p in d.iterdir() if (p / "config.yaml").is_file()), key=lambda p: p.stat().st_mtime
-    )
-
-
 def run_dir_of(target) -> Path:
     p = Path(target)
     if p.is_file():  # runs/<name>/checkpoints/x.safetensors
         return p.parent.parent
     return p
+
+
+def loader_for(meta: dict, x: torch.Tensor, y: torch.Tensor, device, batch_size: int = 1000):
+    inp = meta["input"]
+    return ResidentLoader(
+        x,
+        y,
+        batch_size,
+        inp["mean"],
+        inp["std"],
+        device=device,
+        resize=inp["size"] if inp["size"] != x.shape[-1] else None,
+        grayscale=inp.get("grayscale", False),
+    )

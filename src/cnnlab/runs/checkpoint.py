@@ -23,9 +23,7 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +32,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
+from cnnlab.errors import CheckpointError
+from cnnlab.runs.files import FILE_MODE, fault, fsync_dir, io_error, unlink_quietly
 
 FORMAT = "cnnlab-checkpoint/1"
-_FILE_MODE = 0o644  # mkstemp makes 0600 files; a run directory is meant to be shared/read
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -52,90 +50,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def fault(point: str, before=None) -> None:
-    """Test hook for the crash tests: ``CNNLAB_FAULT=<point>:<n>`` SIGKILLs this process the
-    n-th time ``point`` is reached; ``CNNLAB_FAULT_SLEEP=<s>`` sleeps inside every
-    checkpoint write so an external kill can land there. Inert unless those are set."""
-    spec = os.environ.get("CNNLAB_FAULT")
-    if point == "ckpt-write" and os.environ.get("CNNLAB_FAULT_SLEEP"):
-        time.sleep(float(os.environ["CNNLAB_FAULT_SLEEP"]))
-    if not spec:
-        return
-    name, _, n = spec.partition(":")
-    if name != point:
-        return
-    _FAULT_COUNTS[point] = _FAULT_COUNTS.get(point, 0) + 1
-    if _FAULT_COUNTS[point] == int(n or 1):
-        if before is not None:
-            before()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 _FAULT_COUNTS: dict[str, int] = {}
 
 
-def io_error(path, e: OSError, what: str = "write") -> str:
-    """One line for a failed file operation: which file, why, in words."""
-    why = e.strerror or str(e)
-    hint = {
-        errno.ENOSPC: "free some disk space",
-        errno.EROFS: "the file system is read-only; choose another --runs-dir",
-        errno.EACCES: "no permission; choose another --runs-dir",
-        errno.EPERM: "no permission; choose another --runs-dir",
-        errno.ENOENT: "the directory is missing",
-        errno.ENOTDIR: "a part of the path is a file, not a directory",
-        errno.EDQUOT: "the disk quota is exceeded",
-    }.get(e.errno, "check the path and the disk")
-    return f"cannot {what} {path}: {why} ({hint})"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``path`` all or nothing (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise CheckpointError(io_error(path, e)) from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(tmp) -> None:
-    if tmp is None:
-        return
-    try:
-        os.unlink(tmp)
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _optim_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def optim_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, plain = {}, {}
     for pid, st in state.get("state", {}).items():
         plain[str(pid)] = {}
@@ -156,7 +74,7 @@ def _optim_split(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": groups, "plain": plain}
 
 
-def _optim_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def optim_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict[str, Any]] = {}
     for pid, plain in meta.get("plain", {}).items():
         state[int(pid)] = dict(plain)
@@ -223,7 +141,7 @@ def save_checkpoint(
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in sd.items()}
     meta = dict(meta, format=FORMAT)
     if optimizer is not None:
-        ot, om = _optim_split(optimizer.state_dict())
+        ot, om = optim_split(optimizer.state_dict())
         tensors.update(ot)
         meta["optimizer"] = om
     for k, v in (extra_tensors or {}).items():
@@ -233,7 +151,7 @@ def save_checkpoint(
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
         os.close(fd)
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
@@ -245,14 +163,14 @@ def save_checkpoint(
             _rotate(path, Path(keep_prev))
             fault("ckpt-rotate")
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as e:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise CheckpointError(
             io_error(path, e, "write checkpoint") + "; the previous checkpoint is left intact"
         ) from None
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     return path
 
@@ -300,7 +218,7 @@ class Checkpoint:
     def optimizer_state(self) -> dict | None:
         if "optimizer" not in self.meta:
             return None
-        return _optim_join(self.tensors, self.meta["optimizer"])
+        return optim_join(self.tensors, self.meta["optimizer"])
 
 
 def read_metadata(path: Path) -> dict:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CnnlabError
+from cnnlab.errors import CnnlabError
 
 LOOPS = ("naive", "resident", "cnnlab")
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
@@ -102,7 +102,7 @@ def _write_idx(path: Path, arr: torch.Tensor) -> None:
 
 def write_tiny_fashion(folder: Path, num_train: int = 1024, num_test: int = 256) -> Path:
     """A small learnable set in Fashion-MNIST's own file format (for --quick and tests)."""
-    from .data.datasets import load_dataset
+    from cnnlab.data.datasets import load_dataset
 
     ds = load_dataset("synthetic", num_train=num_train, num_test=num_test, channels=1, size=28)
     d = Path(folder) / "fashion-mnist"
@@ -115,7 +115,7 @@ def write_tiny_fashion(folder: Path, num_train: int = 1024, num_test: int = 256)
 
 
 def locate_fashion(data_dir) -> Path:
-    from .data.datasets import DATASETS, locate, missing_files_message
+    from cnnlab.data.datasets import DATASETS, locate, missing_files_message
 
     spec = DATASETS.get("fashion-mnist")
     found = locate(spec, data_dir)
@@ -128,7 +128,7 @@ def locate_fashion(data_dir) -> Path:
 
 
 def cnnlab_config(spec: dict):
-    from .train import build_config
+    from cnnlab.train.api import build_config
 
     recipe = spec.get("recipe")
     # the references train the article's plain LeNet-5 (tanh convs, no batch norm): the
@@ -149,7 +149,7 @@ def cnnlab_config(spec: dict):
 
 
 def cnnlab_loop(spec: dict):
-    from .train.trainer import Trainer
+    from cnnlab.train.trainer import Trainer
 
     cfg = cnnlab_config(spec)
     tr = Trainer(cfg, quiet=True)
@@ -193,7 +193,7 @@ def cnnlab_loop(spec: dict):
 def worker_main(kind: str, spec: dict) -> None:
     """Run one loop; ``next`` on stdin runs one epoch, its JSON goes to stdout."""
     device = torch.device(spec["device"] if spec["device"] != "auto" else _auto_device())
-    from .train.device import default_threads
+    from cnnlab.runtime.device import default_threads
 
     # the same rule as the trainer's, so every loop gets the same thread count
     torch.set_num_threads(int(spec.get("threads") or 0) or default_threads())
@@ -232,7 +232,7 @@ class Worker:
         src = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "cnnlab.bench", "--worker", kind, json.dumps(spec)],
+            [sys.executable, "-m", "cnnlab.studies.bench", "--worker", kind, json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.err,
@@ -350,7 +350,7 @@ def ratios(res: dict) -> dict:
 
 
 def epoch_seconds(spec: dict, batch_size: int, limit: int | None) -> dict:
-    from .train.trainer import Trainer
+    from cnnlab.train.trainer import Trainer
 
     s = dict(spec, epochs=1)
     s["overrides"] = list(spec.get("overrides") or []) + [f"train.batch_size={batch_size}"]
@@ -400,7 +400,7 @@ def graphed(fn, dev: torch.device, warmup: int = 3):
     a replay function; on the CPU ``fn`` itself. ``fn`` must use static inputs only."""
     if dev.type != "cuda":
         return fn
-    from .train.graph import capture_graph
+    from cnnlab.runtime.graphs import capture_graph
 
     g, _ = capture_graph(fn, dev, warmup)
     return g.replay
@@ -439,10 +439,10 @@ def alexnet_throughput(
     evaluation and ``predict_logits`` do; torchvision's model stays in the eager loop."""
     import torchvision
 
-    from .config import TrainConfig
-    from .models import MODELS, create_model
-    from .train.device import make_runtime
-    from .train.graph import GraphedForward
+    from cnnlab.config import TrainConfig
+    from cnnlab.models import MODELS, create_model
+    from cnnlab.runtime.device import make_runtime
+    from cnnlab.runtime.graphs import GraphedForward
 
     rt = make_runtime(TrainConfig(device=device, threads=threads))
     dev = rt.device
@@ -668,7 +668,7 @@ def summary_rows(result: dict) -> tuple[list[list], list[str]]:
 
 
 def save(result: dict, out: str | os.PathLike) -> Path:
-    from .train.checkpoint import atomic_write_text
+    from cnnlab.runs.files import atomic_write_text
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -676,8 +676,10 @@ def save(result: dict, out: str | os.PathLike) -> Path:
     return out
 
 
-if __name__ == "__main__":  # worker entry: python -m cnnlab.bench --worker KIND SPEC
+if __name__ == "__main__":  # worker entry: python -m cnnlab.studies.bench --worker KIND SPEC
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         worker_main(sys.argv[2], json.loads(sys.argv[3]))
     else:
-        sys.exit("usage: python -m cnnlab.bench --worker KIND SPEC_JSON (use `cnnlab bench`)")
+        sys.exit(
+            "usage: python -m cnnlab.studies.bench --worker KIND SPEC_JSON (use `cnnlab bench`)"
+        )

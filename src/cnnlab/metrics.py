@@ -12,7 +12,7 @@ def predict_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` over a loader of (x, y); returns float32 logits and labels on the CPU.
     On CUDA the forward is replayed from CUDA graphs (:class:`GraphedForward`)."""
-    from .train.graph import GraphedForward
+    from cnnlab.runtime.graphs import GraphedForward
 
     was = model.training
     model.eval()

@@ -26,11 +26,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, parse_scalar, set_value, validate
-from .errors import ConfigError
-from .runs import read_metrics
-from .train import build_config, train
-from .train.checkpoint import atomic_write_bytes, atomic_write_text
+from cnnlab.config import Config, parse_scalar, set_value
+from cnnlab.errors import ConfigError
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+from cnnlab.runs.layout import read_metrics
+from cnnlab.train.api import build_config, fit
+from cnnlab.train.validate import validate
 
 
 def parse_vary(items: list[str] | dict) -> dict[str, list]:
@@ -157,7 +158,7 @@ def _check_models(runs: list[RunSpec]) -> None:
     option value (``activation=rellu``) fails now, not after hours of other runs."""
     import torch
 
-    from .models import create_model
+    from cnnlab.models import create_model
 
     seen = set()
     for s in runs:
@@ -189,11 +190,11 @@ def _run_one(spec: RunSpec, quiet: bool, dataset=None) -> None:
     if state == "done":
         return
     if state == "partial":
-        train(resume=d, quiet=quiet, overrides={"train.epochs": spec.cfg.train.epochs})
+        fit(resume=d, quiet=quiet, overrides={"train.epochs": spec.cfg.train.epochs})
         return
     if d.exists():  # started but died before its first checkpoint: start it over
         shutil.rmtree(d)
-    train(spec.cfg, dataset=dataset, quiet=quiet)
+    fit(spec.cfg, dataset=dataset, quiet=quiet)
 
 
 def _worker(specs: list[RunSpec], device: str, quiet: bool) -> None:
@@ -246,7 +247,7 @@ def execute(st: Study, quiet: bool = True, log=print) -> Study:
             log(f"[{i}/{len(pending)}] {s.label} seed {s.seed}")
             key = json.dumps([s.cfg.data.name, s.cfg.data.data_dir, s.cfg.data.args], default=str)
             if key not in datasets:  # one load per distinct data config, shared across runs
-                from .data.datasets import load_dataset
+                from cnnlab.data.datasets import load_dataset
 
                 c = s.cfg.data
                 datasets[key] = load_dataset(c.name, c.data_dir, c.download, **c.args)

@@ -9,26 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.loader import ResidentLoader
-from .errors import CnnlabError
-from .evaluate import metrics_from_logits, predict_logits
-from .runs import load_model, load_run_dataset, run_dir_of
-from .train.checkpoint import atomic_write_text
-from .train.device import resolve_device
-
-
-def _loader_for(meta: dict, x: torch.Tensor, y: torch.Tensor, device, batch_size: int = 1000):
-    inp = meta["input"]
-    return ResidentLoader(
-        x,
-        y,
-        batch_size,
-        inp["mean"],
-        inp["std"],
-        device=device,
-        resize=inp["size"] if inp["size"] != x.shape[-1] else None,
-        grayscale=inp.get("grayscale", False),
-    )
+from cnnlab.data.images import load_image, maybe_invert
+from cnnlab.errors import CnnlabError
+from cnnlab.metrics import metrics_from_logits, predict_logits
+from cnnlab.runs.files import atomic_write_text
+from cnnlab.runs.load import load_model, load_run_dataset, loader_for, run_dir_of
+from cnnlab.runtime.device import resolve_device
 
 
 def evaluate(
@@ -57,7 +43,7 @@ def evaluate(
         raise CnnlabError(
             f"dataset {name} has {len(ds.classes)} classes, the model {len(meta['classes'])}"
         )
-    logits, labels = predict_logits(model, _loader_for(meta, x, y, dev))
+    logits, labels = predict_logits(model, loader_for(meta, x, y, dev))
     res = metrics_from_logits(logits, labels, meta["classes"])
     res.update(dataset=name, split=split, checkpoint=str(meta.get("epoch")))
     if save:
@@ -104,88 +90,6 @@ def plot_confusion(cm, classes, path: Path) -> None:
     os.replace(tmp, path)
 
 
-MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (8192 × 8192): above any photo, below a memory bomb
-MAX_IMAGE_FILE = 256 << 20  # bytes
-
-
-def load_image(
-    path, channels: int, size: int, max_pixels: int | None = None, name: str | None = None
-) -> np.ndarray:
-    """Decode any PNG/JPEG (any size or mode) → uint8 (C, size, size).
-
-    ``path`` may be a file object (the server passes uploads as BytesIO, named ``name``).
-    ``max_pixels`` refuses larger images from their header, before decoding a pixel.
-    """
-    import io
-
-    from PIL import Image
-
-    label = name or path
-    try:
-        src, nbytes = path, 0
-        if isinstance(path, (str, os.PathLike)):
-            # decode from memory: a chunk length that lies (b"\x04\x00\x00\x0cIDAT") makes
-            # a buffered file's read(n) allocate n bytes up front; BytesIO.read does not
-            nbytes = os.path.getsize(path)
-            if nbytes > MAX_IMAGE_FILE:
-                raise Image.DecompressionBombError(f"a {nbytes:,}-byte file")
-            src = io.BytesIO(Path(path).read_bytes())
-        elif hasattr(path, "getbuffer"):
-            nbytes = path.getbuffer().nbytes
-        with Image.open(src) as im:
-            w, h = im.size
-            if max_pixels and w * h > max_pixels:
-                raise CnnlabError(
-                    f"{label}: image has {w}×{h} pixels, more than the "
-                    f"limit of {max_pixels}; send a smaller image"
-                )
-            # decided from the header, before the decoder allocates w*h pixels: an absolute
-            # cap, and a cap against the file's size (deflate tops out near 1032:1, so a
-            # 100-byte file that claims 8192 x 8192 pixels is lying)
-            if w * h > MAX_IMAGE_PIXELS or (nbytes and w * h > max(1 << 20, 4096 * nbytes)):
-                raise Image.DecompressionBombError(
-                    f"header claims {w}x{h} pixels in a {nbytes:,}-byte file"
-                )
-            im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode smaller
-            im.load()
-            return pil_to_input(im, channels, size)
-    except CnnlabError:
-        raise
-    except FileNotFoundError:
-        raise CnnlabError(f"{label}: image file not found") from None
-    except Image.DecompressionBombError as e:
-        raise CnnlabError(f"{label}: image too large ({e})") from None
-    except Exception as e:  # noqa: BLE001 - any failure of a decoder fed untrusted bytes
-        raise CnnlabError(f"{label}: not a readable image ({type(e).__name__})") from None
-
-
-def pil_to_input(im, channels: int, size: int) -> np.ndarray:
-    """A decoded PIL image → uint8 (C, size, size): transparency on white, mode, resize."""
-    from PIL import Image
-
-    if im.mode in ("RGBA", "LA", "P"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(bg, im)
-    im = im.convert("L" if channels == 1 else "RGB")
-    im = im.resize((size, size), Image.BILINEAR)
-    a = np.asarray(im, dtype=np.uint8)
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-
-
-def maybe_invert(a: np.ndarray, mean, invert: str = "auto") -> tuple[np.ndarray, bool]:
-    """Invert a gray uint8 image (C, H, W) on a light background when the training data
-    was light-on-dark (mean < 0.5); ``invert``: auto | always | never."""
-    if a.shape[0] != 1 or invert == "never":
-        return a, False
-    dark_data = float(np.mean(mean)) < 0.5
-    flip = invert == "always"
-    if not flip and dark_data:
-        border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
-        flip = bool(border.mean() > 127)
-    return (255 - a if flip else a), flip
-
-
 def predict(
     target, images, top: int = 3, device: str = "auto", invert: str = "auto", which: str = "best"
 ) -> list[dict]:
@@ -211,7 +115,7 @@ def predict(
     with torch.no_grad():
         logits = model(xn).float().cpu()
     probs = torch.softmax(logits, 1)
-    from .analysis.ood import load_ood, ood_flags
+    from cnnlab.analysis.ood import load_ood, ood_flags
 
     ood = load_ood(run_dir_of(target))  # stored by `cnnlab robustness RUN --ood ...`
     scores, is_ood = ood_flags(logits, ood) if ood else (None, None)

@@ -1,0 +1,1 @@
+"""Where and how tensors run: device, threads, precision, CUDA graphs, distributed."""

@@ -1,0 +1,1 @@
+"""Many runs: ablations (grids × seeds), sweeps (Optuna), and the speed bench."""

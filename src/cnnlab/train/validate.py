@@ -1,0 +1,96 @@
+"""A config checked against the registries (models, datasets, losses, optimisers,
+schedules) and the ranges of its values, before anything is built."""
+
+from __future__ import annotations
+
+from cnnlab.config import Config
+from cnnlab.errors import ConfigError, choices_msg
+
+CUDA_GRAPH_MODES = ("auto", "true", "false", "step", "model")
+
+
+PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
+
+
+def validate(cfg: Config) -> Config:
+    """Check names against the registries and values against their ranges."""
+    from cnnlab.data.augment import parse_augment
+    from cnnlab.data.datasets import DATASETS
+    from cnnlab.models.base import MODELS
+    from cnnlab.registry import check_kwargs
+    from cnnlab.train.losses import LOSSES
+    from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
+
+    entry = MODELS.get(cfg.model.name)
+    check_kwargs(
+        "model",
+        entry.name,
+        entry.builder,
+        cfg.model.args,
+        skip=("in_channels", "num_classes", "input_size"),
+    )
+    spec = DATASETS.get(cfg.data.name)
+    check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",))
+    parse_augment(cfg.data.augment)
+    OPTIMIZERS.get(cfg.optim.name)
+    SCHEDULES.get(cfg.sched.name)
+    LOSSES.get(cfg.train.loss)
+    t = cfg.train
+    checks = [
+        (t.epochs >= 1, "train.epochs must be ≥ 1"),
+        (t.batch_size >= 1, "train.batch_size must be ≥ 1"),
+        (t.eval_batch_size >= 1, "train.eval_batch_size must be ≥ 1"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (cfg.data.pad >= 0, "data.pad must be ≥ 0"),
+        (cfg.data.resize is None or cfg.data.resize >= 8, "data.resize must be ≥ 8 pixels"),
+        (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
+        (
+            cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
+            "data.labels_per_class must be ≥ 1",
+        ),
+        (t.steps_per_epoch >= 0, "train.steps_per_epoch must be ≥ 0"),
+        (t.early_stop >= 0, "train.early_stop must be ≥ 0 epochs"),
+        (0 < t.semi_threshold <= 1, "train.semi_threshold must be in (0, 1]"),
+        (t.semi_ratio >= 1, "train.semi_ratio must be ≥ 1"),
+        (0 <= t.ema < 1, "train.ema must be in [0, 1)"),
+        (
+            t.early_stop == 0 or cfg.data.val_fraction > 0,
+            "train.early_stop needs a validation split: add --set data.val_fraction=0.1 "
+            "(early stopping never looks at the test set)",
+        ),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if t.checkpoint_every_steps < 0:
+        raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
+    if t.nan_policy not in ("stop", "skip"):
+        raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
+    if not 0 < t.nan_lr_factor <= 1:
+        raise ConfigError("train.nan_lr_factor must be in (0, 1]")
+    semis = ("none", "pseudo_label", "mean_teacher", "fixmatch")
+    if t.semi not in semis:
+        raise ConfigError(choices_msg("semi-supervised method", t.semi, semis))
+    if t.semi != "none" and not cfg.data.labels_per_class:
+        raise ConfigError(
+            f"train.semi={t.semi} needs unlabelled data: set data.labels_per_class=N "
+            "(e.g. --set data.labels_per_class=100)"
+        )
+    if t.precision not in PRECISIONS:
+        raise ConfigError(choices_msg("precision", t.precision, PRECISIONS))
+    if t.channels_last.lower() not in ("auto", "true", "false"):
+        raise ConfigError(
+            choices_msg("channels_last value", t.channels_last, ("auto", "true", "false"))
+        )
+    from cnnlab.train.adversarial import check_config
+
+    check_config(t)
+    if t.cuda_graph.lower() not in CUDA_GRAPH_MODES:
+        raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, CUDA_GRAPH_MODES))
+    dev = t.device.lower()
+    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
+        raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")
+    return cfg
