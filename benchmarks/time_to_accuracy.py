@@ -80,7 +80,7 @@ def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
         "lr": lr,
         "describe": tr.describe(),
         "setup_seconds": setup,
-        "capture_seconds": tr.capture_seconds,
+        "capture_seconds": tr.task.capture_seconds,
         "median_s_per_epoch": statistics.median(r["seconds"] for r in rows),
         "final_acc": rows[-1]["test_acc"],
         # growth after the first epoch (allocator warm-up) to the last
