@@ -70,7 +70,7 @@ def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
     for e in range(1, args.epochs + 1):
         m = tr.train_epoch(e)
         te = time.perf_counter()
-        _, acc = tr._evaluate(tr.test_loader)
+        _, acc, _ = tr.task.eval_loader(tr.task.test_loader)
         tr.schedule.epoch_end(acc)
         rows.append({"epoch": e, "seconds": m["seconds"], "test_acc": acc,
                      "eval_seconds": time.perf_counter() - te, **memory(tr.rt.device)})  # fmt: skip
