@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import (
+    add_checkpoint_arg,
+    add_data_args,
+    add_device_arg,
+    add_json_arg,
+    add_run_arg,
+    print_json_or,
+    table,
+)
 
 ORDER = 20
 
@@ -12,12 +20,11 @@ def register(sub) -> None:
         "eval", help="accuracy, top-5, per-class accuracy, confusion matrix of a run"
     )
     add_run_arg(p)
-    p.add_argument("--dataset", help="evaluate on another dataset with the same classes")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
+    add_data_args(p, dataset="evaluate on another dataset with the same classes")
     p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_checkpoint_arg(p, "--checkpoint")
+    add_device_arg(p)
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
