@@ -8,8 +8,9 @@ help is printed (:func:`add_listing_arg`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
 
@@ -53,7 +54,7 @@ def add_recipe_args(p, overrides_help: str = SET_HELP) -> None:
         p,
         "--recipe",
         help="a shipped recipe (%(names)s) or a YAML file's path",
-        names=lambda: ", ".join(recipe_names()),
+        names=recipe_names,
     )
     add_overrides_arg(p, overrides_help)
 
@@ -80,6 +81,14 @@ def add_output_args(
     )
 
 
+def add_analysis_args(p, dataset: str | None = None) -> None:
+    """What every analysis of a run takes: ``--data-dir`` (and ``--dataset``), ``--device``
+    and ``--json``."""
+    add_data_args(p, dataset=dataset)
+    add_device_arg(p)
+    add_json_arg(p)
+
+
 def add_checkpoint_arg(p, flag: str = "--which") -> None:
     p.add_argument(flag, default="best", choices=["best", "last"], help="checkpoint (default best)")
 
@@ -88,19 +97,25 @@ def add_json_arg(p) -> None:
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
 
 
-def add_listing_arg(p, *flags: str, names: Callable[[], str], **kw) -> None:
-    """An option whose help shows ``%(names)s``, computed only when help is printed."""
+def add_listing_arg(p, *flags: str, names: str | Callable[[], Iterable[str]], **kw) -> None:
+    """An option whose help shows ``%(names)s``, listed only when help is printed.
+
+    ``names``: a function returning the names, or ``"module:ATTR"`` (a tuple or registry of
+    that module, imported then)."""
     p.add_argument(*flags, action=_StoreWithListing, names=names, **kw)
 
 
 class _Listing:
     """Text made on demand: argparse fills ``%(names)s`` in with ``str()`` of it."""
 
-    def __init__(self, make: Callable[[], str]):
-        self.make = make
+    def __init__(self, names: str | Callable[[], Iterable[str]]):
+        self.names = names
 
     def __str__(self) -> str:
-        return self.make()
+        if callable(self.names):
+            return ", ".join(self.names())
+        module, attr = self.names.split(":")
+        return ", ".join(getattr(importlib.import_module(module), attr))
 
 
 class _StoreWithListing(argparse.Action):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from cnnlab.commands._common import (
+    add_analysis_args,
     add_checkpoint_arg,
-    add_data_args,
-    add_device_arg,
-    add_json_arg,
     add_run_arg,
     print_json_or,
     table,
@@ -20,11 +18,9 @@ def register(sub) -> None:
         "eval", help="accuracy, top-5, per-class accuracy, confusion matrix of a run"
     )
     add_run_arg(p)
-    add_data_args(p, dataset="evaluate on another dataset with the same classes")
     p.add_argument("--split", default="test", choices=["test", "train"])
     add_checkpoint_arg(p, "--checkpoint")
-    add_device_arg(p)
-    add_json_arg(p)
+    add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
     p.set_defaults(func=run)
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from cnnlab.commands._common import (
-    add_data_args,
-    add_device_arg,
-    add_json_arg,
+    add_analysis_args,
     add_listing_arg,
     add_run_arg,
     print_json_or,
@@ -30,10 +28,19 @@ def register(sub) -> None:
     add_run_arg(p)
     p.add_argument("-n", type=int, default=16, help="number of test images (default 16)")
     add_listing_arg(
-        p, "--select", default="random", help="%(names)s (default random)", names=_selections
+        p,
+        "--select",
+        default="random",
+        help="%(names)s (default random)",
+        names="cnnlab.analysis.explain:SELECTIONS",
     )
     p.add_argument("--indices", help="comma list of test-set indices (overrides --select)")
-    add_listing_arg(p, "--methods", help="comma list of %(names)s (default: all)", names=_methods)
+    add_listing_arg(
+        p,
+        "--methods",
+        help="comma list of %(names)s (default: all)",
+        names="cnnlab.analysis.explain:METHODS",
+    )
     p.add_argument("--image", type=int, help="test index for the feature/attention maps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ig-steps", type=int, default=50, help="integrated-gradients steps")
@@ -49,22 +56,8 @@ def register(sub) -> None:
         default=64,
         help="occlusion patches per forward pass (memory bound)",
     )
-    add_data_args(p)
-    add_device_arg(p)
-    add_json_arg(p)
+    add_analysis_args(p)
     p.set_defaults(func=run)
-
-
-def _selections() -> str:
-    from cnnlab.analysis.explain import SELECTIONS
-
-    return ", ".join(SELECTIONS)
-
-
-def _methods() -> str:
-    from cnnlab.analysis.explain import METHODS
-
-    return ", ".join(METHODS)
 
 
 def run(args) -> int:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from cnnlab.commands._common import (
-    add_data_args,
-    add_device_arg,
-    add_json_arg,
+    add_analysis_args,
     add_listing_arg,
     add_run_arg,
     print_json_or,
@@ -33,14 +31,14 @@ def register(sub) -> None:
         p,
         "--corruptions",
         help="comma list of %(names)s (default: all); 'none' to skip",
-        names=_corruptions,
+        names="cnnlab.analysis.robustness:CORRUPTIONS",
     )
     p.add_argument("--severity", help="levels 1-5, comma list (default: all)")
     add_listing_arg(
         p,
         "--attacks",
         help="comma list of %(names)s (default: both); 'none' to skip",
-        names=_attacks,
+        names="cnnlab.analysis.robustness:ATTACKS",
     )
     p.add_argument("--eps", help="attack radii in pixel scale (default 0.02,0.05,0.1,0.2)")
     p.add_argument("--pgd-steps", type=int, default=10)
@@ -56,22 +54,8 @@ def register(sub) -> None:
         "only OOD detection runs",
     )
     p.add_argument("--ood-score", choices=["msp", "energy"], help="default: the better AUROC")
-    add_data_args(p)
-    add_device_arg(p)
-    add_json_arg(p)
+    add_analysis_args(p)
     p.set_defaults(func=run)
-
-
-def _corruptions() -> str:
-    from cnnlab.analysis.robustness import CORRUPTIONS
-
-    return ", ".join(CORRUPTIONS)
-
-
-def _attacks() -> str:
-    from cnnlab.analysis.robustness import ATTACKS
-
-    return ", ".join(ATTACKS)
 
 
 def run(args) -> int:

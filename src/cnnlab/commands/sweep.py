@@ -47,7 +47,7 @@ def register(sub) -> None:
         "--space",
         required=True,
         help="search-space YAML (see above): a path or a shipped one (%(names)s)",
-        names=lambda: ", ".join(recipe_names(spaces=True)),
+        names=lambda: recipe_names(spaces=True),
     )
     p.add_argument("--trials", type=int, default=30, help="finished trials wanted (default 30)")
     p.add_argument("--study", help="study name (default <recipe>-sweep)")
