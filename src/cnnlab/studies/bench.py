@@ -652,6 +652,8 @@ if __name__ == "__main__":  # worker entry: python -m cnnlab.studies.bench --wor
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         worker_main(sys.argv[2], json.loads(sys.argv[3]))
     else:
-        sys.exit(
-            "usage: python -m cnnlab.studies.bench --worker KIND SPEC_JSON (use `cnnlab bench`)"
+        print(
+            "usage: python -m cnnlab.studies.bench --worker KIND SPEC_JSON (use `cnnlab bench`)",
+            file=sys.stderr,
         )
+        sys.exit(2)
