@@ -23,9 +23,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# lint-imports: the floors of pyproject's [tool.importlinter] (imports point down, no cycles)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
 
 # Real Fashion-MNIST from $CNNLAB_DATA or ../shared/data; BENCH_ARGS adds flags
 # (e.g. BENCH_ARGS="--threads 1 --epochs 10").

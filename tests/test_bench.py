@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.studies import bench
+from cnnlab.studies import bench, references
 
 SRC = str(Path(bench.__file__).resolve().parents[1])
 
@@ -61,8 +61,7 @@ def test_tiny_fashion_files_load_in_both_worlds(tmp_path):
     d = bench.write_tiny_fashion(tmp_path, 64, 32)
     ds = load_dataset("fashion-mnist", data_dir=tmp_path, download=False)
     assert ds.train_x.shape == (64, 1, 28, 28) and ds.test_y.shape == (32,)
-    refs = bench.references_module()
-    root = refs.torchvision_root(d, tmp_path / "tv")
+    root = references.torchvision_root(d, tmp_path / "tv")
     import torchvision
 
     tv = torchvision.datasets.FashionMNIST(root, train=True, download=False)
@@ -73,9 +72,8 @@ def test_tiny_fashion_files_load_in_both_worlds(tmp_path):
 def test_reference_lenet_matches_cnnlab_lenet():
     from cnnlab.models import count_params, create_model
 
-    refs = bench.references_module()
     ours = create_model("lenet5", in_channels=1, num_classes=10, input_size=28)
-    assert count_params(refs.LeNet5()) == count_params(ours)
+    assert count_params(references.LeNet5()) == count_params(ours)
 
 
 def test_bench_quick_writes_json(tmp_path):

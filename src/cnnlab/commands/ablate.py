@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cnnlab.commands._common import add_data_args, add_output_args, add_recipe_args, table
+
 ORDER = 25
 
 HELP = """\
@@ -10,7 +12,7 @@ mean ± std test accuracy, final train loss and time, plus overlaid learning cur
 one study directory (runs/<study>/). Re-running the same command skips finished runs.
 Runs are sequential; with several CUDA GPUs they run in parallel, one process per GPU.
 Examples:
-  cnnlab ablate --recipe recipes/lenet5-fashion-mnist.yaml --data-dir ../shared/data \\
+  cnnlab ablate --recipe lenet5-fashion-mnist --data-dir ../shared/data \\
       --vary model.activation=relu,tanh,sigmoid,elu --epochs 3 --seeds 3
   cnnlab ablate --recipe lenet5-fashion-mnist --vary optim.name=sgd,adam \\
       --vary model.batch_norm=none,conv --epochs 5
@@ -26,7 +28,7 @@ def register(sub) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--recipe", help="base YAML recipe (see recipes/)")
+    add_recipe_args(p, "override a config key in every run")
     p.add_argument(
         "--vary",
         action="append",
@@ -36,23 +38,14 @@ def register(sub) -> None:
     )
     p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per combination (0, 1, ...)")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key in every run",
-    )
+    add_data_args(p)
+    add_output_args(p, name=None)
     p.add_argument("--study", help="study name (default: ablate-<recipe>-<varied keys>)")
-    p.add_argument("--runs-dir", help="where the study directory goes (default ./runs)")
     p.add_argument("--verbose", action="store_true", help="show each run's epoch lines")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from cnnlab.commands._common import table
     from cnnlab.studies.ablate import HEADER, ablate
 
     st = ablate(

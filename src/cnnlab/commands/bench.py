@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from cnnlab.commands._common import add_data_args, add_device_arg, add_recipe_args, table
+
 ORDER = 80
 
 HELP = """\
 Benchmark cnnlab's trainer against two reference loops written in plain PyTorch
-(benchmarks/references.py): `naive` (torchvision dataset + DataLoader, batch 64) and
+(cnnlab.studies.references): `naive` (torchvision dataset + DataLoader, batch 64) and
 `resident` (the dataset as one device tensor, batch 256, fused Adam). All three train the
 article's LeNet-5 on Fashion-MNIST for the same number of epochs, interleaved epoch by
 epoch; then cnnlab's epoch time against batch size and dataset size, and AlexNet
@@ -29,26 +31,18 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help="tiny synthetic data: a smoke run")
-    p.add_argument("--data-dir", help="folder holding fashion-mnist/ (default: the usual places)")
+    add_data_args(p, data_dir="folder holding fashion-mnist/ (default: the usual places)")
     p.add_argument(
         "--epochs",
         type=int,
         default=15,
         help="epochs per loop (default 15: enough for the time-to-90%% column to mean something)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_device_arg(p)
     p.add_argument(
         "--threads", type=int, default=0, help="CPU threads for every loop (0 = torch default)"
     )
-    p.add_argument("--recipe", help="cnnlab's recipe (default recipes/lenet5-fashion-mnist.yaml)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override cnnlab's config, e.g. --set train.batch_size=256",
-    )
+    add_recipe_args(p, "override cnnlab's config, e.g. --set train.batch_size=256")
     p.add_argument(
         "--loops",
         default="naive,resident,cnnlab",
@@ -84,7 +78,6 @@ def _numbers(text: str, kind, what: str) -> tuple:
 def run(args) -> int:
     from datetime import datetime
 
-    from cnnlab.commands._common import table
     from cnnlab.errors import ConfigError
     from cnnlab.studies import bench
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import table
+from cnnlab.commands._common import add_data_args, table
 
 ORDER = 50
 
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="list datasets, where they are looked for, whether present")
-    p.add_argument("--data-dir", help="also look here first")
+    add_data_args(p, data_dir="also look here first")
     p.add_argument("--download", metavar="NAME", help="download a dataset now (checksums verified)")
     p.set_defaults(func=run)
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import (
+    add_analysis_args,
+    add_checkpoint_arg,
+    add_run_arg,
+    print_json_or,
+    table,
+)
 
 ORDER = 20
 
@@ -12,12 +18,9 @@ def register(sub) -> None:
         "eval", help="accuracy, top-5, per-class accuracy, confusion matrix of a run"
     )
     add_run_arg(p)
-    p.add_argument("--dataset", help="evaluate on another dataset with the same classes")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    add_checkpoint_arg(p, "--checkpoint")
+    add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
     p.set_defaults(func=run)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import (
+    add_analysis_args,
+    add_listing_arg,
+    add_run_arg,
+    print_json_or,
+    table,
+)
 
 ORDER = 44
 
 
 def register(sub) -> None:
-    from cnnlab.analysis.explain import METHODS, SELECTIONS
-
     p = sub.add_parser(
         "explain",
         help="attribution maps (saliency, IG, Grad-CAM, occlusion, guided backprop), "
@@ -23,9 +27,20 @@ def register(sub) -> None:
     )
     add_run_arg(p)
     p.add_argument("-n", type=int, default=16, help="number of test images (default 16)")
-    p.add_argument("--select", default="random", help=f"{', '.join(SELECTIONS)} (default random)")
+    add_listing_arg(
+        p,
+        "--select",
+        default="random",
+        help="%(names)s (default random)",
+        names="cnnlab.analysis.explain:SELECTIONS",
+    )
     p.add_argument("--indices", help="comma list of test-set indices (overrides --select)")
-    p.add_argument("--methods", help=f"comma list of {', '.join(METHODS)} (default: all)")
+    add_listing_arg(
+        p,
+        "--methods",
+        help="comma list of %(names)s (default: all)",
+        names="cnnlab.analysis.explain:METHODS",
+    )
     p.add_argument("--image", type=int, help="test index for the feature/attention maps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ig-steps", type=int, default=50, help="integrated-gradients steps")
@@ -41,9 +56,7 @@ def register(sub) -> None:
         default=64,
         help="occlusion patches per forward pass (memory bound)",
     )
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    add_analysis_args(p)
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, print_json_or
+from cnnlab.commands._common import (
+    add_checkpoint_arg,
+    add_data_args,
+    add_json_arg,
+    add_run_arg,
+    print_json_or,
+)
 
 ORDER = 60
 
@@ -47,9 +53,9 @@ def register(sub) -> None:
         choices=["auto", "dynamo", "legacy"],
         help="torch.onnx exporter: auto = dynamo (torch.export based), legacy on failure",
     )
-    p.add_argument("--data-dir", help="where the run's dataset lives")
-    p.add_argument("--which", default="best", choices=["best", "last"])
-    p.add_argument("--json", action="store_true")
+    add_data_args(p, data_dir="where the run's dataset lives (default: the run's)")
+    add_checkpoint_arg(p)
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cnnlab.commands._common import add_overrides_arg, table
+
 ORDER = 61
 
 
@@ -17,13 +19,11 @@ def register(sub) -> None:
     p.add_argument("--input-size", type=int, help="image side in pixels (default: the model's)")
     p.add_argument("--channels", type=int, help="input channels (default: the model's)")
     p.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
-    p.add_argument(
-        "--set",
+    add_overrides_arg(
+        p,
+        "a model option, e.g. --set activation=relu --set batch_norm=conv",
         dest="options",
-        action="append",
-        default=[],
         metavar="OPTION=VALUE",
-        help="a model option, e.g. --set activation=relu --set batch_norm=conv",
     )
     p.set_defaults(func=run)
 
@@ -74,7 +74,6 @@ def layer_table(model, channels: int, size: int) -> list[dict]:
 
 
 def run(args) -> int:
-    from cnnlab.commands._common import table
     from cnnlab.config import parse_scalar
     from cnnlab.errors import ConfigError
     from cnnlab.models import MODELS, count_macs, count_params, create_model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, print_json_or
+from cnnlab.commands._common import add_device_arg, add_json_arg, add_run_arg, print_json_or
 
 ORDER = 30
 
@@ -20,8 +20,8 @@ def register(sub) -> None:
         choices=["auto", "always", "never"],
         help="invert dark-on-light images for models trained on light-on-dark data",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    add_device_arg(p)
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg
+from cnnlab.commands._common import add_checkpoint_arg, add_data_args, add_run_arg
 
 ORDER = 60
 
@@ -17,8 +17,8 @@ def register(sub) -> None:
         "All images are embedded; the file opens offline.",
     )
     add_run_arg(p, "run directory (runs/<name>)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--data-dir", help="folder holding the dataset files (default: the run's)")
+    add_checkpoint_arg(p, "--checkpoint")
+    add_data_args(p, data_dir="folder holding the dataset files (default: the run's)")
     p.add_argument("--out", help="write the HTML here instead of <run>/report.html")
     p.set_defaults(func=run)
 

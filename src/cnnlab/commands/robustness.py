@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, print_json_or, table
+from cnnlab.commands._common import (
+    add_analysis_args,
+    add_listing_arg,
+    add_run_arg,
+    print_json_or,
+    table,
+)
 
 ORDER = 45
 
 
 def register(sub) -> None:
-    from cnnlab.analysis.robustness import ATTACKS, CORRUPTIONS
-
     p = sub.add_parser(
         "robustness",
         help="accuracy under corruptions (5 severities) and FGSM/PGD; OOD detection",
         description=(
-            "Accuracy of a run's model on its test set under corruptions ("
-            + ", ".join(CORRUPTIONS)
-            + ") at severities 1-5 and under FGSM/PGD attacks (L∞, [0, 1] pixel scale). "
+            "Accuracy of a run's model on its test set under corruptions (see --corruptions) "
+            "at severities 1-5 and under FGSM/PGD attacks (L∞, [0, 1] pixel scale). "
             "Writes robustness.json, robustness.png and robustness.html into the run. "
             "With --ood DATASET (or --ood noise): AUROC and FPR at 95% TPR of the maximum-"
             "softmax and energy scores, and the threshold in <run>/ood.json that "
@@ -24,10 +27,18 @@ def register(sub) -> None:
         ),
     )
     add_run_arg(p)
-    p.add_argument("--corruptions", help="comma list (default: all); 'none' to skip")
+    add_listing_arg(
+        p,
+        "--corruptions",
+        help="comma list of %(names)s (default: all); 'none' to skip",
+        names="cnnlab.analysis.robustness:CORRUPTIONS",
+    )
     p.add_argument("--severity", help="levels 1-5, comma list (default: all)")
-    p.add_argument(
-        "--attacks", help=f"comma list of {', '.join(ATTACKS)} (default: both); 'none' to skip"
+    add_listing_arg(
+        p,
+        "--attacks",
+        help="comma list of %(names)s (default: both); 'none' to skip",
+        names="cnnlab.analysis.robustness:ATTACKS",
     )
     p.add_argument("--eps", help="attack radii in pixel scale (default 0.02,0.05,0.1,0.2)")
     p.add_argument("--pgd-steps", type=int, default=10)
@@ -43,9 +54,7 @@ def register(sub) -> None:
         "only OOD detection runs",
     )
     p.add_argument("--ood-score", choices=["msp", "energy"], help="default: the better AUROC")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--json", action="store_true")
+    add_analysis_args(p)
     p.set_defaults(func=run)
 
 

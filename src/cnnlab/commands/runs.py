@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import table
+from cnnlab.commands._common import add_output_args, table
 
 ORDER = 40
 
 
 def register(sub) -> None:
     p = sub.add_parser("runs", help="table of runs with their best metrics")
-    p.add_argument("--runs-dir", default="runs")
+    add_output_args(p, name=None, runs_dir_default="runs")
     p.set_defaults(func=run)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cnnlab.commands._common import add_checkpoint_arg
+
 ORDER = 61
 
 
@@ -31,7 +33,7 @@ def register(sub) -> None:
         "--max-pixels", type=int, default=4_000_000, help="pixels per image (decompression bombs)"
     )
     p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0 = default)")
-    p.add_argument("--which", default="best", choices=["best", "last"])
+    add_checkpoint_arg(p)
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run)
 

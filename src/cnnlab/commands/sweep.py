@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import table
+from cnnlab.commands._common import (
+    add_data_args,
+    add_listing_arg,
+    add_output_args,
+    add_recipe_args,
+    recipe_names,
+    table,
+)
 
 ORDER = 62
 
@@ -18,7 +25,7 @@ Space YAML (config key → distribution):
   model.activation:  {type: categorical, choices: [tanh, relu]}
   train.epochs:      {type: int, low: 2, high: 4}
 Example:
-  cnnlab sweep --recipe recipes/lenet5-fashion-mnist.yaml --space recipes/space-lenet5.yaml \\
+  cnnlab sweep --recipe lenet5-fashion-mnist --space space-lenet5 \\
       --trials 30 --data-dir ../shared/data --set data.train_limit=10000 --set train.epochs=2
 Outputs: trials.csv, best.yaml (train it with `cnnlab train --recipe .../best.yaml`),
 history.png, importance.png.
@@ -34,21 +41,19 @@ def register(sub) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--recipe", help="base recipe YAML")
-    p.add_argument("--space", required=True, help="search-space YAML (see above)")
+    add_recipe_args(p, "fixed overrides for every trial, e.g. --set train.epochs=2")
+    add_listing_arg(
+        p,
+        "--space",
+        required=True,
+        help="search-space YAML (see above): a path or a shipped one (%(names)s)",
+        names=lambda: recipe_names(spaces=True),
+    )
     p.add_argument("--trials", type=int, default=30, help="finished trials wanted (default 30)")
     p.add_argument("--study", help="study name (default <recipe>-sweep)")
     p.add_argument("--storage", help="database URL (default sqlite:///<runs>/<study>/study.db)")
-    p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fixed overrides for every trial, e.g. --set train.epochs=2",
-    )
+    add_output_args(p, name=None, runs_dir_default="runs")
+    add_data_args(p)
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument(
         "--prune-after",

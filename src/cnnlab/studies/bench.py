@@ -1,4 +1,4 @@
-"""`cnnlab bench`: cnnlab's trainer against the reference loops in ``benchmarks/``.
+"""`cnnlab bench`: cnnlab's trainer against the plain-PyTorch loops of ``studies.references``.
 
 The three Fashion-MNIST loops (``naive``, ``resident``, ``cnnlab``) each run in their own
 worker process (so peak RSS is per loop) and are driven epoch by epoch in turn: naive
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import importlib.util
 import json
 import os
 import platform
@@ -34,36 +33,14 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.studies import references
 
 LOOPS = ("naive", "resident", "cnnlab")
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
 FRACTIONS = (0.25, 0.5, 1.0)
 ALEXNETS = ("alexnet", "alexnet-torchvision", "torchvision.models.alexnet")
 THRESHOLDS = (0.90, 0.91)
-DEFAULT_RECIPE = "lenet5-fashion-mnist.yaml"
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def references_module():
-    """benchmarks/references.py, imported by path (it is not part of the package)."""
-    path = Path(os.environ.get("CNNLAB_BENCHMARKS", repo_root() / "benchmarks")) / "references.py"
-    if not path.is_file():
-        raise CnnlabError(
-            f"reference loops not found at {path}; run from a cnnlab checkout "
-            "or set CNNLAB_BENCHMARKS to its benchmarks/ folder"
-        )
-    spec = importlib.util.spec_from_file_location("cnnlab_bench_references", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def default_recipe() -> Path | None:
-    p = repo_root() / "recipes" / DEFAULT_RECIPE
-    return p if p.is_file() else None
+DEFAULT_RECIPE = "lenet5-fashion-mnist"  # a shipped recipe (cnnlab/recipes/)
 
 
 # -- memory ------------------------------------------------------------------------------
@@ -205,9 +182,8 @@ def worker_main(kind: str, spec: dict) -> None:
         gen = cnnlab_loop(spec)
         info = next(gen)
     else:
-        refs = references_module()
-        root = refs.torchvision_root(spec["idx_dir"], spec["tmp"])
-        gen = refs.LOOPS[kind](root, device=device, seed=spec.get("seed", 0))
+        root = references.torchvision_root(spec["idx_dir"], spec["tmp"])
+        gen = references.LOOPS[kind](root, device=device, seed=spec.get("seed", 0))
         info = {"describe": f"{kind} reference on {device}"}
     info.update(threads=torch.get_num_threads(), setup_seconds=time.perf_counter() - t0)
     print(json.dumps(info), file=out, flush=True)
@@ -229,16 +205,12 @@ class Worker:
     def __init__(self, kind: str, spec: dict, tmp: Path):
         self.kind = kind
         self.err = open(tmp / f"{kind}.stderr", "w+")
-        env = dict(os.environ)
-        src = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         self.p = subprocess.Popen(
             [sys.executable, "-m", "cnnlab.studies.bench", "--worker", kind, json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.err,
             text=True,
-            env=env,
         )
 
     def read(self) -> dict:
@@ -587,7 +559,7 @@ def run_bench(
         else:
             idx_dir = locate_fashion(data_dir)
             data_dir = str(idx_dir.parent) if data_dir is None else data_dir
-        recipe = recipe or default_recipe()
+        recipe = recipe or DEFAULT_RECIPE
         spec = {
             "data_dir": str(data_dir),
             "idx_dir": str(idx_dir),
@@ -681,6 +653,8 @@ if __name__ == "__main__":  # worker entry: python -m cnnlab.studies.bench --wor
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         worker_main(sys.argv[2], json.loads(sys.argv[3]))
     else:
-        sys.exit(
-            "usage: python -m cnnlab.studies.bench --worker KIND SPEC_JSON (use `cnnlab bench`)"
+        print(
+            "usage: python -m cnnlab.studies.bench --worker KIND SPEC_JSON (use `cnnlab bench`)",
+            file=sys.stderr,
         )
+        sys.exit(2)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.config import Config, get_value, set_value
+from cnnlab.config import Config, find_recipe, get_value, set_value
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.base import option_default
 from cnnlab.train.callbacks import Callback
@@ -45,9 +45,11 @@ TYPES = ("float", "int", "categorical")
 
 
 def load_space(path: str | os.PathLike) -> dict[str, dict]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"search space {str(path)!r} not found")
+    """A search space by path or by a shipped name (``space-lenet5``), as recipes are found."""
+    try:
+        p = find_recipe(path)
+    except ConfigError:
+        raise ConfigError(f"search space {str(path)!r} not found") from None
     try:
         space = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
