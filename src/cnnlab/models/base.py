@@ -62,8 +62,21 @@ MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(
-    name: str, builder: Callable[..., nn.Module], default_input=(1, 28), description: str = ""
-) -> ModelEntry:
+    name: str,
+    builder: Callable[..., nn.Module] | None = None,
+    *,
+    default_input=(1, 28),
+    description: str = "",
+):
+    """Register ``builder`` under ``name`` (returns its entry); without a builder, a class
+    decorator that registers the class and returns it."""
+    if builder is None:
+
+        def deco(cls):
+            register_model(name, cls, default_input=default_input, description=description)
+            return cls
+
+        return deco
     return MODELS.register(name, ModelEntry(name, builder, tuple(default_input), description))
 
 
