@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.models.base import Classifier, register_model
-from cnnlab.models.layers import conv_block, fc_block, get_activation
+from cnnlab.models.layers import conv_block, get_activation
 from cnnlab.models.options import BlockOptions, block_options
 
 
@@ -34,9 +34,7 @@ def _flat_size(features: nn.Module, c: int, s: int) -> tuple[int, int, int]:
 
 
 @register_model(
-    "alexnet",
-    default_input=(3, 227),
-    description="the article's AlexNet (BN after conv1/2/5, 'same' 11×11/4 conv1)",
+    "alexnet", (3, 227), "the article's AlexNet (BN after conv1/2/5, 'same' 11×11/4 conv1)"
 )
 @block_options(batch_norm="conv", dropout=0.5)
 class AlexNetArticle(Classifier):
@@ -92,21 +90,14 @@ class AlexNetArticle(Classifier):
         feats.append(nn.MaxPool2d(3, 2))
         self.features = nn.Sequential(*feats)
         c, h, w = _flat_size(self.features, in_channels, input_size)
-        self.flat_features = c * h * w
-        self.num_features = 4096
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, 4096, act, bn_fc, dr_fc),
-            *fc_block(4096, 4096, act, bn_fc, dr_fc),
-        )
-        self.classifier = nn.Linear(4096, num_classes)
+        self.set_head(c * h * w, (4096, 4096), num_classes, act, bn_fc, dr_fc)
         blocks.init_weights(self)
 
 
 @register_model(
     "alexnet-2012",
-    default_input=(3, 224),
-    description="Krizhevsky et al. 2012 (LRN, overlapping pools, groups=2 for two towers)",
+    (3, 224),
+    "Krizhevsky et al. 2012 (LRN, overlapping pools, groups=2 for two towers)",
 )
 @block_options(init="normal", dropout=0.5)
 class AlexNet2012(Classifier):
@@ -155,14 +146,8 @@ class AlexNet2012(Classifier):
             pool(),
         )
         c, h, w = _flat_size(self.features, in_channels, input_size)
-        self.flat_features = c * h * w
-        self.num_features = 4096
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, 4096, activation, bn_fc, dr_fc, dropout_first=True),
-            *fc_block(4096, 4096, activation, bn_fc, dr_fc, dropout_first=True),
-        )
-        self.classifier = nn.Linear(4096, num_classes)
+        fc = (4096, 4096)
+        self.set_head(c * h * w, fc, num_classes, activation, bn_fc, dr_fc, dropout_first=True)
         blocks.init_weights(self)
 
 
@@ -195,9 +180,7 @@ def to_torchvision_keys(state: dict) -> dict:
 
 
 @register_model(
-    "alexnet-torchvision",
-    default_input=(3, 224),
-    description="torchvision's AlexNet; weights=PATH loads a torchvision .pth",
+    "alexnet-torchvision", (3, 224), "torchvision's AlexNet; weights=PATH loads a torchvision .pth"
 )
 class AlexNetTorchvision(Classifier):
     """torchvision.models.alexnet (the 'one weird trick' variant: 64-192-384-256-256,
@@ -280,11 +263,7 @@ class AlexNetTorchvision(Classifier):
         self.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=not skip)
 
 
-@register_model(
-    "alexnet-cifar",
-    default_input=(3, 32),
-    description="AlexNet layout for 32×32 (3×3 convs, BN, FC 1024-1024)",
-)
+@register_model("alexnet-cifar", (3, 32), "AlexNet layout for 32×32 (3×3 convs, BN, FC 1024-1024)")
 @block_options(init="kaiming_normal", batch_norm="conv", dropout=0.5)
 class AlexNetCifar(Classifier):
     """AlexNet's five-conv/three-FC layout for 32×32 inputs: 3×3 convs 64-192-384-256-256
@@ -314,12 +293,6 @@ class AlexNetCifar(Classifier):
             nn.MaxPool2d(2),
         )
         c, h, w = _flat_size(self.features, in_channels, input_size)
-        self.flat_features = c * h * w
-        self.num_features = int(hidden)
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, self.num_features, a, bn_fc, dr_fc, dropout_first=True),
-            *fc_block(self.num_features, self.num_features, a, bn_fc, dr_fc, dropout_first=True),
-        )
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        fc = (int(hidden), int(hidden))
+        self.set_head(c * h * w, fc, num_classes, a, bn_fc, dr_fc, dropout_first=True)
         blocks.init_weights(self)

@@ -5,15 +5,11 @@ from __future__ import annotations
 from torch import nn
 
 from cnnlab.models.base import Classifier, conv_out, register_model
-from cnnlab.models.layers import conv_block, fc_block
+from cnnlab.models.layers import conv_block
 from cnnlab.models.options import BlockOptions, block_options
 
 
-@register_model(
-    "lenet5",
-    default_input=(1, 28),
-    description="the article's LeNet-5 (tanh convs, FC 256-128 ReLU)",
-)
+@register_model("lenet5", (1, 28), "the article's LeNet-5 (tanh convs, FC 256-128 ReLU)")
 @block_options(activation="tanh")
 class LeNet5(Classifier):
     """The article's LeNet-5: conv 6@5×5 pad 2 → act → max-pool → conv 16@5×5 → act →
@@ -44,21 +40,12 @@ class LeNet5(Classifier):
             *blocks.attention_layers(16),
         )
         s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, 2), 2, 2), 5), 2, 2)
-        self.num_features = 128
-        self.flat_features = 16 * s * s
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, 256, fc_activation, bn_fc, dr_fc),
-            *fc_block(256, 128, fc_activation, bn_fc, dr_fc),
-        )
-        self.classifier = nn.Linear(128, num_classes)
+        self.set_head(16 * s * s, (256, 128), num_classes, fc_activation, bn_fc, dr_fc)
         blocks.init_weights(self)
 
 
 @register_model(
-    "lenet5-1998",
-    default_input=(1, 32),
-    description="LeCun et al. 1998 (C1-S2-C3-S4-C5-F6, scaled tanh, avg-pool)",
+    "lenet5-1998", (1, 32), "LeCun et al. 1998 (C1-S2-C3-S4-C5-F6, scaled tanh, avg-pool)"
 )
 @block_options(activation="lecun_tanh", init="lecun_normal")
 class LeNet5_1998(Classifier):
@@ -93,13 +80,6 @@ class LeNet5_1998(Classifier):
             *blocks.attention_layers(16),
         )
         s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, pad), 2, 2), 5), 2, 2)
-        self.flat_features = 16 * s * s
-        self.num_features = 84
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            # C5 (a 5×5 conv over a 5×5 map), F6
-            *fc_block(self.flat_features, 120, activation, bn_fc, dr_fc),
-            *fc_block(120, 84, activation, bn_fc, dr_fc),
-        )
-        self.classifier = nn.Linear(84, num_classes)
+        # C5 (a 5×5 conv over a 5×5 map), F6
+        self.set_head(16 * s * s, (120, 84), num_classes, activation, bn_fc, dr_fc)
         blocks.init_weights(self)

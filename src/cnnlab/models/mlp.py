@@ -26,11 +26,7 @@ def _widths(hidden) -> list[int]:
     return widths
 
 
-@register_model(
-    "mlp",
-    default_input=(1, 28),
-    description="multilayer perceptron baseline (hidden 256-128, no convolutions)",
-)
+@register_model("mlp", (1, 28), "multilayer perceptron baseline (hidden 256-128, no convolutions)")
 class MLP(Classifier):
     """Flatten → [Linear → (BN) → act → (dropout)] × len(hidden) → Linear(classes)."""
 
