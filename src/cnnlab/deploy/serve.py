@@ -31,6 +31,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -247,8 +248,6 @@ def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: s
 
 def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
     """A nested list (H, W) or (C, H, W) of numbers 0–255 → uint8 (C, size, size)."""
-    from PIL import Image
-
     if not isinstance(obj, list) or not obj:
         raise InputError(f"{name}: pixels must be a non-empty nested list (H, W) or (C, H, W)")
     try:
