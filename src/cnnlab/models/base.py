@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.errors import ConfigError
 from cnnlab.models.layers import fc_block
@@ -154,8 +155,6 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, in_channels: int, input_size: int) -> int:
     """Multiply-accumulates for one image, counted by torch's FlopCounterMode (flops/2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was = model.training
     model.eval()
     x = torch.zeros(1, in_channels, input_size, input_size)
