@@ -40,12 +40,11 @@ def sample_png(run: str) -> bytes:
     """A real test image of the run's dataset as PNG (random pixels if it is unavailable)."""
     from PIL import Image
 
-    from cnnlab.deploy.export import run_dataset
-    from cnnlab.runs.load import load_run_checkpoint
+    from cnnlab.runs.load import load_run_checkpoint, load_run_dataset
 
     meta = load_run_checkpoint(run).meta
     try:
-        ds = run_dataset(meta, os.environ.get("CNNLAB_DATA"))
+        ds = load_run_dataset(meta, os.environ.get("CNNLAB_DATA"))
         a = ds.test_x[0].numpy()
     except Exception:
         c, s = meta["input"]["channels"], meta["input"]["size"]

@@ -1,4 +1,5 @@
-"""Python API for evaluation and prediction on a trained run (the CLI calls these)."""
+"""Using a trained run: its metrics on a dataset (with a confusion-matrix plot), and its
+top classes for image files."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.analysis.ood import load_ood, ood_flags
 from cnnlab.data.images import load_image, maybe_invert
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics import metrics_from_logits, predict_logits
 from cnnlab.runs.files import atomic_write_text
-from cnnlab.runs.load import load_model, load_run_dataset, loader_for, run_dir_of
+from cnnlab.runs.load import load_model, loader_for, open_run, run_dir_of
 from cnnlab.runtime.device import resolve_device
 
 
@@ -32,10 +34,8 @@ def evaluate(
     Writes ``eval.json`` and ``confusion.png`` into the run directory (or ``out_dir``).
     """
     dev = resolve_device(device)
-    model, meta = load_model(target, which, dev)
-    cfg = meta.get("config", {}).get("data", {})
-    name = dataset or meta.get("dataset") or cfg.get("name")
-    ds = load_run_dataset(meta, data_dir, name)
+    model, meta, ds, run_dir = open_run(target, which, dev, data_dir, dataset)
+    name = dataset or meta.get("dataset") or meta.get("config", {}).get("data", {}).get("name")
     if split not in ("test", "train"):
         raise CnnlabError(f"unknown split {split!r}; choose test or train")
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
@@ -47,7 +47,7 @@ def evaluate(
     res = metrics_from_logits(logits, labels, meta["classes"])
     res.update(dataset=name, split=split, checkpoint=str(meta.get("epoch")))
     if save:
-        out = Path(out_dir) if out_dir else run_dir_of(target)
+        out = Path(out_dir) if out_dir else run_dir
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "eval.json", json.dumps(res, indent=1))
         plot_confusion(res["confusion"], res["classes"], out / "confusion.png")
@@ -115,8 +115,6 @@ def predict(
     with torch.no_grad():
         logits = model(xn).float().cpu()
     probs = torch.softmax(logits, 1)
-    from cnnlab.analysis.ood import load_ood, ood_flags
-
     ood = load_ood(run_dir_of(target))  # stored by `cnnlab robustness RUN --ood ...`
     scores, is_ood = ood_flags(logits, ood) if ood else (None, None)
     out = []

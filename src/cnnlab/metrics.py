@@ -1,9 +1,12 @@
-"""Evaluation: accuracy, top-k, per-class accuracy, confusion matrix, calibration."""
+"""Classification metrics from logits: accuracy, top-5, per-class accuracy, confusion
+matrix, calibration error; and the logits of a model over a loader."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from cnnlab.runtime.graphs import GraphedForward
 
 
 @torch.no_grad()
@@ -12,8 +15,6 @@ def predict_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` over a loader of (x, y); returns float32 logits and labels on the CPU.
     On CUDA the forward is replayed from CUDA graphs (:class:`GraphedForward`)."""
-    from cnnlab.runtime.graphs import GraphedForward
-
     was = model.training
     model.eval()
     outs, ys = [], []

@@ -6,6 +6,7 @@ import yaml
 
 from cnnlab.config import load_recipe
 from cnnlab.errors import ConfigError
+from cnnlab.studies import sweep
 from cnnlab.studies.sweep import check_space, run_sweep
 
 FAST = [
@@ -103,9 +104,7 @@ def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path):
 def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
     import os
     import signal
-    import sys
 
-    import cnnlab.train.api  # noqa: F401
     from cnnlab.errors import CnnlabError
     from cnnlab.train.callbacks import Callback
 
@@ -114,7 +113,7 @@ def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
             if step == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    tr = sys.modules["cnnlab.train.api"]
+    tr = sweep  # fit as the sweep calls it
     real = tr.fit
     n = {"calls": 0}
 
@@ -136,9 +135,6 @@ def test_a_signal_stops_the_whole_sweep_and_it_resumes(tmp_path, monkeypatch):
 
 def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypatch):
     import json
-    import sys
-
-    import cnnlab.train.api  # noqa: F401
 
     space = {"optim.lr": {"type": "float", "low": 1e-4, "high": 3e-4, "log": True}}  # no baseline
     recipe = tmp_path / "r.yaml"
@@ -166,7 +162,7 @@ def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypat
     assert lr["optim"]["lr"] == pytest.approx(res["best"]["params"]["optim.lr"])
     assert c["verdict"]
     # again: every confirming run is reused, none retrained
-    tr = sys.modules["cnnlab.train.api"]
+    tr = sweep  # fit as the sweep calls it
     monkeypatch.setattr(tr, "fit", lambda *a, **k: pytest.fail("retrained"))
     again = run_sweep(str(recipe), space, 2, study="cf", runs_dir=str(tmp_path), overrides=over,
                       confirm=2)  # fmt: skip
@@ -177,10 +173,8 @@ def test_confirm_top_picks_trials_above_the_recipe_and_states_the_difference(tmp
     """--confirm-top K confirms the K best trials that beat the recipe's own trial on
     validation; each gets its mean difference to the recipe and that difference's standard
     error; the verdict follows the best mean."""
-    import sys
     from types import SimpleNamespace
 
-    import cnnlab.train.api  # noqa: F401
     from cnnlab.config import Config
     from cnnlab.studies.sweep import confirm_best
 
@@ -202,7 +196,7 @@ def test_confirm_top_picks_trials_above_the_recipe_and_states_the_difference(tmp
         a = acc[cfg.optim.lr][cfg.train.seed]
         return SimpleNamespace(history=[{"test_acc": a}], interrupted=False)
 
-    monkeypatch.setattr(sys.modules["cnnlab.train.api"], "fit", fake_train)
+    monkeypatch.setattr(sweep, "fit", fake_train)
     c = confirm_best(st, base, tmp_path, seeds=3, top=3)
     assert list(c["configs"]) == ["recipe", "trial-1", "trial-3"]  # trial 2 < the recipe
     assert 0.2 not in {lr for lr, _ in ran} and len(ran) == 9
@@ -216,10 +210,8 @@ def test_confirm_top_picks_trials_above_the_recipe_and_states_the_difference(tmp
 
 
 def test_confirm_when_no_trial_beats_the_recipe(tmp_path, monkeypatch):
-    import sys
     from types import SimpleNamespace
 
-    import cnnlab.train.api  # noqa: F401
     from cnnlab.config import Config
     from cnnlab.studies.sweep import confirm_best
 
@@ -230,7 +222,7 @@ def test_confirm_when_no_trial_beats_the_recipe(tmp_path, monkeypatch):
     st.add_trial(optuna.trial.create_trial(params={"optim.lr": 0.5}, distributions=dist,
                                            value=0.8, user_attrs={}))  # fmt: skip
     fake = SimpleNamespace(history=[{"test_acc": 0.9}], interrupted=False)
-    monkeypatch.setattr(sys.modules["cnnlab.train.api"], "fit", lambda cfg, quiet=True: fake)
+    monkeypatch.setattr(sweep, "fit", lambda cfg, quiet=True: fake)
     c = confirm_best(st, Config(), tmp_path, seeds=1, top=2)
     assert list(c["configs"]) == ["recipe"] and "recipe stands" in c["verdict"]
     assert c["configs"]["recipe"]["std"] == 0.0

@@ -1,7 +1,7 @@
 """Attribution maps (Captum) and a look inside the network, for a trained run.
 
 Methods (all attribute the *predicted* class, on [0, 1] pixels — the model is wrapped
-in :class:`~cnnlab.train.adversarial.Normalized`, so the baseline "black image" is a real
+in :class:`~cnnlab.analysis.attacks.Normalized`, so the baseline "black image" is a real
 image and the maps are in pixel space):
 
 - ``saliency``: |∂logit/∂x| (Simonyan et al. 2014);
@@ -30,15 +30,19 @@ import io
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.analysis.attacks import Normalized
 from cnnlab.errors import CnnlabError, choices_msg
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+from cnnlab.runs.load import loader_for, open_run
+from cnnlab.runtime.device import resolve_device
 
 METHODS = ("saliency", "integrated_gradients", "gradcam", "occlusion", "guided_backprop")
 SELECTIONS = ("random", "first", "wrong")
@@ -104,70 +108,48 @@ def attribute(
     ``model01`` takes [0, 1] pixels (use :class:`Normalized`) and must be an
     :func:`explainable_copy`. With ``return_delta`` (integrated gradients): (attr, delta).
     """
-    import warnings
+    from captum import attr as ca
 
     with warnings.catch_warnings():
         # Captum warns that it sets requires_grad and hooks ReLUs: both intended here
         warnings.filterwarnings("ignore", category=UserWarning, module="captum")
-        return _attribute(
-            model01,
-            x01,
-            target,
-            method,
-            ig_steps,
-            internal_batch_size,
-            perturbations_per_eval,
-            return_delta,
-        )
-
-
-def _attribute(
-    model01,
-    x01,
-    target,
-    method,
-    ig_steps,
-    internal_batch_size,
-    perturbations_per_eval,
-    return_delta,
-):
-    from captum import attr as ca
-
-    x01 = x01.detach()
-    if method == "saliency":
-        return ca.Saliency(model01).attribute(x01, target=target, abs=True)
-    if method == "integrated_gradients":
-        ig = ca.IntegratedGradients(model01)
-        return ig.attribute(
-            x01,
-            baselines=torch.zeros_like(x01),
-            target=target,
-            n_steps=ig_steps,
-            internal_batch_size=internal_batch_size,
-            return_convergence_delta=return_delta,
-        )
-    if method == "gradcam":
-        layer = last_conv(model01)
-        if layer is None:
-            raise CnnlabError("Grad-CAM needs a conv layer; this model has none")
-        cam = ca.LayerGradCam(model01, layer).attribute(x01, target=target, relu_attributions=True)
-        up = ca.LayerAttribution.interpolate(cam, tuple(x01.shape[-2:]), "bilinear")
-        return up.expand_as(x01)
-    if method == "occlusion":
-        c, h, _ = x01.shape[1:]
-        k = max(3, h // 7)
-        s = max(1, k // 2)
-        return ca.Occlusion(model01).attribute(
-            x01,
-            sliding_window_shapes=(c, k, k),
-            strides=(c, s, s),
-            baselines=0.0,
-            target=target,
-            perturbations_per_eval=perturbations_per_eval,
-        )
-    if method == "guided_backprop":
-        return ca.GuidedBackprop(model01).attribute(x01, target=target)
-    raise CnnlabError(choices_msg("attribution method", method, METHODS))
+        x01 = x01.detach()
+        if method == "saliency":
+            return ca.Saliency(model01).attribute(x01, target=target, abs=True)
+        if method == "integrated_gradients":
+            ig = ca.IntegratedGradients(model01)
+            return ig.attribute(
+                x01,
+                baselines=torch.zeros_like(x01),
+                target=target,
+                n_steps=ig_steps,
+                internal_batch_size=internal_batch_size,
+                return_convergence_delta=return_delta,
+            )
+        if method == "gradcam":
+            layer = last_conv(model01)
+            if layer is None:
+                raise CnnlabError("Grad-CAM needs a conv layer; this model has none")
+            cam = ca.LayerGradCam(model01, layer).attribute(
+                x01, target=target, relu_attributions=True
+            )
+            up = ca.LayerAttribution.interpolate(cam, tuple(x01.shape[-2:]), "bilinear")
+            return up.expand_as(x01)
+        if method == "occlusion":
+            c, h, _ = x01.shape[1:]
+            k = max(3, h // 7)
+            s = max(1, k // 2)
+            return ca.Occlusion(model01).attribute(
+                x01,
+                sliding_window_shapes=(c, k, k),
+                strides=(c, s, s),
+                baselines=0.0,
+                target=target,
+                perturbations_per_eval=perturbations_per_eval,
+            )
+        if method == "guided_backprop":
+            return ca.GuidedBackprop(model01).attribute(x01, target=target)
+        raise CnnlabError(choices_msg("attribution method", method, METHODS))
 
 
 def heat(a: torch.Tensor, method: str) -> np.ndarray:
@@ -373,7 +355,6 @@ def plot_attention(model01: nn.Module, x01: torch.Tensor) -> bytes | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch.nn.functional as F
 
     cols = 1 + max(r[1].shape[0] for r in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.6 * cols, 1.7 * len(rows)), squeeze=False)
@@ -444,10 +425,6 @@ def explain(
     save: bool = True,
 ) -> dict:
     """Attribution grids, filters, feature maps and attention maps for a run's test images."""
-    from cnnlab.analysis.robustness import dataset_for_run
-    from cnnlab.runs.load import load_model, loader_for, run_dir_of
-    from cnnlab.runtime.device import resolve_device
-
     meths = parse_methods(methods)
     if n < 1:
         raise CnnlabError(f"-n must be ≥ 1, got {n}")
@@ -455,8 +432,7 @@ def explain(
         raise CnnlabError(f"--ig-steps must be ≥ 2, got {ig_steps}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    model, meta = load_model(target, "best", dev)
-    ds = dataset_for_run(meta, data_dir)
+    model, meta, ds, run_dir = open_run(target, "best", dev, data_dir)
     loader = loader_for(meta, ds.test_x, ds.test_y, dev)
     model01 = Normalized(explainable_copy(model), loader.mean, loader.std).to(dev).eval()
     classes = meta["classes"]
@@ -502,7 +478,7 @@ def explain(
     )
     labels, preds = y.tolist(), pred.tolist()
     res = {
-        "run": str(run_dir_of(target)),
+        "run": str(run_dir),
         "dataset": ds.name,
         "device": str(dev),
         "select": "indices" if indices else select,

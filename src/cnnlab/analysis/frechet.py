@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CheckpointError
+from cnnlab.runs.load import load_run_checkpoint, model_from_checkpoint
 
 
 def feature_stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,8 +61,6 @@ class Judge:
 
     @classmethod
     def load(cls, run: str | Path, device="cpu") -> Judge:
-        from cnnlab.runs.load import load_run_checkpoint, model_from_checkpoint
-
         if not Path(run).exists():
             raise CheckpointError(f"judge run {str(run)!r} not found (see `cnnlab runs`)")
         ck = load_run_checkpoint(run)

@@ -2,7 +2,7 @@
 
 Everything acts on [0, 1] pixels: the test set is converted as the run's loader does
 (resize/grayscale), corrupted or attacked batched with torch on the run's device, then
-normalised inside :class:`~cnnlab.train.adversarial.Normalized`. Each (corruption, level)
+normalised inside :class:`~cnnlab.analysis.attacks.Normalized`. Each (corruption, level)
 draws from its own generator seeded from ``seed``, so one command gives the same numbers
 every time, and a subset of corruptions gives the same numbers as the full report.
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 import time
@@ -24,8 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.analysis.attacks import Normalized, fgsm, pgd
+from cnnlab.analysis.ood import METHODS as OOD_METHODS
+from cnnlab.analysis.ood import auroc, fpr_at_tpr, ood_score, save_ood, threshold_at_tpr
+from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError, choices_msg
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+from cnnlab.runs.load import loader_for, open_run
+from cnnlab.runtime.device import resolve_device
 
 # Five severity levels per corruption, in the units of the function (pixel scale or a
 # fraction of the image side, so they mean the same on 28- and 224-pixel inputs).
@@ -156,27 +162,15 @@ def _seed_for(seed: int, *parts) -> int:
     return h
 
 
-def dataset_for_run(meta: dict, data_dir=None):
-    """The run's dataset, loaded with the options it was trained with."""
-    from cnnlab.runs.load import load_run_dataset
-
-    return load_run_dataset(meta, data_dir)
-
-
 class _Eval:
     """The run's model on [0, 1] pixels plus its test set, batched."""
 
     def __init__(
         self, target, device="auto", data_dir=None, limit=None, batch_size=500, which="best"
     ):
-        from cnnlab.runs.load import load_model, loader_for, run_dir_of
-        from cnnlab.runtime.device import resolve_device
-
         self.dev = resolve_device(device)
-        model, meta = load_model(target, which, self.dev)
+        model, meta, ds, self.run_dir = open_run(target, which, self.dev, data_dir)
         self.meta = meta
-        self.run_dir = run_dir_of(target)
-        ds = dataset_for_run(meta, data_dir)
         x, y = ds.test_x, ds.test_y
         if limit:
             x, y = x[:limit], y[:limit]
@@ -322,8 +316,6 @@ def plot_robustness(res: dict, path: Path) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
 
     kinds = [k for k in ATTACKS if k in res]
@@ -417,8 +409,6 @@ def _ood_images(name: str, ev: _Eval, data_dir, limit: int | None, seed: int) ->
         uni = torch.randint(0, 256, (half, c, size, size), generator=g, dtype=torch.uint8)
         gau = (torch.randn((n - half, c, size, size), generator=g) * 64 + 128).clamp(0, 255)
         return torch.cat([uni, gau.to(torch.uint8)])
-    from cnnlab.data.datasets import load_dataset
-
     x = load_dataset(name, data_dir).test_x[:n]
     if x.shape[1] != c:  # RGB → gray with the usual weights, gray → RGB by repetition
         if c == 1:
@@ -457,17 +447,8 @@ def ood(
     Stores ``<run>/ood.json`` with the chosen score's threshold (95% of the run's own test
     images pass); ``method=None`` picks the score with the higher mean AUROC.
     """
-    from cnnlab.analysis.ood import (
-        METHODS,
-        auroc,
-        fpr_at_tpr,
-        ood_score,
-        save_ood,
-        threshold_at_tpr,
-    )
-
-    if method is not None and method not in METHODS:
-        raise CnnlabError(choices_msg("OOD score", method, METHODS))
+    if method is not None and method not in OOD_METHODS:
+        raise CnnlabError(choices_msg("OOD score", method, OOD_METHODS))
     ev = _Eval(target, device, data_dir, limit)
     in_logits = _logits(ev, ev.loader.x)
     res: dict = {"run": str(ev.run_dir), "in_dataset": ev.dataset.name, "n_in": ev.n, "sets": {}}
@@ -475,11 +456,13 @@ def ood(
         x = _ood_images(name, ev, data_dir, limit, seed)
         out_logits = _logits(ev, x)
         row = {"n": len(x)}
-        for m in METHODS:
+        for m in OOD_METHODS:
             si, so = ood_score(in_logits, m), ood_score(out_logits, m)
             row[m] = {"auroc": auroc(si, so), "fpr95": fpr_at_tpr(si, so)}
         res["sets"][name] = row
-    chosen = method or max(METHODS, key=lambda m: sum(r[m]["auroc"] for r in res["sets"].values()))
+    chosen = method or max(
+        OOD_METHODS, key=lambda m: sum(r[m]["auroc"] for r in res["sets"].values())
+    )
     thr = threshold_at_tpr(ood_score(in_logits, chosen), 0.95)
     res.update(method=chosen, threshold=thr)
     if save:

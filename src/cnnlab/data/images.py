@@ -3,10 +3,12 @@ guards), grey/RGB conversion, resizing, and the white-on-black inversion check."
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cnnlab.errors import CnnlabError
 
@@ -22,10 +24,6 @@ def load_image(
     ``path`` may be a file object (the server passes uploads as BytesIO, named ``name``).
     ``max_pixels`` refuses larger images from their header, before decoding a pixel.
     """
-    import io
-
-    from PIL import Image
-
     label = name or path
     try:
         src, nbytes = path, 0
@@ -67,8 +65,6 @@ def load_image(
 
 def pil_to_input(im, channels: int, size: int) -> np.ndarray:
     """A decoded PIL image → uint8 (C, size, size): transparency on white, mode, resize."""
-    from PIL import Image
-
     if im.mode in ("RGBA", "LA", "P"):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))

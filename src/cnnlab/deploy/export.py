@@ -27,9 +27,16 @@ import torch
 from torch import nn
 
 from cnnlab._version import __version__
+from cnnlab.analysis.ood import load_ood
 from cnnlab.errors import CnnlabError, choices_msg
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
-from cnnlab.runs.load import load_model, resolve_checkpoint, run_dir_of
+from cnnlab.runs.load import (
+    load_model,
+    load_run_dataset,
+    loader_for,
+    resolve_checkpoint,
+    run_dir_of,
+)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 QUANT_MODES = ("static", "dynamic")
@@ -66,9 +73,20 @@ def norm_stats(meta: dict) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def export_metadata(meta: dict, source, fmt: str, exporter: str, int8: str | None = None) -> dict:
-    from cnnlab.analysis.ood import load_ood
+def pixel_model(run, which: str = "best") -> tuple[PixelModel, dict]:
+    """The run's model on the CPU taking [0, 1] pixels (eval mode), and its metadata."""
+    model, meta = load_model(run, which, "cpu")
+    mean, std = norm_stats(meta)
+    return PixelModel(model, mean, std).eval(), meta
 
+
+def example_pixels(meta: dict, n: int = 2) -> torch.Tensor:
+    """A random batch in the run's input shape, to trace or export the model with."""
+    inp = meta["input"]
+    return torch.rand(n, inp["channels"], inp["size"], inp["size"])
+
+
+def export_metadata(meta: dict, source, fmt: str, exporter: str, int8: str | None = None) -> dict:
     inp = meta["input"]
     mean, std = norm_stats(meta)
     run = run_dir_of(source)
@@ -167,10 +185,14 @@ def _with_onnx_metadata(data: bytes, md: dict) -> bytes:
 
 def read_onnx_metadata(path_or_bytes) -> dict:
     """The cnnlab metadata of an exported ONNX file (from its metadata_props)."""
-    sess = ort_session(path_or_bytes)
+    return session_metadata(ort_session(path_or_bytes), path_or_bytes)
+
+
+def session_metadata(sess, source) -> dict:
+    """The cnnlab metadata of an ONNX Runtime session's model (``source`` names it)."""
     md = sess.get_modelmeta().custom_metadata_map
     if META_KEY not in md:
-        raise CnnlabError(f"{path_or_bytes}: not a cnnlab export (no '{META_KEY}' metadata)")
+        raise CnnlabError(f"{source}: not a cnnlab export (no '{META_KEY}' metadata)")
     return json.loads(md[META_KEY])
 
 
@@ -259,19 +281,10 @@ def read_export_metadata(path) -> dict:
 # --------------------------------------------------------------------------- data
 
 
-def run_dataset(meta: dict, data_dir=None):
-    """The dataset a run was trained on, with the loader options its config recorded."""
-    from cnnlab.runs.load import load_run_dataset
-
-    return load_run_dataset(meta, data_dir)
-
-
 def run_test_data(meta: dict, data_dir=None, limit: int | None = None):
     """(pixels01 float (N, C, S, S), normalised (N, C, S, S), labels) from the run's test split,
     prepared exactly as evaluation prepares them."""
-    from cnnlab.runs.load import loader_for
-
-    ds = run_dataset(meta, data_dir)
+    ds = load_run_dataset(meta, data_dir)
     x, y = ds.test_x, ds.test_y
     if limit:
         x, y = x[:limit], y[:limit]
@@ -319,11 +332,9 @@ def export(
     if quant not in QUANT_MODES:
         raise CnnlabError(choices_msg("quantisation mode", quant, QUANT_MODES))
     t0 = time.perf_counter()
-    model, meta = load_model(run, which, "cpu")
-    mean, std = norm_stats(meta)
-    wrapper = PixelModel(model, mean, std).eval()
-    inp = meta["input"]
-    example = torch.rand(2, inp["channels"], inp["size"], inp["size"])
+    wrapper, meta = pixel_model(run, which)
+    model = wrapper.model
+    example = example_pixels(meta)
     out = Path(out) if out else default_out(run, fmt, int8)
     if out.is_dir():  # --out DIR: the default file name inside it
         out = out / default_out(run, fmt, int8).name
@@ -447,9 +458,7 @@ def _quantize(data: bytes, mode: str, meta: dict, data_dir, n_calib: int = 512) 
 
 
 def _calibration_pixels(meta: dict, data_dir, n: int) -> np.ndarray:
-    from cnnlab.runs.load import loader_for
-
-    ds = run_dataset(meta, data_dir)
+    ds = load_run_dataset(meta, data_dir)
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(ds.train_x), generator=g)[:n]
     loader = loader_for(meta, ds.train_x[idx], ds.train_y[idx], "cpu")

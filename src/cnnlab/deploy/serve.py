@@ -20,6 +20,7 @@ import base64
 import binascii
 import io
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,8 +28,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import Request
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
+from cnnlab.data.images import load_image, maybe_invert, pil_to_input
+from cnnlab.deploy.export import (
+    example_pixels,
+    export_metadata,
+    onnx_bytes,
+    ort_session,
+    pixel_model,
+    session_metadata,
+)
 from cnnlab.errors import CnnlabError, choices_msg
 
 STATIC = Path(__file__).with_name("static")
@@ -88,12 +103,7 @@ class TorchBackend(Backend):
     saliency_available = True
 
     def __init__(self, run, which: str = "best"):
-        from cnnlab.deploy.export import PixelModel, export_metadata, norm_stats
-        from cnnlab.runs.load import load_model
-
-        model, meta = load_model(run, which, "cpu")
-        mean, std = norm_stats(meta)
-        self.model = PixelModel(model, mean, std).eval()
+        self.model, meta = pixel_model(run, which)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.meta = export_metadata(meta, run, "torch", "eager")
@@ -116,16 +126,9 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(self, src, meta: dict | None = None, threads: int = 0):
-        from cnnlab.deploy.export import ort_session
-
         self.sess = ort_session(src, threads)
         self.input = self.sess.get_inputs()[0].name
-        if meta is None:
-            md = self.sess.get_modelmeta().custom_metadata_map
-            if "cnnlab" not in md:
-                raise CnnlabError(f"{src}: not a cnnlab ONNX export (no 'cnnlab' metadata)")
-            meta = json.loads(md["cnnlab"])
-        self.meta = meta
+        self.meta = session_metadata(self.sess, src) if meta is None else meta
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.sess.run(None, {self.input: x})[0]
@@ -151,14 +154,8 @@ def open_backend(target, backend: str = "auto", threads: int = 0, which: str = "
     if backend in ("auto", "torch"):
         return TorchBackend(target, which)
     # ONNX from a run: export in memory (the same graph `cnnlab export` writes)
-    from cnnlab.deploy.export import PixelModel, export_metadata, norm_stats, onnx_bytes
-    from cnnlab.runs.load import load_model
-
-    model, meta = load_model(target, which, "cpu")
-    mean, std = norm_stats(meta)
-    inp = meta["input"]
-    example = torch.rand(2, inp["channels"], inp["size"], inp["size"])
-    data, exporter = onnx_bytes(PixelModel(model, mean, std).eval(), example, "auto")
+    wrapper, meta = pixel_model(target, which)
+    data, exporter = onnx_bytes(wrapper, example_pixels(meta), "auto")
     return OnnxBackend(data, export_metadata(meta, target, "onnx", exporter), threads)
 
 
@@ -238,8 +235,6 @@ class MicroBatcher:
 
 
 def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
-    from cnnlab.data.images import load_image
-
     if not data:
         raise InputError(f"{name}: empty image")
     try:
@@ -253,8 +248,6 @@ def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: s
 
 def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
     """A nested list (H, W) or (C, H, W) of numbers 0–255 → uint8 (C, size, size)."""
-    from PIL import Image
-
     if not isinstance(obj, list) or not obj:
         raise InputError(f"{name}: pixels must be a non-empty nested list (H, W) or (C, H, W)")
     try:
@@ -276,8 +269,6 @@ def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> 
     u8 = np.rint(a).astype(np.uint8)
     if u8.shape[0] == channels and u8.shape[1:] == (size, size):
         return u8
-    from cnnlab.data.images import pil_to_input
-
     im = Image.fromarray(u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0))
     return pil_to_input(im, channels, size)
 
@@ -298,9 +289,6 @@ def parse_multipart(body: bytes, content_type: str, max_files: int):
     """multipart/form-data already in memory (the body limit bounds it) → ([(filename, bytes)],
     {field: str}). python-multipart's parser with in-memory callbacks: a third of the cost of
     Starlette's form() (no spooled temp file per part), which matters on the hot path."""
-    from python_multipart.exceptions import MultipartParseError
-    from python_multipart.multipart import MultipartParser, parse_options_header
-
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     if not boundary:
         raise InputError("multipart body without a boundary in its Content-Type")
@@ -458,9 +446,6 @@ def _metrics():
 
 
 def create_app(backend: Backend, config: ServeConfig | None = None):
-    from fastapi import FastAPI
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     cfg = (config or ServeConfig()).check()
@@ -577,8 +562,6 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         return min(k, len(classes)), inv
 
     def to_pixels(arrs: list[np.ndarray], invert: str) -> tuple[np.ndarray, list[bool]]:
-        from cnnlab.data.images import maybe_invert
-
         out, flags = [], []
         for a in arrs:
             a, f = maybe_invert(a, mean, invert)
@@ -707,8 +690,6 @@ def serve(
     log_level: str = "warning",
     which: str = "best",
 ) -> None:
-    import socket
-
     import uvicorn
 
     cfg = (config or ServeConfig()).check()

@@ -9,16 +9,9 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CheckpointError, ConfigError
-from cnnlab.models.attention import maybe_attention
 from cnnlab.models.base import Classifier, register_model
-from cnnlab.models.layers import (
-    conv_block,
-    dropout_places,
-    fc_block,
-    get_activation,
-    init_weights,
-    norm_places,
-)
+from cnnlab.models.layers import conv_block, get_activation
+from cnnlab.models.options import BlockOptions, block_options
 
 
 def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
@@ -40,6 +33,10 @@ def _flat_size(features: nn.Module, c: int, s: int) -> tuple[int, int, int]:
     return tuple(shape)
 
 
+@register_model(
+    "alexnet", (3, 227), "the article's AlexNet (BN after conv1/2/5, 'same' 11×11/4 conv1)"
+)
+@block_options(batch_norm="conv", dropout=0.5)
 class AlexNetArticle(Classifier):
     """The article's code sample: conv1 96@11×11/4 'same' → ReLU → BN → max-pool 3/2,
     conv2 256@5×5 'same' → ReLU → BN → pool, conv3 384, conv4 384, conv5 256 (3×3 'same'),
@@ -52,20 +49,13 @@ class AlexNetArticle(Classifier):
         in_channels: int = 3,
         num_classes: int = 1000,
         input_size: int = 227,
-        activation: str = "relu",
-        init: str = "default",
-        init_std: float = 0.01,
-        batch_norm: str = "conv",
-        dropout: float = 0.5,
-        dropout_at: str = "fc",
-        attention: str = "none",
-        attention_heads: int = 1,
-        attention_dim: int = 0,
+        *,
+        blocks: BlockOptions,
     ):
         super().__init__()
-        bn_conv, bn_fc = norm_places(batch_norm)
-        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
-        act = activation
+        bn_conv, bn_fc = blocks.norms()
+        dr_conv, dr_fc = blocks.dropouts()
+        act = blocks.activation
 
         def block(cin, cout, k, s, bn, pool):
             # the article applies ReLU inside the conv, then batch norm
@@ -96,21 +86,20 @@ class AlexNetArticle(Classifier):
         feats += block(384, 384, 3, 1, False, False)
         feats += block(384, 256, 3, 1, bn_conv, False)
         # attention over the 13×13 conv5 map, before the last pool
-        feats += maybe_attention(256, attention, attention_heads, attention_dim)
+        feats += blocks.attention_layers(256)
         feats.append(nn.MaxPool2d(3, 2))
         self.features = nn.Sequential(*feats)
         c, h, w = _flat_size(self.features, in_channels, input_size)
-        self.flat_features = c * h * w
-        self.num_features = 4096
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, 4096, act, bn_fc, dr_fc),
-            *fc_block(4096, 4096, act, bn_fc, dr_fc),
-        )
-        self.classifier = nn.Linear(4096, num_classes)
-        init_weights(self, init, init_std)
+        self.set_head(c * h * w, (4096, 4096), num_classes, act, bn_fc, dr_fc)
+        blocks.init_weights(self)
 
 
+@register_model(
+    "alexnet-2012",
+    (3, 224),
+    "Krizhevsky et al. 2012 (LRN, overlapping pools, groups=2 for two towers)",
+)
+@block_options(init="normal", dropout=0.5)
 class AlexNet2012(Classifier):
     """Krizhevsky, Sutskever & Hinton 2012: 96-256-384-384-256 filters, ReLU, local
     response normalisation (k=2, n=5, α=1e-4, β=0.75) after conv1/2, overlapping 3×3/2
@@ -124,24 +113,18 @@ class AlexNet2012(Classifier):
         in_channels: int = 3,
         num_classes: int = 1000,
         input_size: int = 224,
-        activation: str = "relu",
-        init: str = "normal",
-        init_std: float = 0.01,
         groups: int = 1,
         lrn: bool = True,
-        batch_norm: str = "none",
-        dropout: float = 0.5,
-        dropout_at: str = "fc",
-        attention: str = "none",
-        attention_heads: int = 1,
-        attention_dim: int = 0,
+        *,
+        blocks: BlockOptions,
     ):
         super().__init__()
         if int(groups) not in (1, 2):
             raise ConfigError(f"groups must be 1 or 2 (two towers), got {groups!r}")
         g = int(groups)
-        bn_conv, bn_fc = norm_places(batch_norm)
-        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
+        activation = blocks.activation
+        bn_conv, bn_fc = blocks.norms()
+        dr_conv, dr_fc = blocks.dropouts()
 
         def norm():
             return [nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)] if lrn else []
@@ -159,19 +142,13 @@ class AlexNet2012(Classifier):
             *conv_block(nn.Conv2d(256, 384, 3, 1, 1), activation, bn_conv, None, dr_conv),
             *conv_block(nn.Conv2d(384, 384, 3, 1, 1, groups=g), activation, bn_conv, None, dr_conv),
             *conv_block(nn.Conv2d(384, 256, 3, 1, 1, groups=g), activation, bn_conv),
-            *maybe_attention(256, attention, attention_heads, attention_dim),
+            *blocks.attention_layers(256),
             pool(),
         )
         c, h, w = _flat_size(self.features, in_channels, input_size)
-        self.flat_features = c * h * w
-        self.num_features = 4096
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, 4096, activation, bn_fc, dr_fc, dropout_first=True),
-            *fc_block(4096, 4096, activation, bn_fc, dr_fc, dropout_first=True),
-        )
-        self.classifier = nn.Linear(4096, num_classes)
-        init_weights(self, init, init_std)
+        fc = (4096, 4096)
+        self.set_head(c * h * w, fc, num_classes, activation, bn_fc, dr_fc, dropout_first=True)
+        blocks.init_weights(self)
 
 
 # torchvision's AlexNet keeps the three FCs in one ``classifier`` Sequential; here the last
@@ -202,6 +179,9 @@ def to_torchvision_keys(state: dict) -> dict:
     return out
 
 
+@register_model(
+    "alexnet-torchvision", (3, 224), "torchvision's AlexNet; weights=PATH loads a torchvision .pth"
+)
 class AlexNetTorchvision(Classifier):
     """torchvision.models.alexnet (the 'one weird trick' variant: 64-192-384-256-256,
     adaptive 6×6 average pool, dropout before FC6/FC7): 61,100,840 parameters.
@@ -283,6 +263,8 @@ class AlexNetTorchvision(Classifier):
         self.load_state_dict({k: v for k, v in state.items() if k not in skip}, strict=not skip)
 
 
+@register_model("alexnet-cifar", (3, 32), "AlexNet layout for 32×32 (3×3 convs, BN, FC 1024-1024)")
+@block_options(init="kaiming_normal", batch_norm="conv", dropout=0.5)
 class AlexNetCifar(Classifier):
     """AlexNet's five-conv/three-FC layout for 32×32 inputs: 3×3 convs 64-192-384-256-256
     (the torchvision widths), batch norm, three 2×2 max-pools (32 → 16 → 8 → 4), FC
@@ -293,63 +275,24 @@ class AlexNetCifar(Classifier):
         in_channels: int = 3,
         num_classes: int = 10,
         input_size: int = 32,
-        activation: str = "relu",
-        init: str = "kaiming_normal",
-        init_std: float = 0.01,
-        batch_norm: str = "conv",
-        dropout: float = 0.5,
-        dropout_at: str = "fc",
         hidden: int = 1024,
-        attention: str = "none",
-        attention_heads: int = 1,
-        attention_dim: int = 0,
+        *,
+        blocks: BlockOptions,
     ):
         super().__init__()
-        bn_conv, bn_fc = norm_places(batch_norm)
-        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
-        a = activation
+        bn_conv, bn_fc = blocks.norms()
+        dr_conv, dr_fc = blocks.dropouts()
+        a = blocks.activation
         self.features = nn.Sequential(
             *conv_block(nn.Conv2d(in_channels, 64, 3, 1, 1), a, bn_conv, nn.MaxPool2d(2), dr_conv),
             *conv_block(nn.Conv2d(64, 192, 3, 1, 1), a, bn_conv, nn.MaxPool2d(2), dr_conv),
             *conv_block(nn.Conv2d(192, 384, 3, 1, 1), a, bn_conv),
             *conv_block(nn.Conv2d(384, 256, 3, 1, 1), a, bn_conv),
             *conv_block(nn.Conv2d(256, 256, 3, 1, 1), a, bn_conv),
-            *maybe_attention(256, attention, attention_heads, attention_dim),
+            *blocks.attention_layers(256),
             nn.MaxPool2d(2),
         )
         c, h, w = _flat_size(self.features, in_channels, input_size)
-        self.flat_features = c * h * w
-        self.num_features = int(hidden)
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, self.num_features, a, bn_fc, dr_fc, dropout_first=True),
-            *fc_block(self.num_features, self.num_features, a, bn_fc, dr_fc, dropout_first=True),
-        )
-        self.classifier = nn.Linear(self.num_features, num_classes)
-        init_weights(self, init, init_std)
-
-
-register_model(
-    "alexnet",
-    AlexNetArticle,
-    default_input=(3, 227),
-    description="the article's AlexNet (BN after conv1/2/5, 'same' 11×11/4 conv1)",
-)
-register_model(
-    "alexnet-2012",
-    AlexNet2012,
-    default_input=(3, 224),
-    description="Krizhevsky et al. 2012 (LRN, overlapping pools, groups=2 for two towers)",
-)
-register_model(
-    "alexnet-torchvision",
-    AlexNetTorchvision,
-    default_input=(3, 224),
-    description="torchvision's AlexNet; weights=PATH loads a torchvision .pth",
-)
-register_model(
-    "alexnet-cifar",
-    AlexNetCifar,
-    default_input=(3, 32),
-    description="AlexNet layout for 32×32 (3×3 convs, BN, FC 1024-1024)",
-)
+        fc = (int(hidden), int(hidden))
+        self.set_head(c * h * w, fc, num_classes, a, bn_fc, dr_fc, dropout_first=True)
+        blocks.init_weights(self)

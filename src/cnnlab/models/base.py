@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.errors import ConfigError
+from cnnlab.models.layers import fc_block
 from cnnlab.registry import Registry, accepted_kwargs, check_kwargs
 
 
@@ -42,6 +44,28 @@ class Classifier(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         self.classifier = nn.Linear(self.num_features, num_classes)
 
+    def set_head(
+        self,
+        flat_features: int,
+        widths: tuple[int, ...],
+        num_classes: int,
+        activation: str,
+        bn: bool = False,
+        dropout: float = 0.0,
+        dropout_first: bool = False,
+    ) -> None:
+        """``head`` = flatten → one FC block per width; ``classifier`` = the last linear
+        layer, from the last width to ``num_classes``."""
+        self.flat_features = flat_features
+        layers: list[nn.Module] = [nn.Flatten()]
+        n_in = flat_features
+        for w in widths:
+            layers += fc_block(n_in, w, activation, bn, dropout, dropout_first)
+            n_in = w
+        self.num_features = n_in
+        self.head = nn.Sequential(*layers)
+        self.classifier = nn.Linear(n_in, num_classes)
+
 
 @dataclass
 class ModelEntry:
@@ -61,10 +85,15 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(
-    name: str, builder: Callable[..., nn.Module], default_input=(1, 28), description: str = ""
-) -> ModelEntry:
-    return MODELS.register(name, ModelEntry(name, builder, tuple(default_input), description))
+def register_model(name: str, default_input=(1, 28), description: str = ""):
+    """Class (or builder function) decorator: registers it as model ``name`` for
+    ``default_input`` = (channels, size) images."""
+
+    def deco(builder: Callable[..., nn.Module]):
+        MODELS.register(name, ModelEntry(name, builder, tuple(default_input), description))
+        return builder
+
+    return deco
 
 
 def option_default(model: str, key: str, default=None):
@@ -126,8 +155,6 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, in_channels: int, input_size: int) -> int:
     """Multiply-accumulates for one image, counted by torch's FlopCounterMode (flops/2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was = model.training
     model.eval()
     x = torch.zeros(1, in_channels, input_size, input_size)

@@ -114,7 +114,7 @@ def fc_block(
 
 
 def _lecun_normal(w: torch.Tensor) -> None:
-    fan_in = nn.init._calculate_fan_in_and_fan_out(w)[0]
+    fan_in = w[0].numel()  # inputs per output unit: in_features, or in/groups · k · k
     nn.init.normal_(w, 0.0, 1.0 / math.sqrt(fan_in))
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from cnnlab.models.attention import maybe_attention
 from cnnlab.models.base import Classifier, conv_out, register_model
-from cnnlab.models.layers import conv_block, dropout_places, fc_block, init_weights, norm_places
+from cnnlab.models.layers import conv_block
+from cnnlab.models.options import BlockOptions, block_options
 
 
+@register_model("lenet5", (1, 28), "the article's LeNet-5 (tanh convs, FC 256-128 ReLU)")
+@block_options(activation="tanh")
 class LeNet5(Classifier):
     """The article's LeNet-5: conv 6@5×5 pad 2 → act → max-pool → conv 16@5×5 → act →
     max-pool → FC 256 → FC 128 → FC classes (softmax is in the loss)."""
@@ -18,20 +20,14 @@ class LeNet5(Classifier):
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: int = 28,
-        activation: str = "tanh",
         fc_activation: str = "relu",
-        init: str = "default",
-        init_std: float = 0.01,
-        batch_norm: str = "none",
-        dropout: float = 0.0,
-        dropout_at: str = "fc",
-        attention: str = "none",
-        attention_heads: int = 1,
-        attention_dim: int = 0,
+        *,
+        blocks: BlockOptions,
     ):
         super().__init__()
-        bn_conv, bn_fc = norm_places(batch_norm)
-        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
+        activation = blocks.activation
+        bn_conv, bn_fc = blocks.norms()
+        dr_conv, dr_fc = blocks.dropouts()
         self.features = nn.Sequential(
             *conv_block(
                 nn.Conv2d(in_channels, 6, 5, padding=2),
@@ -41,20 +37,17 @@ class LeNet5(Classifier):
                 dr_conv,
             ),
             *conv_block(nn.Conv2d(6, 16, 5), activation, bn_conv, nn.MaxPool2d(2), dr_conv),
-            *maybe_attention(16, attention, attention_heads, attention_dim),
+            *blocks.attention_layers(16),
         )
         s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, 2), 2, 2), 5), 2, 2)
-        self.num_features = 128
-        self.flat_features = 16 * s * s
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            *fc_block(self.flat_features, 256, fc_activation, bn_fc, dr_fc),
-            *fc_block(256, 128, fc_activation, bn_fc, dr_fc),
-        )
-        self.classifier = nn.Linear(128, num_classes)
-        init_weights(self, init, init_std)
+        self.set_head(16 * s * s, (256, 128), num_classes, fc_activation, bn_fc, dr_fc)
+        blocks.init_weights(self)
 
 
+@register_model(
+    "lenet5-1998", (1, 32), "LeCun et al. 1998 (C1-S2-C3-S4-C5-F6, scaled tanh, avg-pool)"
+)
+@block_options(activation="lecun_tanh", init="lecun_normal")
 class LeNet5_1998(Classifier):
     """LeCun et al. 1998: C1 6@5×5 → S2 → C3 16@5×5 → S4 → C5 120 → F6 84 → classes,
     scaled tanh, average-pool subsampling. 28-pixel inputs are padded to 32 as the paper
@@ -66,19 +59,13 @@ class LeNet5_1998(Classifier):
         in_channels: int = 1,
         num_classes: int = 10,
         input_size: int = 32,
-        activation: str = "lecun_tanh",
-        init: str = "lecun_normal",
-        init_std: float = 0.01,
-        batch_norm: str = "none",
-        dropout: float = 0.0,
-        dropout_at: str = "fc",
-        attention: str = "none",
-        attention_heads: int = 1,
-        attention_dim: int = 0,
+        *,
+        blocks: BlockOptions,
     ):
         super().__init__()
-        bn_conv, bn_fc = norm_places(batch_norm)
-        dr_conv, dr_fc = dropout_places(dropout, dropout_at)
+        activation = blocks.activation
+        bn_conv, bn_fc = blocks.norms()
+        dr_conv, dr_fc = blocks.dropouts()
         pad = 2 if input_size < 32 else 0
         self.features = nn.Sequential(
             # C1 → S2, C3 → S4
@@ -90,30 +77,9 @@ class LeNet5_1998(Classifier):
                 dr_conv,
             ),
             *conv_block(nn.Conv2d(6, 16, 5), activation, bn_conv, nn.AvgPool2d(2), dr_conv),
-            *maybe_attention(16, attention, attention_heads, attention_dim),
+            *blocks.attention_layers(16),
         )
         s = conv_out(conv_out(conv_out(conv_out(input_size, 5, 1, pad), 2, 2), 5), 2, 2)
-        self.flat_features = 16 * s * s
-        self.num_features = 84
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            # C5 (a 5×5 conv over a 5×5 map), F6
-            *fc_block(self.flat_features, 120, activation, bn_fc, dr_fc),
-            *fc_block(120, 84, activation, bn_fc, dr_fc),
-        )
-        self.classifier = nn.Linear(84, num_classes)
-        init_weights(self, init, init_std)
-
-
-register_model(
-    "lenet5",
-    LeNet5,
-    default_input=(1, 28),
-    description="the article's LeNet-5 (tanh convs, FC 256-128 ReLU)",
-)
-register_model(
-    "lenet5-1998",
-    LeNet5_1998,
-    default_input=(1, 32),
-    description="LeCun et al. 1998 (C1-S2-C3-S4-C5-F6, scaled tanh, avg-pool)",
-)
+        # C5 (a 5×5 conv over a 5×5 map), F6
+        self.set_head(16 * s * s, (120, 84), num_classes, activation, bn_fc, dr_fc)
+        blocks.init_weights(self)

@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.models.base import Classifier, register_model
-from cnnlab.models.layers import fc_block, init_weights, norm_places
+from cnnlab.models.layers import dropout_places, fc_block, init_weights, norm_places
 
 
 def _widths(hidden) -> list[int]:
@@ -26,6 +26,7 @@ def _widths(hidden) -> list[int]:
     return widths
 
 
+@register_model("mlp", (1, 28), "multilayer perceptron baseline (hidden 256-128, no convolutions)")
 class MLP(Classifier):
     """Flatten → [Linear → (BN) → act → (dropout)] × len(hidden) → Linear(classes)."""
 
@@ -44,9 +45,7 @@ class MLP(Classifier):
         super().__init__()
         widths = _widths(hidden)
         _, bn_fc = norm_places(batch_norm)
-        rate = float(dropout)
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+        _, rate = dropout_places(dropout, "fc")
         self.features = nn.Flatten()  # no feature extractor: the pixels are the features
         n_in = in_channels * input_size * input_size
         layers: list[nn.Module] = []
@@ -57,11 +56,3 @@ class MLP(Classifier):
         self.num_features = n_in
         self.classifier = nn.Linear(n_in, num_classes)
         init_weights(self, init, init_std)
-
-
-register_model(
-    "mlp",
-    MLP,
-    default_input=(1, 28),
-    description="multilayer perceptron baseline (hidden 256-128, no convolutions)",
-)

@@ -36,8 +36,14 @@ import numpy as np
 import torch
 import yaml
 
+from cnnlab.analysis.gradients import EXPLODE, VANISH, flags_for, read_gradients
 from cnnlab.errors import CnnlabError
+from cnnlab.inference import confusion_figure
+from cnnlab.metrics import metrics_from_logits, predict_logits
+from cnnlab.models import count_macs, count_params
+from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.layout import read_metrics
+from cnnlab.runs.load import loader_for, open_run
 
 OVERFIT_LOSS_RISE = 1.10
 OVERFIT_GAP = 0.02
@@ -152,8 +158,6 @@ def plot_curves(runs: dict[str, list[dict]]) -> str:
 
 
 def plot_confusion(cm, classes) -> str:
-    from cnnlab.inference import confusion_figure
-
     return fig_png(confusion_figure(cm, classes))
 
 
@@ -262,12 +266,7 @@ def _config(run: Path) -> dict:
 
 def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=None) -> dict:
     """Test-set metrics, the most confidently wrong images and the model summary."""
-    from cnnlab.metrics import metrics_from_logits, predict_logits
-    from cnnlab.models import count_macs, count_params
-    from cnnlab.runs.load import load_model, load_run_dataset, loader_for
-
-    model, meta = load_model(run, which, "cpu")
-    ds = load_run_dataset(meta, data_dir, download=False)
+    model, meta, ds, _ = open_run(run, which, "cpu", data_dir, download=False)
     logits, y = predict_logits(model, loader_for(meta, ds.test_x, ds.test_y, "cpu"))
     res = metrics_from_logits(logits, y, meta["classes"])
     probs = logits.softmax(1)
@@ -508,13 +507,9 @@ def render_report(
         )
 
     # gradient flow
-    from cnnlab.analysis.gradients import read_gradients
-
     grads = read_gradients(run)
     if grads:
         parts.append("<h2>Gradient flow</h2>" + _img(plot_gradients(grads), "gradient flow"))
-        from cnnlab.analysis.gradients import EXPLODE, VANISH, flags_for
-
         flagged = [(r["epoch"], f) for r in grads for f in flags_for(r["layers"])]
         if flagged:
             parts.append(
@@ -657,8 +652,6 @@ def write_report(
     run, which: str = "best", data_dir=None, out=None, info: dict | None = None, **_
 ) -> Path:
     """Render and write ``<run>/report.html`` atomically; returns its path."""
-    from cnnlab.runs.files import atomic_write_text
-
     text = render_report(run, which, data_dir, info)
     path = Path(out) if out else Path(run) / "report.html"
     atomic_write_text(path, text)

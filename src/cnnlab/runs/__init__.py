@@ -1,2 +1,2 @@
-"""The run-directory contract: names, ``metrics.jsonl``, atomic writes, checkpoints, and
-loading a run (model, dataset, loader) for analysis."""
+"""The run-directory contract: atomic writes, checkpoints, ``metrics.jsonl`` and the runs
+list, and opening a trained run (model, dataset, loader) again."""

@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,6 @@ def optim_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 def rng_state(
     data_generator: torch.Generator | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    import random
-
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -109,8 +108,6 @@ def rng_state(
 
 
 def restore_rng(tensors: dict[str, torch.Tensor], plain: dict, data_generator=None) -> None:
-    import random
-
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]

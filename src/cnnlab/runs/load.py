@@ -1,18 +1,21 @@
-"""Run directories: ``runs/<name>/`` with config.yaml, metrics.jsonl, checkpoints/."""
+"""Loading a trained run back: its checkpoint, the model rebuilt from it, the dataset it
+was trained on and a loader over those images."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import torch
 
+from cnnlab.config import DataConfig
+from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.data.loader import ResidentLoader
 from cnnlab.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from cnnlab.runs.checkpoint import Checkpoint
+from cnnlab.models import create_model
+from cnnlab.runs.checkpoint import Checkpoint, load_checkpoint
 
 
 def resolve_checkpoint(target: str | os.PathLike, which: str = "best") -> Path:
@@ -34,14 +37,10 @@ def resolve_checkpoint(target: str | os.PathLike, which: str = "best") -> Path:
 
 
 def load_run_checkpoint(target, which: str = "best") -> Checkpoint:
-    from cnnlab.runs.checkpoint import load_checkpoint
-
     return load_checkpoint(resolve_checkpoint(target, which))
 
 
 def model_from_checkpoint(ck: Checkpoint, device="cpu") -> torch.nn.Module:
-    from cnnlab.models import create_model
-
     if not isinstance(ck.meta.get("model"), dict):
         kind = (
             "a GAN run (use `cnnlab generate`)"
@@ -71,11 +70,6 @@ def load_model(target, which: str = "best", device="cpu") -> tuple[torch.nn.Modu
 def load_run_dataset(meta: dict, data_dir=None, name: str | None = None, download: bool = True):
     """The dataset a run was trained on, loaded with the loader options its config recorded
     (``name`` picks another dataset, loaded with its defaults)."""
-    import dataclasses
-
-    from cnnlab.config import DataConfig
-    from cnnlab.data.datasets import load_dataset
-
     cfg = meta.get("config", {}).get("data", {})
     own = meta.get("dataset") or cfg.get("name")
     name = name or own
@@ -85,6 +79,7 @@ def load_run_dataset(meta: dict, data_dir=None, name: str | None = None, downloa
 
 
 def run_dir_of(target) -> Path:
+    """The run directory of a run directory or of one of its checkpoint files."""
     p = Path(target)
     if p.is_file():  # runs/<name>/checkpoints/x.safetensors
         return p.parent.parent
@@ -92,6 +87,7 @@ def run_dir_of(target) -> Path:
 
 
 def loader_for(meta: dict, x: torch.Tensor, y: torch.Tensor, device, batch_size: int = 1000):
+    """Batches of (x, y) preprocessed as the run's inputs were (normalised, resized)."""
     inp = meta["input"]
     return ResidentLoader(
         x,
@@ -103,3 +99,25 @@ def loader_for(meta: dict, x: torch.Tensor, y: torch.Tensor, device, batch_size:
         resize=inp["size"] if inp["size"] != x.shape[-1] else None,
         grayscale=inp.get("grayscale", False),
     )
+
+
+class OpenRun(NamedTuple):
+    model: torch.nn.Module
+    meta: dict
+    dataset: Dataset
+    run_dir: Path
+
+
+def open_run(
+    target,
+    which: str = "best",
+    device="cpu",
+    data_dir=None,
+    dataset: str | None = None,
+    download: bool = True,
+) -> OpenRun:
+    """A run ready to analyse: its model (eval mode, on ``device``), checkpoint metadata,
+    the dataset it was trained on (or ``dataset``) and its directory."""
+    model, meta = load_model(target, which, device)
+    ds = load_run_dataset(meta, data_dir, dataset, download)
+    return OpenRun(model, meta, ds, run_dir_of(target))

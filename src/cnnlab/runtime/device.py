@@ -10,6 +10,7 @@ import torch
 
 from cnnlab.config import TrainConfig
 from cnnlab.errors import ConfigError
+from cnnlab.models.layers import LeCunTanh
 
 
 @dataclass
@@ -54,10 +55,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def native_bf16(dev: torch.device) -> bool:
-    """Whether bf16 autocast runs on hardware bf16 units here (else it is emulated, slower).
-
-    On this project's AVX512-BF16 CPU it cut LeNet-5's CPU time per epoch by 15-30% at
-    the same accuracy after 10 epochs (notes/BENCH-speed.md)."""
+    """Whether bf16 autocast runs on hardware bf16 units here (else it is emulated, slower
+    than fp32, so precision "fast" only picks bf16 where this holds)."""
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if dev.type == "cpu":
@@ -71,8 +70,7 @@ def default_threads() -> int:
     """All cores on an idle machine, fewer when other jobs already keep cores busy.
 
     OpenMP threads spin at every barrier; when the cores are shared they wait for each
-    other. On this project's 2-core machine under load, 2 threads were 8× slower per
-    LeNet-5 step than 1 (notes/BENCH-speed.md)."""
+    other, and a small model's step gets many times slower than on fewer threads."""
     n = os.cpu_count() or 1
     try:
         busy = os.getloadavg()[0]  # includes this process
@@ -98,8 +96,7 @@ def make_runtime(t: TrainConfig) -> Runtime:
     if amp is torch.float16 and dev.type != "cuda":
         raise ConfigError("fp16 autocast needs CUDA; use --set train.precision=bf16 or fp32")
     cl = t.channels_last.lower()
-    # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN's NHWC kernels:
-    # LeNet-5 steps ~1.2× faster on this project's 2-core AVX-512 machine; notes/BENCH-speed.md)
+    # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN's NHWC kernels)
     channels_last = dev.type in ("cuda", "cpu") if cl == "auto" else cl == "true"
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -117,9 +114,8 @@ def make_runtime(t: TrainConfig) -> Runtime:
 
 
 # Under this many parameters, precision "fast" on CUDA means fp32 (TF32 matmuls/convs):
-# LeNet-5's step is made of tiny kernels, and bf16 autocast only adds casts. Measured on
-# an H200 with the whole-step graph: 0.048 s/epoch fp32 vs 0.054 bf16 at batch 1024,
-# 0.174 vs 0.188 at 128 (docs/gpu/levers2.txt). AlexNet-sized models gain from bf16.
+# LeNet-5's step is made of tiny kernels, where bf16 autocast only adds casts; AlexNet-sized
+# models gain from bf16.
 SMALL_MODEL_PARAMS = 1_000_000
 
 
@@ -141,6 +137,7 @@ _MONOTONIC = (
     torch.nn.LeakyReLU,
     torch.nn.ELU,
     torch.nn.Hardtanh,
+    LeCunTanh,  # 1.7159·tanh(2x/3)
 )
 
 
@@ -149,8 +146,6 @@ def _is_monotonic(m: torch.nn.Module) -> bool:
         return m.negative_slope >= 0
     if isinstance(m, torch.nn.ELU):
         return m.alpha >= 0
-    if type(m).__name__ == "LeCunTanh":  # 1.7159·tanh(2x/3)
-        return True
     return isinstance(m, _MONOTONIC)
 
 
@@ -165,15 +160,16 @@ def pool_before_activation(model: torch.nn.Module) -> int:
     for seq in model.modules():
         if not isinstance(seq, torch.nn.Sequential):
             continue
-        keys = list(seq._modules)
-        for a, b in zip(keys, keys[1:], strict=False):
-            act, pool = seq._modules[a], seq._modules[b]
+        names = [name for name, _ in seq.named_children()]
+        for a, b in zip(names, names[1:], strict=False):
+            act, pool = getattr(seq, a), getattr(seq, b)
             if (
                 _is_monotonic(act)
                 and isinstance(pool, torch.nn.MaxPool2d)
                 and not act._forward_hooks
                 and not pool._forward_hooks
             ):
-                seq._modules[a], seq._modules[b] = pool, act
+                setattr(seq, a, pool)  # same names, same order: only the modules trade places
+                setattr(seq, b, act)
                 n += 1
     return n

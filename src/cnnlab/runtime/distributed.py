@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data.distributed import DistributedSampler
 
 from cnnlab.errors import CnnlabError, ConfigError
 
@@ -60,8 +62,6 @@ class Dist:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if not self.enabled:
             return model
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         dev = next(model.parameters()).device
         ids = [dev.index] if dev.type == "cuda" else None
         # grads as views of the all-reduce buckets: no copy, and no stride-mismatch warning
@@ -75,8 +75,6 @@ class Dist:
         loader that has it). None on one process."""
         if not self.enabled:
             return None
-        from torch.utils.data.distributed import DistributedSampler
-
         return DistributedSampler(
             dataset,
             num_replicas=self.world,

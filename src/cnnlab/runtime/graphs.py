@@ -4,6 +4,8 @@ optimisations: off CUDA (and on capture failure) the same code runs eagerly."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -42,8 +44,6 @@ class GraphedForward:
         return (ptrs, self.model.training, tuple(x.shape), x.dtype, x.stride(), x.device)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        import contextlib
-
         with torch.inference_mode(), (self.autocast or contextlib.nullcontext)():
             return self.model(x)
 

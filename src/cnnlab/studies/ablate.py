@@ -20,14 +20,18 @@ import io
 import itertools
 import json
 import math
+import multiprocessing as mp
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from cnnlab.config import Config, parse_scalar, set_value
 from cnnlab.errors import ConfigError
+from cnnlab.models import create_model
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.layout import read_metrics
 from cnnlab.train.api import build_config, fit
@@ -156,10 +160,6 @@ def plan(
 def _check_models(runs: list[RunSpec]) -> None:
     """Build each distinct model once on the meta device (no memory, no compute) so a bad
     option value (``activation=rellu``) fails now, not after hours of other runs."""
-    import torch
-
-    from cnnlab.models import create_model
-
     seen = set()
     for s in runs:
         c = s.cfg.model
@@ -204,8 +204,6 @@ def _worker(specs: list[RunSpec], device: str, quiet: bool) -> None:
 
 
 def _cuda_devices(cfg: Config) -> list[str]:
-    import torch
-
     dev = cfg.train.device.lower()
     if dev not in ("auto", "cuda") or not torch.cuda.is_available():
         return []
@@ -225,8 +223,6 @@ def execute(st: Study, quiet: bool = True, log=print) -> Study:
         log(f"{st.skipped} of {len(st.runs)} runs already finished: skipped")
     devices = _cuda_devices(st.runs[0].cfg) if pending else []
     if len(devices) > 1:
-        import multiprocessing as mp
-
         ctx = mp.get_context("spawn")
         procs = []
         for i, dev in enumerate(devices):
@@ -338,6 +334,7 @@ def _plot(rows: list[dict]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
@@ -347,8 +344,6 @@ def _plot(rows: list[dict]) -> bytes:
     a1.set(xlabel="epoch", ylabel="test accuracy", title="test accuracy (mean over seeds)")
     a2.set(xlabel="epoch", ylabel="train loss", title="train loss (mean over seeds)")
     a1.legend(fontsize=7)
-    from matplotlib.ticker import MaxNLocator
-
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -359,21 +354,12 @@ def _plot(rows: list[dict]) -> bytes:
     return out.getvalue()
 
 
-def ablate(
-    recipe=None,
-    vary: list[str] | dict | None = None,
-    epochs: int | None = None,
-    seeds: int = 1,
-    data_dir: str | None = None,
-    overrides: list[str] | None = None,
-    study: str | None = None,
-    runs_dir: str | None = None,
-    quiet: bool = True,
-    log=print,
-) -> Study:
-    """Plan, train what is missing, summarise. Returns the Study (dir, rows)."""
+def ablate(recipe=None, *, quiet: bool = True, log=print, **plan_args) -> Study:
+    """Plan (``plan_args``: :func:`plan`'s arguments), train what is missing, summarise.
+    Returns the Study (dir, rows)."""
     t0 = time.perf_counter()
-    st = plan(recipe, vary, epochs, seeds, data_dir, overrides, study, runs_dir)
+    st = plan(recipe, **plan_args)
+    seeds = len({s.seed for s in st.runs})
     log(
         f"study {st.dir}: {len(st.runs)} runs ({len(st.runs) // seeds} combinations × {seeds} seeds)"
     )

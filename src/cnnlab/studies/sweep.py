@@ -26,11 +26,13 @@ Outputs in ``<runs>/<study>/``: ``trials.csv``, ``best.yaml`` (a recipe), ``hist
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import os
 import shutil
 import statistics
+import warnings
 from pathlib import Path
 
 import yaml
@@ -38,6 +40,9 @@ import yaml
 from cnnlab.config import Config, find_recipe, get_value, set_value
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.base import option_default
+from cnnlab.runs.files import atomic_write_text
+from cnnlab.runs.layout import read_metrics
+from cnnlab.train.api import build_config, fit
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.validate import validate
 
@@ -154,9 +159,9 @@ class OptunaPruning(Callback):
 
 
 def storage_for(url: str | None, study_dir: Path):
-    import warnings
-
     import optuna
+    from optuna import storages
+    from optuna.storages import RDBStorage
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url is None:
@@ -167,11 +172,6 @@ def storage_for(url: str | None, study_dir: Path):
             f"--storage {url!r}: expected a database URL such as sqlite:///study.db or "
             "postgresql://user:pass@host/db"
         )
-    import inspect
-
-    from optuna import storages
-    from optuna.storages import RDBStorage
-
     # optuna ≥ 4.9 renamed the stale-trial retry callback and its keyword
     if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters:
         retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(1)}
@@ -205,8 +205,6 @@ def run_sweep(
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
-
-    from cnnlab.train.api import build_config, fit
 
     if trials < 1:
         raise ConfigError("--trials must be ≥ 1")
@@ -322,10 +320,6 @@ def confirm_best(
     seeds? Finished runs are reused, so an interrupted confirmation resumes. Writes
     ``confirm.json``."""
     from optuna.trial import TrialState
-
-    from cnnlab.runs.files import atomic_write_text
-    from cnnlab.runs.layout import read_metrics
-    from cnnlab.train.api import fit
 
     ranked = sorted(
         (
@@ -452,8 +446,6 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
             + "\n"
             f"# params: {best.params}\n"
         )
-        from cnnlab.runs.files import atomic_write_text
-
         atomic_write_text(study_dir / "best.yaml", header + yaml.safe_dump(d, sort_keys=False))
         out["best"] = {
             "trial": best.number,
@@ -467,8 +459,6 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
 
 def plot_study(st, study_dir: Path) -> list[str]:
     """Optimisation history and parameter importances (optuna.visualization.matplotlib)."""
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")
