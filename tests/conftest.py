@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -22,6 +23,16 @@ MNIST_NAMES = (
 # the value it had when the session started.
 if os.environ.get("CNNLAB_DATA"):
     os.environ.setdefault("CNNLAB_DATA_AT_START", os.environ["CNNLAB_DATA"])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu test: needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +114,11 @@ def tiny_trained_run(tmp_path_factory):
     )
     assert res.final["test_acc"] > 0.8
     return res.run_dir
+
+
+@pytest.fixture
+def tiny_run(tiny_trained_run, tmp_path):
+    """A copy of the shared tiny run that a test may write into."""
+    dst = tmp_path / "tiny"
+    shutil.copytree(tiny_trained_run, dst)
+    return dst

@@ -1,7 +1,6 @@
 """Corruptions, attacks (parity with Captum), the robustness/OOD command, adversarial training."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -129,56 +128,49 @@ def test_adversarial_training_learns(tmp_path):
     assert res.history[0]["train_acc"] < res.final["test_acc"] + 0.5
 
 
-@pytest.fixture
-def run_copy(tiny_trained_run, tmp_path):
-    d = tmp_path / "run"
-    shutil.copytree(tiny_trained_run, d)
-    return d
-
-
-def test_robustness_numbers_are_reproducible_and_files_written(run_copy):
+def test_robustness_numbers_are_reproducible_and_files_written(tiny_run):
     kw = dict(corruptions="gaussian_noise,rotation", eps="0.05", pgd_steps=3, limit=64)
-    a = robustness(run_copy, **kw)
-    b = robustness(run_copy, save=False, **kw)
+    a = robustness(tiny_run, **kw)
+    b = robustness(tiny_run, save=False, **kw)
     for k in ("clean_acc", "corruptions", "mean_corruption_acc", "fgsm", "pgd"):
         assert a[k] == b[k], k
-    sub = robustness(run_copy, corruptions="rotation", attacks="none", limit=64, save=False)
+    sub = robustness(tiny_run, corruptions="rotation", attacks="none", limit=64, save=False)
     assert sub["corruptions"]["rotation"] == a["corruptions"]["rotation"]
     assert "pgd" not in sub
     assert a["clean_acc"] > 0.8 and a["pgd"]["acc"][0] < a["clean_acc"]
     assert a["corruptions"]["gaussian_noise"]["levels"] == [1, 2, 3, 4, 5]
-    saved = json.loads((run_copy / "robustness.json").read_text())
+    saved = json.loads((tiny_run / "robustness.json").read_text())
     assert saved["clean_acc"] == a["clean_acc"]
-    assert (run_copy / "robustness.png").read_bytes()[:4] == b"\x89PNG"
-    page = (run_copy / "robustness.html").read_text()
+    assert (tiny_run / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    page = (tiny_run / "robustness.html").read_text()
     assert page.startswith("<section id='robustness'>") and "PGD-3" in page
     assert "data:image/png;base64," in page
 
 
-def test_robustness_command_table(run_copy, capsys):
-    argv = ["robustness", str(run_copy), "--corruptions", "blur", "--severity", "1,5"]
+def test_robustness_command_table(tiny_run, capsys):
+    argv = ["robustness", str(tiny_run), "--corruptions", "blur", "--severity", "1,5"]
     assert main([*argv, "--eps", "0.1", "--pgd-steps", "2", "--limit", "32"]) == 0
     out = capsys.readouterr().out
     assert "clean accuracy" in out and "blur" in out and "PGD-2" in out and "sev 5" in out
 
 
-def test_ood_threshold_is_stored_and_predict_flags(run_copy, tmp_path, capsys):
-    assert main(["robustness", str(run_copy), "--ood", "noise", "--ood-score", "msp"]) == 0
+def test_ood_threshold_is_stored_and_predict_flags(tiny_run, tmp_path, capsys):
+    assert main(["robustness", str(tiny_run), "--ood", "noise", "--ood-score", "msp"]) == 0
     out = capsys.readouterr().out
     assert "noise" in out and "AUROC" in out
-    ood = json.loads((run_copy / "ood.json").read_text())
+    ood = json.loads((tiny_run / "ood.json").read_text())
     assert ood["method"] == "msp" and 0 < ood["threshold"] <= 1
     from cnnlab.data.datasets import load_dataset
 
     ds = load_dataset("synthetic", num_train=512, num_test=128)
     noise = np.random.default_rng(0).integers(0, 256, (1, 28, 28), dtype=np.uint8)
-    res = predict(run_copy, [ds.test_x[0].numpy(), noise], invert="never", device="cpu")
+    res = predict(tiny_run, [ds.test_x[0].numpy(), noise], invert="never", device="cpu")
     assert {"ood_score", "ood"} <= set(res[0]) and isinstance(res[1]["ood"], bool)
     assert res[0]["ood_score"] > ood["threshold"] and not res[0]["ood"]
     from PIL import Image
 
     Image.fromarray(noise[0]).save(tmp_path / "noise.png")
-    assert main(["predict", str(run_copy), str(tmp_path / "noise.png"), "--json"]) == 0
+    assert main(["predict", str(tiny_run), str(tmp_path / "noise.png"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
     assert isinstance(row["ood"], bool) and isinstance(row["inverted"], bool)
 

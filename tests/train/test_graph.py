@@ -139,7 +139,7 @@ def test_checkpoint_stores_a_tensor_lr_as_a_plain_float(tmp_path):
     assert g["lr"] == pytest.approx(2e-3) and g["capturable"] is False
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_whole_step_graph_trains_like_eager(tmp_path):
     a, ha = epochs(tmp_path / "a", "false", "train.precision=fp32", device="cuda", n=3)
     b, hb = epochs(tmp_path / "b", "step", "train.precision=fp32", device="cuda", n=3)
@@ -175,7 +175,7 @@ def test_evaluation_uses_the_eager_forward_off_cuda(tmp_path):
     assert torch.equal(tr.task.forward_for(tr.model)(x), tr.model(x))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_graphed_forward_replays_and_recaptures_where_it_must():
     from cnnlab.runtime.graphs import GraphedForward
 
@@ -203,7 +203,7 @@ def test_graphed_forward_replays_and_recaptures_where_it_must():
         assert len(fwd.graphs) == 2
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_graphed_evaluation_matches_eager_evaluation(tmp_path):
     a, _ = epochs(tmp_path / "a", "false", device="cuda", n=1)
     b, _ = epochs(tmp_path / "b", "step", device="cuda", n=1)

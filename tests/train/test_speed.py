@@ -82,7 +82,7 @@ def test_channels_last_training_matches_contiguous(tmp_path):
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1 / 64)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_graph_training_runs(tmp_path):
     res = cnnlab.fit(
         overrides=["data.name=synthetic", "train.batch_size=64", "train.device=cuda"],
