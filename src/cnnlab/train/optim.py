@@ -37,28 +37,24 @@ def _sgd(params, c: OptimConfig, device):
     )
 
 
-@OPTIMIZERS.register("adam")
-def _adam(params, c: OptimConfig, device):
-    return torch.optim.Adam(
-        params,
-        lr=c.lr,
-        betas=(c.beta1, c.beta2),
-        eps=c.eps,
-        weight_decay=c.weight_decay,
-        **_fast(device),
-    )
+def _adam_like(cls):
+    """Adam and AdamW take the same options (AdamW decouples the weight decay)."""
+
+    def build(params, c: OptimConfig, device):
+        return cls(
+            params,
+            lr=c.lr,
+            betas=(c.beta1, c.beta2),
+            eps=c.eps,
+            weight_decay=c.weight_decay,
+            **_fast(device),
+        )
+
+    return build
 
 
-@OPTIMIZERS.register("adamw")
-def _adamw(params, c: OptimConfig, device):
-    return torch.optim.AdamW(
-        params,
-        lr=c.lr,
-        betas=(c.beta1, c.beta2),
-        eps=c.eps,
-        weight_decay=c.weight_decay,
-        **_fast(device),
-    )
+OPTIMIZERS.register("adam", _adam_like(torch.optim.Adam))
+OPTIMIZERS.register("adamw", _adam_like(torch.optim.AdamW))
 
 
 @OPTIMIZERS.register("adagrad")
