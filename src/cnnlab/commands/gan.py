@@ -97,7 +97,7 @@ def sectioned(override: str) -> str:
     return f"{BARE_KEYS[k]}={value}" if eq and k in BARE_KEYS else override
 
 
-def check_gan_run(run: str) -> None:
+def require_gan_run(run: str) -> None:
     from pathlib import Path
 
     from cnnlab.config import load_recipe, resolve_task
@@ -125,7 +125,7 @@ def run(args) -> int:
     if args.conditional:
         overrides.append("gan.conditional=true")
     if args.resume:
-        check_gan_run(args.resume)
+        require_gan_run(args.resume)
     res = cnnlab.fit(
         recipe=None if args.resume else "dcgan",
         overrides=overrides,

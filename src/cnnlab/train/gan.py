@@ -89,6 +89,7 @@ class GanTask(Task):
         self._batches = None
         self._next = -1
         self._last: dict = {}  # the epoch's train metrics, for the curves evaluate() draws
+        self._one = torch.ones((), device=dev)  # counts images in the sums
         self.reset_sums()
 
     def _fixed_noise(self) -> None:
@@ -216,7 +217,7 @@ class GanTask(Task):
         step_sums = torch.stack(
             [
                 loss,
-                torch.ones((), device=self.device),
+                self._one,
                 loss_d.detach().float(),
                 loss_g.detach().float(),
                 torch.sigmoid(d_real.detach().float()).mean(),
