@@ -17,10 +17,9 @@ import cnnlab
 from cnnlab.analysis.generate import generate, load_generator, score_run
 from cnnlab.cli import main
 from cnnlab.commands.gan import sectioned
-from cnnlab.config import GAN_MODELS, Config, apply_overrides, load_recipe, resolve_task
+from cnnlab.config import Config, apply_overrides, load_recipe, resolve_task
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import ConfigError
-from cnnlab.models.gan import list_gans
 from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.runs.layout import read_metrics
 from cnnlab.runtime.device import make_runtime
@@ -126,10 +125,6 @@ def judge(tmp_path_factory):
 
 
 # -- config -----------------------------------------------------------------------------
-
-
-def test_gan_model_names_match_the_gan_registry():
-    assert sorted(GAN_MODELS) == list_gans()
 
 
 def test_resolve_task():
