@@ -70,7 +70,7 @@ def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
     for e in range(1, args.epochs + 1):
         m = tr.train_epoch(e)
         te = time.perf_counter()
-        _, acc = tr._evaluate(tr.test_loader)
+        _, acc, _ = tr.task.eval_loader(tr.task.test_loader)
         tr.schedule.epoch_end(acc)
         rows.append({"epoch": e, "seconds": m["seconds"], "test_acc": acc,
                      "eval_seconds": time.perf_counter() - te, **memory(tr.rt.device)})  # fmt: skip
@@ -80,7 +80,7 @@ def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
         "lr": lr,
         "describe": tr.describe(),
         "setup_seconds": setup,
-        "capture_seconds": tr.capture_seconds,
+        "capture_seconds": tr.task.capture_seconds,
         "median_s_per_epoch": statistics.median(r["seconds"] for r in rows),
         "final_acc": rows[-1]["test_acc"],
         # growth after the first epoch (allocator warm-up) to the last

@@ -64,7 +64,7 @@ def same(ha, hb):
 def test_whole_step_matches_the_ordinary_loop_exactly(tmp_path, extra):
     a, ha = epochs(tmp_path / "a", "false", *extra)
     b, hb = epochs(tmp_path / "b", "step", *extra)
-    assert a.whole is None and isinstance(b.whole, WholeStep)
+    assert a.task.whole is None and isinstance(b.task.whole, WholeStep)
     assert same(ha, hb)
     for (k, pa), pb in zip(
         a.model.state_dict().items(), b.model.state_dict().values(), strict=True
@@ -72,17 +72,17 @@ def test_whole_step_matches_the_ordinary_loop_exactly(tmp_path, extra):
         assert torch.equal(pa, pb), k
     # the per-step loss buffer (used to name the first non-finite step) is filled too
     assert torch.equal(a._losses, b._losses) and bool((b._losses > 0).all())
-    assert b.whole.counter.item() == b.steps_per_epoch
+    assert b.task.whole.counter.item() == b.steps_per_epoch
 
 
 def test_whole_step_falls_back_where_it_cannot_run(tmp_path, capsys):
     tr, hist = epochs(tmp_path, "step", "optim.name=adagrad", n=1)
-    assert tr.whole is None and hist[0]["train_loss"] > 0
+    assert tr.task.whole is None and hist[0]["train_loss"] > 0
     assert "whole-step CUDA graph off (optimizer Adagrad" in capsys.readouterr().err
     tr, _ = epochs(tmp_path, "step", "train.nan_policy=skip", n=1)
-    assert tr.whole is None
+    assert tr.task.whole is None
     tr, _ = epochs(tmp_path, "auto", n=1)  # auto: graphs on CUDA only
-    assert tr.whole is None
+    assert tr.task.whole is None
 
 
 def test_bad_cuda_graph_value_is_one_clear_error():
@@ -143,7 +143,7 @@ def test_checkpoint_stores_a_tensor_lr_as_a_plain_float(tmp_path):
 def test_cuda_whole_step_graph_trains_like_eager(tmp_path):
     a, ha = epochs(tmp_path / "a", "false", "train.precision=fp32", device="cuda", n=3)
     b, hb = epochs(tmp_path / "b", "step", "train.precision=fp32", device="cuda", n=3)
-    assert b.whole.graph is not None and b.capture_seconds > 0
+    assert b.task.whole.graph is not None and b.task.capture_seconds > 0
     # the graph draws its augmentation from graph-safe RNG offsets: not bitwise, but the
     # same training — losses close and the model learns
     assert hb[-1]["train_loss"] < hb[0]["train_loss"]
@@ -172,7 +172,7 @@ def test_evaluation_uses_the_eager_forward_off_cuda(tmp_path):
     tr, _ = epochs(tmp_path, "step", n=1)
     x = torch.randn(3, 1, 28, 28)
     tr.model.eval()
-    assert torch.equal(tr._forward_for(tr.model)(x), tr.model(x))
+    assert torch.equal(tr.task.forward_for(tr.model)(x), tr.model(x))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -207,9 +207,9 @@ def test_graphed_forward_replays_and_recaptures_where_it_must():
 def test_graphed_evaluation_matches_eager_evaluation(tmp_path):
     a, _ = epochs(tmp_path / "a", "false", device="cuda", n=1)
     b, _ = epochs(tmp_path / "b", "step", device="cuda", n=1)
-    assert b.rt.cuda_graph and b._forward_for(b.model).__class__.__name__ == "GraphedForward"
-    assert b._forward_for(b.model).enabled and not a._forward_for(a.model).enabled
-    la, aa = a._evaluate(a.test_loader)
+    assert b.rt.cuda_graph and b.task.forward_for(b.model).__class__.__name__ == "GraphedForward"
+    assert b.task.forward_for(b.model).enabled and not a.task.forward_for(a.model).enabled
+    la, aa = a.task.eval_loader(a.task.test_loader)[:2]
     b.model.load_state_dict(a.model.state_dict())  # same weights: same numbers
-    lb, ab = b._evaluate(b.test_loader)
+    lb, ab = b.task.eval_loader(b.task.test_loader)[:2]
     assert ab == aa and lb == pytest.approx(la, rel=1e-4)

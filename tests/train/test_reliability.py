@@ -14,6 +14,7 @@ from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.layout import read_metrics
 from cnnlab.train import trainer as trmod
 from cnnlab.train.callbacks import Callback, NonFiniteLoss
+from cnnlab.train.tasks import classify as clsmod
 
 FAST = [
     "data.name=synthetic",
@@ -130,7 +131,7 @@ def test_no_checkpoint_yet_starts_over(tmp_path, capsys):
 
 def nan_loss_at(monkeypatch, calls):
     """Make the training loss NaN at the given 1-based loss calls."""
-    real = trmod.build_loss
+    real = clsmod.build_loss
     count = {"n": 0}
 
     def build(*a, **k):
@@ -143,7 +144,7 @@ def nan_loss_at(monkeypatch, calls):
 
         return loss
 
-    monkeypatch.setattr(trmod, "build_loss", build)
+    monkeypatch.setattr(clsmod, "build_loss", build)
 
 
 def test_nan_stop_names_epoch_and_step_and_keeps_last_good(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from cnnlab.runs.layout import read_metrics
 from cnnlab.runs.load import load_model
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.optim import Schedule, build_optimizer
-from cnnlab.train.trainer import split_train_val
+from cnnlab.train.tasks.classify import split_train_val
 
 FAST = [
     "data.name=synthetic",

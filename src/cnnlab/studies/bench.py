@@ -154,16 +154,17 @@ def cnnlab_loop(spec: dict):
     cfg = cnnlab_config(spec)
     tr = Trainer(cfg, quiet=True)
     tr.setup()
-    x = tr.train_loader.x
+    ld = tr.task.train_loader
+    x = ld.x
     raw = x.numel() * x.element_size()
-    held = raw + tr.train_loader.y.numel() * tr.train_loader.y.element_size()
+    held = raw + ld.y.numel() * ld.y.element_size()
     info = {
         "describe": tr.describe(),
         "batch_size": cfg.train.batch_size,
         "lr": cfg.optim.lr,
         "optimizer": cfg.optim.name,
         "schedule": cfg.sched.name,
-        "augment": ",".join(tr.augment) or "none",
+        "augment": ",".join(tr.task.augment) or "none",
         "resident_bytes": held,
         "raw_uint8_bytes": int(x.shape[0]) * int(x[0].numel()),
     }
@@ -173,12 +174,12 @@ def cnnlab_loop(spec: dict):
         m = tr.train_epoch(epoch)
         cpu = time.process_time() - c0
         te = time.perf_counter()
-        _, acc = tr._evaluate(tr.test_loader)
+        _, acc, _ = tr.task.eval_loader(tr.task.test_loader)
         tr.schedule.epoch_end(acc)
         yield {
             "epoch": epoch,
             # one-time CUDA-graph capture (before epoch 1's clock starts), reported apart
-            "capture_seconds": tr.capture_seconds if epoch == 1 else 0.0,
+            "capture_seconds": tr.task.capture_seconds if epoch == 1 else 0.0,
             "seconds": m["seconds"],
             "cpu_seconds": cpu,
             "images": round(m["images_per_s"] * m["seconds"]),
@@ -363,7 +364,7 @@ def epoch_seconds(spec: dict, batch_size: int, limit: int | None) -> dict:
     m = tr.train_epoch(1)
     return {
         "batch_size": batch_size,
-        "images": len(tr.train_loader) * tr.train_loader.batch_size,
+        "images": len(tr.task.train_loader) * tr.task.train_loader.batch_size,
         "seconds": m["seconds"],
         "cpu_seconds": time.process_time() - c0,
         "images_per_s": m["images_per_s"],

@@ -77,12 +77,7 @@ def fit(
     cfg = build_config(config, recipe, overrides, **shortcuts)
     if ds_obj is not None:
         cfg.data.name = cfg.data.name if cfg.data.name else ds_obj.name
-    cls = Trainer
-    if cfg.data.labels_per_class:  # labelled subset (+ unlabelled rest with train.semi)
-        from cnnlab.train.semi import SemiTrainer
-
-        cls = SemiTrainer
-    return cls(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
+    return Trainer(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
 
 
 __all__ = ["SHORTCUTS", "build_config", "fit"]

@@ -17,6 +17,16 @@ class Callback:
     def on_fit_end(self, trainer) -> None: ...
 
 
+# the epoch line: (label, ((metric, short name), ...)) for whichever metrics a task reports
+EPOCH_LINE = (
+    ("train", (("train_loss", "loss"), ("train_acc", "acc"))),
+    ("val", (("val_acc", "acc"),)),
+    ("test", (("test_loss", "loss"), ("test_acc", "acc"))),
+    ("", (("loss_d", "loss D"), ("loss_g", "G"), ("d_real", "D(x)"), ("d_fake", "D(G(z))"))),
+    ("", (("fd", "FD"), ("class_fidelity", "fidelity"))),
+)
+
+
 class Progress(Callback):
     """A rich progress bar (epoch, step, loss, images/s, ETA) on a TTY; plain lines otherwise.
 
@@ -83,13 +93,11 @@ class Progress(Callback):
             self.bar.remove_task(self.task)
         if self.quiet:
             return
-        parts = [
-            f"epoch {epoch:>3}/{trainer.cfg.train.epochs}",
-            f"train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}",
-        ]
-        if "val_acc" in m:
-            parts.append(f"val acc {m['val_acc']:.4f}")
-        parts.append(f"test loss {m['test_loss']:.4f} acc {m['test_acc']:.4f}")
+        parts = [f"epoch {epoch:>3}/{trainer.cfg.train.epochs}"]
+        for label, keys in EPOCH_LINE:
+            shown = [f"{short} {m[k]:.4f}" for k, short in keys if k in m]
+            if shown:
+                parts.append(" ".join([label, *shown]) if label else " ".join(shown))
         parts.append(f"{m['seconds']:.1f}s {m['images_per_s']:,.0f} img/s lr {m['lr']:.2e}")
         self.print("  ".join(parts))
 

@@ -69,7 +69,7 @@ class GradientFlow(Callback):
     def on_fit_start(self, trainer) -> None:
         self.layers = weight_layers(trainer.model)
         self.acts = [(n, m) for n, m in trainer.model.named_modules() if n and _is_activation(m)]
-        loader = trainer.train_loader
+        loader = trainer.task.train_loader
         # a streaming loader (ImageFolder) has no resident images: no activation probe
         self.probe_x = None
         if hasattr(loader, "x") and hasattr(loader, "prepare"):
@@ -130,7 +130,7 @@ class GradientFlow(Callback):
         was = model.training
         model.eval()
         try:
-            model(trainer.train_loader.prepare(self.probe_x, False))
+            model(trainer.task.train_loader.prepare(self.probe_x, False))
         finally:
             model.train(was)
             for h in hooks:

@@ -96,20 +96,31 @@ class Schedule:
     and ``epoch_end(metric)`` after every epoch."""
 
     def __init__(
-        self, opt: torch.optim.Optimizer, c: SchedConfig, epochs: int, steps_per_epoch: int
+        self,
+        opts: torch.optim.Optimizer | list[torch.optim.Optimizer],
+        c: SchedConfig,
+        epochs: int,
+        steps_per_epoch: int,
     ):
         SCHEDULES.get(c.name)
-        self.opt, self.c = opt, c
+        self.opts = [opts] if isinstance(opts, torch.optim.Optimizer) else list(opts)
+        self.c = c
         self.name = c.name
         self.total = max(1, epochs * steps_per_epoch)
         self.spe = max(1, steps_per_epoch)
         self.warmup = int(round(c.warmup_epochs * self.spe))
-        self.base = [float(g.get("initial_lr", g["lr"])) for g in opt.param_groups]
-        for g, b in zip(opt.param_groups, self.base, strict=True):
+        self.base = [float(g.get("initial_lr", g["lr"])) for g in self.groups]
+        for g, b in zip(self.groups, self.base, strict=True):
             g["initial_lr"] = b
         self.step_num = 0
         self.plateau = {"best": None, "bad": 0, "factor": 1.0}
-        self._apply()
+        self.apply()
+
+    @property
+    def groups(self) -> list[dict]:
+        """Every optimiser's parameter groups (looked up each time: loading an optimiser's
+        state replaces its group dicts)."""
+        return [g for o in self.opts for g in o.param_groups]
 
     def factor(self, s: int) -> float:
         c = self.c
@@ -130,13 +141,13 @@ class Schedule:
             return self.plateau["factor"]
         return 1.0
 
-    def _apply(self) -> None:
+    def apply(self) -> None:
         f = self.factor(self.step_num)
         lrs = [b * f for b in self.base]
         if lrs == getattr(self, "_lrs", None):
             return  # unchanged: no device write
         self._lrs = lrs
-        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
+        for g, lr in zip(self.groups, lrs, strict=True):
             if isinstance(g["lr"], torch.Tensor):  # a captured step reads it on the device
                 g["lr"].fill_(lr)
             else:
@@ -144,7 +155,7 @@ class Schedule:
 
     def step(self) -> None:
         self.step_num += 1
-        self._apply()
+        self.apply()
 
     def epoch_end(self, metric: float | None = None) -> None:
         if self.name == "plateau" and metric is not None:
@@ -156,7 +167,7 @@ class Schedule:
                 if p["bad"] > self.c.patience:
                     p["factor"] *= self.c.gamma
                     p["bad"] = 0
-            self._apply()
+            self.apply()
 
     @property
     def lr(self) -> float:
@@ -168,7 +179,7 @@ class Schedule:
     def load_state_dict(self, d: dict) -> None:
         self.step_num = int(d["step_num"])
         self.plateau = dict(d.get("plateau", self.plateau))
-        self._apply()
+        self.apply()
 
 
 def _cos(start: float, end: float, t: float) -> float:

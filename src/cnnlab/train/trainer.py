@@ -1,25 +1,23 @@
-"""The training loop. The model and config say *what*; the trainer says *how*.
+"""The one training loop. A Task says *what* a step computes; the Trainer says *how*.
 
-Small datasets live on the device (ResidentLoader); per-step metrics accumulate in
-device tensors and are read once per epoch, so the step loop never syncs with the host.
-Every epoch appends to ``metrics.jsonl`` and writes ``checkpoints/last`` (and ``best``)
-atomically, with optimiser, schedule and RNG state for an exact resume; the replaced
-``last`` is kept as ``prev``. With ``train.checkpoint_every_steps`` a checkpoint is also
-written mid-epoch, holding the data-order position (the generator state the epoch's
-permutation was drawn from, the step, the epoch's metric accumulators), so a resumed run
-replays the same batches and ends bit-identical on CPU in deterministic mode.
+For every Task alike: device, threads, precision and seeds (``runtime``); the run
+directory (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``); per-step sums kept in
+device tensors and read once per epoch (no host sync inside the step loop); checkpoints
+at every epoch end and every ``train.checkpoint_every_steps`` steps, written atomically
+with optimiser, schedule, task and RNG state and the position inside the epoch, so a
+resumed run replays the same batches and ends bit-identical on CPU in deterministic mode;
+the replaced ``last`` is kept as ``prev``.
 
 SIGINT/SIGTERM finish the current step, write a checkpoint and return (CLI exit 0).
 A non-finite loss stops the run naming epoch and step (policy ``stop``: no per-step host
-sync, the check runs where the metrics are read anyway) or skips that step and lowers the
+sync, the check runs where the sums are read anyway) or skips that step and lowers the
 LR (policy ``skip``: one host sync per step to decide before the optimiser moves).
-Under torchrun the model is wrapped in DDP, the data sharded, metrics summed across
-ranks, and only rank 0 writes.
+Under torchrun the data is sharded, the sums are added across ranks, and only rank 0
+writes.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -28,26 +26,27 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from cnnlab._version import __version__
 from cnnlab.config import Config
-from cnnlab.data.augment import parse_augment
 from cnnlab.data.datasets import Dataset, load_dataset
-from cnnlab.data.loader import ResidentLoader
-from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
-from cnnlab.models import count_params, create_model
-from cnnlab.runs.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from cnnlab.errors import CheckpointError
+from cnnlab.runs.checkpoint import (
+    load_checkpoint,
+    optim_join,
+    optim_split,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from cnnlab.runs.files import atomic_write_text, fault, io_error
-from cnnlab.runs.layout import read_metrics
+from cnnlab.runs.layout import new_run_dir, read_metrics
 from cnnlab.runtime import distributed
-from cnnlab.runtime.device import make_runtime, pool_before_activation, settle_precision
-from cnnlab.runtime.graphs import GraphedForward
-from cnnlab.train import whole_step
-from cnnlab.train.adversarial import make_adversary
+from cnnlab.runtime.device import make_runtime
 from cnnlab.train.callbacks import (
     Callback,
     EarlyStopping,
@@ -57,8 +56,9 @@ from cnnlab.train.callbacks import (
     ReportOnEnd,
 )
 from cnnlab.train.diagnostics import GradientFlow
-from cnnlab.train.losses import build_loss
-from cnnlab.train.optim import Schedule, build_optimizer
+from cnnlab.train.optim import Schedule
+from cnnlab.train.task import Task
+from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
 
 
@@ -76,86 +76,57 @@ class TrainResult:
     @property
     def best(self) -> dict:
         key = "val_acc" if self.history and "val_acc" in self.history[0] else "test_acc"
-        return max(self.history, key=lambda m: m[key]) if self.history else {}
+        if not self.history or key not in self.history[0]:
+            return {}
+        return max(self.history, key=lambda m: m[key])
 
 
-def config_callbacks(cfg) -> list[Callback]:
-    """The callbacks the config asks for: early stopping, gradient-flow diagnostics, report."""
+def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
+    """The callbacks the config asks for: early stopping, and for classifiers gradient-flow
+    diagnostics and the run report."""
     cbs: list[Callback] = []
     t = cfg.train
     if t.early_stop > 0:
         cbs.append(EarlyStopping("val_acc", patience=t.early_stop))
-    if t.diagnostics:
+    if t.diagnostics and kind == "classify":
         cbs.append(GradientFlow())
-    if t.report:
+    if t.report and kind == "classify":
         cbs.append(ReportOnEnd())
     return cbs
-
-
-def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``."""
-    g = torch.Generator().manual_seed(10_000 + seed)
-    perm = torch.randperm(n, generator=g)
-    nv = int(round(n * fraction))
-    return perm[nv:].sort().values, perm[:nv].sort().values
-
-
-def _n_images(loader) -> int:
-    return len(loader.x) if hasattr(loader, "x") else loader.num_samples
 
 
 class Trainer:
     def __init__(
         self,
         cfg: Config,
+        task: Task | None = None,
         dataset: Dataset | None = None,
         callbacks: list[Callback] | None = None,
         quiet: bool = False,
         resume: str | os.PathLike | None = None,
     ):
         self.cfg = validate(cfg)
+        self.task = task if task is not None else make_task(self.cfg)
         self.dataset = dataset
+        self.quiet = quiet
         self.callbacks = [
             Progress(quiet=quiet),
             NaNGuard(),
-            *config_callbacks(self.cfg),
+            *config_callbacks(self.cfg, self.task.kind),
             *(callbacks or []),
         ]
         self.resume_from = Path(resume) if resume else None
         self.should_stop = False
         self.stop_reason = ""
         self.interrupted = False
+        self.history: list[dict] = []
         self._signal: int | None = None
         self._pending: dict | None = None  # a mid-epoch position restored by _resume
-        self.whole: whole_step.WholeStep | None = None  # the whole-step graph, when it runs
-        self.capture_seconds = 0.0  # its one-time capture (not in any epoch's time)
-        self._forwards: dict[int, GraphedForward] = {}  # evaluation's, per model
 
     # -- set-up -------------------------------------------------------------------------
 
-    def _run_dir(self) -> Path:
-        if self.resume_from is not None:
-            return self.resume_from
-        r = self.cfg.run
-        name = (
-            r.name or f"{self.cfg.model.name}-{self.cfg.data.name}-{datetime.now():%Y%m%d-%H%M%S}"
-        )
-        d = Path(r.runs_dir) / name
-        if d.exists() and any(d.iterdir()):
-            if r.name:
-                raise CnnlabError(
-                    f"run {d} already exists; continue it with --resume {d} "
-                    "or choose another --name"
-                )
-            i = 2
-            while (Path(r.runs_dir) / f"{name}-{i}").exists():
-                i += 1
-            d = Path(r.runs_dir) / f"{name}-{i}"
-        return d
-
     def setup(self) -> None:
-        cfg = self.cfg
-        t = cfg.train
+        cfg, t = self.cfg, self.cfg.train
         torch.manual_seed(t.seed)
         self.rt = make_runtime(t)
         self.dist, self.rt.device = distributed.from_env(self.rt.device)
@@ -167,197 +138,42 @@ class Trainer:
             self.dataset = load_dataset(
                 cfg.data.name, cfg.data.data_dir, cfg.data.download, **cfg.data.args
             )
-        if getattr(self.dataset, "streaming", False):  # files streamed by workers (imagefolder)
-            self.dataset.attach_loaders(self)
-        else:
-            self._resident_loaders()
-        self._setup_model()
-
-    def _resident_loaders(self) -> None:
-        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
-        ds = self.dataset
-        xtr, ytr = ds.train_x, ds.train_y
-        if cfg.data.train_limit:
-            xtr, ytr = xtr[: cfg.data.train_limit], ytr[: cfg.data.train_limit]
-        self.val = None
-        if cfg.data.val_fraction > 0:
-            tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed)
-            xva, yva = xtr[va_idx], ytr[va_idx]
-            xtr, ytr = xtr[tr_idx], ytr[tr_idx]
-        xtr, ytr = self.select_train(xtr, ytr)
-        if len(xtr) < 1:
-            raise ConfigError("no training images left after train_limit/val_fraction")
-        self.generator = torch.Generator(device=dev).manual_seed(t.seed)
-        self.augment = parse_augment(cfg.data.augment, ds.augment)
-        common = dict(
-            mean=ds.mean,
-            std=ds.std,
-            resize=cfg.data.resize,
-            grayscale=cfg.data.grayscale,
-            device=dev,
-            channels_last=self.rt.channels_last,
-        )
-        bs = min(t.batch_size, len(xtr))
-        self.train_loader = ResidentLoader(
-            xtr,
-            ytr,
-            bs,
-            shuffle=True,
-            drop_last=True,
-            augment=self.augment,
-            pad=cfg.data.pad,
-            generator=self.generator,
-            **common,
-        )
-        if self.dist.enabled:
-            try:
-                self.train_loader.shard(self.dist.rank, self.dist.world)
-            except ValueError:
-                raise ConfigError(
-                    f"train.batch_size {bs} (the global batch) must be divisible by the "
-                    f"{self.dist.world} ranks"
-                ) from None
-        r, w = self.dist.rank, self.dist.world  # evaluation: each rank scores a 1/w share
-        self.test_loader = ResidentLoader(
-            ds.test_x[r::w], ds.test_y[r::w], t.eval_batch_size, **common
-        )
-        if cfg.data.val_fraction > 0:
-            self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
-
-    def _setup_model(self) -> None:
-        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
-        ds = self.dataset
-        in_ch = 1 if cfg.data.grayscale else ds.channels
-        size = cfg.data.resize or ds.size
-        self.model = create_model(
-            cfg.model.name,
-            in_channels=in_ch,
-            num_classes=ds.num_classes,
-            input_size=size,
-            **cfg.model.args,
-        )
-        self.model_args = self.model.cnnlab_args
-        pool_before_activation(self.model)  # exact; the activation then sees 4× fewer values
-        settle_precision(self.rt, t, self.model)
-        self.model.to(dev)
-        if self.rt.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, cfg.optim, dev)
-        self.steps_per_epoch = self.epoch_steps()
-        self.schedule = Schedule(self.optimizer, cfg.sched, t.epochs, self.steps_per_epoch)
-        self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
+        self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
+        self.task.build(self)
+        self.model = next(iter(self.task.modules().values()))
+        self.optimizers = self.task.optimizers()
+        self.steps_per_epoch = self.task.steps_per_epoch()
+        self.schedule = Schedule(self.optimizers, cfg.sched, t.epochs, self.steps_per_epoch)
         self.base_lrs = list(self.schedule.base)
         self.lr_scale, self.skipped_steps, self._skip_now = 1.0, 0, False
         if t.nan_policy == "skip":
-            self._guard_optimizer()
-        raw = self.model
-        # DDP: the step runs the wrapped model (gradient all-reduce in backward) while
-        # self.model stays the plain module for checkpoints and evaluation.
-        self.model = self.dist.wrap(raw)
-        try:
-            self.step_fn = self._make_step()
-        finally:
-            self.model = raw
-        self.run_dir = Path(self.dist.broadcast(str(self._run_dir())))
+            for opt in self.optimizers:
+                self._guard_optimizer(opt)
+        stem = f"{cfg.model.name}-{cfg.data.name}"
+        run_dir = self.resume_from or new_run_dir(cfg.run.runs_dir, cfg.run.name, stem)
+        self.run_dir = Path(self.dist.broadcast(str(run_dir)))
         self.start_epoch = 1
         self.best_metric = -math.inf
-        self.history: list[dict] = []
         # per-step losses of the current epoch on the device: written without a sync, read
         # only to name the first bad step once a non-finite epoch sum has been seen
-        self._losses = torch.zeros(max(1, self.steps_per_epoch), device=dev)
+        self._losses = torch.zeros(max(1, self.steps_per_epoch), device=self.rt.device)
         if self.resume_from is not None:
             self._resume()
 
-    def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hook: the images to train on, after train_limit and the validation split
-        (the semi-supervised trainer keeps the labelled ones here)."""
-        return x, y
-
-    def epoch_steps(self) -> int:
-        return len(self.train_loader)
-
-    def _make_step(self):
-        model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt
-        clip = self.cfg.train.grad_clip
-        # robust training (train.adversarial): the batch is replaced by its attack
-        adversary = make_adversary(
-            self.cfg.train,
-            self.train_loader.mean,
-            self.train_loader.std,
-            self.generator,
-            rt.autocast,
-        )
-
-        # the whole step in one CUDA graph where it can be (train/whole_step.py); on CPU
-        # cuda_graph=step runs the same device-state step eagerly
-        mode = self.cfg.train.cuda_graph.lower()
-        if (rt.cuda_graph and mode in ("auto", "true", "step")) or mode == "step":
-            why = whole_step.unsupported_reason(self)
-            if why is None:
-                self.whole = whole_step.WholeStep(self)
-            elif mode == "step":
-                self._warn(f"warning: whole-step CUDA graph off ({why})")
-
-        fwd = model
-        # graphs are captured for plain inputs of one module: not for attacked batches
-        # (input gradients) nor through DDP's hooks
-        if rt.cuda_graph and self.whole is None and adversary is None and not self.dist.enabled:
-            fwd = self._graph_model()
-
-        def step(x, y):
-            if adversary is not None:
-                x = adversary(model, x, y)
-            with rt.autocast():
-                out = fwd(x)
-                loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            return loss.detach(), (out.detach().argmax(1) == y).sum()
-
-        if self.rt.compile:
-            # on CUDA "reduce-overhead" replays CUDA graphs; on CPU plain inductor
-            mode = "reduce-overhead" if rt.device.type == "cuda" else None
-            return torch.compile(step, mode=mode)
-        return step
-
-    def _graph_model(self):
-        """The model's forward and backward captured once in CUDA graphs and replayed
-        every step (training batches all have one shape: drop_last). The loss, the
-        optimiser (fused, no host sync) and the schedule stay eager, so the learning rate
-        can change per step. Evaluation runs in eval mode, which takes the ordinary
-        forward. Falls back to eager, with a warning, when capture fails."""
-        model, rt = self.model, self.rt
-        tl = self.train_loader
-        x = tl.prepare(tl.x[: tl.batch_size], train=False)  # a sample; no RNG consumed
-        try:
-            with rt.autocast():
-                return torch.cuda.make_graphed_callables(
-                    model, (x.detach().requires_grad_(False),), num_warmup_iters=3
-                )
-        except Exception as e:  # capture is an optimisation, never a reason to fail
-            print(f"warning: CUDA graph capture failed ({e}); training eagerly")
-            rt.cuda_graph = False
-            model.zero_grad(set_to_none=True)
-            return model
-
     def describe(self) -> str:
-        ds = self.dataset
         par = f", {self.dist.describe()}" if self.dist.enabled else ""
-        return (
-            f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{_n_images(self.train_loader):,} train / {_n_images(self.test_loader):,} test] — "
-            f"{self.rt.describe()}{par}"
-        ) + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
+        return f"{self.task.describe()} — {self.rt.describe()}{par}"
+
+    def warn(self, text: str) -> None:
+        if self.dist.main:
+            print(text, file=sys.stderr, flush=True)
 
     # -- NaN/inf --------------------------------------------------------------------------
 
-    def _guard_optimizer(self) -> None:
+    def _guard_optimizer(self, opt: torch.optim.Optimizer) -> None:
         """nan_policy=skip: before the optimiser moves, check the gradients (one host sync
         per step); a non-finite one skips the update and scales the LR down."""
-        opt, step = self.optimizer, self.optimizer.step
+        step = opt.step
 
         def guarded_step(*args, **kwargs):
             grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
@@ -371,11 +187,11 @@ class Trainer:
 
     def _apply_lr_scale(self) -> None:
         self.schedule.base = [b * self.lr_scale for b in self.base_lrs]
-        self.schedule._apply()
+        self.schedule.apply()
 
     def _check_finite(self, epoch: int, step: int, loss_sum: torch.Tensor) -> None:
-        """nan_policy=stop: called wherever the accumulators are read (checkpoints, epoch
-        end) — a non-finite step poisons the running sum, so this costs no extra sync."""
+        """nan_policy=stop: called wherever the sums are read (checkpoints, epoch end) — a
+        non-finite step poisons the running sum, so this costs no extra sync."""
         if self.cfg.train.nan_policy != "stop" or bool(torch.isfinite(loss_sum)):
             return
         seen = self._losses[:step]
@@ -394,25 +210,11 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------
 
     def meta(self, epoch: int, metrics: dict) -> dict:
-        ds = self.dataset
-        c = 1 if self.cfg.data.grayscale else ds.channels
-        mean, std = (
-            self.train_loader.mean.flatten().tolist(),
-            self.train_loader.std.flatten().tolist(),
-        )
         _, plain_rng = rng_state()
         return {
             "cnnlab_version": __version__,
-            "model": self.model_args,
-            "classes": ds.classes,
-            "dataset": ds.name,
-            "input": {
-                "channels": c,
-                "size": self.cfg.data.resize or ds.size,
-                "mean": mean,
-                "std": std,
-                "grayscale": self.cfg.data.grayscale,
-            },
+            "kind": self.task.kind,
+            **self.task.meta(),
             "epoch": epoch,
             "step": self.schedule.step_num,
             "metrics": metrics,
@@ -420,11 +222,13 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "schedule": self.schedule.state_dict(),
             "lr_scale": self.lr_scale,
-            # an AMP GradScaler, when the step uses one (fp16): its scale and growth tracker
-            "scaler": self.scaler.state_dict() if getattr(self, "scaler", None) else None,
             "skipped_steps": self.skipped_steps,
             "rng": plain_rng,
         }
+
+    def _saved_module(self) -> nn.Module:
+        mods = self.task.modules()
+        return next(iter(mods.values())) if len(mods) == 1 else nn.ModuleDict(mods)
 
     def save(self, name: str, epoch: int, metrics: dict, position: dict | None = None) -> Path:
         """Write ``checkpoints/<name>`` (rank 0 only). ``position`` marks a mid-epoch
@@ -434,17 +238,26 @@ class Trainer:
             return path
         tensors, _ = rng_state(self.generator)
         meta = self.meta(epoch, metrics)
+        task_tensors, task_meta = self.task.state()
+        tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
+        meta["task"] = task_meta
+        extra_opts = []
+        for k, opt in enumerate(self.optimizers[1:], 1):
+            ot, om = optim_split(opt.state_dict())
+            tensors.update({f"optim{k}." + key[len("optim.") :]: v for key, v in ot.items()})
+            extra_opts.append(om)
+        meta["optimizers"] = extra_opts
         if position is not None:
             tensors["rng.epoch_start"] = position.pop("epoch_rng")
-            tensors["acc.loss_sum"] = position.pop("loss_sum")
-            tensors["acc.correct"] = position.pop("correct")
+            for k, v in position.pop("sums").items():
+                tensors[f"acc.{k}"] = v
             meta["position"] = position
         try:
             return save_checkpoint(
                 path,
-                self.model,
+                self._saved_module(),
                 meta,
-                self.optimizer,
+                self.optimizers[0],
                 tensors,
                 keep_prev=path.with_name("prev.safetensors") if name == "last" else None,
             )
@@ -465,19 +278,15 @@ class Trainer:
             return load_checkpoint(last)
         except CheckpointError as first:
             if prev.is_file():
-                self._warn(f"warning: {first}; resuming from the previous checkpoint {prev}")
+                self.warn(f"warning: {first}; resuming from the previous checkpoint {prev}")
                 return load_checkpoint(prev)
             if not last.exists() and not read_metrics(self.run_dir):
-                self._warn(
+                self.warn(
                     f"warning: {self.run_dir} has no checkpoint yet (stopped before its first "
                     "one); starting it from the beginning"
                 )
                 return None
             raise
-
-    def _warn(self, text: str) -> None:
-        if self.dist.main:
-            print(text, file=sys.stderr, flush=True)
 
     def _resume(self) -> None:
         ck = self._load_for_resume()
@@ -486,13 +295,33 @@ class Trainer:
             if self.dist.main and (self.run_dir / "metrics.jsonl").exists():
                 self._rewrite_metrics()
             return
-        self.model.load_state_dict(ck.model_state)
+        if ck.meta.get("kind", "classify") != self.task.kind:
+            raise CheckpointError(
+                f"{ck.path}: a {ck.meta.get('kind', 'classify')} run cannot be resumed as "
+                f"{self.task.kind}"
+            )
+        try:
+            self._saved_module().load_state_dict(ck.model_state)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{ck.path}: weights do not fit the model ({str(e).splitlines()[0]})"
+            ) from None
         st = ck.optimizer_state()
         if st is not None:
-            self.optimizer.load_state_dict(st)
+            self.optimizers[0].load_state_dict(st)
+        for k, (opt, om) in enumerate(zip(self.optimizers[1:], ck.meta.get("optimizers", [])), 1):
+            pre = f"optim{k}."
+            ot = {
+                "optim." + key[len(pre) :]: v
+                for key, v in ck.tensors.items()
+                if key[: len(pre)] == pre
+            }
+            opt.load_state_dict(optim_join(ot, om))
+        self.task.load_state(
+            {k[5:]: v for k, v in ck.tensors.items() if k.startswith("task.")},
+            ck.meta.get("task", {}),
+        )
         self.schedule.load_state_dict(ck.meta["schedule"])
-        if ck.meta.get("scaler") and getattr(self, "scaler", None) is not None:
-            self.scaler.load_state_dict(ck.meta["scaler"])
         self.lr_scale = float(ck.meta.get("lr_scale", 1.0))
         self.skipped_steps = int(ck.meta.get("skipped_steps", 0))
         self._apply_lr_scale()
@@ -502,12 +331,8 @@ class Trainer:
         if pos is not None:
             self.start_epoch = int(pos["epoch"])
             keep = self.dist.main  # the saved sums are global: one rank carries them on
-            self._pending = dict(
-                pos,
-                epoch_rng=ck.tensors["rng.epoch_start"],
-                loss_sum=ck.tensors["acc.loss_sum"] * keep,
-                correct=ck.tensors["acc.correct"] * keep,
-            )
+            sums = {k[4:]: v * keep for k, v in ck.tensors.items() if k.startswith("acc.")}
+            self._pending = dict(pos, epoch_rng=ck.tensors["rng.epoch_start"], sums=sums)
         self.best_metric = float(ck.meta.get("best_metric", -math.inf))
         # Lines written after the checkpoint (a crash between the two) are dropped.
         self.history = [
@@ -545,7 +370,7 @@ class Trainer:
         if self._signal is not None:  # a second Ctrl-C: stop now (the files stay consistent)
             raise KeyboardInterrupt
         self._signal = signum
-        self._warn(
+        self.warn(
             f"received {signal.Signals(signum).name}: finishing the current step and writing "
             "a checkpoint (send it again to stop at once)"
         )
@@ -560,197 +385,7 @@ class Trainer:
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():
             return {}
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old[sig] = signal.signal(sig, self._on_signal)
-        return old
-
-    # -- the loop ------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def _evaluate(self, loader: ResidentLoader) -> tuple[float, float]:
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.rt.device)
-        correct = torch.zeros((), device=self.rt.device, dtype=torch.long)
-        n = 0
-        fwd = self._forward_for(self.model)
-        for x, y in loader:
-            out = fwd(x)
-            loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum")
-            correct += (out.argmax(1) == y).sum()
-            n += len(y)
-        self.model.train()
-        return loss_sum.item() / max(n, 1), correct.item() / max(n, 1)
-
-    def _forward_for(self, model: torch.nn.Module) -> GraphedForward:
-        """Evaluation's forward (no grad): replayed from CUDA graphs where the trainer
-        graphs its steps, eager elsewhere. One per model: semi-supervised runs swap an EMA
-        teacher in."""
-        if id(model) not in self._forwards:
-            graphs = self.rt.cuda_graph or self.whole is not None
-            self._forwards[id(model)] = GraphedForward(model, self.rt.autocast, enabled=graphs)
-        return self._forwards[id(model)]
-
-    def _epoch_state(self, epoch: int) -> dict:
-        """Where epoch ``epoch`` starts: fresh, or the position a mid-epoch checkpoint holds."""
-        dev = self.rt.device
-        p, self._pending = self._pending, None
-        if hasattr(self.train_loader, "set_epoch"):  # a streaming loader's DistributedSampler
-            self.train_loader.set_epoch(epoch)
-        if p is not None and int(p["epoch"]) == epoch:
-            now = self.generator.get_state()
-            self.generator.set_state(p["epoch_rng"])
-            ld = self.train_loader  # the same permutation as before the stop:
-            order = ld.order() if hasattr(ld, "order") else None
-            self.generator.set_state(now)  # augmentation continues where it was
-            return dict(
-                epoch_rng=p["epoch_rng"],
-                order=order,
-                step=int(p["step"]),
-                loss_sum=p["loss_sum"].to(dev),
-                correct=p["correct"].to(dev),
-                n=int(p["n"]) if self.dist.main else 0,
-                seconds=float(p["seconds"]),
-                lr=float(p["lr"]),
-            )
-        epoch_rng = self.generator.get_state()
-        ld = self.train_loader
-        return dict(
-            epoch_rng=epoch_rng,
-            order=ld.order() if hasattr(ld, "order") else None,
-            step=0,
-            loss_sum=torch.zeros((), device=dev),
-            correct=torch.zeros((), device=dev, dtype=torch.long),
-            n=0,
-            seconds=0.0,
-            lr=self.schedule.lr,  # the epoch's LR as logged: the one it started with
-        )
-
-    def _sums(self, loss_sum, correct, n) -> torch.Tensor:
-        """(loss sum, correct, n) summed over ranks, float64 on the host."""
-        dev = loss_sum.device
-        sums = torch.stack(
-            [loss_sum.double(), correct.double(), torch.tensor(n, device=dev).double()]
-        )
-        return self.dist.all_reduce(sums).cpu()
-
-    def _position(self, epoch: int, step: int, st: dict, loss_sum, correct, n, seconds) -> dict:
-        pos = {"epoch": epoch, "step": step, "seconds": seconds, "lr": st["lr"]}
-        pos["epoch_rng"] = st["epoch_rng"]
-        if not self.dist.enabled:
-            return dict(pos, n=n, loss_sum=loss_sum, correct=correct)
-        sums = self._sums(loss_sum, correct, n)  # global sums: one rank carries them on
-        return dict(pos, n=int(sums[2]), loss_sum=sums[0].float(), correct=sums[1].long())
-
-    def train_epoch(self, epoch: int) -> dict | None:
-        """One epoch (or its rest, after a mid-epoch resume). Returns the epoch's metrics,
-        or None when a signal stopped it (a checkpoint of the position is then written)."""
-        if self.whole is not None:
-            return self._train_epoch_whole(epoch)
-        self.model.train()
-        st = self._epoch_state(epoch)
-        loss_sum, correct, n = st["loss_sum"], st["correct"], st["n"]
-        skip_policy = self.cfg.train.nan_policy == "skip"
-        step = st["step"]
-        if step == 0:
-            self._losses.zero_()
-        t0 = time.perf_counter() - st["seconds"]
-        ld = self.train_loader
-        if hasattr(ld, "iterate"):
-            batches = ld.iterate(step, st["order"])
-        else:  # a streaming loader: replay its epoch and skip the batches already done
-            batches = itertools.islice(iter(ld), step, None)
-        for i, (x, y) in enumerate(batches, step + 1):
-            loss, corr = self.step_fn(x, y)
-            self.schedule.step()
-            step = i
-            if skip_policy and self._skip_now:
-                self._skip_now = False
-                self.skipped_steps += 1
-                self.lr_scale *= self.cfg.train.nan_lr_factor
-                self._apply_lr_scale()
-                self._warn(
-                    f"warning: non-finite loss at epoch {epoch}, step {i}: step skipped, "
-                    f"LR scaled to {self.lr_scale:g}× ({self.schedule.lr:.2e})"
-                )
-            else:
-                self._losses[i - 1] = loss.detach()
-                loss_sum += loss * len(y)
-                correct += corr
-                n += len(y)
-            if self._step_end(epoch, i, st, loss, loss_sum, correct, n, t0):
-                return None
-        return self._epoch_end(epoch, step, st, loss_sum, correct, n, t0)
-
-    def _step_end(self, epoch, i, st, loss, loss_sum, correct, n, t0) -> bool:
-        """After step ``i``: callbacks, then a position checkpoint when one is due or a
-        signal asked to stop. True when the epoch must stop here."""
-        for cb in self.callbacks:
-            cb.on_step(self, i, loss)
-        fault("step")
-        stop = self._stop_requested()
-        every = self.cfg.train.checkpoint_every_steps
-        if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
-            self._check_finite(epoch, i, loss_sum)
-            pos = self._position(epoch, i, st, loss_sum, correct, n, time.perf_counter() - t0)
-            self.save("last", epoch - 1, self._last_metrics(), pos)
-            if stop:
-                self._stopped_at(epoch, i)
-        return stop
-
-    def _epoch_end(self, epoch, step, st, loss_sum, correct, n, t0) -> dict:
-        """The epoch's metrics from its device sums (the epoch's one sync)."""
-        self._check_finite(epoch, step, loss_sum)
-        sums = self._sums(loss_sum, correct, n)
-        n_all = int(sums[2])
-        seconds = time.perf_counter() - t0
-        return {
-            "epoch": epoch,
-            "train_loss": float(sums[0]) / max(n_all, 1),
-            "train_acc": float(sums[1]) / max(n_all, 1),
-            "seconds": seconds,
-            "images_per_s": n_all / seconds,
-            "lr": st["lr"],
-        }
-
-    def _capture_whole(self) -> None:
-        """Capture the whole-step graph once (CUDA only); on failure, step eagerly."""
-        ws = self.whole
-        if ws.graph is not None or not self.rt.cuda_graph:
-            return
-        try:
-            ws.capture()
-            if self.generator is not None:  # resumable epochs read its state: must still work
-                self.generator.set_state(self.generator.get_state())
-            self.capture_seconds = ws.capture_seconds
-        except Exception as e:
-            ws.graph = None  # an optimisation, never a reason to fail: run it eagerly
-            self._warn(f"warning: whole-step CUDA graph capture failed ({e}); stepping eagerly")
-            self.rt.cuda_graph = False
-
-    def _train_epoch_whole(self, epoch: int) -> dict | None:
-        """train_epoch for the whole-step graph: one replay per step, the schedule's
-        learning rate written to the device between replays, no other host work."""
-        ws = self.whole
-        self._capture_whole()  # one-time, before the epoch's clock starts
-        self.model.train()
-        st = self._epoch_state(epoch)
-        step, n = st["step"], st["n"]
-        if step == 0:
-            self._losses.zero_()
-        ws.start_epoch(st["order"], step, st["loss_sum"], st["correct"])
-        t0 = time.perf_counter() - st["seconds"]
-        for i in range(step + 1, self.steps_per_epoch + 1):
-            loss, _ = ws()
-            self.schedule.step()
-            step = i
-            n += ws.bs
-            if self._step_end(epoch, i, st, loss, ws.loss_sum, ws.correct, n, t0):
-                return None
-        return self._epoch_end(epoch, step, st, ws.loss_sum, ws.correct, n, t0)
-
-    def _last_metrics(self) -> dict:
-        return self.history[-1] if self.history else {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _stopped_at(self, epoch: int, step: int) -> None:
         self.interrupted = True
@@ -763,11 +398,127 @@ class Trainer:
                 flush=True,
             )
 
-    def _eval(self, loader: ResidentLoader) -> tuple[float, float]:
-        loss, acc = self._evaluate(loader)
+    # -- the loop ------------------------------------------------------------------------
+
+    def _epoch_state(self, epoch: int) -> dict:
+        """Where epoch ``epoch`` starts: fresh, or the position a mid-epoch checkpoint
+        holds (the same data order, drawn again from the generator's state at the epoch's
+        start; the rest of the epoch continues from the generator's state at the stop)."""
+        dev = self.rt.device
+        p, self._pending = self._pending, None
+        if p is not None and int(p["epoch"]) == epoch:
+            now = self.generator.get_state()
+            self.generator.set_state(p["epoch_rng"])
+            self.task.begin_epoch(epoch)
+            self.generator.set_state(now)
+            sums = {k: v.to(dev) for k, v in p["sums"].items()}
+            n = int(p["n"]) if self.dist.main else 0
+            return dict(
+                epoch_rng=p["epoch_rng"], step=int(p["step"]), sums=sums, n=n,
+                seconds=float(p["seconds"]), lr=float(p["lr"]),
+            )  # fmt: skip
+        epoch_rng = self.generator.get_state()
+        self.task.begin_epoch(epoch)
+        return dict(epoch_rng=epoch_rng, step=0, sums={}, n=0, seconds=0.0, lr=self.schedule.lr)
+
+    def _reduced(self, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+        """The sums (and n) added over ranks: float64 on the host (the epoch's one sync)."""
+        keys = sorted(sums)
+        dev = self.rt.device
+        flat = torch.stack(
+            [
+                *(sums[k].double() for k in keys),
+                torch.tensor(float(n), device=dev, dtype=torch.float64),
+            ]
+        )
+        flat = self.dist.all_reduce(flat).cpu()
+        return {**{k: float(flat[i]) for i, k in enumerate(keys)}, "n": float(flat[-1])}
+
+    def _position(self, epoch: int, step: int, st: dict, sums: dict, n: int, seconds) -> dict:
+        pos = {"epoch": epoch, "step": step, "seconds": seconds, "lr": st["lr"]}
+        pos["epoch_rng"] = st["epoch_rng"]
+        if not self.dist.enabled:
+            return dict(pos, n=n, sums={k: v.clone() for k, v in sums.items()})
+        r = self._reduced(sums, n)  # global sums: one rank carries them on
+        return dict(pos, n=int(r.pop("n")), sums={k: torch.tensor(v) for k, v in r.items()})
+
+    def train_epoch(self, epoch: int) -> dict | None:
+        """One epoch (or its rest, after a mid-epoch resume). Returns the epoch's metrics,
+        or None when a signal stopped it (a checkpoint of the position is then written)."""
+        for m in self.task.modules().values():
+            m.train()
+        st = self._epoch_state(epoch)
+        sums, n, step = st["sums"], st["n"], st["step"]
+        sums.setdefault("loss_sum", torch.zeros((), device=self.rt.device))
+        skip_policy = self.cfg.train.nan_policy == "skip"
+        if step == 0:
+            self._losses.zero_()
+        t0 = time.perf_counter() - st["seconds"]
+        for i in range(step, self.steps_per_epoch):
+            loss, k, extra = self.task.step(i)
+            self.schedule.step()
+            if skip_policy and self._skip_now:
+                self._skip_now = False
+                self.skipped_steps += 1
+                self.lr_scale *= self.cfg.train.nan_lr_factor
+                self._apply_lr_scale()
+                self.warn(
+                    f"warning: non-finite loss at epoch {epoch}, step {i + 1}: step skipped, "
+                    f"LR scaled to {self.lr_scale:g}× ({self.schedule.lr:.2e})"
+                )
+            else:
+                self._losses[i] = loss
+                sums["loss_sum"] += loss * k
+                for key, v in extra.items():
+                    if key in sums:
+                        sums[key] += v
+                    else:
+                        sums[key] = (
+                            v.clone()
+                            if isinstance(v, torch.Tensor)
+                            else torch.tensor(v, device=self.rt.device)
+                        )
+                n += k
+            if self._step_end(epoch, i + 1, st, loss, sums, n, t0):
+                return None
+        return self._epoch_end(epoch, self.steps_per_epoch, st, sums, n, t0)
+
+    def _step_end(self, epoch, i, st, loss, sums, n, t0) -> bool:
+        """After step ``i`` (1-based): callbacks, then a position checkpoint when one is due
+        or a signal asked to stop. True when the epoch must stop here."""
+        for cb in self.callbacks:
+            cb.on_step(self, i, loss)
+        fault("step")
+        stop = self._stop_requested()
+        every = self.cfg.train.checkpoint_every_steps
+        if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
+            self._check_finite(epoch, i, sums["loss_sum"])
+            pos = self._position(epoch, i, st, sums, n, time.perf_counter() - t0)
+            self.save("last", epoch - 1, self._last_metrics(), pos)
+            if stop:
+                self._stopped_at(epoch, i)
+        return stop
+
+    def _epoch_end(self, epoch, steps, st, sums, n, t0) -> dict:
+        """The epoch's metrics from its device sums (the epoch's one sync)."""
+        self._check_finite(epoch, steps, sums["loss_sum"])
+        r = self._reduced(sums, n)
+        seconds = time.perf_counter() - t0
+        return {
+            "epoch": epoch,
+            **self.task.epoch_metrics(r, steps),
+            "seconds": seconds,
+            "images_per_s": r["n"] / seconds,
+            "lr": st["lr"],
+        }
+
+    def _last_metrics(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+    def reduce_eval(self, loss: float, acc: float, n: int) -> tuple[float, float]:
+        """(mean loss, accuracy) over every rank's share of an evaluation set."""
         if not self.dist.enabled:
             return loss, acc
-        n = _n_images(loader)  # every rank scores its share (resident) or all (streaming)
         t = torch.tensor([loss * n, round(acc * n), n], dtype=torch.float64, device=self.rt.device)
         self.dist.all_reduce(t)
         return float(t[0] / t[2]), float(t[1] / t[2])
@@ -784,6 +535,7 @@ class Trainer:
         old_handlers = self._install_signals()
         for cb in self.callbacks:
             cb.on_fit_start(self)
+        monitor = self.task.monitor
         try:
             for epoch in range(self.start_epoch, cfg.train.epochs + 1):
                 for cb in self.callbacks:
@@ -791,23 +543,22 @@ class Trainer:
                 m = self.train_epoch(epoch)
                 if m is None:
                     break
-                if self.val is not None:
-                    m["val_loss"], m["val_acc"] = self._eval(self.val)
+                lr = m.pop("lr")
                 te = time.perf_counter()
-                m["test_loss"], m["test_acc"] = self._eval(self.test_loader)
+                m.update(self.task.evaluate(epoch))
                 m["eval_seconds"] = time.perf_counter() - te
-                m["lr"] = m.pop("lr")  # last, as before
+                m["lr"] = lr  # last, as before
                 if self.skipped_steps:
                     m["skipped_steps"] = self.skipped_steps
-                self.schedule.epoch_end(m.get("val_acc", m["test_acc"]))
+                score = m.get(monitor, m.get("test_acc")) if monitor else None
+                self.schedule.epoch_end(score)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, m)
                 self.history.append(m)
                 if self.dist.main:
                     self._append_metrics(m)
                 # best: by validation accuracy when there is a validation split, else test
-                score = m.get("val_acc", m["test_acc"])
-                if cfg.run.save_best and score > self.best_metric:
+                if cfg.run.save_best and score is not None and score > self.best_metric:
                     self.best_metric = score
                     self.save("best", epoch, m)
                 self.save("last", epoch, m)

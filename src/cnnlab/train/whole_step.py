@@ -33,41 +33,38 @@ import torch
 GRAPHABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
 
 
-def unsupported_reason(trainer) -> str | None:
-    """Why the whole-step graph cannot run for this trainer (None: it can)."""
-    cfg = trainer.cfg
-    ld = trainer.train_loader
+def unsupported_reason(task) -> str | None:
+    """Why the whole-step graph cannot run for this classification task (None: it can)."""
+    cfg = task.cfg
+    ld = task.train_loader
     if not (hasattr(ld, "x") and hasattr(ld, "prepare")) or getattr(ld, "world", 1) != 1:
         return "the training set is not device-resident in one process"
     if cfg.train.nan_policy == "skip":
         return "train.nan_policy=skip decides on the host every step"
     if getattr(cfg.train, "adversarial", "none") not in ("none", "", None):
         return "adversarial training computes input gradients per step"
-    if trainer.dist.enabled:
+    if task.dist.enabled:
         return "distributed training"
-    if type(trainer.optimizer) not in GRAPHABLE_OPTIMIZERS:
-        return f"optimizer {type(trainer.optimizer).__name__} has no capturable fused kernel"
+    if type(task.optimizer) not in GRAPHABLE_OPTIMIZERS:
+        return f"optimizer {type(task.optimizer).__name__} has no capturable fused kernel"
     return None
 
 
 class WholeStep:
     """One training step over device state only; eager, or replayed from a CUDA graph."""
 
-    def __init__(self, trainer):
-        self.model = trainer.model
-        self.opt = trainer.optimizer
-        self.loss_fn = trainer.loss_fn
-        self.rt = trainer.rt
-        self.loader = ld = trainer.train_loader
-        self.generator = trainer.generator
-        self.clip = trainer.cfg.train.grad_clip
+    def __init__(self, task):
+        self.model = task.model
+        self.opt = task.optimizer
+        self.loss_fn = task.loss_fn
+        self.rt = task.rt
+        self.loader = ld = task.train_loader
+        self.generator = task.generator
+        self.clip = task.cfg.train.grad_clip
         dev = self.rt.device
         self.bs, self.steps = ld.batch_size, len(ld)
         self.perm = torch.zeros(self.steps, self.bs, dtype=torch.long, device=dev)
         self.counter = torch.zeros(1, dtype=torch.long, device=dev)
-        self.loss_sum = torch.zeros((), device=dev)
-        self.correct = torch.zeros((), dtype=torch.long, device=dev)
-        self.trainer = trainer  # its per-step loss buffer is made after the step
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_seconds = 0.0
@@ -100,13 +97,11 @@ class WholeStep:
         if self.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
         self.opt.step()
-        loss = loss.detach().float()
-        corr = (out.detach().argmax(1) == y).sum()
-        self.trainer._losses.index_copy_(0, self.counter, loss.view(1))
-        self.loss_sum.add_(loss * self.bs)
-        self.correct.add_(corr)
+        # the step's outputs: static tensors a replay overwrites (the trainer adds them to
+        # the epoch's sums before the next step)
+        self.loss = loss.detach().float()
+        self.corr = (out.detach().argmax(1) == y).sum()
         self.counter.add_(1)
-        self.loss, self.corr = loss, corr
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.graph is not None:
@@ -117,13 +112,11 @@ class WholeStep:
 
     # -- epochs -----------------------------------------------------------------------------
 
-    def start_epoch(self, order: torch.Tensor, step: int, loss_sum, correct) -> None:
+    def start_epoch(self, order: torch.Tensor, step: int) -> None:
         """Load an epoch's permutation and (after a mid-epoch resume) its position."""
         n = self.steps * self.bs
         self.perm.view(-1).copy_(order[:n])
         self.counter.fill_(step)
-        self.loss_sum.copy_(loss_sum)
-        self.correct.copy_(correct)
 
     # -- capture ----------------------------------------------------------------------------
 
@@ -182,8 +175,5 @@ class WholeStep:
             raise
         self.graph = g
         self.counter.zero_()
-        self.loss_sum.zero_()
-        self.correct.zero_()
-        self.trainer._losses.zero_()
         torch.cuda.synchronize()
         self.capture_seconds = time.perf_counter() - t0

@@ -16,7 +16,8 @@ the same augmentation and the same number of steps; the methods:
 
 Weak and strong augmentations run batched on the device (``weak_augment``,
 ``strong_augment``). When an EMA teacher is kept, it is the model that is evaluated and
-saved (as FixMatch and Mean Teacher report).
+saved (as FixMatch and Mean Teacher report); the student is saved beside it, so a resumed
+run continues exactly.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from cnnlab.data import augment as aug
 from cnnlab.errors import ConfigError
-from cnnlab.train.trainer import Trainer
+from cnnlab.train.tasks.classify import ClassifyTask
 
 METHODS = ("none", "pseudo_label", "mean_teacher", "fixmatch")
 
@@ -129,12 +130,12 @@ def strong_augment(x: torch.Tensor, pad: int = 2, generator=None) -> torch.Tenso
 # -- the trainer -----------------------------------------------------------------------
 
 
-class _Cycle:
+class Cycle:
     """Endless random batches of indices into ``n`` items (a new permutation each pass)."""
 
     def __init__(self, n: int, batch: int, device, generator):
         self.n, self.batch, self.dev, self.g = n, batch, device, generator
-        self.perm, self.pos = None, n
+        self.perm, self.pos = torch.zeros(n, dtype=torch.long, device=device), n
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch > self.n:
@@ -146,10 +147,9 @@ class _Cycle:
         return j
 
 
-class SemiTrainer(Trainer):
+class SemiTask(ClassifyTask):
     """Trains on ``data.labels_per_class`` labelled images (+ the unlabelled rest with
-    ``train.semi``). Everything else (evaluation, checkpoints, callbacks, metrics) is the
-    base Trainer's."""
+    ``train.semi``); evaluation and everything around the step are the classifier's."""
 
     def select_train(self, x, y):
         t = self.cfg.train
@@ -158,8 +158,8 @@ class SemiTrainer(Trainer):
         self.unlabelled_x = x[unl]  # no labels kept for these
         return x[lab], y[lab]
 
-    def setup(self) -> None:
-        super().setup()
+    def build(self, trainer) -> None:
+        super().build(trainer)
         t = self.cfg.train
         self.method = t.semi
         if self.method not in METHODS:
@@ -169,7 +169,7 @@ class SemiTrainer(Trainer):
         self.mu = t.semi_ratio
         n_lab = len(self.train_loader.x)
         self.lab_batch = min(t.batch_size, n_lab)
-        self.lab_cycle = _Cycle(n_lab, self.lab_batch, dev, self.generator)
+        self.lab_cycle = Cycle(n_lab, self.lab_batch, dev, self.generator)
         nu = len(self.unlabelled_x)
         if self.method != "none" and nu == 0:
             raise ConfigError(
@@ -177,7 +177,7 @@ class SemiTrainer(Trainer):
                 "data.labels_per_class"
             )
         self.unl_cycle = (
-            _Cycle(nu, min(nu, self.mu * self.lab_batch), dev, self.generator)
+            Cycle(nu, min(nu, self.mu * self.lab_batch), dev, self.generator)
             if self.method != "none" and nu
             else None
         )
@@ -188,11 +188,13 @@ class SemiTrainer(Trainer):
             self.ema_model = copy.deepcopy(self.model)
             for p in self.ema_model.parameters():
                 p.requires_grad_(False)
-        nc = self.dataset.num_classes
+        nc = trainer.dataset.num_classes
         self.p_model = torch.full((nc,), 1.0 / nc, device=dev)  # running mean prediction
-        self.total_steps = self.schedule.total
 
-    def epoch_steps(self) -> int:
+    def make_step(self):
+        return self.semi_step
+
+    def steps_per_epoch(self) -> int:
         t = self.cfg.train
         if t.steps_per_epoch:
             return t.steps_per_epoch
@@ -208,41 +210,55 @@ class SemiTrainer(Trainer):
             f"{len(self.unlabelled_x):,} unlabelled, semi={self.cfg.train.semi}"
         )
 
-    # the EMA teacher is the model that is evaluated and checkpointed
-    def _evaluate(self, loader):
-        if self.ema_model is None:
-            return super()._evaluate(loader)
-        self.model, self.ema_model = self.ema_model, self.model
-        try:
-            return super()._evaluate(loader)
-        finally:
-            self.model, self.ema_model = self.ema_model, self.model
+    # the EMA teacher is the model that is evaluated and saved; the student is kept in the
+    # task's state
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema_model if self.ema_model is not None else self.model
 
-    def save(self, name, epoch, metrics):
-        if self.ema_model is None:
-            return super().save(name, epoch, metrics)
-        self.model, self.ema_model = self.ema_model, self.model
-        try:
-            return super().save(name, epoch, metrics)
-        finally:
-            self.model, self.ema_model = self.ema_model, self.model
+    def modules(self):
+        return {"model": self.eval_model()}
+
+    def state(self):
+        tensors = {"p_model": self.p_model, "lab_perm": self.lab_cycle.perm}
+        meta = {"lab_pos": self.lab_cycle.pos}
+        if self.unl_cycle is not None:
+            tensors["unl_perm"] = self.unl_cycle.perm
+            meta["unl_pos"] = self.unl_cycle.pos
+        if self.ema_model is not None:
+            tensors.update({f"student.{k}": v for k, v in self.model.state_dict().items()})
+        return tensors, meta
+
+    def load_state(self, tensors, meta) -> None:
+        if not tensors:  # a checkpoint of an older version: the cycles start afresh
+            return
+        self.p_model.copy_(tensors["p_model"])
+        self.lab_cycle.perm = tensors["lab_perm"].to(self.rt.device)
+        self.lab_cycle.pos = int(meta["lab_pos"])
+        if self.unl_cycle is not None:
+            self.unl_cycle.perm = tensors["unl_perm"].to(self.rt.device)
+            self.unl_cycle.pos = int(meta["unl_pos"])
+        if self.ema_model is not None:
+            self.model.load_state_dict(
+                {k[8:]: v for k, v in tensors.items() if k.startswith("student.")}
+            )
 
     @torch.no_grad()
-    def _update_ema(self) -> None:
+    def update_ema(self) -> None:
         d = self.ema_decay
         for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
             pe.lerp_(p.detach(), 1 - d)
         for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
             be.copy_(b)
 
-    def _unlabelled_weight(self) -> float:
+    def unlabelled_weight(self) -> float:
         t = self.cfg.train
         if t.semi_rampup <= 0:
             return t.semi_weight
-        r = min(1.0, self.schedule.step_num / max(1, t.semi_rampup * self.total_steps))
+        sch = self.trainer.schedule
+        r = min(1.0, sch.step_num / max(1, t.semi_rampup * sch.total))
         return t.semi_weight * math.exp(-5 * (1 - r) ** 2)  # Laine & Aila's sigmoid ramp
 
-    def _pseudo_targets(self, logits_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pseudo_targets(self, logits_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = logits_weak.float().softmax(1)
         if self.cfg.train.semi_align:
             self.p_model.mul_(0.999).add_(p.mean(0), alpha=0.001)
@@ -252,18 +268,33 @@ class SemiTrainer(Trainer):
         conf, target = p.max(1)
         return target, (conf >= self.cfg.train.semi_threshold).float()
 
-    def _make_step(self):
-        # built in setup() before the labelled/unlabelled loaders exist; the real step is
-        # ``self._semi_step`` (the base step is kept for the supervised part's structure)
-        return None
+    def step(self, i: int):
+        lab = self.train_loader
+        j = self.lab_cycle.next()
+        x, y = lab.prepare(lab.x[j], True), lab.y[j]
+        xu01 = None
+        if self.unl_cycle is not None:
+            xu01 = lab.pixels(self.unlabelled_x[self.unl_cycle.next()], False)
+        loss, corr, mask = self.semi_step(x, y, xu01)
+        extra = {"correct": corr}
+        if mask is not None:
+            extra["mask"] = mask
+        return loss, len(y), extra
 
-    def _semi_step(self, x, y, xu01):
-        model, opt, rt, loss_fn = self.model, self.optimizer, self.rt, self.loss_fn
+    def epoch_metrics(self, sums, steps) -> dict:
+        m = super().epoch_metrics(sums, steps)
+        if self.method in ("pseudo_label", "fixmatch"):
+            m["pseudo_label_rate"] = sums.get("mask", 0.0) / max(steps, 1)
+        return m
+
+    def semi_step(self, x, y, xu01):
+        # the DDP-wrapped model where there is one (the gradients are all-reduced)
+        model, opt, rt, loss_fn = self.train_model, self.optimizer, self.rt, self.loss_fn
         method = self.method
         pad = self.cfg.data.pad
         g = self.generator if self.generator.device == x.device else None
         norm = self.train_loader.normalize
-        stats = {}
+        mask = None
         with rt.autocast():
             if method == "none":
                 out = model(x)
@@ -272,10 +303,9 @@ class SemiTrainer(Trainer):
                 xw = norm(weak_augment(xu01, pad, g))
                 out_all = model(torch.cat([x, xw]))
                 out, out_u = out_all[: len(x)], out_all[len(x) :]
-                target, mask = self._pseudo_targets(out_u.detach())
+                target, mask = self.pseudo_targets(out_u.detach())
                 lu = (F.cross_entropy(out_u.float(), target, reduction="none") * mask).mean()
-                loss = loss_fn(out, y) + self._unlabelled_weight() * lu
-                stats["mask"] = mask.mean()
+                loss = loss_fn(out, y) + self.unlabelled_weight() * lu
             elif method == "mean_teacher":
                 xs = norm(weak_augment(xu01, pad, g))
                 xt = norm(weak_augment(xu01, pad, g))
@@ -284,64 +314,24 @@ class SemiTrainer(Trainer):
                 with torch.no_grad():
                     pt = self.ema_model(xt).float().softmax(1)
                 lu = F.mse_loss(out_u.float().softmax(1), pt, reduction="sum") / len(xs)
-                loss = loss_fn(out, y) + self._unlabelled_weight() * lu
+                loss = loss_fn(out, y) + self.unlabelled_weight() * lu
             else:  # fixmatch
                 xw = norm(weak_augment(xu01, pad, g))
                 xs = norm(strong_augment(xu01, pad, g))
                 with torch.no_grad():
                     teacher = self.ema_model if self.ema_model is not None else model
                     out_w = teacher(xw)
-                target, mask = self._pseudo_targets(out_w)
+                target, mask = self.pseudo_targets(out_w)
                 out_all = model(torch.cat([x, xs]))
                 out, out_s = out_all[: len(x)], out_all[len(x) :]
                 lu = (F.cross_entropy(out_s.float(), target, reduction="none") * mask).mean()
-                loss = loss_fn(out, y) + self._unlabelled_weight() * lu
-                stats["mask"] = mask.mean()
+                loss = loss_fn(out, y) + self.unlabelled_weight() * lu
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.train.grad_clip)
         opt.step()
         if self.ema_model is not None:
-            self._update_ema()
-        return loss.detach(), (out.detach().argmax(1) == y).sum(), stats
-
-    def train_epoch(self, epoch: int) -> dict:
-        import time
-
-        self.model.train()
-        dev = self.rt.device
-        lab = self.train_loader
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        mask_sum = torch.zeros((), device=dev)
-        n = 0
-        lr = self.schedule.lr  # the epoch's starting LR, as the base trainer reports it
-        t0 = time.perf_counter()
-        for i in range(1, self.steps_per_epoch + 1):
-            j = self.lab_cycle.next()
-            x, y = lab.prepare(lab.x[j], True), lab.y[j]
-            xu01 = None
-            if self.unl_cycle is not None:
-                xu01 = lab.pixels(self.unlabelled_x[self.unl_cycle.next()], False)
-            loss, corr, stats = self._semi_step(x, y, xu01)
-            self.schedule.step()
-            loss_sum += loss * len(y)
-            correct += corr
-            if "mask" in stats:
-                mask_sum += stats["mask"]
-            n += len(y)
-            for cb in self.callbacks:
-                cb.on_step(self, i, loss)
-        seconds = time.perf_counter() - t0
-        m = {
-            "epoch": epoch,
-            "train_loss": loss_sum.item() / n,
-            "train_acc": correct.item() / n,
-            "seconds": seconds,
-            "images_per_s": n * (1 + (self.mu if self.unl_cycle is not None else 0)) / seconds,
-            "lr": lr,
-        }
-        if self.method in ("pseudo_label", "fixmatch"):
-            m["pseudo_label_rate"] = mask_sum.item() / self.steps_per_epoch
-        return m
+            self.update_ema()
+        m = None if mask is None else mask.mean()
+        return loss.detach(), (out.detach().argmax(1) == y).sum(), m

@@ -4,8 +4,9 @@ import torch
 import cnnlab
 from cnnlab.config import Config, apply_overrides
 from cnnlab.errors import ConfigError
-from cnnlab.train.semi import SemiTrainer, split_labelled, strong_augment, weak_augment
-from cnnlab.train.trainer import split_train_val
+from cnnlab.train.tasks.classify import split_train_val
+from cnnlab.train.tasks.semi import split_labelled, strong_augment, weak_augment
+from cnnlab.train.trainer import Trainer
 
 FAST = [
     "data.name=synthetic",
@@ -49,13 +50,13 @@ def test_trainer_split_has_no_leaks(tmp_path):
             "train.steps_per_epoch=2",
         ],
     )
-    tr = SemiTrainer(cfg, quiet=True)
+    tr = Trainer(cfg, quiet=True)
     tr.setup()
     ds = tr.dataset
     # identify images by their bytes (synthetic images are continuous noise: unique)
     key = lambda x: {bytes(a.numpy().tobytes()) for a in x}  # noqa: E731
     train_keys = key(ds.train_x)
-    lab, unl, val = key(tr.train_loader.x), key(tr.unlabelled_x.cpu()), key(tr.val.x)
+    lab, unl, val = key(tr.task.train_loader.x), key(tr.task.unlabelled_x.cpu()), key(tr.task.val.x)
     test = key(ds.test_x)
     assert len(lab) == 5 * ds.num_classes
     assert not lab & unl and not lab & val and not unl & val

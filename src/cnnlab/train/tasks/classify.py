@@ -1,0 +1,339 @@
+"""Classification: cross-entropy (or another loss by name) on labelled images, and its
+adversarial-training form (each batch replaced by its attack).
+
+Small datasets live on the device (ResidentLoader): one batch is an index slice, the
+augmentation runs batched on the device, and per-step metrics stay in device tensors.
+On CUDA the whole step (batch, augmentation, forward, backward, optimiser) can run from
+one CUDA graph (:mod:`cnnlab.train.whole_step`); otherwise the model's forward/backward
+alone can be graphed, or the step compiled.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from cnnlab.data.augment import parse_augment
+from cnnlab.data.loader import ResidentLoader
+from cnnlab.errors import ConfigError
+from cnnlab.models import count_params, create_model
+from cnnlab.runtime.device import pool_before_activation, settle_precision
+from cnnlab.runtime.graphs import GraphedForward
+from cnnlab.train import whole_step
+from cnnlab.train.adversarial import make_adversary
+from cnnlab.train.losses import build_loss
+from cnnlab.train.optim import build_optimizer
+from cnnlab.train.task import Task
+
+
+def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    perm = torch.randperm(n, generator=g)
+    nv = int(round(n * fraction))
+    return perm[nv:].sort().values, perm[:nv].sort().values
+
+
+def n_images(loader) -> int:
+    return len(loader.x) if hasattr(loader, "x") else loader.num_samples
+
+
+class ClassifyTask(Task):
+    kind = "classify"
+    monitor = "val_acc"
+
+    def __init__(self) -> None:
+        self.whole: whole_step.WholeStep | None = None  # the whole-step graph, when it runs
+        self.capture_seconds = 0.0  # its one-time capture (not in any epoch's time)
+        self._forwards: dict[int, GraphedForward] = {}  # evaluation's, per model
+        self.adversary = None
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def build(self, trainer) -> None:
+        self.trainer = trainer
+        self.cfg, self.rt, self.dist = trainer.cfg, trainer.rt, trainer.dist
+        self.generator = trainer.generator
+        ds = trainer.dataset
+        if getattr(ds, "streaming", False):  # files streamed by workers (imagefolder)
+            ds.attach_loaders(self)
+        else:
+            self._resident_loaders()
+        trainer.generator = self.generator  # a streaming set draws its order on the CPU
+        self._build_model()
+
+    def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images to train on, after train_limit and the validation split (the
+        semi-supervised task keeps the labelled ones here)."""
+        return x, y
+
+    def _resident_loaders(self) -> None:
+        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
+        ds = self.trainer.dataset
+        xtr, ytr = ds.train_x, ds.train_y
+        if cfg.data.train_limit:
+            xtr, ytr = xtr[: cfg.data.train_limit], ytr[: cfg.data.train_limit]
+        self.val = None
+        if cfg.data.val_fraction > 0:
+            tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed)
+            xva, yva = xtr[va_idx], ytr[va_idx]
+            xtr, ytr = xtr[tr_idx], ytr[tr_idx]
+        xtr, ytr = self.select_train(xtr, ytr)
+        if len(xtr) < 1:
+            raise ConfigError("no training images left after train_limit/val_fraction")
+        self.augment = parse_augment(cfg.data.augment, ds.augment)
+        common = dict(
+            mean=ds.mean,
+            std=ds.std,
+            resize=cfg.data.resize,
+            grayscale=cfg.data.grayscale,
+            device=dev,
+            channels_last=self.rt.channels_last,
+        )
+        bs = min(t.batch_size, len(xtr))
+        self.train_loader = ResidentLoader(
+            xtr,
+            ytr,
+            bs,
+            shuffle=True,
+            drop_last=True,
+            augment=self.augment,
+            pad=cfg.data.pad,
+            generator=self.generator,
+            **common,
+        )
+        if self.dist.enabled:
+            try:
+                self.train_loader.shard(self.dist.rank, self.dist.world)
+            except ValueError:
+                raise ConfigError(
+                    f"train.batch_size {bs} (the global batch) must be divisible by the "
+                    f"{self.dist.world} ranks"
+                ) from None
+        r, w = self.dist.rank, self.dist.world  # evaluation: each rank scores a 1/w share
+        self.test_loader = ResidentLoader(
+            ds.test_x[r::w], ds.test_y[r::w], t.eval_batch_size, **common
+        )
+        if cfg.data.val_fraction > 0:
+            self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
+
+    def _build_model(self) -> None:
+        cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
+        ds = self.trainer.dataset
+        in_ch = 1 if cfg.data.grayscale else ds.channels
+        size = cfg.data.resize or ds.size
+        self.model = create_model(
+            cfg.model.name,
+            in_channels=in_ch,
+            num_classes=ds.num_classes,
+            input_size=size,
+            **cfg.model.args,
+        )
+        self.model_args = self.model.cnnlab_args
+        pool_before_activation(self.model)  # exact; the activation then sees 4× fewer values
+        settle_precision(self.rt, t, self.model)
+        self.model.to(dev)
+        if self.rt.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg.optim, dev)
+        self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
+        # DDP: the step runs the wrapped model (gradient all-reduce in backward) while
+        # self.model stays the plain module for checkpoints and evaluation.
+        raw = self.model
+        self.train_model = self.model = self.dist.wrap(raw)
+        try:
+            self.step_fn = self.make_step()
+        finally:
+            self.model = raw
+
+    def make_step(self):
+        model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt
+        clip = self.cfg.train.grad_clip
+        adversary = self.adversary
+        # the whole step in one CUDA graph where it can be; on CPU cuda_graph=step runs
+        # the same device-state step eagerly
+        mode = self.cfg.train.cuda_graph.lower()
+        if (rt.cuda_graph and mode in ("auto", "true", "step")) or mode == "step":
+            why = whole_step.unsupported_reason(self)
+            if why is None:
+                self.whole = whole_step.WholeStep(self)
+            elif mode == "step":
+                self.trainer.warn(f"warning: whole-step CUDA graph off ({why})")
+
+        fwd = model
+        # graphs are captured for plain inputs of one module: not for attacked batches
+        # (input gradients) nor through DDP's hooks
+        if rt.cuda_graph and self.whole is None and adversary is None and not self.dist.enabled:
+            fwd = self._graph_model()
+
+        def step(x, y):
+            if adversary is not None:
+                x = adversary(model, x, y)
+            with rt.autocast():
+                out = fwd(x)
+                loss = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            return loss.detach(), (out.detach().argmax(1) == y).sum()
+
+        if rt.compile:
+            # on CUDA "reduce-overhead" replays CUDA graphs; on CPU plain inductor
+            return torch.compile(step, mode="reduce-overhead" if rt.device.type == "cuda" else None)
+        return step
+
+    def _graph_model(self):
+        """The model's forward and backward captured once in CUDA graphs and replayed every
+        step (training batches all have one shape: drop_last). The loss, the optimiser and
+        the schedule stay eager. Falls back to eager, with a warning, when capture fails."""
+        model, rt, tl = self.model, self.rt, self.train_loader
+        x = tl.prepare(tl.x[: tl.batch_size], train=False)  # a sample; no RNG consumed
+        try:
+            with rt.autocast():
+                return torch.cuda.make_graphed_callables(
+                    model, (x.detach().requires_grad_(False),), num_warmup_iters=3
+                )
+        except Exception as e:  # capture is an optimisation, never a reason to fail
+            self.trainer.warn(f"warning: CUDA graph capture failed ({e}); training eagerly")
+            rt.cuda_graph = False
+            model.zero_grad(set_to_none=True)
+            return model
+
+    # -- the Task interface ---------------------------------------------------------------
+
+    def modules(self):
+        return {"model": self.model}
+
+    def optimizers(self):
+        return [self.optimizer]
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def begin_epoch(self, epoch: int) -> None:
+        ld = self.train_loader
+        if hasattr(ld, "set_epoch"):  # a streaming loader's DistributedSampler
+            ld.set_epoch(epoch)
+        if self.whole is not None:
+            self._capture_whole()  # once, before the order is drawn (it restores the RNG)
+        self.order = ld.order() if hasattr(ld, "order") else None
+        self._batches = None
+
+    def _capture_whole(self) -> None:
+        """Capture the whole-step graph once (CUDA only); on failure, step eagerly."""
+        ws = self.whole
+        if ws.graph is not None or not self.rt.cuda_graph:
+            return
+        try:
+            ws.capture()
+            if self.generator is not None:  # resumable epochs read its state: must still work
+                self.generator.set_state(self.generator.get_state())
+            self.capture_seconds = ws.capture_seconds
+        except Exception as e:
+            ws.graph = None  # an optimisation, never a reason to fail: run it eagerly
+            self.trainer.warn(
+                f"warning: whole-step CUDA graph capture failed ({e}); stepping eagerly"
+            )
+            self.rt.cuda_graph = False
+
+    def batches(self, start: int):
+        ld = self.train_loader
+        if hasattr(ld, "iterate"):
+            return ld.iterate(start, self.order)
+        # a streaming loader: replay its epoch and skip the batches already done
+        return itertools.islice(iter(ld), start, None)
+
+    def step(self, i: int):
+        if self.whole is not None:
+            if i == 0 or self._batches is None:
+                self.whole.start_epoch(self.order, i)
+                self._batches = True
+            loss, corr = self.whole()
+            return loss, self.whole.bs, {"correct": corr}
+        if self._batches is None:
+            self._batches = iter(self.batches(i))
+        x, y = next(self._batches)
+        loss, corr = self.step_fn(x, y)
+        return loss, len(y), {"correct": corr}
+
+    def epoch_metrics(self, sums: dict[str, float], steps: int) -> dict:
+        n = max(sums["n"], 1.0)
+        return {"train_loss": sums["loss_sum"] / n, "train_acc": sums["correct"] / n}
+
+    def evaluate(self, epoch: int) -> dict:
+        m = {}
+        if self.val is not None:
+            m["val_loss"], m["val_acc"] = self.trainer.reduce_eval(*self.eval_loader(self.val))
+        m["test_loss"], m["test_acc"] = self.trainer.reduce_eval(
+            *self.eval_loader(self.test_loader)
+        )
+        return m
+
+    def eval_model(self) -> torch.nn.Module:
+        """The model that is evaluated and saved (an EMA teacher where one is kept)."""
+        return self.model
+
+    @torch.inference_mode()
+    def eval_loader(self, loader) -> tuple[float, float, int]:
+        """(mean loss, accuracy, images) of the evaluated model on ``loader``."""
+        model = self.eval_model()
+        model.eval()
+        dev = self.rt.device
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        n = 0
+        fwd = self.forward_for(model)
+        for x, y in loader:
+            out = fwd(x)
+            loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum")
+            correct += (out.argmax(1) == y).sum()
+            n += len(y)
+        model.train()
+        return loss_sum.item() / max(n, 1), correct.item() / max(n, 1), n
+
+    def forward_for(self, model: torch.nn.Module) -> GraphedForward:
+        """Evaluation's forward (no grad): replayed from CUDA graphs where the task graphs
+        its steps, eager elsewhere; one per model."""
+        if id(model) not in self._forwards:
+            graphs = self.rt.cuda_graph or self.whole is not None
+            self._forwards[id(model)] = GraphedForward(model, self.rt.autocast, enabled=graphs)
+        return self._forwards[id(model)]
+
+    def meta(self) -> dict:
+        ds, cfg = self.trainer.dataset, self.cfg
+        return {
+            "model": self.model_args,
+            "classes": ds.classes,
+            "dataset": ds.name,
+            "input": {
+                "channels": 1 if cfg.data.grayscale else ds.channels,
+                "size": cfg.data.resize or ds.size,
+                "mean": self.train_loader.mean.flatten().tolist(),
+                "std": self.train_loader.std.flatten().tolist(),
+                "grayscale": cfg.data.grayscale,
+            },
+        }
+
+    def describe(self) -> str:
+        ds = self.trainer.dataset
+        return (
+            f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
+            f"[{n_images(self.train_loader):,} train / {n_images(self.test_loader):,} test]"
+        ) + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
+
+
+class AdversarialTask(ClassifyTask):
+    """Adversarial training (``train.adversarial``): each batch is replaced by its attack
+    (FGSM or PGD in [0, 1] pixel space) before the step."""
+
+    kind = "classify"  # the run is a classifier like any other
+
+    def _build_model(self) -> None:
+        ld = self.train_loader
+        self.adversary = make_adversary(
+            self.cfg.train, ld.mean, ld.std, self.generator, self.rt.autocast
+        )
+        super()._build_model()
