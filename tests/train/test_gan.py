@@ -1,10 +1,14 @@
 """The GAN task, its config and `cnnlab gan` / `cnnlab generate`.
 
-The task is driven here by a small stand-in for the Trainer (the life cycle of
-train/task.py); the end-to-end tests through the one Trainer run once it drives Tasks.
+Unit tests drive the task by hand (what the Trainer reads and calls); the rest go
+through the one Trainer.
 """
 
 import math
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,11 +24,10 @@ from cnnlab.commands.gan import sectioned
 from cnnlab.config import Config, apply_overrides, load_recipe, resolve_task
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import ConfigError
-from cnnlab.runs.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.layout import read_metrics
 from cnnlab.runtime.device import make_runtime
-from cnnlab.train import trainer as trainer_module
-from cnnlab.train.gan import SUMS, GanTask
+from cnnlab.train.tasks.gan import GanTask
 from cnnlab.train.validate import check_gan, validate
 
 SMALL = [
@@ -65,48 +68,17 @@ def built(cfg: Config, run_dir: Path) -> GanTask:
     return task
 
 
-def host(sums: dict) -> dict:
-    return {k: float(v) for k, v in sums.items()}
-
-
-def drive(task: GanTask, epochs: int, stop_at: tuple[int, int] | None = None):
-    """The Trainer's life cycle (task.py) with a mid-epoch resume: at (epoch, step) the
-    state is saved, a fresh task is built and restored, and the epoch continues."""
-    gen = task.trainer.generator
-    history = []
-    for epoch in range(1, epochs + 1):
-        epoch_rng = gen.get_state()
-        task.begin_epoch(epoch)
-        task.reset_sums()
-        start = 0
-        if stop_at and stop_at[0] == epoch:
-            for i in range(stop_at[1]):
-                task.step(i)
-            saved = (
-                {
-                    k: v.detach().clone()
-                    for k, v in nn.ModuleDict(task.modules()).state_dict().items()
-                },
-                [o.state_dict() for o in task.optimizers()],
-                task.sums(),
-                gen.get_state(),
-            )
-            tr = task.trainer
-            task = built(tr.cfg, tr.run_dir)
-            gen = task.trainer.generator
-            nn.ModuleDict(task.modules()).load_state_dict(saved[0])
-            for o, st in zip(task.optimizers(), saved[1], strict=True):
-                o.load_state_dict(st)
-            gen.set_state(epoch_rng)
-            task.begin_epoch(epoch)  # the same order again
-            gen.set_state(saved[3])
-            task.load_sums(saved[2])
-            start = stop_at[1]
-        for i in range(start, task.steps_per_epoch()):
-            task.step(i)
-        m = task.epoch_metrics(host(task.sums()), task.steps_per_epoch())
-        history.append({"epoch": epoch, **m})
-    return task, history
+def run_epoch(task: GanTask, epoch: int = 1) -> dict:
+    """One epoch as the Trainer runs it: the task's step results summed on the device."""
+    task.begin_epoch(epoch)
+    sums: dict = {"loss_sum": 0.0, "n": 0}
+    for i in range(task.steps_per_epoch()):
+        loss, k, extra = task.step(i)
+        sums["loss_sum"] = sums["loss_sum"] + loss * k
+        sums["n"] += k
+        for key, v in extra.items():
+            sums[key] = sums.get(key, 0.0) + v
+    return task.epoch_metrics({k: float(v) for k, v in sums.items()}, task.steps_per_epoch())
 
 
 @pytest.fixture(scope="module")
@@ -199,51 +171,35 @@ def test_recipe_holds_the_dcgan_defaults():
 # -- the task ---------------------------------------------------------------------------
 
 
-def test_steps_move_both_networks_and_accumulate(tmp_path):
+def test_steps_move_both_networks(tmp_path):
     task = built(gan_config(), tmp_path)
     assert list(task.modules()) == ["G", "D"] and len(task.optimizers()) == 2
     assert task.kind == "gan" and task.monitor is None
     before = {k: v.detach().clone() for k, v in nn.ModuleDict(task.modules()).state_dict().items()}
     task.begin_epoch(1)
-    task.reset_sums()
-    steps = task.steps_per_epoch()
-    assert steps == 3
-    losses = [task.step(i) for i in range(steps)]
-    assert all(loss.dim() == 0 and math.isfinite(float(loss)) for loss in losses)
+    assert task.steps_per_epoch() == 3
+    loss, k, extra = task.step(0)
+    assert loss.dim() == 0 and math.isfinite(float(loss)) and k == 32
+    assert set(extra) == {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert float(extra["loss_d"] + extra["loss_g"]) == pytest.approx(float(loss) * k, rel=1e-5)
     after = nn.ModuleDict(task.modules()).state_dict()
     for net in ("G.", "D."):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(net)), net
-    sums = host(task.sums())
-    assert set(sums) == set(SUMS) and sums["n"] == 96
-    assert sums["loss_sum"] == pytest.approx(sum(float(v) for v in losses) * 32, rel=1e-5)
-    m = task.epoch_metrics(sums, steps)
+    m = run_epoch(task, 2)
     assert {"loss_d", "loss_g", "d_real", "d_fake", "train_loss", "steps"} <= set(m)
-    assert "d_class_acc" not in m and 0 < m["d_real"] < 1
-    saved = task.sums()
-    task.reset_sums()
-    assert all(float(v) == 0 for v in task.sums().values())
-    task.load_sums(saved)
-    assert host(task.sums()) == sums
+    assert "d_class_acc" not in m and 0 < m["d_real"] < 1 and m["steps"] == 3
 
 
 def test_acgan_logs_its_class_accuracy(tmp_path):
     task = built(gan_config("gan.conditional=true", "gan.aux_weight=1"), tmp_path)
-    _, hist = drive(task, 1)
-    assert 0 <= hist[0]["d_class_acc"] <= 1
+    assert 0 <= run_epoch(task)["d_class_acc"] <= 1
     assert task.meta()["gan"]["name"] == "dcgan-ac"
-
-
-def test_mid_epoch_resume_is_exact(tmp_path):
-    cfg = gan_config("gan.conditional=true")
-    _, full = drive(built(cfg, tmp_path), 2)
-    _, resumed = drive(built(cfg, tmp_path), 2, stop_at=(2, 1))
-    assert full == resumed  # bit-exact: the same order, noise and sums
 
 
 def test_evaluate_writes_grids_curves_and_judge_scores(tmp_path, judge):
     task = built(gan_config("gan.conditional=true", f"gan.judge={judge}"), tmp_path)
     assert "judge" in task.describe()
-    task, hist = drive(task, 1)
+    run_epoch(task)
     m = task.evaluate(1)
     assert {"fd", "class_fidelity", "fd_real", "judge_acc_real"} <= set(m)
     assert m["fd"] > 0 and 0 <= m["class_fidelity"] <= 1
@@ -261,19 +217,42 @@ def test_bad_judge_and_dataset(tmp_path, judge):
         built(gan_config("data.size=16"), tmp_path)
 
 
-# -- generate (from a checkpoint in the layout the Trainer writes: G.*, D.*) ---------------
+# -- through the one Trainer ----------------------------------------------------------
+
+FAST = [s for o in SMALL for s in ("--set", o)]
+
+
+def gan_cli(tmp_path, *extra, name="g", epochs=2):
+    argv = ["gan", "--runs-dir", str(tmp_path), "--name", name, "--quiet", "--epochs", str(epochs)]
+    assert main([*argv, *FAST, *extra]) == 0
+    return tmp_path / name
 
 
 @pytest.fixture(scope="module")
-def cond_run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cond")
-    task, _ = drive(built(gan_config("gan.conditional=true"), d), 1)
-    save_checkpoint(
-        d / "checkpoints" / "last.safetensors",
-        nn.ModuleDict(task.modules()),
-        {"kind": "gan", **task.meta(), "config": task.cfg.to_dict(), "epoch": 1},
-    )
-    return d
+def cond_run(tmp_path_factory, judge):
+    return gan_cli(tmp_path_factory.mktemp("cond"), "--conditional", "--judge", judge)
+
+
+def test_cli_run_directory(cond_run):
+    d = cond_run
+    rows = read_metrics(d)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for k in ("loss_d", "loss_g", "d_real", "d_fake", "fd", "fd_real", "class_fidelity"):
+        assert k in rows[0]
+    assert "judge_acc_real" in rows[0] and "images_per_s" in rows[0]
+    for f in (
+        "config.yaml",
+        "fid.png",
+        "losses.png",
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+    ):
+        assert (d / f).is_file(), f
+    cfg = load_recipe(d / "config.yaml")
+    assert cfg.model.name == "dcgan-conditional" and cfg.gan.conditional and cfg.gan.width == 8
+    ck = load_checkpoint(d / "checkpoints/last.safetensors")
+    assert ck.meta["kind"] == "gan" and ck.meta["gan"]["name"] == "dcgan-conditional"
+    assert not (d / "checkpoints/best.safetensors").exists()  # a GAN has no best
 
 
 def test_load_generator_and_score(cond_run, judge):
@@ -320,59 +299,46 @@ def test_generate_errors_one_line_exit_2(tmp_path, capsys, cond_run, judge):
     one_line_error(capsys, ["eval", str(cond_run)], "a GAN run (use `cnnlab generate`)")
 
 
-# -- end to end through the one Trainer ---------------------------------------------------
-
-needs_task_trainer = pytest.mark.skipif(
-    not hasattr(trainer_module, "Task"), reason="the Trainer does not drive Tasks yet"
-)
-FAST = [s for o in SMALL for s in ("--set", o)]
-
-
-def gan_cli(tmp_path, *extra, name="g", epochs=2):
-    argv = ["gan", "--runs-dir", str(tmp_path), "--name", name, "--quiet", "--epochs", str(epochs)]
-    assert main([*argv, *FAST, *extra]) == 0
-    return tmp_path / name
+def test_documented_command(tmp_path, capsys):
+    argv = ["gan", "--runs-dir", str(tmp_path), "--dataset", "synthetic", "--epochs", "1"]
+    argv += ["--set", "train_limit=256", "--set", "width=16", "--device", "cpu"]
+    assert main([*argv, "--set", "z_dim=8", "--set", "data.num_test=64"]) == 0
+    out = capsys.readouterr().out
+    assert "after 1 epochs: D(x)" in out and "loss D" in out
+    (run,) = tmp_path.iterdir()
+    assert run.name.startswith("dcgan-synthetic-") and read_metrics(run)[0]["steps"] == 2
 
 
-@needs_task_trainer
-def test_cli_run_directory(tmp_path, judge):
-    d = gan_cli(tmp_path, "--conditional", "--judge", judge)
-    rows = read_metrics(d)
-    assert [r["epoch"] for r in rows] == [1, 2]
-    for k in ("loss_d", "loss_g", "d_real", "d_fake", "fd", "fd_real", "class_fidelity"):
-        assert k in rows[0]
-    for f in (
-        "config.yaml",
-        "fid.png",
-        "losses.png",
-        "samples/epoch_001.png",
-        "samples/epoch_002.png",
-    ):
-        assert (d / f).is_file(), f
-    ck = load_checkpoint(d / "checkpoints/last.safetensors")
-    assert ck.meta["kind"] == "gan" and ck.meta["gan"]["name"] == "dcgan-conditional"
-    assert not (d / "checkpoints/best.safetensors").exists()
-    G, _ = load_generator(d)
-    assert G.num_classes == 10
-
-
-@needs_task_trainer
-def test_documented_command_and_resume(tmp_path):
-    argv = ["gan", "--runs-dir", str(tmp_path), "--quiet", "--dataset", "synthetic"]
-    argv += ["--epochs", "1", "--set", "train_limit=256", "--set", "width=16", "--device", "cpu"]
-    assert main([*argv, "--name", "doc", "--set", "z_dim=8"]) == 0
+def test_resume_continues_the_same_run_exactly(tmp_path):
     full = gan_cli(tmp_path, name="full", epochs=2)
     part = gan_cli(tmp_path, name="part", epochs=1)
     assert main(["gan", "--resume", str(part), "--epochs", "2", "--quiet"]) == 0
-    a, b = read_metrics(full), read_metrics(part)
+    assert_same_run(full, part)
+
+
+def test_mid_epoch_resume_after_a_kill_is_exact(tmp_path):
+    full = gan_cli(tmp_path, "--set", "train.checkpoint_every_steps=1", name="full", epochs=2)
+    argv = ["gan", "--runs-dir", str(tmp_path), "--name", "killed", "--quiet", "--epochs", "2"]
+    env = dict(os.environ, CNNLAB_FAULT="step:5", PYTHONPATH=str(Path(cnnlab.__file__).parents[1]))
+    cmd = [sys.executable, "-m", "cnnlab", *argv, *FAST, "--set", "train.checkpoint_every_steps=1"]
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == -signal.SIGKILL
+    killed = tmp_path / "killed"
+    ck = load_checkpoint(killed / "checkpoints/last.safetensors")
+    assert ck.meta["position"]["step"] == 1  # epoch 2, step 1 of 3 (5th step; 4th saved)
+    assert main(["gan", "--resume", str(killed), "--quiet"]) == 0
+    assert_same_run(full, killed)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ra, rb = read_metrics(a), read_metrics(b)
+    assert [r["epoch"] for r in rb] == [1, 2]
     keys = ("loss_d", "loss_g", "d_real", "d_fake")
-    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]  # bit-exact
-    sa = load_checkpoint(full / "checkpoints/last.safetensors").model_state
-    sb = load_checkpoint(part / "checkpoints/last.safetensors").model_state
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert [[r[k] for k in keys] for r in ra] == [[r[k] for k in keys] for r in rb]  # bit-exact
+    sa = load_checkpoint(a / "checkpoints/last.safetensors").model_state
+    sb = load_checkpoint(b / "checkpoints/last.safetensors").model_state
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@needs_task_trainer
 def test_fit_api_and_acgan(tmp_path):
     res = cnnlab.fit(
         recipe="dcgan",
@@ -385,8 +351,7 @@ def test_fit_api_and_acgan(tmp_path):
     assert load_generator(res.run_dir)[1]["gan"]["name"] == "dcgan-ac"
 
 
-@needs_task_trainer
-def test_cli_errors_one_line_exit_2(tmp_path, capsys, judge):
+def test_cli_errors_one_line_exit_2(tmp_path, capsys, judge, cond_run):
     base = ["gan", "--runs-dir", str(tmp_path), "--quiet"]
     one_line_error(
         capsys, [*base, "--dataset", "fashion-mnistt"], "unknown dataset 'fashion-mnistt'"
@@ -399,6 +364,15 @@ def test_cli_errors_one_line_exit_2(tmp_path, capsys, judge):
     one_line_error(capsys, [*base, "--set", "width=abc"], "width must be an integer")
     one_line_error(capsys, [*base, "--set", "aux_weight=1"], "needs a conditional GAN")
     one_line_error(capsys, [*base, *FAST, "--judge", str(tmp_path / "nope")], "judge run")
+    one_line_error(capsys, [*base, *FAST, "--judge", str(cond_run)], "not a classifier run")
     one_line_error(capsys, [*base, *FAST, "--set", "data.size=16"], "needs 28 or 32 px")
     one_line_error(capsys, ["gan", "--resume", str(tmp_path / "nope")], "cannot resume")
     one_line_error(capsys, ["gan", "--resume", judge], "not a GAN run")
+
+
+def test_one_trainer_resumes_any_run(tmp_path, capsys):
+    # `cnnlab train --resume` (what the Trainer's messages say) continues a GAN run too
+    part = gan_cli(tmp_path, name="part", epochs=1)
+    assert main(["train", "--resume", str(part), "--epochs", "2", "--quiet"]) == 0
+    assert [r["epoch"] for r in read_metrics(part)] == [1, 2]
+    assert "run directory" in capsys.readouterr().out

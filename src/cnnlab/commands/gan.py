@@ -141,6 +141,8 @@ def run(args) -> int:
         name=args.name,
         runs_dir=args.runs_dir,
     )
+    if res.interrupted:
+        return 0  # the trainer said how to resume
     if not res.history:
         print(f"nothing to do: {res.run_dir} already finished its epochs (raise --epochs)")
         return 0

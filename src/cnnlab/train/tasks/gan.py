@@ -6,7 +6,8 @@ The Trainer writes the run directory as for any task (``config.yaml``, ``metrics
 ``checkpoints/last.safetensors`` with G and D by name, both optimisers and all RNG state);
 this task adds ``samples/epoch_XXX.png`` (a fixed-noise grid; one row per class for a
 conditional model), ``losses.png`` and, with a judge, ``fid.png``. There is no ``best``
-checkpoint: a GAN has no score that picks one reliably.
+checkpoint: a GAN has no score that picks one reliably. The step runs eagerly (no CUDA
+graph or compile: two networks, two optimisers, noise drawn each step).
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ from cnnlab.runs.files import atomic_write_bytes
 from cnnlab.runs.layout import read_metrics
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
-
-# The epoch's running sums, each weighted by the batch size (so a sum over ranks or a
-# resumed part of an epoch adds up): loss_sum is the per-image sum of loss_d + loss_g,
-# the total a step returns, so a non-finite value in either network shows in it.
-SUMS = ("loss_sum", "n", "loss_d", "loss_g", "d_real", "d_fake", "d_class_acc")
 
 
 def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -56,6 +52,8 @@ class GanTask(Task):
                 f"{' or '.join(map(str, SIZES))} px"
             )
         self.cfg, self.dataset, self.device = cfg, ds, dev
+        # the step runs eagerly: the runtime's description must not claim graphs or compile
+        trainer.rt.cuda_graph = trainer.rt.compile = False
         self.autocast = trainer.rt.autocast
         self.generator = trainer.generator
         self.classes = list(ds.classes)
@@ -82,6 +80,7 @@ class GanTask(Task):
         self.conditional = bool(self.G.num_classes)
         self.aux = g.aux_weight if self.D.aux_classes else 0.0
         self.opt_g = build_optimizer(self.G, cfg.optim, dev)
+        self.clip = cfg.train.grad_clip  # per network, as a classifier's step clips its model
         self.opt_d = build_optimizer(self.D, cfg.optim, dev)
         self._fixed_noise()
         self._setup_judge()
@@ -89,8 +88,6 @@ class GanTask(Task):
         self._batches = None
         self._next = -1
         self._last: dict = {}  # the epoch's train metrics, for the curves evaluate() draws
-        self._one = torch.ones((), device=dev)  # counts images in the sums
-        self.reset_sums()
 
     def _fixed_noise(self) -> None:
         """The same noise (and labels) every epoch, so the grids show progress. Drawn from
@@ -158,8 +155,7 @@ class GanTask(Task):
         n_d = sum(p.numel() for p in self.D.parameters())
         text = (
             f"{self.cfg.model.name} (G {n_g:,} + D {n_d:,} params) on {self.dataset.name} "
-            f"[{len(self.loader.x):,} images, {len(self.loader)} steps/epoch] — "
-            f"{self.trainer.rt.describe()}"
+            f"[{len(self.loader.x):,} images, {len(self.loader)} steps/epoch]"
         )
         if self.judge is not None:
             text += (
@@ -180,7 +176,7 @@ class GanTask(Task):
         self._next = i + 1
         return next(self._batches)
 
-    def step(self, i: int) -> torch.Tensor:
+    def step(self, i: int) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
         x, y = self._batch(i)
         b = x.shape[0]
         G, D, aux, rl = self.G, self.D, self.aux, self.cfg.gan.real_label
@@ -199,9 +195,10 @@ class GanTask(Task):
                 d_real = D(x, yc)
                 d_fake = D(fake.detach(), yc)
                 loss_d = bce(d_real, rl) + bce(d_fake, 0.0)
-                acc = torch.zeros((), device=self.device)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        if self.clip > 0:
+            nn.utils.clip_grad_norm_(D.parameters(), self.clip)
         self.opt_d.step()
         # G step, non-saturating: make D call the fakes real (and of their class)
         with self.autocast():
@@ -212,35 +209,21 @@ class GanTask(Task):
                 loss_g = bce(D(fake, yc), 1.0)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        if self.clip > 0:
+            nn.utils.clip_grad_norm_(G.parameters(), self.clip)
         self.opt_g.step()
-        loss = (loss_d + loss_g).detach().float()
-        step_sums = torch.stack(
-            [
-                loss,
-                self._one,
-                loss_d.detach().float(),
-                loss_g.detach().float(),
-                torch.sigmoid(d_real.detach().float()).mean(),
-                torch.sigmoid(d_fake.detach().float()).mean(),
-                acc.float(),
-            ]
-        )
-        self._acc += step_sums * b  # device only: read once per epoch
-        return loss
-
-    # -- sums and metrics ---------------------------------------------------------------
-
-    def reset_sums(self) -> None:
-        self._acc = torch.zeros(len(SUMS), device=self.device)
-
-    def sums(self) -> dict[str, torch.Tensor]:
-        # separate tensors (not views of one): a checkpoint cannot hold shared storage
-        return {k: self._acc[i].clone() for i, k in enumerate(SUMS)}
-
-    def load_sums(self, sums: dict[str, torch.Tensor]) -> None:
-        self._acc = torch.stack(
-            [torch.as_tensor(sums[k], dtype=torch.float32).reshape(()) for k in SUMS]
-        ).to(self.device)
+        # The Trainer adds loss·b to loss_sum and these to its device sums; every sum is
+        # per image, so a resumed part of an epoch adds up. loss = loss_d + loss_g: a
+        # non-finite value in either network shows in the Trainer's NaN check.
+        extra = {
+            "loss_d": loss_d.detach().float() * b,
+            "loss_g": loss_g.detach().float() * b,
+            "d_real": torch.sigmoid(d_real.detach().float()).mean() * b,
+            "d_fake": torch.sigmoid(d_fake.detach().float()).mean() * b,
+        }
+        if aux:
+            extra["d_class_acc"] = acc * b
+        return (loss_d + loss_g).detach().float(), b, extra
 
     def epoch_metrics(self, sums: dict[str, float], steps: int) -> dict:
         n = max(float(sums["n"]), 1.0)
@@ -290,20 +273,6 @@ class GanTask(Task):
                     run_dir, [*past, {"epoch": epoch, **self._last, **m}], self.fd_real
                 )
         return m
-
-    def summary(self, m: dict) -> str:
-        """The epoch's line for a progress display."""
-        text = (
-            f"loss D {m['loss_d']:.3f} G {m['loss_g']:.3f}  "
-            f"D(x) {m['d_real']:.3f} D(G(z)) {m['d_fake']:.3f}"
-        )
-        if "d_class_acc" in m:
-            text += f"  D class acc {m['d_class_acc']:.3f}"
-        if "fd" in m:
-            text += f"  FD {m['fd']:.3f}"
-        if "class_fidelity" in m:
-            text += f"  fidelity {m['class_fidelity']:.3f}"
-        return text
 
     def meta(self) -> dict:
         ds = self.dataset
