@@ -113,6 +113,9 @@ class TrainConfig:
     semi_rampup: float = 0.0  # fraction of training over which the unlabelled weight ramps up
     semi_align: bool = True  # distribution alignment of the pseudo-label targets (ReMixMatch)
     ema: float = 0.0  # EMA teacher decay (0 = off; mean_teacher uses 0.99 when 0)
+    # what a step computes (train/task.py): auto, classify, adversarial, semi, gan;
+    # auto picks it from the config (see resolve_task)
+    task: str = "auto"
 
 
 @dataclass
@@ -123,6 +126,28 @@ class RunConfig:
 
 
 @dataclass
+class GanConfig:
+    """The GAN task's own settings; data, epochs, batch, seed, device and Adam's lr/betas
+    come from the shared sections. The variant (model.name) follows from these two:
+    aux_weight > 0 → dcgan-ac, conditional → dcgan-conditional, else dcgan."""
+
+    conditional: bool = False  # class label into G and D (a cGAN)
+    aux_weight: float = 0.0  # > 0: AC-GAN (D also classifies; class loss with this weight)
+    z_dim: int = 100
+    width: int = 64  # generator/discriminator base channels (DCGAN paper: 64+)
+    real_label: float = 1.0  # < 1 for one-sided label smoothing (Salimans et al. 2016)
+    judge: str | None = None  # a classifier run that scores samples (Fréchet distance, fidelity)
+    eval_samples: int = 2000  # real and generated images per score
+    grid: int = 8  # fixed-noise grid: grid×grid images (conditional: classes × grid)
+
+
+# The GAN models (models/gan.py's registry, kept in step by a test): config sits below
+# models, so it names them instead of looking them up.
+GAN_MODELS = ("dcgan", "dcgan-conditional", "dcgan-ac")
+TASKS = ("auto", "classify", "adversarial", "semi", "gan")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -130,6 +155,7 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -156,7 +182,33 @@ def _section_cls(name: str):
         "sched": SchedConfig,
         "train": TrainConfig,
         "run": RunConfig,
+        "gan": GanConfig,
     }[name]
+
+
+def resolve_task(cfg: Config) -> str:
+    """The task a config trains: ``train.task``, or for ``auto`` gan when the model is a
+    GAN, semi with ``data.labels_per_class``, adversarial with ``train.adversarial``,
+    else classify."""
+    task = cfg.train.task.strip().lower()
+    if task != "auto":
+        return task
+    if cfg.model.name.strip().lower() in GAN_MODELS:
+        return "gan"
+    if cfg.data.labels_per_class:
+        return "semi"
+    if cfg.train.adversarial.strip().lower() != "none":
+        return "adversarial"
+    return "classify"
+
+
+def gan_model_name(cfg: Config) -> str:
+    """The GAN variant the ``gan`` section asks for; a conditional model.name
+    (dcgan-conditional, dcgan-ac) also makes it conditional."""
+    conditional = cfg.gan.conditional or cfg.model.name.strip().lower() in GAN_MODELS[1:]
+    if cfg.gan.aux_weight > 0:
+        return "dcgan-ac"
+    return "dcgan-conditional" if conditional else "dcgan"
 
 
 def coerce(value: Any, tp: Any, where: str) -> Any:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from cnnlab.config import GAN_MODELS
 from cnnlab.errors import ConfigError
 from cnnlab.models.gan import GANS, create_gan, list_gans
 
@@ -48,3 +49,8 @@ def test_dcgan_init_and_registry():
         create_gan("dcgan", size=64)
     with pytest.raises(ConfigError, match="unknown gan 'dcgann'; choose one of"):
         create_gan("dcgann")
+
+
+def test_config_names_the_registered_gans():
+    # config.py sits below models and names the GAN models to pick the GAN task
+    assert sorted(GAN_MODELS) == list_gans()

@@ -19,9 +19,11 @@ Examples:
   cnnlab gan --resume runs/dcgan-conditional-fashion-mnist-20261126-160000 --epochs 20
   cnnlab gan --dataset fashion-mnist --conditional --set aux_weight=1   # AC-GAN
   cnnlab gan --dataset synthetic --epochs 1 --set train_limit=256 --set width=16
-GAN keys for --set (a section prefix like train.threads is accepted): dataset, data_dir,
-train_limit, conditional, aux_weight (> 0: AC-GAN), z_dim, width, epochs, batch_size, lr, beta1, beta2, real_label,
-seed, device, threads, judge, eval_samples, grid, name, runs_dir.
+Settings: `cnnlab gan` loads the shipped recipe dcgan (recipes/dcgan.yaml), then
+--set, then its flags. Keys are section.key (gan.width, train.threads, data.num_train);
+the GAN's bare keys are still accepted: dataset, data_dir, download, train_limit,
+conditional, aux_weight (> 0: AC-GAN), z_dim, width, real_label, judge, eval_samples,
+grid, epochs, batch_size, seed, device, threads, lr, beta1, beta2, name, runs_dir.
 """
 
 
@@ -59,31 +61,88 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any GAN key, e.g. --set width=32 --set train.threads=1",
+        help="any config key, e.g. --set gan.width=32 --set train.threads=1",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from cnnlab.train.gan import train_gan
+# The keys `cnnlab gan --set` took before the one config system, and their sections.
+BARE_KEYS = {
+    "dataset": "data.name",
+    **{k: f"data.{k}" for k in ("data_dir", "download", "train_limit")},
+    **{
+        k: f"gan.{k}"
+        for k in (
+            "conditional",
+            "aux_weight",
+            "z_dim",
+            "width",
+            "real_label",
+            "judge",
+            "eval_samples",
+            "grid",
+        )
+    },
+    **{k: f"train.{k}" for k in ("epochs", "batch_size", "seed", "device", "threads")},
+    **{k: f"optim.{k}" for k in ("lr", "beta1", "beta2")},
+    **{k: f"run.{k}" for k in ("name", "runs_dir")},
+}
 
-    res = train_gan(
-        overrides=args.overrides,
+
+def sectioned(override: str) -> str:
+    """``width=16`` → ``gan.width=16``; ``section.key=value`` stays as it is."""
+    key, eq, value = override.partition("=")
+    k = key.strip()
+    return f"{BARE_KEYS[k]}={value}" if eq and k in BARE_KEYS else override
+
+
+def require_gan_run(run: str) -> None:
+    from pathlib import Path
+
+    from cnnlab.config import load_recipe, resolve_task
+    from cnnlab.errors import CheckpointError, ConfigError
+
+    cfg_file = Path(run) / "config.yaml"
+    if not cfg_file.is_file():
+        return  # fit() says what is wrong with it
+    try:
+        task = resolve_task(load_recipe(cfg_file))
+    except ConfigError:
+        task = None
+    if task != "gan":
+        raise CheckpointError(f"cannot resume {run!r}: not a GAN run (use `cnnlab train --resume`)")
+
+
+def run(args) -> int:
+    import json
+
+    import cnnlab
+
+    overrides = [sectioned(o) for o in args.overrides]
+    if args.judge is not None:
+        overrides.append(f"gan.judge={json.dumps(args.judge)}")  # quoted: any path as is
+    if args.conditional:
+        overrides.append("gan.conditional=true")
+    if args.resume:
+        require_gan_run(args.resume)
+    res = cnnlab.fit(
+        recipe=None if args.resume else "dcgan",
+        overrides=overrides,
         resume=args.resume,
         quiet=args.quiet,
         dataset=args.dataset,
         data_dir=args.data_dir,
-        conditional=args.conditional,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        judge=args.judge,
         device=args.device,
         seed=args.seed,
         name=args.name,
         runs_dir=args.runs_dir,
     )
+    if res.interrupted:
+        return 0  # the trainer said how to resume
     if not res.history:
         print(f"nothing to do: {res.run_dir} already finished its epochs (raise --epochs)")
         return 0

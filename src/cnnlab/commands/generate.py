@@ -38,18 +38,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.train.gan import generate, score_run
+    from cnnlab.analysis.generate import generate, score_run
+    from cnnlab.errors import ConfigError
+    from cnnlab.report.gan import grid_png
+    from cnnlab.runs.files import atomic_write_bytes
 
-    path, info = generate(
+    if not str(args.out).lower().endswith(".png"):
+        raise ConfigError(f"--out must be a .png file, got {str(args.out)!r}")
+    s = generate(
         args.run,
         n=args.n,
         cls=args.cls,
-        out=args.out,
         seed=args.seed,
         nrow=args.nrow,
         truncation=args.truncation,
     )
-    print(f"wrote {info} to {path}")
+    atomic_write_bytes(args.out, grid_png(s.images, s.nrow))
+    print(f"wrote {s.what} to {args.out}")
     if args.judge:
         s = score_run(args.run, args.judge, args.score_n, args.truncation, args.seed, args.data_dir)
         line = (

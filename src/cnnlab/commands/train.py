@@ -111,12 +111,14 @@ def run(args) -> int:
             f"nothing to do: {res.run_dir} already finished its epochs (raise --epochs to continue)"
         )
         return 0
-    f, b = res.final, res.best
+    f = res.final
     total = sum(m["seconds"] + m.get("eval_seconds", 0) for m in res.history)
-    print(
-        f"test accuracy {f['test_acc']:.4f} after {f['epoch']} epochs "
-        f"(best {b['test_acc']:.4f} at epoch {b['epoch']}); {total:.1f}s training"
-    )
+    if "test_acc" in f:  # a classifier (a resumed GAN run has no test accuracy)
+        b = res.best
+        print(
+            f"test accuracy {f['test_acc']:.4f} after {f['epoch']} epochs "
+            f"(best {b['test_acc']:.4f} at epoch {b['epoch']}); {total:.1f}s training"
+        )
     print(f"run directory: {res.run_dir}")
     return 0
 

@@ -3,7 +3,7 @@ schedules) and the ranges of its values, before anything is built."""
 
 from __future__ import annotations
 
-from cnnlab.config import Config
+from cnnlab.config import GAN_MODELS, TASKS, Config, gan_model_name, resolve_task
 from cnnlab.errors import ConfigError, choices_msg
 
 CUDA_GRAPH_MODES = ("auto", "true", "false", "step", "model")
@@ -21,14 +21,20 @@ def validate(cfg: Config) -> Config:
     from cnnlab.train.losses import LOSSES
     from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
 
-    entry = MODELS.get(cfg.model.name)
-    check_kwargs(
-        "model",
-        entry.name,
-        entry.builder,
-        cfg.model.args,
-        skip=("in_channels", "num_classes", "input_size"),
-    )
+    task = resolve_task(cfg)
+    if task not in TASKS:
+        raise ConfigError(choices_msg("train.task", cfg.train.task, TASKS))
+    if task == "gan":
+        check_gan(cfg)
+    else:
+        entry = MODELS.get(cfg.model.name)
+        check_kwargs(
+            "model",
+            entry.name,
+            entry.builder,
+            cfg.model.args,
+            skip=("in_channels", "num_classes", "input_size"),
+        )
     spec = DATASETS.get(cfg.data.name)
     check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",))
     parse_augment(cfg.data.augment)
@@ -93,4 +99,61 @@ def validate(cfg: Config) -> Config:
     dev = t.device.lower()
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")
+    return cfg
+
+
+def check_gan(cfg: Config) -> Config:
+    """The GAN task's settings. Also settles ``model.name`` to the variant the ``gan``
+    section asks for (gan.conditional, gan.aux_weight), so the run's config.yaml, its name
+    and its checkpoint all say which GAN it is."""
+    g, t, name = cfg.gan, cfg.train, cfg.model.name.strip().lower()
+    if name not in GAN_MODELS:
+        raise ConfigError(
+            f"train.task=gan needs a GAN model, not {cfg.model.name!r}; "
+            f"set model.name to one of: {', '.join(GAN_MODELS)}"
+        )
+    if cfg.model.args:
+        raise ConfigError(
+            f"unknown GAN model option(s) {', '.join(sorted(cfg.model.args))}; GAN settings "
+            "are gan.<key>: conditional, aux_weight, z_dim, width, real_label, judge, "
+            "eval_samples, grid"
+        )
+    checks = [
+        (g.aux_weight >= 0, f"gan.aux_weight must be ≥ 0, got {g.aux_weight}"),
+        (
+            name != "dcgan-ac" or g.aux_weight > 0,
+            "model dcgan-ac (AC-GAN) needs gan.aux_weight > 0 (e.g. --set gan.aux_weight=1)",
+        ),
+        (
+            g.aux_weight == 0 or g.conditional or name != "dcgan",
+            "gan.aux_weight > 0 (AC-GAN) needs a conditional GAN; add --conditional",
+        ),
+        (t.batch_size >= 2, f"train.batch_size must be ≥ 2 for a GAN, got {t.batch_size}"),
+        (
+            0 <= cfg.optim.beta1 < 1 and 0 <= cfg.optim.beta2 < 1,
+            "optim.beta1 and optim.beta2 must be in [0, 1)",
+        ),
+        (0 < g.real_label <= 1, f"gan.real_label must be in (0, 1], got {g.real_label}"),
+        (g.z_dim >= 1, f"gan.z_dim must be ≥ 1, got {g.z_dim}"),
+        (g.width >= 1, f"gan.width must be ≥ 1, got {g.width}"),
+        (g.eval_samples >= 10, f"gan.eval_samples must be ≥ 10, got {g.eval_samples}"),
+        (g.grid >= 1, f"gan.grid must be ≥ 1, got {g.grid}"),
+        (
+            cfg.data.train_limit is None or cfg.data.train_limit >= 2,
+            f"data.train_limit must be ≥ 2 for a GAN, got {cfg.data.train_limit}",
+        ),
+        (t.threads >= 0, f"train.threads must be ≥ 0, got {t.threads}"),
+        # settings the GAN task does not read: refused rather than silently ignored
+        (
+            cfg.data.resize is None and not cfg.data.grayscale,
+            "a GAN takes no data.resize or data.grayscale",
+        ),
+        (not cfg.data.labels_per_class, "a GAN takes no data.labels_per_class"),
+        (t.adversarial.strip().lower() == "none", "a GAN takes no train.adversarial"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    g.conditional = g.conditional or name != "dcgan"
+    cfg.model.name = gan_model_name(cfg)
     return cfg
