@@ -37,8 +37,19 @@ TASKS = {
         "train.steps_per_epoch=5",
         "train.ema=0.9",
     ],
+    "conditional-gan": [
+        "model.name=dcgan-conditional",
+        "gan.width=8",
+        "gan.z_dim=8",
+        "gan.grid=2",
+        "optim.lr=2e-4",
+        "optim.beta1=0.5",
+        "sched.name=constant",
+        "data.augment=none",
+    ],
 }
 KIND = {"classify": "classify", "adversarial": "classify", "fixmatch": "classify"}
+KIND["conditional-gan"] = "gan"
 SRC = str(Path(cnnlab.__file__).resolve().parents[1])
 DROP = ("seconds", "images_per_s", "eval_seconds")
 

@@ -9,15 +9,15 @@ The Trainer drives a Task through this life cycle::
                                         # .rt runtime, .dist, .generator are ready)
     for each epoch:
         task.begin_epoch(epoch)         # draws the epoch's data order from trainer.generator
-        task.reset_sums()               # (or load_sums(...) on a mid-epoch resume)
         for i in range(start, task.steps_per_epoch()):
-            loss = task.step(i)         # one optimiser step on batch i; adds to task.sums()
-        metrics = task.epoch_metrics(sums, steps)   # the epoch's train metrics (one host read)
+            loss, n, extra = task.step(i)   # one optimiser step; the Trainer adds loss·n and
+                                            # extra to the epoch's device sums
+        metrics = task.epoch_metrics(sums, steps)   # from the rank-summed sums (one host read)
         metrics |= task.evaluate(epoch)             # validation / test / samples
 
 A mid-epoch resume restores the generator to its state at the epoch's start, calls
 ``begin_epoch`` (the same order again), restores the generator's state at the checkpoint,
-``load_sums`` and ``load_state``, and continues at step ``start`` — bit-identical on CPU.
+the sums and ``load_state``, and continues at step ``start`` — bit-identical on CPU.
 """
 
 from __future__ import annotations
@@ -52,27 +52,15 @@ class Task:
     def begin_epoch(self, epoch: int) -> None:
         """Draw the epoch's data order (from ``trainer.generator`` only)."""
 
-    def step(self, i: int) -> torch.Tensor:
-        """Step ``i`` (0-based) of the epoch: forward, backward, optimiser step(s). Adds the
-        step's metrics to the device sums and returns the step's loss (a 0-dim device tensor;
-        never read on the host here)."""
-        raise NotImplementedError
-
-    def reset_sums(self) -> None:
-        """Zero the epoch's running sums (device tensors)."""
-        raise NotImplementedError
-
-    def sums(self) -> dict[str, torch.Tensor]:
-        """The epoch's running sums (device tensors; must include ``loss_sum``, the sum of
-        per-image losses, and ``n``, the images seen): checkpointed mid-epoch, summed over
-        DDP ranks, read once per epoch."""
-        raise NotImplementedError
-
-    def load_sums(self, sums: dict[str, torch.Tensor]) -> None:
+    def step(self, i: int) -> tuple[torch.Tensor, int, dict[str, torch.Tensor]]:
+        """Step ``i`` (0-based) of the epoch: forward, backward, optimiser step(s). Returns
+        the step's mean loss (a 0-dim device tensor, never read on the host here), the
+        number of images and the step's other sums (device tensors, e.g. ``correct``)."""
         raise NotImplementedError
 
     def epoch_metrics(self, sums: dict[str, float], steps: int) -> dict:
-        """The epoch's training metrics from its (rank-summed, host) sums."""
+        """The epoch's training metrics from its (rank-summed, host) sums: ``loss_sum``,
+        ``n`` and the keys ``step`` returned."""
         n = max(sums.get("n", 0.0), 1.0)
         return {"train_loss": sums["loss_sum"] / n}
 
