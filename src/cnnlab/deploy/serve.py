@@ -34,7 +34,9 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 
+from cnnlab.analysis.ood import ood_flags
 from cnnlab.data.images import load_image, maybe_invert, pil_to_input
 from cnnlab.deploy.export import (
     example_pixels,
@@ -540,8 +542,6 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         big = sum(len(b) for _, b in raw) > 256_000
         for name, data in raw:
             if big:  # large images decode off the event loop
-                from starlette.concurrency import run_in_threadpool
-
                 decoded.append(
                     await run_in_threadpool(decode_bytes, data, c, s, cfg.max_pixels, name)
                 )
@@ -575,8 +575,6 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         p /= p.sum(1, keepdims=True)
         scores = None
         if ood:
-            from cnnlab.analysis.ood import ood_flags
-
             sc, fl = ood_flags(torch.from_numpy(np.ascontiguousarray(logits)), ood)
             scores = list(zip(sc.tolist(), fl.tolist(), strict=True))
         out = []

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.config import Config, parse_scalar, set_value
+from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
@@ -243,8 +244,6 @@ def execute(st: Study, quiet: bool = True, log=print) -> Study:
             log(f"[{i}/{len(pending)}] {s.label} seed {s.seed}")
             key = json.dumps([s.cfg.data.name, s.cfg.data.data_dir, s.cfg.data.args], default=str)
             if key not in datasets:  # one load per distinct data config, shared across runs
-                from cnnlab.data.datasets import load_dataset
-
                 c = s.cfg.data
                 datasets[key] = load_dataset(c.name, c.data_dir, c.download, **c.args)
             _run_one(s, quiet, datasets[key])
