@@ -2,6 +2,9 @@
 
 Each sub-command lives in ``cnnlab/commands/<name>.py`` with ``ORDER``, ``register(sub)``
 (adds its parser and ``func``); they are discovered, so adding one touches no other file.
+Every parser is built at each start, so a command module imports nothing heavy at module
+level or in ``register``: torch loads inside ``func`` (``cnnlab --help`` stays well under a
+second; tests/test_cli.py checks it).
 A user mistake (CnnlabError) prints one line and exits with code 2, no traceback.
 """
 

@@ -100,6 +100,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _epochs(device, train_epoch, evaluate):
+    """Each ``next()``: one timed ``train_epoch()`` (returns the images it saw), then
+    ``evaluate()`` (test accuracy), timed apart; yields the epoch's figures."""
+    epoch = 0
+    while True:
+        epoch += 1
+        _sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        n = train_epoch()
+        _sync(device)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        te = time.perf_counter()
+        acc = evaluate()
+        yield {
+            "epoch": epoch,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "images": n,
+            "test_acc": acc,
+            "eval_seconds": time.perf_counter() - te,
+        }
+
+
 def naive(root, device="cpu", seed: int = 0, batch_size: int = 64, lr: float = 1e-3):
     """Tutorial loop over torchvision's FashionMNIST at ``root`` (see torchvision_root)."""
     import torchvision
@@ -116,11 +139,8 @@ def naive(root, device="cpu", seed: int = 0, batch_size: int = 64, lr: float = 1
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     ac = _autocast(device)
-    epoch = 0
-    while True:
-        epoch += 1
-        _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def train_epoch() -> int:
         n = 0
         for x, y in train_dl:
             x, y = x.to(device), y.to(device)
@@ -129,18 +149,9 @@ def naive(root, device="cpu", seed: int = 0, batch_size: int = 64, lr: float = 1
             loss.backward()
             opt.step()
             n += len(y)
-        _sync(device)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        te = time.perf_counter()
-        acc = _evaluate(model, test_dl, device, ac)
-        yield {
-            "epoch": epoch,
-            "seconds": seconds,
-            "cpu_seconds": cpu,
-            "images": n,
-            "test_acc": acc,
-            "eval_seconds": time.perf_counter() - te,
-        }
+        return n
+
+    yield from _epochs(device, train_epoch, lambda: _evaluate(model, test_dl, device, ac))
 
 
 def resident(root, device="cpu", seed: int = 0, batch_size: int = 256, lr: float = 1e-3):
@@ -165,11 +176,8 @@ def resident(root, device="cpu", seed: int = 0, batch_size: int = 256, lr: float
     loss_fn = nn.CrossEntropyLoss()
     ac = _autocast(device)
     g = torch.Generator(device=device).manual_seed(seed)
-    epoch = 0
-    while True:
-        epoch += 1
-        _sync(device)
-        t0, c0 = time.perf_counter(), time.process_time()
+
+    def train_epoch() -> int:
         perm = torch.randperm(len(xtr), device=device, generator=g)
         n = 0
         for i in range(0, len(perm), batch_size):
@@ -181,19 +189,13 @@ def resident(root, device="cpu", seed: int = 0, batch_size: int = 256, lr: float
             loss.backward()
             opt.step()
             n += len(j)
-        _sync(device)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-        te = time.perf_counter()
-        test = ((xte[i : i + 1000], yte[i : i + 1000]) for i in range(0, len(xte), 1000))
-        acc = _evaluate(model, test, device, ac)
-        yield {
-            "epoch": epoch,
-            "seconds": seconds,
-            "cpu_seconds": cpu,
-            "images": n,
-            "test_acc": acc,
-            "eval_seconds": time.perf_counter() - te,
-        }
+        return n
+
+    def test():
+        batches = ((xte[i : i + 1000], yte[i : i + 1000]) for i in range(0, len(xte), 1000))
+        return _evaluate(model, batches, device, ac)
+
+    yield from _epochs(device, train_epoch, test)
 
 
 LOOPS = {"naive": naive, "resident": resident}
