@@ -97,9 +97,7 @@ def cifar_source(data_dir: str | None) -> tuple[list[str], str] | None:
         if not base:
             continue
         for folder in (Path(base) / "cifar10", Path(base) / "cifar-10", Path(base)):
-            if (folder / "train").is_dir() and any(
-                (folder / s).is_dir() for s in ("val", "test")
-            ):
+            if (folder / "train").is_dir() and any((folder / s).is_dir() for s in ("val", "test")):
                 return [
                     "data.name=imagefolder",
                     f"data.data_dir={folder}",
@@ -113,8 +111,12 @@ def cifar_source(data_dir: str | None) -> tuple[list[str], str] | None:
 def run_recipe(recipe, dataset, overrides, runs_dir, command, out, name, label) -> None:
     t0 = time.perf_counter()
     res = cnnlab.fit(
-        recipe=recipe, dataset=dataset, overrides=overrides, runs_dir=str(runs_dir),
-        name=f"{name}-{int(time.time())}", quiet=True,
+        recipe=recipe,
+        dataset=dataset,
+        overrides=overrides,
+        runs_dir=str(runs_dir),
+        name=f"{name}-{int(time.time())}",
+        quiet=True,
     )
     hist = res.history
     record = common(command, [0]) | {
@@ -145,7 +147,9 @@ def bench(data_dir, out: Path, runs_dir: Path) -> None:
         import cnnlab.studies
 
         old = ROOT / "benchmarks" / "references.py"
-        env["CNNLAB_BENCHMARKS"] = str(old.parent if old.is_file() else Path(cnnlab.studies.__file__).parent)
+        env["CNNLAB_BENCHMARKS"] = str(
+            old.parent if old.is_file() else Path(cnnlab.studies.__file__).parent
+        )
     subprocess.run(cmd, check=True, stdout=sys.stdout, stderr=sys.stderr, env=env)
     d = json.loads(raw.read_text())
     loops = {
@@ -157,10 +161,16 @@ def bench(data_dir, out: Path, runs_dir: Path) -> None:
         for k, v in d["loops"].items()
     }
     shown = " ".join(a for a in args if a != str(data_dir))
-    write(out, "bench", common(f"cnnlab bench {shown}", [0]) | {
-        "kind": "speed", "epochs": next(iter(d["loops"].values()))["summary"]["epochs"],
-        "loops": loops,
-    })
+    write(
+        out,
+        "bench",
+        common(f"cnnlab bench {shown}", [0])
+        | {
+            "kind": "speed",
+            "epochs": next(iter(d["loops"].values()))["summary"]["epochs"],
+            "loops": loops,
+        },
+    )
     alex = d.get("alexnet") or {}
     models = alex.get("models") or {}
     ref = models.get("torchvision.models.alexnet")
@@ -171,19 +181,25 @@ def bench(data_dir, out: Path, runs_dir: Path) -> None:
         (v for k, v in models.items() if k != "torchvision.models.alexnet"), {}
     )
     prefix = "graph_" if graphed else ""
-    write(out, "alexnet", common(f"cnnlab bench {shown} (AlexNet part)", [0]) | {
-        "kind": "alexnet", "batch": alex.get("batch"),
-        "reference": {"train": ref["train_images_per_s"], "infer": ref["infer_images_per_s"]},
-        "models": {
-            k: {
-                "train": v[f"{prefix}train_images_per_s"],
-                "infer": v[f"{prefix}infer_images_per_s"],
-                "how": "cnnlab's CUDA graphs" if graphed else "eager",
-            }
-            for k, v in models.items()
-            if k != "torchvision.models.alexnet"
+    write(
+        out,
+        "alexnet",
+        common(f"cnnlab bench {shown} (AlexNet part)", [0])
+        | {
+            "kind": "alexnet",
+            "batch": alex.get("batch"),
+            "reference": {"train": ref["train_images_per_s"], "infer": ref["infer_images_per_s"]},
+            "models": {
+                k: {
+                    "train": v[f"{prefix}train_images_per_s"],
+                    "infer": v[f"{prefix}infer_images_per_s"],
+                    "how": "cnnlab's CUDA graphs" if graphed else "eager",
+                }
+                for k, v in models.items()
+                if k != "torchvision.models.alexnet"
+            },
         },
-    })
+    )
 
 
 def main(argv=None) -> int:
@@ -207,28 +223,50 @@ def main(argv=None) -> int:
     if "cifar" in parts:
         src = cifar_source(a.data_dir)
         if src is None and not TINY:
-            print("alexnet-cifar10: CIFAR-10 not found (no cifar10/ under --data-dir or "
-                  "CNNLAB_DATA, in the python layout or as class folders); row skipped")
+            print(
+                "alexnet-cifar10: CIFAR-10 not found (no cifar10/ under --data-dir or "
+                "CNNLAB_DATA, in the python layout or as class folders); row skipped"
+            )
         else:
-            over, label = src if src else (["data.name=synthetic", "data.size=32",
-                                            "data.channels=3", "data.num_test=64"],
-                                           "synthetic (tiny run)")
-            run_recipe("alexnet-cifar10", None, over + (tiny if TINY else []), runs_dir,
-                       "cnnlab train --recipe alexnet-cifar10 --data-dir DATA", out,
-                       "alexnet-cifar10", "cifar10" if src else label)
+            over, label = (
+                src
+                if src
+                else (
+                    ["data.name=synthetic", "data.size=32", "data.channels=3", "data.num_test=64"],
+                    "synthetic (tiny run)",
+                )
+            )
+            run_recipe(
+                "alexnet-cifar10",
+                None,
+                over + (tiny if TINY else []),
+                runs_dir,
+                "cnnlab train --recipe alexnet-cifar10 --data-dir DATA",
+                out,
+                "alexnet-cifar10",
+                "cifar10" if src else label,
+            )
     if "fmnist224" in parts:
         present = dataset_status("fashion-mnist", a.data_dir)[0] == "yes"
         if not present and not TINY:
             print("alexnet-fashion-mnist-224: Fashion-MNIST not found; row skipped")
         else:
-            ds = load_dataset("fashion-mnist" if present else "mnist-sample",
-                              a.data_dir, download=False)
+            ds = load_dataset(
+                "fashion-mnist" if present else "mnist-sample", a.data_dir, download=False
+            )
             if TINY:
                 ds = shrink(ds, 32)
             over = tiny + ["train.eval_batch_size=32"] if TINY else []
-            run_recipe("alexnet-fashion-mnist-224", ds, over, runs_dir,
-                       "cnnlab train --recipe alexnet-fashion-mnist-224 --data-dir DATA", out,
-                       "alexnet-fashion-mnist-224", "fashion-mnist" if present else ds.name)
+            run_recipe(
+                "alexnet-fashion-mnist-224",
+                ds,
+                over,
+                runs_dir,
+                "cnnlab train --recipe alexnet-fashion-mnist-224 --data-dir DATA",
+                out,
+                "alexnet-fashion-mnist-224",
+                "fashion-mnist" if present else ds.name,
+            )
     if "bench" in parts:
         bench(a.data_dir, out, runs_dir)
     return 0
