@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-serve install clean
+.PHONY: run test lint docs bench bench-serve install clean
 
 # The venv is (re)built when pyproject.toml changes. torch/torchvision are named
 # explicitly so pip takes the builds that sit on this machine's disk.
@@ -29,15 +29,26 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
 
-# Real Fashion-MNIST from $CNNLAB_DATA or ../shared/data; BENCH_ARGS adds flags
-# (e.g. BENCH_ARGS="--threads 1 --epochs 10").
-BENCH_DATA ?= $(or $(CNNLAB_DATA),../shared/data)
+# The documentation site (docs/ + mkdocs.yml) into site/; --strict: a broken link fails.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
+
+# Real Fashion-MNIST from $CNNLAB_DATA (or cnnlab's usual places); BENCH_ARGS adds flags
+# (e.g. BENCH_ARGS="--threads 1 --epochs 10"). The reference loops live in
+# benchmarks/references.py or, once moved, in the package (cnnlab/studies/references.py).
+BENCH_DATA ?= $(CNNLAB_DATA)
+BENCH_REFS ?= $(if $(wildcard benchmarks/references.py),benchmarks,src/cnnlab/studies)
 bench: $(STAMP)
-	$(BIN)/cnnlab bench --data-dir $(BENCH_DATA) $(BENCH_ARGS)
+	CNNLAB_BENCHMARKS=$${CNNLAB_BENCHMARKS:-$(BENCH_REFS)} $(BIN)/cnnlab bench $(if $(BENCH_DATA),--data-dir $(BENCH_DATA)) $(BENCH_ARGS)
 
 # Load test of `cnnlab serve` (torch/ONNX × micro-batching on/off); SERVE_RUN: a trained run
 # (a tiny synthetic one is trained when it does not exist).
-SERVE_RUN ?= ../runs-cache/lenet5-fashion-mnist
+SERVE_RUN ?= runs/lenet5-fashion-mnist
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve_load.py --run $(SERVE_RUN) --concurrency 32 --requests 4000
 

@@ -6,7 +6,7 @@ method at several (batch size, LR) points and prints, for each: median seconds p
 test accuracy per epoch, and the training seconds (evaluation and the one-time CUDA-graph
 capture excluded; the capture is printed apart) until 90 % and 91 %.
 
-    python benchmarks/time_to_accuracy.py --data-dir ../shared/data --device cuda \\
+    python benchmarks/time_to_accuracy.py --data-dir "$CNNLAB_DATA" --device cuda \\
         --epochs 15 --points 128:3e-3,512:6e-3,1024:8e-3 --out tta.json
 
 ``--model plain`` pins the article's plain LeNet-5 (tanh, no batch norm), as ``cnnlab bench``

@@ -1,0 +1,351 @@
+"""Render ``docs/results.md`` from the result files in ``benchmarks/results/``.
+
+    python benchmarks/render_results.py            # rewrite docs/results.md
+    python benchmarks/render_results.py --check    # exit 1 if the page is out of date
+
+Every figure on the page comes from a JSON file ``benchmarks/results/<date>-<machine>/
+<name>.json`` (command, commit, date, machine, device, torch version, seeds and the
+numbers). Where several files make the same claim, the newest wins; files marked
+``"tiny": true`` (smoke runs) are ignored. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "docs" / "results.md"
+
+# rows the accuracy table always shows: (recipe, dataset, target); a row without a result
+# file reads "not measured"
+EXPECTED = [
+    ("(defaults: make run)", "mnist-sample", "≥ 97 % in < 2 min on a CPU"),
+    ("lenet5-fashion-mnist", "fashion-mnist", "≥ 92 %"),
+    ("lenet5-fashion-mnist-pgd", "fashion-mnist", "clean ≥ 84 %"),
+    ("alexnet-fashion-mnist-224", "fashion-mnist", "≥ 92 % (d2l.ai: 88.5 %)"),
+    ("alexnet-cifar10", "cifar10", "≥ 90 %"),
+]
+
+
+def load(root: Path = RESULTS) -> list[dict]:
+    out = []
+    for f in sorted(root.glob("*/*.json")):
+        d = json.loads(f.read_text())
+        if d.get("tiny"):
+            continue
+        d["_file"] = f.relative_to(ROOT).as_posix()
+        out.append(d)
+    return out
+
+
+def where(d: dict) -> str:
+    dev = d["device"]
+    return "CPU" if dev == "cpu" else f"GPU ({dev.replace('NVIDIA ', '')})"
+
+
+def pct(x: float, nd: int = 2) -> str:
+    return f"{100 * x:.{nd}f} %"
+
+
+def mean_sd(xs: list[float], nd: int = 2) -> str:
+    if len(xs) == 1:
+        return pct(xs[0], nd)
+    m, s = statistics.mean(xs), statistics.stdev(xs)
+    return f"{100 * m:.{nd}f} ± {100 * s:.{nd}f} %"
+
+
+def newest(rs: list[dict]) -> dict:
+    return max(rs, key=lambda d: (d["date"], d["_file"]))
+
+
+def src(d: dict) -> str:
+    return f"[{d['date']}](#sources)"
+
+
+def accuracy(rs: list[dict]) -> list[str]:
+    acc = [d for d in rs if d["kind"] == "accuracy"]
+    lines = [
+        "## Accuracy per recipe and dataset",
+        "",
+        "Test accuracy at the end of the recipe's epochs; mean ± standard deviation where "
+        "several seeds ran.",
+        "",
+        "| recipe | dataset | epochs | test accuracy | seeds | target | measured on | date |",
+        "|---|---|---:|---:|---:|---|---|---|",
+    ]
+    keys = [(r, ds) for r, ds, _ in EXPECTED]
+    keys += sorted({(d["recipe"], d["dataset"]) for d in acc} - set(keys))
+    target = {(r, ds): t for r, ds, t in EXPECTED}
+    for key in keys:
+        found = [d for d in acc if (d["recipe"], d["dataset"]) == key]
+        if not found:
+            lines.append(f"| `{key[0]}` | {key[1]} | | not measured | | {target[key]} | | |")
+            continue
+        for dev in sorted({where(d) for d in found}):
+            d = newest([x for x in found if where(x) == dev])
+            name = key[0] if key[0].startswith("(") else f"`{key[0]}`"
+            lines.append(
+                f"| {name} | {key[1]} | {d['epochs']} | {mean_sd(d['test_acc'])} | "
+                f"{len(d['test_acc'])} | {target.get(key, '')} | {dev} | {src(d)} |"
+            )
+    lines.append("")
+    for d in sorted((d for d in rs if d["kind"] == "ablation"), key=lambda d: d["varied"]):
+        lines += [
+            f"### Ablation: `{d['varied']}` ({d['dataset']}, {where(d)})",
+            "",
+            f"{d['budget']}; mean ± sd over {len(d['seeds'])} seeds.",
+            "",
+            "| value | test accuracy |",
+            "|---|---:|",
+        ]
+        for k, v in d["rows"].items():
+            lines.append(f"| {k} | {100 * v['mean']:.2f} ± {100 * v['sd']:.2f} % |")
+        lines.append("")
+    return lines
+
+
+def speed(rs: list[dict]) -> list[str]:
+    lines = [
+        "## Speed against the reference loops",
+        "",
+        "`cnnlab bench` trains the article's LeNet-5 on Fashion-MNIST in three loops, "
+        "interleaved epoch by epoch: `naive` (torchvision dataset + DataLoader), `resident` "
+        "(the dataset as one device tensor) and cnnlab's trainer. The ratio is the "
+        "reference loop's median epoch time over cnnlab's: how much faster cnnlab is.",
+        "",
+        "| measured on | runs | loop | s/epoch | cnnlab faster by | test acc (cnnlab) | date |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    by_dev: dict[str, list[dict]] = {}
+    for d in (d for d in rs if d["kind"] == "speed"):
+        by_dev.setdefault(where(d), []).append(d)
+    for dev, runs in sorted(by_dev.items()):
+        day = max(d["date"] for d in runs)
+        runs = [d for d in runs if d["date"] == day]  # the newest day's runs
+        for loop in ("naive", "resident"):
+            have = [d for d in runs if loop in d["loops"]]
+            if not have:
+                continue
+            ratios = [
+                d["loops"][loop]["seconds_per_epoch"] / d["loops"]["cnnlab"]["seconds_per_epoch"]
+                for d in have
+            ]
+            secs = statistics.median(d["loops"][loop]["seconds_per_epoch"] for d in have)
+            ours = statistics.median(d["loops"]["cnnlab"]["seconds_per_epoch"] for d in have)
+            r = f"{statistics.mean(ratios):.2f}×"
+            if len(ratios) > 1:
+                r += f" (runs: {', '.join(f'{x:.2f}' for x in ratios)})"
+            acc = have[-1]["loops"]["cnnlab"]["test_acc"]
+            lines.append(
+                f"| {dev} | {len(have)} | {loop} | {secs:.3f} (cnnlab {ours:.3f}) | {r} | "
+                f"{pct(acc)} after {have[-1]['epochs']} epochs | {src(have[-1])} |"
+            )
+    lines.append("")
+    tta = [d for d in rs if d["kind"] == "time-to-accuracy"]
+    if tta:
+        d = newest(tta)
+        lines += [
+            f"### Time to accuracy ({where(d)})",
+            "",
+            "Training seconds, CUDA-graph capture and evaluation excluded.",
+            "",
+            "| model | s/epoch | to 90 % | to 91 % | accuracy at the end |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for k, v in d["rows"].items():
+            lines.append(
+                f"| {k} | {v['seconds_per_epoch']:.3f} | {v['seconds_to_90']:.2f} s | "
+                f"{v['seconds_to_91']:.2f} s | {pct(v['final_acc'])} |"
+            )
+        lines.append("")
+    alex = [d for d in rs if d["kind"] == "alexnet"]
+    if alex:
+        lines += [
+            "### AlexNet throughput against torchvision's model",
+            "",
+            "Synthetic 224 × 224 batches; images per second, training step and inference. "
+            "torchvision's `alexnet` runs in a plain eager loop in the same process.",
+            "",
+            "| measured on | batch | model | how | train img/s | infer img/s | vs torchvision "
+            "(train / infer) | date |",
+            "|---|---:|---|---|---:|---:|---|---|",
+        ]
+        for dev in sorted({where(d) for d in alex}):
+            d = newest([x for x in alex if where(x) == dev])
+            ref = d["reference"]
+            for name, v in d["models"].items():
+                lines.append(
+                    f"| {dev} | {d['batch']} | `{name}` | {v['how']} | {v['train']:,.0f} | "
+                    f"{v['infer']:,.0f} | {v['train'] / ref['train']:.2f}× / "
+                    f"{v['infer'] / ref['infer']:.2f}× | {src(d)} |"
+                )
+            lines.append(
+                f"| {dev} | {d['batch']} | torchvision `alexnet` | eager | "
+                f"{ref['train']:,.0f} | {ref['infer']:,.0f} | reference | {src(d)} |"
+            )
+        lines.append("")
+    return lines
+
+
+def serving(rs: list[dict]) -> list[str]:
+    sv = [d for d in rs if d["kind"] == "serve"]
+    if not sv:
+        return []
+    d = newest(sv)
+    lines = [
+        "## Serving load",
+        "",
+        f"`cnnlab serve` under {d['clients']} concurrent keep-alive clients, one 28 × 28 PNG "
+        f"per request ({where(d)}; {d.get('note', '')}).",
+        "",
+        "| backend, batching | predictions/s | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, v in d["rows"].items():
+        lines.append(
+            f"| {k} | {v['pred_per_s']:,} | {v['p50_ms']:.1f} ms | {v['p99_ms']:.1f} ms | "
+            f"{v['errors']} |"
+        )
+    return lines + [""]
+
+
+def robustness(rs: list[dict]) -> list[str]:
+    rb = sorted((d for d in rs if d["kind"] == "robustness"), key=lambda d: -d["clean"])
+    if not rb:
+        return []
+    eps = rb[0]["eps"]
+    lines = [
+        "## Robustness",
+        "",
+        "LeNet-5 on the Fashion-MNIST test set (10,000 images): clean accuracy, the mean over "
+        "9 corruptions × 5 severities, and L∞ attacks at pixel-scale ε (PGD-10: step ε/4, "
+        "random start).",
+        "",
+        "| run | clean | mean corruption | "
+        + " | ".join(f"FGSM ε={e}" for e in eps)
+        + " | "
+        + " | ".join(f"PGD-10 ε={e}" for e in eps)
+        + " | measured on |",
+        "|---|" + "---:|" * (2 + 2 * len(eps)) + "---|",
+    ]
+    for d in rb:
+        cells = [pct(x) for x in d["fgsm"] + d["pgd10"]]
+        lines.append(
+            f"| {d['run']} | {pct(d['clean'])} | {pct(d['mean_corruption'])} | "
+            + " | ".join(cells)
+            + f" | {where(d)}, {src(d)} |"
+        )
+    lines.append("")
+    for d in (d for d in rs if d["kind"] == "ood"):
+        lines += [
+            f"### Out-of-distribution scores ({d['run']})",
+            "",
+            "| inputs | MSP AUROC | energy AUROC | energy FPR at 95 % TPR |",
+            "|---|---:|---:|---:|",
+        ]
+        for k, v in d["rows"].items():
+            lines.append(
+                f"| {k} | {v['msp_auroc']:.3f} | {v['energy_auroc']:.3f} | "
+                f"{v['energy_fpr95']:.3f} |"
+            )
+        lines.append("")
+    return lines
+
+
+def semi(rs: list[dict]) -> list[str]:
+    lines = []
+    for d in (d for d in rs if d["kind"] == "semi"):
+        lines += [
+            "## Semi-supervised learning",
+            "",
+            f"{d['labels_per_class']} labels per class of {d['dataset']}, {d['steps']:,} "
+            f"steps, one seed ({where(d)}).",
+            "",
+            "| method | test accuracy |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {pct(v)} |" for k, v in d["rows"].items()]
+        lines.append("")
+    return lines
+
+
+def gans(rs: list[dict]) -> list[str]:
+    lines = []
+    for d in (d for d in rs if d["kind"] == "gan"):
+        lines += [
+            "## GAN scores",
+            "",
+            f"Scored by a judge classifier ({d['judge']}) on {d['samples']:,} generated and "
+            f"{d['samples']:,} real images: the Fréchet distance in the judge's feature space "
+            f"(not the Inception FID; real train vs real test: {d['floor']:.2f}) and class "
+            f"fidelity, the share of samples the judge assigns to the asked class "
+            f"({where(d)}).",
+            "",
+            "| generator | Fréchet distance | class fidelity |",
+            "|---|---:|---:|",
+        ]
+        lines += [
+            f"| {k} | {v['frechet']:.1f} | {v['fidelity']:.3f} |" for k, v in d["rows"].items()
+        ]
+        lines.append("")
+    return lines
+
+
+def sources(rs: list[dict]) -> list[str]:
+    lines = [
+        "## Sources",
+        "",
+        "| file | command | commit | machine | torch | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in rs:
+        cmd = d["command"].replace("|", "\\|")
+        lines.append(
+            f"| `{d['_file']}` | `{cmd}` | `{d['commit'][:10]}` | {d['machine']} | "
+            f"{d['torch']} | {', '.join(map(str, d['seeds']))} |"
+        )
+    return lines + [""]
+
+
+def render(rs: list[dict] | None = None) -> str:
+    rs = load() if rs is None else rs
+    head = [
+        "# Results",
+        "",
+        "<!-- generated by benchmarks/render_results.py from benchmarks/results/; "
+        "do not edit by hand -->",
+        "",
+        "Every figure below is read from a result file under `benchmarks/results/` that "
+        "records the command, commit, date, machine, device, torch version and seeds; the "
+        "[sources](#sources) table lists them. GPU figures say which card. CPU figures come "
+        "from a 2-core development machine, often shared with other jobs, so CPU times are "
+        "upper bounds; ratios were measured with the compared loops interleaved. Rows marked "
+        "*not measured* need a GPU run (`benchmarks/gpu_results.sh`).",
+        "",
+    ]
+    body = accuracy(rs) + speed(rs) + serving(rs) + robustness(rs) + semi(rs) + gans(rs)
+    return "\n".join(head + body + sources(rs)).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Render docs/results.md from benchmarks/results/.")
+    p.add_argument("--check", action="store_true", help="fail if the page is out of date")
+    a = p.parse_args(argv)
+    page = render()
+    if a.check:
+        if not PAGE.is_file() or PAGE.read_text() != page:
+            print(f"{PAGE} is out of date: run python benchmarks/render_results.py")
+            return 1
+        return 0
+    PAGE.write_text(page)
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
