@@ -39,12 +39,10 @@ docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
 # Real Fashion-MNIST from $CNNLAB_DATA (or cnnlab's usual places); BENCH_ARGS adds flags
-# (e.g. BENCH_ARGS="--threads 1 --epochs 10"). The reference loops live in
-# benchmarks/references.py or, once moved, in the package (cnnlab/studies/references.py).
+# (e.g. BENCH_ARGS="--threads 1 --epochs 10"). The reference loops ship in the package.
 BENCH_DATA ?= $(CNNLAB_DATA)
-BENCH_REFS ?= $(if $(wildcard benchmarks/references.py),benchmarks,src/cnnlab/studies)
 bench: $(STAMP)
-	CNNLAB_BENCHMARKS=$${CNNLAB_BENCHMARKS:-$(BENCH_REFS)} $(BIN)/cnnlab bench $(if $(BENCH_DATA),--data-dir $(BENCH_DATA)) $(BENCH_ARGS)
+	$(BIN)/cnnlab bench $(if $(BENCH_DATA),--data-dir $(BENCH_DATA)) $(BENCH_ARGS)
 
 # Load test of `cnnlab serve` (torch/ONNX × micro-batching on/off); SERVE_RUN: a trained run
 # (a tiny synthetic one is trained when it does not exist).

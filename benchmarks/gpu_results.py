@@ -142,15 +142,7 @@ def bench(data_dir, out: Path, runs_dir: Path) -> None:
         args += ["--data-dir", data_dir] if data_dir else []
     cmd = [sys.executable, "-m", "cnnlab", "bench", *args, "--out", str(raw)]
     print("$ cnnlab bench " + " ".join(args), flush=True)
-    env = dict(os.environ)
-    if "CNNLAB_BENCHMARKS" not in env:  # the reference loops: benchmarks/ or the package
-        import cnnlab.studies
-
-        old = ROOT / "benchmarks" / "references.py"
-        env["CNNLAB_BENCHMARKS"] = str(
-            old.parent if old.is_file() else Path(cnnlab.studies.__file__).parent
-        )
-    subprocess.run(cmd, check=True, stdout=sys.stdout, stderr=sys.stderr, env=env)
+    subprocess.run(cmd, check=True, stdout=sys.stdout, stderr=sys.stderr)
     d = json.loads(raw.read_text())
     loops = {
         k: {

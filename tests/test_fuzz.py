@@ -23,7 +23,6 @@ from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.train.validate import validate
 
 # examples per property; CNNLAB_FUZZ_EXAMPLES=5000 for a long random campaign
-# (see notes/BENCH-reliability.md for the totals tried)
 N = int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=N,

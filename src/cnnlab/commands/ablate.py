@@ -12,7 +12,7 @@ mean ± std test accuracy, final train loss and time, plus overlaid learning cur
 one study directory (runs/<study>/). Re-running the same command skips finished runs.
 Runs are sequential; with several CUDA GPUs they run in parallel, one process per GPU.
 Examples:
-  cnnlab ablate --recipe lenet5-fashion-mnist --data-dir ../shared/data \\
+  cnnlab ablate --recipe lenet5-fashion-mnist --data-dir DATA \\
       --vary model.activation=relu,tanh,sigmoid,elu --epochs 3 --seeds 3
   cnnlab ablate --recipe lenet5-fashion-mnist --vary optim.name=sgd,adam \\
       --vary model.batch_norm=none,conv --epochs 5

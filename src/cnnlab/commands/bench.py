@@ -15,9 +15,9 @@ epoch; then cnnlab's epoch time against batch size and dataset size, and AlexNet
 images/s against torchvision's alexnet. Prints a table and saves JSON.
 Examples:
   cnnlab bench --quick                      # tiny synthetic data, seconds
-  cnnlab bench --data-dir ../shared/data --threads 2      # 15 epochs by default
-  cnnlab bench --device cuda --data-dir ../shared/data     # on a GPU: CUDA-graph trainer
-  cnnlab bench --data-dir ../shared/data --set train.batch_size=256 --no-alexnet
+  cnnlab bench --data-dir DATA --threads 2      # 15 epochs by default
+  cnnlab bench --device cuda --data-dir DATA     # on a GPU: CUDA-graph trainer
+  cnnlab bench --data-dir DATA --set train.batch_size=256 --no-alexnet
 """
 
 
@@ -163,8 +163,8 @@ def run(args) -> int:
             row = [name, f"{r['train_images_per_s']:,.1f}", f"{r['infer_images_per_s']:,.1f}"]
             if graphs:
                 row += [
-                    bench._fmt(r.get("graph_train_images_per_s"), "{:,.1f}"),
-                    bench._fmt(r.get("graph_infer_images_per_s"), "{:,.1f}"),
+                    bench.fmt(r.get("graph_train_images_per_s"), "{:,.1f}"),
+                    bench.fmt(r.get("graph_infer_images_per_s"), "{:,.1f}"),
                 ]
             notes = [
                 f"{what}train {r[p + 'train_vs_torchvision']:.2f}×, "

@@ -14,7 +14,7 @@ a Fréchet distance in the judge's penultimate feature space (NOT the Inception 
 and, for the conditional model, the share of samples the judge puts in their intended
 class; both are plotted in fid.png.
 Examples:
-  cnnlab gan --dataset fashion-mnist --data-dir ../shared/data --conditional --epochs 10 \\
+  cnnlab gan --dataset fashion-mnist --data-dir DATA --conditional --epochs 10 \\
       --judge runs/lenet5-fashion-mnist
   cnnlab gan --resume runs/dcgan-conditional-fashion-mnist-20261126-160000 --epochs 20
   cnnlab gan --dataset fashion-mnist --conditional --set aux_weight=1   # AC-GAN

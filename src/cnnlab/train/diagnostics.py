@@ -16,8 +16,7 @@ Each epoch appends one JSON line to ``<run>/gradients.jsonl``. ``flags`` names
 *exploding* ones (a non-finite gradient, or the first layer's > 1e2 × the last layer's).
 Why 1e-2 and not 1e-3: on Fashion-MNIST an all-sigmoid LeNet-5 without batch norm stays
 at chance (10 %) with a first/last ratio of 1.2e-3 to 2.3e-3, while every run that learns
-(ReLU or sigmoid, with or without batch norm) sits between 0.4 and 1.2 (notes/BENCH-
-generalisation.md).
+(ReLU or sigmoid, with or without batch norm) sits between 0.4 and 1.2.
 """
 
 from __future__ import annotations
