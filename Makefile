@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint docs bench bench-serve install clean
+.PHONY: run test test-slow lint docs bench bench-serve install clean
 
 # The venv is (re)built when pyproject.toml changes. torch/torchvision are named
 # explicitly so pip takes the builds that sit on this machine's disk.
@@ -20,8 +20,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/cnnlab train
 
+# The suite without the `slow` tests (minutes); `make test-slow` runs the slow ones (the
+# kill-and-resume campaigns, the wheel, the docs site, the notebooks, the README tour).
+# CI runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+test-slow: $(DOCS_STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
 
 # lint-imports: the floors of pyproject's [tool.importlinter] (imports point down, no cycles)
 lint: $(STAMP)
