@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,9 @@ def test_gpu_results_script_tiny_on_cpu(tmp_path):
     spec = importlib.util.spec_from_file_location("rr", ROOT / "benchmarks" / "render_results.py")
     rr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rr)
-    assert rr.load(tmp_path) == []  # smoke results are never rendered
+    iso = tmp_path / "iso"  # the result files alone, as <folder>/<name>.json
+    shutil.copytree(out, iso / "results")
+    assert rr.load(iso) == []  # smoke results are never rendered
 
 
 def test_without_cifar10_the_row_is_skipped_with_one_line(tmp_path):
