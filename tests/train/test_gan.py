@@ -59,6 +59,7 @@ def fake_trainer(cfg: Config, run_dir: Path):
         dist=SimpleNamespace(enabled=False, main=True, rank=0, world=1),
         generator=torch.Generator(device=rt.device).manual_seed(cfg.train.seed),
         run_dir=run_dir,
+        history=[],
     )
 
 

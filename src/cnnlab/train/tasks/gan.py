@@ -25,7 +25,6 @@ from cnnlab.errors import ConfigError
 from cnnlab.models.gan import SIZES, create_gan
 from cnnlab.report.gan import grid_png, plot_gan_history
 from cnnlab.runs.files import atomic_write_bytes
-from cnnlab.runs.layout import read_metrics
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
 
@@ -267,8 +266,8 @@ class GanTask(Task):
             png = grid_png(self.sample_fixed(), self.grid_cols)
             atomic_write_bytes(run_dir / "samples" / f"epoch_{epoch:03d}.png", png)
             if self._last:
-                # metrics.jsonl holds the epochs before this one (it is written after this)
-                past = [r for r in read_metrics(run_dir) if r.get("epoch", 0) < epoch]
+                # the trainer's history holds the epochs before this one (resumed ones too)
+                past = [r for r in tr.history if r.get("epoch", 0) < epoch]
                 plot_gan_history(
                     run_dir, [*past, {"epoch": epoch, **self._last, **m}], self.fd_real
                 )
