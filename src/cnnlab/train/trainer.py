@@ -472,12 +472,8 @@ class Trainer:
                 for key, v in extra.items():
                     if key in sums:
                         sums[key] += v
-                    else:
-                        sums[key] = (
-                            v.clone()
-                            if isinstance(v, torch.Tensor)
-                            else torch.tensor(v, device=self.rt.device)
-                        )
+                    else:  # the epoch's first step: a copy (a graph overwrites its outputs)
+                        sums[key] = v.clone()
                 n += k
             if self._step_end(epoch, i + 1, st, loss, sums, n, t0):
                 return None

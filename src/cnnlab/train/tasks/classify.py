@@ -220,7 +220,7 @@ class ClassifyTask(Task):
         if self.whole is not None:
             self._capture_whole()  # once, before the order is drawn (it restores the RNG)
         self.order = ld.order() if hasattr(ld, "order") else None
-        self._batches = None
+        self._started = False
 
     def _capture_whole(self) -> None:
         """Capture the whole-step graph once (CUDA only); on failure, step eagerly."""
@@ -247,14 +247,15 @@ class ClassifyTask(Task):
         return itertools.islice(iter(ld), start, None)
 
     def step(self, i: int):
-        if self.whole is not None:
-            if i == 0 or self._batches is None:
+        if not self._started:  # the epoch's first step here: fresh, or after a resume
+            self._started = True
+            if self.whole is not None:
                 self.whole.start_epoch(self.order, i)
-                self._batches = True
+            else:
+                self._batches = iter(self.batches(i))
+        if self.whole is not None:
             loss, corr = self.whole()
             return loss, self.whole.bs, {"correct": corr}
-        if self._batches is None:
-            self._batches = iter(self.batches(i))
         x, y = next(self._batches)
         loss, corr = self.step_fn(x, y)
         return loss, len(y), {"correct": corr}
