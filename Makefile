@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
 .PHONY: run test test-slow lint docs bench bench-serve install clean
 
@@ -36,7 +37,6 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # The documentation site (docs/ + mkdocs.yml) into site/; --strict: a broken link fails.
-DOCS_STAMP := $(VENV)/.installed-docs
 $(DOCS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[dev,docs]"
 	touch $(DOCS_STAMP)
