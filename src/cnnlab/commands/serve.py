@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from cnnlab.commands._common import add_checkpoint_arg
 
 ORDER = 61
@@ -25,14 +27,56 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=64, help="images per forward (1 = no batching)")
     p.add_argument(
-        "--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill (ms)"
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="extra wait for a batch to fill (ms); 0 (default): batch only requests already waiting",
     )
     p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit (MiB)")
     p.add_argument("--max-images", type=int, default=64, help="images per request")
     p.add_argument(
         "--max-pixels", type=int, default=4_000_000, help="pixels per image (decompression bombs)"
     )
+    p.add_argument(
+        "--max-request-pixels",
+        type=int,
+        default=8_000_000,
+        help="pixels of all images in one request, read from their headers before decoding",
+    )
+    p.add_argument(
+        "--max-json-values",
+        type=int,
+        default=262_144,
+        help="numbers in JSON pixel arrays per request",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0 = default)")
+    p.add_argument("--decode-workers", type=int, default=2, help="threads decoding request bodies")
+    p.add_argument(
+        "--read-timeout", type=float, default=10.0, help="seconds a request body may take to arrive"
+    )
+    g = p.add_argument_group("access")
+    g.add_argument(
+        "--api-key",
+        help="bearer token required on every endpoint but /healthz (default: $CNNLAB_API_KEY); "
+        "needed to bind anything but loopback",
+    )
+    g.add_argument(
+        "--insecure", action="store_true", help="bind a non-loopback --host without an API key"
+    )
+    g.add_argument("--public-metrics", action="store_true", help="/metrics without the token")
+    g.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from this origin (repeatable; default: no CORS)",
+    )
+    g.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        help="requests/s per client address on /v1/* (bursts of twice that; 0 = off)",
+    )
     add_checkpoint_arg(p)
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run)
@@ -51,7 +95,24 @@ def run(args) -> int:
         max_body_mb=args.max_body_mb,
         max_images=args.max_images,
         max_pixels=args.max_pixels,
+        max_request_pixels=args.max_request_pixels,
+        max_json_values=args.max_json_values,
         threads=args.threads,
+        decode_workers=args.decode_workers,
+        read_timeout_s=args.read_timeout,
+        api_key=args.api_key or os.environ.get("CNNLAB_API_KEY") or None,
+        public_metrics=args.public_metrics,
+        cors_origins=tuple(args.cors_origin),
+        rate_limit=args.rate_limit,
     )
-    serve(args.run, args.backend, args.host, args.port, cfg, args.log_level, args.which)
+    serve(
+        args.run,
+        args.backend,
+        args.host,
+        args.port,
+        cfg,
+        args.log_level,
+        args.which,
+        insecure=args.insecure,
+    )
     return 0

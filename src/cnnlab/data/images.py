@@ -63,9 +63,27 @@ def load_image(
         raise CnnlabError(f"{label}: not a readable image ({type(e).__name__})") from None
 
 
+def to_8bit(im):
+    """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert("L") clips them:
+    every 16-bit value above 255 would turn white). Other modes pass through."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im, dtype=np.int64)
+        if im.mode == "I" and a.size and 0 <= a.min() and a.max() <= 255:
+            return Image.fromarray(a.astype(np.uint8), "L")  # 8-bit content in a 32-bit mode
+        a = np.clip(a, 0, 65535)
+        return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if im.mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0  # [0, 1] floats or 0-255 floats
+        return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L")
+    return im
+
+
 def pil_to_input(im, channels: int, size: int) -> np.ndarray:
-    """A decoded PIL image → uint8 (C, size, size): transparency on white, mode, resize."""
-    if im.mode in ("RGBA", "LA", "P"):
+    """A decoded PIL image → uint8 (C, size, size): bit depth, transparency on white, mode,
+    resize."""
+    im = to_8bit(im)
+    if im.mode in ("RGBA", "LA", "P", "PA", "La"):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)

@@ -1,26 +1,30 @@
-"""The inference server: FastAPI app with dynamic micro-batching, metrics and hard input limits.
+"""The inference server: FastAPI app with adaptive micro-batching, metrics and hard limits.
 
 Endpoints: ``POST /v1/predict`` (multipart images, a raw image body, or JSON with base64
 images / pixel arrays) → top-k + OOD score/flag; ``POST /v1/saliency`` (torch backend);
-``GET /v1/model``; ``GET /healthz``; ``GET /metrics`` (Prometheus); ``/docs``; ``/`` (web page).
+``GET /v1/model``; ``GET /healthz``; ``GET /metrics`` (Prometheus); ``/docs`` (Swagger UI,
+served offline); ``/`` (web page).
 
-Every model call goes through one worker thread fed by :class:`MicroBatcher`: requests that
-arrive within ``max_wait_ms`` of each other are concatenated into one forward pass of at most
-``max_batch`` images. One worker keeps torch/ORT threads from fighting over the cores.
+The event loop only moves bytes. Request bodies are parsed, validated and decoded in a
+bounded pool of decode threads (``bodies.py``: sizes are checked from headers and list
+shapes before any decoding); every model call runs on one model thread fed by
+:class:`MicroBatcher`, which batches only requests that are already waiting (an idle
+server answers at once). One model thread keeps torch/ORT threads from fighting over the
+cores.
 
 Bad input raises :class:`InputError` (a CnnlabError with an HTTP status) and becomes a 4xx
-JSON ``{"error": ...}``; the body size is enforced on Content-Length and while streaming.
-Weights come only from safetensors checkpoints or ONNX files (nothing is unpickled).
+JSON ``{"error": ...}`` — the one error shape, 404 and 405 included; the body size is
+enforced on Content-Length and while streaming, the body must arrive within
+``read_timeout_s``, and a client that hangs up mid-request is logged as one info line and
+counted apart from errors. Weights come only from safetensors checkpoints or ONNX files.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import io
-import json
+import logging
 import socket
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,16 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
-from PIL import Image
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.concurrency import run_in_threadpool
+from fastapi import Request
 
-from cnnlab.analysis.ood import ood_flags
-from cnnlab.data.images import load_image, maybe_invert, pil_to_input
+from cnnlab.deploy.bodies import InputError, Limits, parse_request, to_batch
 from cnnlab.deploy.export import (
     example_pixels,
     export_metadata,
@@ -46,37 +43,57 @@ from cnnlab.deploy.export import (
     pixel_model,
     session_metadata,
 )
+from cnnlab.deploy.security import is_loopback, send_error
 from cnnlab.errors import CnnlabError, choices_msg
 
 STATIC = Path(__file__).with_name("static")
 ENDPOINTS = ("/v1/predict", "/v1/saliency", "/v1/model", "/healthz", "/metrics", "/")
-
-
-class InputError(CnnlabError):
-    """A bad request: ``status`` is the HTTP code it is answered with."""
-
-    def __init__(self, msg: str, status: int = 400):
-        super().__init__(msg)
-        self.status = status
+log = logging.getLogger("cnnlab.serve")
+__all__ = ["InputError", "MicroBatcher", "ServeConfig", "create_app", "open_backend", "serve"]
 
 
 @dataclass
 class ServeConfig:
     max_batch: int = 64  # images per forward pass; 1 disables micro-batching
-    max_wait_ms: float = 2.0  # how long the first request of a batch waits for company
+    max_wait_ms: float = 0.0  # extra wait for company; 0: batch only what is already waiting
     max_body_mb: float = 8.0
     max_images: int = 64  # per request
     max_pixels: int = 4_000_000  # per image, checked from the header before decoding
+    max_request_pixels: int = 8_000_000  # all images of one request, from their headers
+    max_json_values: int = 262_144  # numbers in a request's JSON pixel arrays
     top_k: int = 3
     threads: int = 0  # torch / ORT intra-op threads (0 = library default)
+    decode_workers: int = 2  # threads that parse and decode request bodies
+    read_timeout_s: float = 10.0  # the whole body must arrive within this
+    api_key: str | None = None  # bearer token; None: no auth (loopback or --insecure)
+    public_metrics: bool = False  # /metrics without the token
+    cors_origins: tuple[str, ...] = ()  # no CORS headers unless origins are named
+    rate_limit: float = 0.0  # requests/s per client on /v1/* (0: off), bursts of twice that
 
     def check(self) -> ServeConfig:
-        for k in ("max_batch", "max_images", "max_pixels", "top_k"):
+        for k in (
+            "max_batch",
+            "max_images",
+            "max_pixels",
+            "max_request_pixels",
+            "max_json_values",
+            "top_k",
+            "decode_workers",
+        ):
             if int(getattr(self, k)) < 1:
                 raise CnnlabError(f"--{k.replace('_', '-')} must be ≥ 1")
-        if self.max_wait_ms < 0 or self.max_body_mb <= 0:
-            raise CnnlabError("--max-wait-ms must be ≥ 0 and --max-body-mb > 0")
+        if self.max_wait_ms < 0 or self.max_body_mb <= 0 or self.read_timeout_s <= 0:
+            raise CnnlabError("--max-wait-ms must be ≥ 0, --max-body-mb and --read-timeout > 0")
+        if self.rate_limit < 0:
+            raise CnnlabError("--rate-limit must be ≥ 0 (0 = off)")
+        if self.api_key is not None and len(self.api_key) < 8:
+            raise CnnlabError("the API key must have at least 8 characters")
         return self
+
+    def limits(self) -> Limits:
+        return Limits(
+            self.max_images, self.max_pixels, self.max_request_pixels, self.max_json_values
+        )
 
 
 # --------------------------------------------------------------------------- backends
@@ -233,122 +250,20 @@ class MicroBatcher:
                 i += len(xi)
 
 
-# --------------------------------------------------------------------------- decoding
-
-
-def decode_bytes(data: bytes, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
-    if not data:
-        raise InputError(f"{name}: empty image")
-    try:
-        return load_image(io.BytesIO(data), channels, size, max_pixels=max_pixels, name=name)
-    except InputError:
-        raise
-    except CnnlabError as e:  # load_image's size refusals say "limit" / "too large"
-        msg = str(e)
-        raise InputError(msg, 413 if "limit" in msg or "too large" in msg else 400) from None
-
-
-def decode_pixels(obj, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
-    """A nested list (H, W) or (C, H, W) of numbers 0–255 → uint8 (C, size, size)."""
-    if not isinstance(obj, list) or not obj:
-        raise InputError(f"{name}: pixels must be a non-empty nested list (H, W) or (C, H, W)")
-    try:
-        a = np.asarray(obj, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise InputError(f"{name}: pixels must be a rectangular array of numbers") from None
-    if a.ndim == 2:
-        a = a[None]
-    if a.ndim != 3 or a.shape[0] not in (1, 3) or min(a.shape) < 1:
-        raise InputError(
-            f"{name}: pixels must have shape (H, W) or (C, H, W) with C 1 or 3, got {a.shape}"
-        )
-    if a.shape[1] * a.shape[2] > max_pixels:
-        raise InputError(
-            f"{name}: {a.shape[1]}×{a.shape[2]} pixels exceed the limit {max_pixels}", 413
-        )
-    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
-        raise InputError(f"{name}: pixel values must be finite numbers in [0, 255]")
-    u8 = np.rint(a).astype(np.uint8)
-    if u8.shape[0] == channels and u8.shape[1:] == (size, size):
-        return u8
-    im = Image.fromarray(u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0))
-    return pil_to_input(im, channels, size)
-
-
-def decode_b64(s, channels: int, size: int, max_pixels: int, name: str) -> np.ndarray:
-    if not isinstance(s, str):
-        raise InputError(f"{name}: expected a base64 string")
-    if s.startswith("data:"):  # a data URL from a browser canvas
-        s = s.partition(",")[2]
-    try:
-        data = base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError):
-        raise InputError(f"{name}: not valid base64") from None
-    return decode_bytes(data, channels, size, max_pixels, name)
-
-
-def parse_multipart(body: bytes, content_type: str, max_files: int):
-    """multipart/form-data already in memory (the body limit bounds it) → ([(filename, bytes)],
-    {field: str}). python-multipart's parser with in-memory callbacks: a third of the cost of
-    Starlette's form() (no spooled temp file per part), which matters on the hot path."""
-    boundary = parse_options_header(content_type)[1].get(b"boundary")
-    if not boundary:
-        raise InputError("multipart body without a boundary in its Content-Type")
-    if not body:
-        raise InputError("empty multipart body")
-    files: list[tuple[str, bytes]] = []
-    fields: dict[str, str] = {}
-    part: dict = {}
-    name, value, data = [], [], []
-
-    def on_part_begin():
-        part.clear()
-        data.clear()
-
-    def on_header_end():
-        part[b"".join(name).lower()] = b"".join(value)
-        name.clear()
-        value.clear()
-
-    def on_part_end():
-        disp = parse_options_header(part.get(b"content-disposition", b""))[1]
-        key = disp.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in disp:
-            if len(files) >= max_files:
-                raise InputError(f"more than {max_files} images in one request (--max-images)", 413)
-            files.append((disp[b"filename"].decode("utf-8", "replace") or key, b"".join(data)))
-        elif len(fields) < 16:
-            fields[key] = b"".join(data)[:256].decode("utf-8", "replace")
-
-    callbacks = {
-        "on_part_begin": on_part_begin,
-        "on_header_field": lambda d, a, b: name.append(d[a:b]),
-        "on_header_value": lambda d, a, b: value.append(d[a:b]),
-        "on_header_end": on_header_end,
-        "on_part_data": lambda d, a, b: data.append(d[a:b]),
-        "on_part_end": on_part_end,
-    }
-    try:
-        p = MultipartParser(boundary, callbacks)
-        p.write(body)
-        p.finalize()
-    except MultipartParseError as e:
-        raise InputError(f"bad multipart body ({str(e)[:100]})") from None
-    return files, fields
-
-
 # --------------------------------------------------------------------------- the app
 
 
-class _BodyTooLarge(InputError):
-    pass
+class ClientGone(Exception):
+    """The client closed the connection before its request body arrived."""
 
 
 class Guard:
-    """Pure-ASGI middleware: body size limit (header and stream), latency and status metrics."""
+    """Pure-ASGI middleware around everything: body size limit (header and stream), read
+    timeout, client disconnects, latency and status metrics."""
 
-    def __init__(self, app, max_bytes: int, metrics: dict):
+    def __init__(self, app, max_bytes: int, read_timeout_s: float, metrics: dict):
         self.app, self.max_bytes, self.m = app, max_bytes, metrics
+        self.read_timeout = read_timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -364,6 +279,32 @@ class Guard:
             await send(msg)
 
         limit = self.max_bytes
+        seen, done = 0, False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout
+
+        async def _receive():
+            nonlocal seen, done
+            if done:  # the body is in; what follows is a wait for the disconnect
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:  # not the builtin before 3.11
+                raise InputError(
+                    f"request body not received within {self.read_timeout:g} s (--read-timeout)",
+                    408,
+                ) from None
+            if msg["type"] == "http.disconnect":
+                raise ClientGone
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                done = not msg.get("more_body", False)
+                if seen > limit:
+                    raise InputError(
+                        f"request body exceeds the limit of {limit} bytes (--max-body-mb)", 413
+                    )
+            return msg
+
         try:
             for k, v in scope.get("headers", []):
                 if k == b"content-length":
@@ -372,50 +313,29 @@ class Guard:
                     except ValueError:
                         raise InputError("invalid Content-Length header") from None
                     if cl > limit:
-                        raise _BodyTooLarge(
+                        raise InputError(
                             f"request body of {cl} bytes exceeds the limit of {limit} bytes "
                             "(--max-body-mb)",
                             413,
                         )
-            seen = 0
-
-            async def _receive():
-                nonlocal seen
-                msg = await receive()
-                if msg["type"] == "http.request":
-                    seen += len(msg.get("body", b""))
-                    if seen > limit:
-                        raise _BodyTooLarge(
-                            f"request body exceeds the limit of {limit} bytes (--max-body-mb)",
-                            413,
-                        )
-                return msg
-
             await self.app(scope, _receive, _send)
+        except ClientGone:
+            status["code"] = 499  # nginx's "client closed request": not a server error
+            self.m["disconnects"].labels(endpoint).inc()
+            client = (scope.get("client") or ("?", 0))[0]
+            log.info(
+                "client %s hung up during %s %s after %d bytes", client, scope["method"], path, seen
+            )
         except InputError as e:
             if status["started"]:
                 raise
-            await _json_response(send, e.status, {"error": str(e)})
+            extra = [(b"connection", b"close")] if e.status in (408, 413) else []
+            await send_error(send, e.status, str(e), extra)
             status["code"] = e.status
             self.m["errors"].labels(endpoint, type(e).__name__).inc()
         finally:
             self.m["requests"].labels(endpoint, str(status["code"])).inc()
             self.m["latency"].labels(endpoint).observe(time.perf_counter() - t0)
-
-
-async def _json_response(send, status: int, obj: dict) -> None:
-    body = json.dumps(obj).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _metrics():
@@ -425,7 +345,10 @@ def _metrics():
     return {
         "registry": reg,
         "requests": Counter(
-            "cnnlab_requests", "HTTP requests", ["endpoint", "status"], registry=reg
+            "cnnlab_requests",
+            "HTTP requests by status (499: client hung up)",
+            ["endpoint", "status"],
+            registry=reg,
         ),
         "latency": Histogram(
             "cnnlab_request_latency_seconds",
@@ -444,13 +367,41 @@ def _metrics():
         "errors": Counter(
             "cnnlab_errors", "requests answered with an error", ["endpoint", "kind"], registry=reg
         ),
+        "disconnects": Counter(
+            "cnnlab_client_disconnects",
+            "requests whose client hung up before sending its body (not errors)",
+            ["endpoint"],
+            registry=reg,
+        ),
     }
 
 
+def docs_assets() -> Path | None:
+    """Swagger UI's files from the fastapi-offline package (no CDN), if it is installed."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    p = Path(fastapi_offline.__file__).with_name("static")
+    return p if (p / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(backend: Backend, config: ServeConfig | None = None):
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.staticfiles import StaticFiles
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.exceptions import HTTPException
+
+    from cnnlab.analysis.ood import ood_flags
+    from cnnlab.deploy import schema as sc
+    from cnnlab.deploy.security import BearerAuth, RateLimit
 
     cfg = (config or ServeConfig()).check()
+    limits = cfg.limits()
     md = backend.meta
     classes = md["classes"]
     c, s = md["input"]["shape"][1], md["input"]["shape"][2]
@@ -463,13 +414,18 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         cfg.max_wait_ms,
         on_batch=lambda n: m["batch"].observe(n),
     )
+    decode_pool = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="cnnlab-decode")
     app = FastAPI(
         title="cnnlab inference",
-        version=md.get("cnnlab_version", "?"),
+        version=md.get("cnnlab_version") or "?",
         description=f"{md['model'].get('name', 'model')} on {md.get('dataset')}: "
-        f"{len(classes)} classes, input {c}×{s}×{s}",
+        f"{len(classes)} classes, input {c}×{s}×{s}. Every error answers "
+        '`{"error": "..."}`.',
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.backend, app.state.config, app.state.batcher = backend, cfg, batcher
+    app.state.decode_pool = decode_pool
 
     @app.exception_handler(CnnlabError)
     async def _user_error(request, exc: CnnlabError):
@@ -478,96 +434,41 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         m["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
         return JSONResponse({"error": str(exc)}, status_code=status)
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, exc: HTTPException):  # 404, 405: the same error shape
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        first = (exc.errors() or [{}])[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid request')}"}, 422)
+
     @app.exception_handler(Exception)
     async def _server_error(request, exc: Exception):
-        m["errors"].labels("other", type(exc).__name__).inc()
+        path = request.url.path
+        m["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
         return JSONResponse(
             {"error": f"internal error ({type(exc).__name__}); the server keeps running"},
             status_code=500,
         )
 
-    async def read_images(request: Request) -> tuple[list[np.ndarray], dict]:
-        """Every accepted way of sending images → list of uint8 (C, S, S), options."""
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        opts = dict(request.query_params)
-        raw: list[tuple[str, bytes]] = []
-        decoded: list[np.ndarray] = []
-        if ctype == "multipart/form-data":
-            files, fields = parse_multipart(
-                await request.body(), request.headers["content-type"], cfg.max_images
-            )
-            raw.extend(files)
-            for k, v in fields.items():
-                opts.setdefault(k, v)
-        elif ctype in ("application/json", ""):
-            body = await request.body()
-            if not body:
-                raise InputError(
-                    "empty request body; send images as multipart files, a raw image or JSON "
-                    '{"images": [base64, ...]} / {"pixels": [[[...]]]}'
-                )
-            if ctype == "" and body.lstrip()[:1] not in (b"{", b"["):
-                raw.append(("body", body))
-            else:
-                try:
-                    obj = json.loads(body)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise InputError("body is not valid JSON") from None
-                if not isinstance(obj, dict) or not ({"images", "pixels"} & obj.keys()):
-                    raise InputError(
-                        'JSON must be an object with "images" (list of base64 PNG/JPEG) '
-                        'or "pixels" (list of (H, W) or (C, H, W) arrays, 0–255)'
-                    )
-                for key in ("images", "pixels"):
-                    if key in obj and not isinstance(obj[key], list):
-                        raise InputError(f'"{key}" must be a list')
-                n = len(obj.get("images", [])) + len(obj.get("pixels", []))
-                _check_count(n, cfg.max_images)
-                for k in ("top_k", "invert"):
-                    if k in obj:
-                        opts[k] = obj[k]
-                for i, im in enumerate(obj.get("images", [])):
-                    decoded.append(decode_b64(im, c, s, cfg.max_pixels, f"images[{i}]"))
-                for i, px in enumerate(obj.get("pixels", [])):
-                    decoded.append(decode_pixels(px, c, s, cfg.max_pixels, f"pixels[{i}]"))
-        elif ctype.startswith("image/") or ctype == "application/octet-stream":
-            raw.append(("body", await request.body()))
-        else:
-            raise InputError(
-                f"unsupported content type {ctype!r}; use multipart/form-data, "
-                "application/json or image/*",
-                415,
-            )
-        _check_count(len(raw) + len(decoded), cfg.max_images)
-        big = sum(len(b) for _, b in raw) > 256_000
-        for name, data in raw:
-            if big:  # large images decode off the event loop
-                decoded.append(
-                    await run_in_threadpool(decode_bytes, data, c, s, cfg.max_pixels, name)
-                )
-            else:
-                decoded.append(decode_bytes(data, c, s, cfg.max_pixels, name))
-        return decoded, opts
+    async def read_images(request: Request):
+        """The body, parsed and decoded in the decode pool → uint8 images and options."""
+        body = await request.body()
+        ctype = request.headers.get("content-type", "")
+        query = {k: v for k, v in request.query_params.items() if k in ("top_k", "invert")}
+        return await asyncio.get_running_loop().run_in_executor(
+            decode_pool, parse_request, body, ctype, query, limits, c, s
+        )
 
-    def options(opts: dict) -> tuple[int, str]:
-        try:
-            k = int(opts.get("top_k", cfg.top_k))
-        except (TypeError, ValueError):
-            raise InputError("top_k must be an integer") from None
-        if k < 1:
-            raise InputError("top_k must be ≥ 1")
-        inv = str(opts.get("invert", "auto"))
-        if inv not in ("auto", "always", "never"):
-            raise InputError(choices_msg("invert mode", inv, ("auto", "always", "never")))
-        return min(k, len(classes)), inv
-
-    def to_pixels(arrs: list[np.ndarray], invert: str) -> tuple[np.ndarray, list[bool]]:
-        out, flags = [], []
-        for a in arrs:
-            a, f = maybe_invert(a, mean, invert)
-            out.append(a)
-            flags.append(f)
-        return np.stack(out).astype(np.float32) / 255.0, flags  # (B, C, S, S) in [0, 1]
+    async def prepare(request: Request):
+        p = await read_images(request)
+        k = min(p.top_k or cfg.top_k, len(classes))
+        x, flags = await asyncio.get_running_loop().run_in_executor(
+            decode_pool, to_batch, p.images, mean, p.invert
+        )
+        return x, flags, k
 
     def describe(logits: np.ndarray, k: int, flags: list[bool]) -> list[dict]:
         z = logits - logits.max(1, keepdims=True)
@@ -575,8 +476,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         p /= p.sum(1, keepdims=True)
         scores = None
         if ood:
-            sc, fl = ood_flags(torch.from_numpy(np.ascontiguousarray(logits)), ood)
-            scores = list(zip(sc.tolist(), fl.tolist(), strict=True))
+            sc_, fl = ood_flags(torch.from_numpy(np.ascontiguousarray(logits)), ood)
+            scores = list(zip(sc_.tolist(), fl.tolist(), strict=True))
         out = []
         for i, pi in enumerate(p):
             top = np.argsort(-pi)[:k]
@@ -597,29 +498,41 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
             out.append(r)
         return out
 
-    @app.post("/v1/predict", summary="classify one or more images")
+    body_doc = {"requestBody": sc.predict_body(cfg.max_images), "parameters": sc.QUERY_OPTIONS}
+    input_errors = sc.error_responses(400, 408, 413, 415)
+
+    @app.post(
+        "/v1/predict",
+        summary="classify one or more images",
+        response_model=sc.PredictResponse,
+        responses=input_errors,
+        openapi_extra=body_doc,
+    )
     async def predict(request: Request):
         """Send images as multipart files (any field name), a raw ``image/*`` body, or JSON
         ``{"images": [base64...], "pixels": [[[0-255...]]], "top_k": 3, "invert": "auto"}``.
         Images are decoded, converted to the model's channels and resized to its input."""
-        arrs, opts = await read_images(request)
-        k, inv = options(opts)
-        x, flags = to_pixels(arrs, inv)
+        x, flags, k = await prepare(request)
         logits = await batcher.submit(x)
         m["images"].inc(len(x))
         # JSONResponse directly: skips FastAPI's generic encoder (a hot path under load)
         return JSONResponse({"predictions": describe(logits, k, flags), "backend": backend.name})
 
-    @app.post("/v1/saliency", summary="prediction and saliency map for one image")
+    @app.post(
+        "/v1/saliency",
+        summary="prediction and saliency map for one image",
+        response_model=sc.SaliencyResponse,
+        responses={**input_errors, **sc.error_responses(501)},
+        openapi_extra=body_doc,
+        include_in_schema=backend.saliency_available,
+    )
     async def saliency(request: Request):
         """Gradient of the top logit with respect to the input pixels (torch backend only)."""
         if not backend.saliency_available:
             backend.saliency(None, 0)  # raises the 501 explaining why
-        arrs, opts = await read_images(request)
-        if len(arrs) != 1:
-            raise InputError(f"saliency takes exactly one image, got {len(arrs)}")
-        k, inv = options(opts)
-        x, flags = to_pixels(arrs, inv)
+        x, flags, k = await prepare(request)
+        if len(x) != 1:
+            raise InputError(f"saliency takes exactly one image, got {len(x)}")
         logits = await batcher.submit(x)
         pred = describe(logits, k, flags)[0]
         sal = await batcher.run_alone(backend.saliency, x, pred["index"])
@@ -633,24 +546,35 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
             }
         )
 
-    @app.get("/v1/model", summary="model metadata")
-    async def model_info():
-        return {
-            **{k: md.get(k) for k in ("classes", "input", "normalization", "model", "dataset")},
-            **{k: md.get(k) for k in ("source_run", "epoch", "test_acc", "cnnlab_version")},
-            "backend": backend.name,
-            "ood": ood,
-            "saliency": backend.saliency_available,
-            "serving": {
-                "max_batch": cfg.max_batch,
-                "max_wait_ms": cfg.max_wait_ms,
-                "max_images": cfg.max_images,
-                "max_pixels": cfg.max_pixels,
-                "max_body_bytes": int(cfg.max_body_mb * 2**20),
-            },
-        }
+    model_info = {
+        **{k: md.get(k) for k in ("classes", "input", "normalization", "model", "dataset")},
+        **{k: md.get(k) for k in ("source_run", "epoch", "test_acc", "cnnlab_version")},
+        "backend": backend.name,
+        "ood": ood,
+        "saliency": backend.saliency_available,
+        "serving": {
+            "max_batch": cfg.max_batch,
+            "max_wait_ms": cfg.max_wait_ms,
+            "max_images": cfg.max_images,
+            "max_pixels": cfg.max_pixels,
+            "max_request_pixels": cfg.max_request_pixels,
+            "max_json_values": cfg.max_json_values,
+            "max_body_bytes": int(cfg.max_body_mb * 2**20),
+            "read_timeout_s": cfg.read_timeout_s,
+            "rate_limit": cfg.rate_limit,
+        },
+    }
 
-    @app.get("/healthz", summary="liveness: the model answers")
+    @app.get("/v1/model", summary="model metadata", response_model=sc.ModelInfo)
+    async def get_model_info():
+        return JSONResponse(model_info)
+
+    @app.get(
+        "/healthz",
+        summary="liveness: the model answers",
+        response_model=sc.Health,
+        responses=sc.error_responses(503),
+    )
     async def healthz():
         x = np.zeros((1, c, s, s), np.float32)
         logits = await batcher.submit(x)
@@ -659,7 +583,12 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
             {"status": "ok" if ok else "model output not finite"}, 200 if ok else 503
         )
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses=sc.PROMETHEUS,
+    )
     async def metrics():
         return Response(generate_latest(m["registry"]), media_type=CONTENT_TYPE_LATEST)
 
@@ -667,16 +596,103 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
     async def index():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
+
+    assets = docs_assets()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        if assets is None:
+            raise InputError(
+                "Swagger UI needs the fastapi-offline package; /openapi.json works", 404
+            )
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="cnnlab inference — API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
+    def openapi():
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            if cfg.api_key:
+                spec.setdefault("components", {})["securitySchemes"] = {
+                    "bearer": {"type": "http", "scheme": "bearer"}
+                }
+                for path, ops in spec["paths"].items():
+                    if path == "/healthz" or (path == "/metrics" and cfg.public_metrics):
+                        continue
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}]
+                        op["responses"]["401"] = {
+                            "description": "missing or wrong API key",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                                }
+                            },
+                        }
+            if cfg.rate_limit:
+                for path, ops in spec["paths"].items():
+                    if path.startswith("/v1/"):
+                        for op in ops.values():
+                            op["responses"]["429"] = {
+                                "description": "rate limit exceeded (see Retry-After)",
+                                "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                                "content": {
+                                    "application/json": {
+                                        "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                                    }
+                                },
+                            }
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(Guard, max_bytes=int(cfg.max_body_mb * 2**20), metrics=m)
+    if assets is not None:
+        app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    # the last added runs first: Guard → CORS → auth → rate limit → the app
+    if cfg.rate_limit:
+        app.add_middleware(RateLimit, rate=cfg.rate_limit)
+    if cfg.api_key:
+        app.add_middleware(BearerAuth, api_key=cfg.api_key, public_metrics=cfg.public_metrics)
+    if cfg.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cfg.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
+    app.add_middleware(
+        Guard,
+        max_bytes=int(cfg.max_body_mb * 2**20),
+        read_timeout_s=cfg.read_timeout_s,
+        metrics=m,
+    )
     return app
 
 
-def _check_count(n: int, limit: int) -> None:
-    if n == 0:
-        raise InputError("no image in the request")
-    if n > limit:
-        raise InputError(f"{n} images in one request; the limit is {limit} (--max-images)", 413)
+def check_exposure(host: str, cfg: ServeConfig, insecure: bool) -> None:
+    """A server reachable from other machines needs a token, or an explicit --insecure."""
+    if is_loopback(host) or cfg.api_key:
+        return
+    if not insecure:
+        raise CnnlabError(
+            f"--host {host} is reachable from other machines: set an API key (--api-key or "
+            "CNNLAB_API_KEY) or pass --insecure to serve without one"
+        )
+    log.warning(
+        "serving on %s without an API key (--insecure): anyone who reaches it can use it", host
+    )
 
 
 def serve(
@@ -687,10 +703,21 @@ def serve(
     config: ServeConfig | None = None,
     log_level: str = "warning",
     which: str = "best",
+    insecure: bool = False,
 ) -> None:
     import uvicorn
 
     cfg = (config or ServeConfig()).check()
+    logging.basicConfig(format="%(levelname)s: %(name)s: %(message)s")
+    level = getattr(logging, log_level.upper(), None)
+    log.setLevel(level if isinstance(level, int) else logging.WARNING)
+    check_exposure(host, cfg, insecure)
+    if insecure and not is_loopback(host) and not cfg.api_key:
+        print(
+            f"warning: serving on {host} without an API key (--insecure)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:  # a clear one-line error instead of uvicorn's log line and exit code 1
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -702,8 +729,16 @@ def serve(
     be = open_backend(target, backend, cfg.threads, which)
     app = create_app(be, cfg)
     print(
-        f"serving {be.meta['model'].get('name')} ({be.name} backend, max batch {cfg.max_batch}, "
-        f"max wait {cfg.max_wait_ms:g} ms) on http://{host}:{port}  (docs: /docs)",
+        f"serving {be.meta['model'].get('name')} ({be.name} backend, max batch {cfg.max_batch}) "
+        f"on http://{host}:{port}  (docs: /docs)",
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=5,
+        server_header=False,
+    )

@@ -1,0 +1,164 @@
+"""The server's OpenAPI description: response models and request-body schemas.
+
+The endpoints read their bodies themselves (in the decode pool, see ``bodies.py``), so the
+request bodies are described here by hand — multipart files, a raw image, or JSON — and the
+handlers answer with ``JSONResponse`` directly (no second validation on the hot path); the
+models below only say what those answers hold. Every error, whatever its status, is
+``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cnnlab.deploy.bodies import INVERT_MODES
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what was wrong and what to do")
+
+
+class TopClass(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    class_: str = Field(alias="class")
+    probability: float = Field(ge=0, le=1)
+
+
+class Ood(BaseModel):
+    method: str
+    score: float
+    threshold: float
+    flag: bool = Field(description="true: the image looks unlike the training data")
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    class_: str = Field(alias="class", description="the top-1 class name")
+    index: int = Field(ge=0)
+    probability: float = Field(ge=0, le=1)
+    top: list[TopClass]
+    inverted: bool = Field(description="the image was inverted to light-on-dark first")
+    ood: Ood | None = Field(None, description="only when the run has an OOD threshold")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+    backend: str
+
+
+class SaliencyResponse(BaseModel):
+    prediction: Prediction
+    saliency: list[list[float]] = Field(description="(S, S), normalised to [0, 1]")
+    size: int
+    method: str
+
+
+class ModelInfo(BaseModel):
+    classes: list[str]
+    input: dict[str, Any]
+    normalization: dict[str, Any]
+    model: dict[str, Any]
+    dataset: str | None = None
+    source_run: str | None = Field(None, description="the run's name (no local path)")
+    epoch: int | None = None
+    test_acc: float | None = None
+    cnnlab_version: str | None = None
+    backend: str
+    ood: dict[str, Any] | None = None
+    saliency: bool
+    serving: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: str
+
+
+def error_responses(*codes: int) -> dict:
+    text = {
+        400: "bad input (not an image, malformed JSON or pixel array, bad option)",
+        401: "missing or wrong API key",
+        408: "the request body did not arrive in time (--read-timeout)",
+        413: "too large: body, image count, pixels per image or per request",
+        415: "unsupported content type",
+        429: "rate limit exceeded (see the Retry-After header)",
+        501: "saliency needs the torch backend",
+        503: "the model answered with non-finite numbers",
+    }
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
+
+
+def predict_body(max_images: int) -> dict:
+    """The three ways of sending images, as an OpenAPI requestBody."""
+    binary = {"type": "string", "format": "binary"}
+    options = {
+        "top_k": {"type": "integer", "minimum": 1, "description": "classes to return"},
+        "invert": {"type": "string", "enum": list(INVERT_MODES), "default": "auto"},
+    }
+    as_json = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "images": {
+                "type": "array",
+                "maxItems": max_images,
+                "items": {"type": "string", "description": "base64 PNG/JPEG, or a data: URL"},
+            },
+            "pixels": {
+                "type": "array",
+                "maxItems": max_images,
+                "description": "(H, W) or (C, H, W) arrays of numbers 0–255, C 1 or 3",
+                "items": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "array", "minItems": 1},
+                },
+            },
+            **options,
+        },
+        "anyOf": [{"required": ["images"]}, {"required": ["pixels"]}],
+    }
+    multipart = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "array", "maxItems": max_images, "items": binary},
+            **options,
+        },
+    }
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": multipart},
+            "image/png": {"schema": binary},
+            "image/jpeg": {"schema": binary},
+            "application/octet-stream": {"schema": binary},
+            "application/json": {"schema": as_json},
+        },
+    }
+
+
+QUERY_OPTIONS = [
+    {
+        "name": "top_k",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "classes to return (default: the server's --top-k)",
+    },
+    {
+        "name": "invert",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "enum": list(INVERT_MODES), "default": "auto"},
+        "description": "invert dark-on-light images for light-on-dark models",
+    },
+]
+
+PROMETHEUS = {
+    200: {
+        "description": "Prometheus text exposition format",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+}
