@@ -320,6 +320,8 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
         else:
             obj = _parse_json(body, limits)
             _check_count(len(obj.get("images", [])) + len(obj.get("pixels", [])), limits)
+            if isinstance(obj.get("top_k"), str):  # JSON has numbers: "3" is a type error
+                raise InputError('top_k must be a JSON integer ≥ 1, not a string')
             for k in ("top_k", "invert"):
                 if k in obj:
                     opts[k] = obj[k]
