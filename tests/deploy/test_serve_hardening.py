@@ -161,25 +161,26 @@ def _json_request(obj: dict, port: int) -> bytes:
 def test_attack_does_not_stall_normal_clients(backend):
     """Normal clients keep p99 < 100 ms while heavy requests arrive twice a second: the
     64 × 2000² PNG request (multipart and base64 JSON) and the largest request the limits
-    allow (two 2000² images: decoded for real, in the pool, off the event loop)."""
+    allow (two 2000² images: decoded for real, in the pool, off the event loop).
+
+    On a machine so loaded that even the quiet baseline misses 100 ms, the bar is three
+    times the baseline p99 (an event loop blocked by decoding stalls for seconds)."""
     bomb = png(2000, value=0)
     big = [png(2000, value=200), png(2000, value=60)]
     with live_server(create_app(backend, ServeConfig())) as (_, port):
+        normal = _multipart([png(seed=1)], port)
+        attacks = [
+            _multipart([bomb] * 64, port),
+            _json_request({"images": [base64.b64encode(bomb).decode()] * 64}, port),
+            _multipart(big, port),
+        ]
 
-        async def main():
-            normal = _multipart([png(seed=1)], port)
-            attacks = [
-                _multipart([bomb] * 64, port),
-                _json_request({"images": [base64.b64encode(bomb).decode()] * 64}, port),
-                _multipart(big, port),
-            ]
-            for r in attacks:  # warm-up, and each answers as it should
-                await asyncio.to_thread(http, port, r)
+        async def load(seconds: float, attack: bool):
             lat, errors, statuses = [], [], []
-            stop = time.perf_counter() + 2.5
+            stop = time.perf_counter() + seconds
 
             async def attacker():
-                while time.perf_counter() < stop:
+                while attack and time.perf_counter() < stop:
                     for r in attacks:
                         statuses.append((await asyncio.to_thread(http, port, r))[0])
                     await asyncio.sleep(0.5)
@@ -187,13 +188,17 @@ def test_attack_does_not_stall_normal_clients(backend):
             await asyncio.gather(
                 attacker(), *(_timed_requests(port, normal, stop, lat, errors) for _ in range(4))
             )
-            return lat, errors, statuses
+            assert not errors and len(lat) > 10, (errors, len(lat))
+            return float(np.percentile(lat, 99)) * 1000, statuses
 
-        lat, errors, statuses = asyncio.run(main())
-    assert not errors and len(lat) > 50
+        for r in attacks:  # warm-up
+            http(port, r)
+        base, _ = asyncio.run(load(1.0, attack=False))
+        p99, statuses = asyncio.run(load(2.5, attack=True))
     assert statuses[:3] == [413, 413, 200], statuses
-    p99 = float(np.percentile(lat, 99)) * 1000
-    assert p99 < 100, f"normal requests p99 {p99:.0f} ms under attack ({len(lat)} requests)"
+    bar = 100 if base < 33 else 3 * base
+    print(f"normal p99: {base:.1f} ms quiet, {p99:.1f} ms under attack (bar {bar:.0f} ms)")
+    assert p99 < bar, f"p99 {p99:.0f} ms under attack, {base:.0f} ms without (bar {bar:.0f} ms)"
 
 
 def test_client_hanging_up_is_not_a_server_error(backend, caplog):

@@ -79,6 +79,11 @@ def parse_top_k(v) -> int:
     return min(v, MAX_TOP_K)
 
 
+def parse_options(opts: dict) -> tuple[int | None, str]:
+    top_k = parse_top_k(opts["top_k"]) if "top_k" in opts else None
+    return top_k, parse_invert(opts.get("invert", "auto"))
+
+
 def parse_invert(v) -> str:
     if not isinstance(v, str) or v not in INVERT_MODES:
         raise InputError(choices_msg("invert mode", str(v)[:20], INVERT_MODES))
@@ -204,9 +209,10 @@ def decode_pixels(obj, channels: int, size: int, limits: Limits, name: str) -> n
 # --------------------------------------------------------------------------- bodies
 
 
-def parse_multipart(body: bytes, content_type: str, max_files: int):
+def parse_multipart(body: bytes, content_type: str):
     """multipart/form-data already in memory (the body limit bounds it) → ([(filename, bytes)],
-    {field: str}). python-multipart's parser with in-memory callbacks: a third of the cost of
+    {field: str}); the caller checks the count after the options (a 400 before a 413).
+    python-multipart's parser with in-memory callbacks: a third of the cost of
     Starlette's form() (no spooled temp file per part), which matters on the hot path."""
     boundary = parse_options_header(content_type)[1].get(b"boundary")
     if not boundary:
@@ -231,8 +237,6 @@ def parse_multipart(body: bytes, content_type: str, max_files: int):
         disp = parse_options_header(part.get(b"content-disposition", b""))[1]
         key = disp.get(b"name", b"").decode("utf-8", "replace")
         if b"filename" in disp:
-            if len(files) >= max_files:
-                raise InputError(f"more than {max_files} images in one request (--max-images)", 413)
             files.append((disp[b"filename"].decode("utf-8", "replace") or key, b"".join(data)))
         elif len(fields) < 16:
             fields[key] = b"".join(data)[:256].decode("utf-8", "replace")
@@ -304,11 +308,12 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
     raw: list[tuple[str, bytes]] = []
     pixels: list = []
     if ctype == "multipart/form-data":
-        files, fields = parse_multipart(body, content_type, limits.max_images)
+        files, fields = parse_multipart(body, content_type)
         raw.extend(files)
+        parse_options({k: fields[k] for k in ("top_k", "invert") if k in fields})
         for k in ("top_k", "invert"):
             if k in fields:
-                opts.setdefault(k, fields[k])
+                opts.setdefault(k, fields[k])  # the query string wins
     elif ctype in ("application/json", ""):
         if not body:
             raise InputError(
@@ -319,17 +324,23 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
             raw.append(("body", body))
         else:
             obj = _parse_json(body, limits)
-            _check_count(len(obj.get("images", [])) + len(obj.get("pixels", [])), limits)
             if isinstance(obj.get("top_k"), str):  # JSON has numbers: "3" is a type error
-                raise InputError('top_k must be a JSON integer ≥ 1, not a string')
+                raise InputError("top_k must be a JSON integer ≥ 1, not a string")
             for k in ("top_k", "invert"):
                 if k in obj:
                     opts[k] = obj[k]
-            raw.extend(
-                (f"images[{i}]", b64_bytes(s, f"images[{i}]"))
-                for i, s in enumerate(obj.get("images", []))
-            )
+            images = obj.get("images", [])
+            for i, im in enumerate(images):  # types first (400), sizes after (413)
+                if not isinstance(im, str):
+                    raise InputError(f"images[{i}]: expected a base64 string")
             pixels = obj.get("pixels", [])
+            for i, px in enumerate(pixels):
+                check_pixel_shape(px, f"pixels[{i}]")
+            parse_options(opts)
+            _check_count(len(images) + len(pixels), limits)
+            raw.extend(
+                (f"images[{i}]", b64_bytes(im, f"images[{i}]")) for i, im in enumerate(images)
+            )
     elif ctype.startswith("image/") or ctype == "application/octet-stream":
         if not body:
             raise InputError("empty image body")
@@ -340,8 +351,7 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
             "application/json or image/*",
             415,
         )
-    top_k = parse_top_k(opts["top_k"]) if "top_k" in opts else None
-    invert = parse_invert(opts.get("invert", "auto"))
+    top_k, invert = parse_options(opts)
     _check_count(len(raw) + len(pixels), limits)
 
     # sizes first, from headers and list shapes: refuse before decoding or converting anything

@@ -102,12 +102,11 @@ def predict_body(max_images: int) -> dict:
         "properties": {
             "images": {
                 "type": "array",
-                "maxItems": max_images,
+                "description": f"at most {max_images} images in all",
                 "items": {"type": "string", "description": "base64 PNG/JPEG, or a data: URL"},
             },
             "pixels": {
                 "type": "array",
-                "maxItems": max_images,
                 "description": "(H, W) or (C, H, W) arrays of numbers 0–255, C 1 or 3",
                 "items": {
                     "type": "array",
@@ -123,7 +122,11 @@ def predict_body(max_images: int) -> dict:
         "type": "object",
         "required": ["file"],
         "properties": {
-            "file": {"type": "array", "maxItems": max_images, "items": binary},
+            "file": {
+                "type": "array",
+                "items": binary,
+                "description": f"image files (any field name; at most {max_images})",
+            },
             **options,
         },
     }
