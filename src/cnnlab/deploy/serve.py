@@ -712,12 +712,6 @@ def serve(
     level = getattr(logging, log_level.upper(), None)
     log.setLevel(level if isinstance(level, int) else logging.WARNING)
     check_exposure(host, cfg, insecure)
-    if insecure and not is_loopback(host) and not cfg.api_key:
-        print(
-            f"warning: serving on {host} without an API key (--insecure)",
-            file=sys.stderr,
-            flush=True,
-        )
     try:  # a clear one-line error instead of uvicorn's log line and exit code 1
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
