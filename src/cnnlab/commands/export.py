@@ -18,7 +18,9 @@ def register(sub) -> None:
         "export",
         help="export a run to ONNX / TorchScript / torch.export, checked against the original",
         description="Export in eval mode with the normalisation folded in (input: float "
-        "pixels in [0,1], shape (batch, C, S, S), batch dynamic) and metadata embedded. "
+        "pixels in [0,1], shape (batch, C, S, S), batch dynamic; or --input uint8 with the "
+        "preprocessing in the graph) and metadata embedded (separate ONNX metadata keys and a "
+        "<file>.json sidecar), plus a golden set <file>.golden.json for `cnnlab verify`. "
         "Parity with the original model is checked on the run's real test images every time "
         "and saved next to the export as <file>.parity.json.",
     )
@@ -53,6 +55,37 @@ def register(sub) -> None:
         choices=["auto", "dynamo", "legacy"],
         help="torch.onnx exporter: auto = dynamo (torch.export based), legacy on failure",
     )
+    p.add_argument(
+        "--input",
+        default="float",
+        choices=["float", "uint8"],
+        dest="input_kind",
+        help="float: float32 pixels in [0,1] (B,C,S,S); uint8: decoded 8-bit images of any size, "
+        "resized/converted/scaled in the graph, logits and probabilities out",
+    )
+    p.add_argument(
+        "--layout",
+        default="NHWC",
+        choices=["NHWC", "NCHW"],
+        help="with --input uint8 (default NHWC)",
+    )
+    p.add_argument(
+        "--input-channels",
+        type=int,
+        choices=[1, 3],
+        help="with --input uint8: channels the client sends (3 into a grey model: converted in the graph)",
+    )
+    p.add_argument(
+        "--invert",
+        action="store_true",
+        help="with --input uint8: invert light-background images in the graph (invert=auto)",
+    )
+    p.add_argument(
+        "--golden",
+        type=int,
+        default=8,
+        help="test images written beside the export for `cnnlab verify` (default 8; 0 = none)",
+    )
     add_data_args(p, data_dir="where the run's dataset lives (default: the run's)")
     add_checkpoint_arg(p)
     add_json_arg(p)
@@ -76,6 +109,11 @@ def run(args) -> int:
         parity_images=args.parity_images or None,
         which=args.which,
         onnx_exporter=args.onnx_exporter,
+        input_kind=args.input_kind,
+        layout=args.layout,
+        input_channels=args.input_channels,
+        invert=args.invert,
+        golden=args.golden,
     )
     print_json_or(args, r, lambda: print(format_report(r)))
     return 0

@@ -10,10 +10,24 @@ Every export is checked against the original model on the run's real test images
 |Δlogit| ≤ 1e-4 and 100% top-1 agreement for fp32); the report is printed and saved as
 ``<export>.parity.json``. ``int8=True`` (ONNX only) quantises with ONNX Runtime and reports
 the test-accuracy delta instead. Files are written to a temp name and renamed.
+
+``input_kind="uint8"`` exports :class:`Uint8Model` instead: decoded uint8 images of any
+size in (N, H, W, C) or (N, C, H, W) go in; the conversion to float, the grey conversion
+(RGB input for a grey model), the resize, the scaling and (optionally) the auto-invert run
+inside the graph, and both logits and probabilities come out — a C++ or JavaScript client
+sends decoded pixels and nothing else.
+
+Beside every export: ``<file>.json`` (the metadata sidecar, for runtimes whose API cannot
+read ONNX metadata), ``<file>.golden.json`` (a few test images with the export's expected
+top-k, checked by ``cnnlab verify``) and ``<file>.parity.json``. The metadata says, as
+separate ONNX ``metadata_props`` keys too, the input's dtype, layout, range and shape, what
+the outputs mean, the preprocessing steps in order, the classes, the model and the cnnlab
+version. Paths in it are relative to the run (no local absolute paths).
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -43,6 +57,8 @@ QUANT_MODES = ("static", "dynamic")
 EXPORT_FORMAT = "cnnlab-export/1"
 META_KEY = "cnnlab"  # ONNX metadata_props key / extra-file name (cnnlab.json) holding metadata
 MAX_ABS_LOGIT_DIFF = 1e-4
+UINT8_LOGIT_DIFF = 1e-3  # the in-graph resize at scale 1 adds float rounding
+GOLDEN_TOL = 1e-3  # |Δlogit| a runtime may differ by on the golden images (fp32)
 OPSET = 18
 
 
@@ -59,7 +75,74 @@ class PixelModel(nn.Module):
         self.register_buffer("std", std.expand(c).reshape(1, c, 1, 1).clone())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        # a no-op on float32 input; in a torch.export graph it asserts the dtype, so a .pt2
+        # refuses uint8 pixels as ONNX Runtime does instead of mis-scaling them
+        pixels = pixels.to(torch.float32)
         return self.model((pixels - self.mean) / self.std)
+
+
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as Pillow's convert("L")
+INPUT_KINDS = ("float", "uint8")
+LAYOUTS = ("NHWC", "NCHW")
+MAX_SIDE = 4096
+
+
+class Uint8Model(nn.Module):
+    """Preprocessing in the graph: uint8 images (N, H, W, C) or (N, C, H, W), any H, W →
+    (logits, probabilities). float → grey (if RGB comes into a grey model) → bilinear
+    antialiased resize to the model's size → /255 → optional auto-invert → PixelModel."""
+
+    def __init__(self, pixels: PixelModel, size: int, in_channels: int, layout: str, invert: bool):
+        super().__init__()
+        self.pixels = pixels
+        self.size, self.layout, self.invert = size, layout, invert
+        c = pixels.mean.shape[1]
+        self.to_grey = in_channels == 3 and c == 1
+        self.register_buffer("grey", torch.tensor(GREY_WEIGHTS).reshape(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor):
+        x = images.to(torch.float32)
+        if self.layout == "NHWC":
+            x = x.permute(0, 3, 1, 2)  # (B, C, H, W)
+        if self.to_grey:
+            x = (x * self.grey).sum(1, keepdim=True)
+        x = torch.nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True
+        )
+        x = x / 255.0
+        if self.invert:  # a light background on a light-on-dark model: 1 - x, per image
+            border = torch.cat(
+                [x[:, :, 0, :], x[:, :, -1, :], x[:, :, :, 0], x[:, :, :, -1]], dim=2
+            ).mean(dim=(1, 2))
+            flip = (border > 0.5).to(x.dtype).reshape(-1, 1, 1, 1)
+            x = x + flip * (1 - 2 * x)
+        logits = self.pixels(x)
+        return logits, torch.softmax(logits, dim=1)
+
+
+class _TorchScriptFloatGuard(nn.Module):
+    """TorchScript refuses a wrong dtype the way ONNX Runtime does (a trace alone would
+    silently take uint8 pixels and mis-scale them)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, pixels: torch.Tensor):
+        if pixels.dtype != torch.float32:
+            raise RuntimeError("cnnlab export: expected float32 pixels in [0, 1], (B, C, S, S)")
+        return self.inner(pixels)
+
+
+class _TorchScriptUint8Guard(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, images: torch.Tensor):
+        if images.dtype != torch.uint8:
+            raise RuntimeError("cnnlab export: expected uint8 images, 0-255")
+        return self.inner(images)
 
 
 def norm_stats(meta: dict) -> tuple[list[float], list[float]]:
@@ -86,28 +169,135 @@ def example_pixels(meta: dict, n: int = 2) -> torch.Tensor:
     return torch.rand(n, inp["channels"], inp["size"], inp["size"])
 
 
-def export_metadata(meta: dict, source, fmt: str, exporter: str, int8: str | None = None) -> dict:
+def example_images(meta: dict, layout: str, in_channels: int, n: int = 2) -> torch.Tensor:
+    """A random uint8 batch, of another size than the model's, to export a Uint8Model with."""
+    s = meta["input"]["size"] + 3
+    shape = (n, s + 1, s, in_channels) if layout == "NHWC" else (n, in_channels, s + 1, s)
+    return torch.randint(0, 256, shape, dtype=torch.uint8)
+
+
+def light_on_dark(mean) -> bool:
+    """Whether the training images were light on a dark background (MNIST-like)."""
+    return float(np.mean(mean)) < 0.5
+
+
+def preprocessing_steps(
+    meta: dict, input_kind: str = "float", layout: str = "NCHW", invert: bool = False
+) -> list[dict]:
+    """What happens to an image file before the model, in order; ``in_graph`` says which
+    steps the export does itself and which the client must do."""
+    c, s = meta["input"]["channels"], meta["input"]["size"]
+    mean, _ = norm_stats(meta)
+    u8 = input_kind == "uint8"
+    steps = [
+        {
+            "op": "decode",
+            "detail": "decode the file (PNG, JPEG, ...) to 8-bit pixels; 16-bit "
+            "images scaled to 8 bits, not clipped",
+            "in_graph": False,
+        },
+        {"op": "alpha_composite", "detail": "transparent pixels onto white", "in_graph": False},
+        {
+            "op": "convert",
+            "mode": "grey" if c == 1 else "RGB",
+            "detail": "grey = 0.299 R + 0.587 G + 0.114 B (ITU-R 601-2)" if c == 1 else "RGB",
+            "in_graph": u8 and c == 1,
+        },
+        {"op": "resize", "size": [s, s], "filter": "bilinear", "antialias": True, "in_graph": u8},
+        {
+            "op": "invert",
+            "when": "the border's mean is above half range (dark ink on a light background)",
+            "applies": light_on_dark(mean) and c == 1,
+            "detail": "x → 255 - x, for a model trained light-on-dark",
+            "in_graph": u8 and invert,
+        },
+        {
+            "op": "scale",
+            "detail": "divide by 255 to float32 in [0, 1]; no mean/std: the "
+            "normalisation is folded into the graph",
+            "in_graph": u8,
+        },
+        {"op": "layout", "layout": layout if u8 else "NCHW", "in_graph": False},
+    ]
+    return steps
+
+
+def export_metadata(
+    meta: dict,
+    source,
+    fmt: str,
+    exporter: str,
+    int8: str | None = None,
+    input_kind: str = "float",
+    layout: str = "NCHW",
+    in_channels: int | None = None,
+    invert: bool = False,
+) -> dict:
     inp = meta["input"]
+    c, s = inp["channels"], inp["size"]
     mean, std = norm_stats(meta)
     run = run_dir_of(source)
+    if input_kind == "uint8":
+        ic = in_channels or c
+        shape = (
+            ["batch", "height", "width", ic]
+            if layout == "NHWC"
+            else ["batch", ic, "height", "width"]
+        )
+        input_md = {
+            "name": "images",
+            "shape": shape,
+            "dtype": "uint8",
+            "range": [0, 255],
+            "layout": layout,
+            "height_width": [1, MAX_SIDE],
+            "model_size": [s, s],
+        }
+        outputs = [
+            {
+                "name": "logits",
+                "shape": ["batch", len(meta["classes"])],
+                "meaning": "logits (unnormalised scores; softmax gives probabilities)",
+            },
+            {
+                "name": "probabilities",
+                "shape": ["batch", len(meta["classes"])],
+                "meaning": "softmax of the logits",
+            },
+        ]
+    else:
+        input_md = {
+            "name": "pixels",
+            "shape": ["batch", c, s, s],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "layout": "NCHW",
+        }
+        outputs = [
+            {
+                "name": "logits",
+                "shape": ["batch", len(meta["classes"])],
+                "meaning": "logits (unnormalised scores; softmax gives probabilities)",
+            }
+        ]
+    try:
+        ckpt = resolve_checkpoint(source).resolve().relative_to(Path(run).resolve()).as_posix()
+    except ValueError:
+        ckpt = resolve_checkpoint(source).name
     return {
         "format": EXPORT_FORMAT,
         "export_format": fmt,
         "exporter": exporter,
         "int8": int8,
         "classes": list(meta["classes"]),
-        "input": {
-            "name": "pixels",
-            "shape": ["batch", inp["channels"], inp["size"], inp["size"]],
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-            "layout": "NCHW",
-        },
+        "input": input_md,
+        "outputs": outputs,
+        "preprocessing": preprocessing_steps(meta, input_kind, layout, invert),
         "normalization": {"mean": mean, "std": std, "folded": True},
         "model": meta.get("model", {}),
         "dataset": meta.get("dataset"),
-        "source_run": str(Path(run).resolve()),
-        "checkpoint": str(resolve_checkpoint(source).resolve()),
+        "source_run": Path(run).resolve().name,
+        "checkpoint": ckpt,
         "epoch": meta.get("epoch"),
         "test_acc": (meta.get("metrics") or {}).get("test_acc"),
         "ood": load_ood(run),
@@ -118,11 +308,27 @@ def export_metadata(meta: dict, source, fmt: str, exporter: str, int8: str | Non
 # --------------------------------------------------------------------------- writers
 
 
+def io_spec(wrapper: nn.Module) -> tuple[str, list[str], dict]:
+    """(input name, output names, dynamic axes) of a PixelModel or Uint8Model."""
+    if isinstance(wrapper, Uint8Model):
+        hw = (1, 2) if wrapper.layout == "NHWC" else (2, 3)
+        return "images", ["logits", "probabilities"], {0: "batch", hw[0]: "height", hw[1]: "width"}
+    return "pixels", ["logits"], {0: "batch"}
+
+
+def _dims(axes: dict) -> dict:
+    return {
+        i: torch.export.Dim(name, min=1, max=65536 if name == "batch" else MAX_SIDE)
+        for i, name in axes.items()
+    }
+
+
 def onnx_bytes(wrapper: nn.Module, example: torch.Tensor, exporter: str) -> tuple[bytes, str]:
     """ONNX bytes via the torch.export-based (dynamo) exporter; the legacy TorchScript
     exporter is the fallback for graphs the new one cannot take (and on request)."""
     if exporter not in ("dynamo", "legacy", "auto"):
         raise CnnlabError(choices_msg("ONNX exporter", exporter, ("auto", "dynamo", "legacy")))
+    name, outputs, axes = io_spec(wrapper)
     errors = []
     if exporter in ("auto", "dynamo"):
         with tempfile.TemporaryDirectory() as td, warnings.catch_warnings():
@@ -132,9 +338,9 @@ def onnx_bytes(wrapper: nn.Module, example: torch.Tensor, exporter: str) -> tupl
                 prog = torch.onnx.export(
                     wrapper,
                     (example,),
-                    input_names=["pixels"],
-                    output_names=["logits"],
-                    dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1, max=65536)}},
+                    input_names=[name],
+                    output_names=outputs,
+                    dynamic_shapes={name: _dims(axes)},
                     dynamo=True,
                     opset_version=OPSET,
                     external_data=False,
@@ -153,13 +359,35 @@ def onnx_bytes(wrapper: nn.Module, example: torch.Tensor, exporter: str) -> tupl
             wrapper,
             (example,),
             buf,
-            input_names=["pixels"],
-            output_names=["logits"],
-            dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
+            input_names=[name],
+            output_names=outputs,
+            dynamic_axes={name: axes, **{o: {0: "batch"} for o in outputs}},
+            opset_version=OPSET,
             dynamo=False,
         )
     return buf.getvalue(), "legacy" + (" (dynamo failed)" if errors else "")
+
+
+def flat_metadata(md: dict) -> dict[str, str]:
+    """The metadata as separate string keys, for runtimes that read ONNX metadata_props one
+    key at a time (and for the sidecar's readers): nothing needs the cnnlab JSON blob."""
+    inp = md["input"]
+    return {
+        "input_name": inp["name"],
+        "input_dtype": inp["dtype"],
+        "input_layout": inp["layout"],
+        "input_shape": json.dumps(inp["shape"]),
+        "input_range": json.dumps(inp["range"]),
+        "output_names": json.dumps([o["name"] for o in md["outputs"]]),
+        "output_meaning": json.dumps({o["name"]: o["meaning"] for o in md["outputs"]}),
+        "classes": json.dumps(md["classes"]),
+        "preprocessing": json.dumps(md["preprocessing"]),
+        "normalization": json.dumps(md["normalization"]),
+        "model": json.dumps(md["model"]),
+        "dataset": str(md.get("dataset")),
+        "source_run": md["source_run"],
+        "cnnlab_version": md["cnnlab_version"],
+    }
 
 
 def _with_onnx_metadata(data: bytes, md: dict) -> bytes:
@@ -167,19 +395,16 @@ def _with_onnx_metadata(data: bytes, md: dict) -> bytes:
 
     m = onnx.load_from_string(data)
     del m.metadata_props[:]
-    flat = {
-        META_KEY: json.dumps(md),
-        "classes": json.dumps(md["classes"]),
-        "input_shape": json.dumps(md["input"]["shape"]),
-        "normalization": json.dumps(md["normalization"]),
-        "source_run": md["source_run"],
-        "cnnlab_version": md["cnnlab_version"],
-    }
-    for k, v in flat.items():
+    for k, v in {META_KEY: json.dumps(md), **flat_metadata(md)}.items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
     m.producer_name = "cnnlab"
     m.producer_version = __version__
+    m.doc_string = (
+        f"{md['model'].get('name', 'model')}: input {md['input']['name']} "
+        f"{md['input']['dtype']} {md['input']['layout']} {md['input']['shape']} in "
+        f"{md['input']['range']}; outputs " + ", ".join(o["name"] for o in md["outputs"])
+    )
     return m.SerializeToString()
 
 
@@ -217,16 +442,20 @@ def _write_torchscript(wrapper, example, md) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ts = torch.jit.trace(wrapper, example, check_trace=False)
+        guard = (
+            _TorchScriptUint8Guard if isinstance(wrapper, Uint8Model) else _TorchScriptFloatGuard
+        )
+        ts = torch.jit.script(guard(ts))
         buf = io.BytesIO()
         torch.jit.save(ts, buf, _extra_files={f"{META_KEY}.json": json.dumps(md)})
     return buf.getvalue()
 
 
 def _write_exported_program(wrapper, example, md) -> bytes:
-    batch = torch.export.Dim("batch", min=1, max=65536)
+    name, _, axes = io_spec(wrapper)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ep = torch.export.export(wrapper, (example,), dynamic_shapes={"pixels": {0: batch}})
+        ep = torch.export.export(wrapper, (example,), dynamic_shapes={name: _dims(axes)})
         buf = io.BytesIO()
         torch.export.save(ep, buf, extra_files={f"{META_KEY}.json": json.dumps(md)})
     return buf.getvalue()
@@ -236,11 +465,11 @@ def _write_exported_program(wrapper, example, md) -> bytes:
 
 
 def load_runner(path_or_bytes, fmt: str, threads: int = 0):
-    """A callable float32 ndarray (B, C, S, S) in [0,1] → logits ndarray, for an export."""
+    """A callable input ndarray (the export's dtype and layout) → logits ndarray."""
     if fmt == "onnx":
         sess = ort_session(path_or_bytes, threads)
         name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+        return lambda x: sess.run(None, {name: np.ascontiguousarray(x)})[0]
     src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -251,7 +480,8 @@ def load_runner(path_or_bytes, fmt: str, threads: int = 0):
 
     def run(x):
         with torch.no_grad():
-            return m(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+            out = m(torch.from_numpy(np.ascontiguousarray(x)))
+        return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
 
     return run
 
@@ -304,9 +534,60 @@ def _logits(fn, x: torch.Tensor, batch: int = 500) -> np.ndarray:
 # --------------------------------------------------------------------------- export
 
 
-def default_out(run, fmt: str, int8: bool = False) -> Path:
-    name = "model" + (".int8" if int8 else "") + FORMATS[fmt]
-    return run_dir_of(run) / "export" / name
+def default_out(run, fmt: str, int8: bool = False, input_kind: str = "float") -> Path:
+    name = "model" + (".int8" if int8 else "") + (".uint8" if input_kind == "uint8" else "")
+    return run_dir_of(run) / "export" / (name + FORMATS[fmt])
+
+
+def companion(out: Path, what: str) -> Path:
+    """The files beside an export: ``<file>.json`` (sidecar), ``.golden.json``, ``.parity.json``."""
+    return out.with_name(out.name + ("" if what == "meta" else f".{what}") + ".json")
+
+
+def to_layout(u8: np.ndarray, layout: str) -> np.ndarray:
+    """uint8 (B, C, S, S) → the export's layout."""
+    return np.ascontiguousarray(u8.transpose(0, 2, 3, 1) if layout == "NHWC" else u8)
+
+
+def export_input(u8: np.ndarray, md: dict) -> np.ndarray:
+    """uint8 images (B, C, S, S) → what the export takes, as its metadata says."""
+    if md["input"]["dtype"] == "uint8":
+        return to_layout(u8, md["input"]["layout"])
+    return u8.astype(np.float32) / np.float32(255.0)
+
+
+def golden_set(u8: np.ndarray, labels: np.ndarray, logits: np.ndarray, n: int, k: int = 3) -> dict:
+    """``n`` test images (one per class first, clear winners only) with the export's own
+    top-k and logits: what any runtime must reproduce."""
+    top2 = -np.sort(-logits, axis=1)[:, :2]
+    margin = top2[:, 0] - (top2[:, 1] if logits.shape[1] > 1 else 0)
+    order = [int(i) for i in np.argsort(-margin) if margin[i] > 0.05]
+    picked, seen = [], set()
+    for i in order:  # the clearest image of each predicted class first
+        if int(logits[i].argmax()) not in seen:
+            seen.add(int(logits[i].argmax()))
+            picked.append(i)
+    picked += [i for i in order if i not in picked]
+    k = min(k, logits.shape[1])
+    images = []
+    for i in sorted(picked[:n]):
+        images.append(
+            {
+                "test_index": i,
+                "label": int(labels[i]),
+                "shape": list(u8[i].shape),
+                "layout": "CHW",
+                "pixels_base64": base64.b64encode(np.ascontiguousarray(u8[i]).tobytes()).decode(),
+                "top_k": [int(j) for j in np.argsort(-logits[i])[:k]],
+                "logits": [round(float(v), 6) for v in logits[i]],
+            }
+        )
+    return {
+        "format": "cnnlab-golden/1",
+        "top_k": k,
+        "logit_tolerance": GOLDEN_TOL,
+        "images": images,
+    }
 
 
 def export(
@@ -320,6 +601,11 @@ def export(
     which: str = "best",
     onnx_exporter: str = "auto",
     check: bool = True,
+    input_kind: str = "float",
+    layout: str = "NHWC",
+    input_channels: int | None = None,
+    invert: bool = False,
+    golden: int = 8,
 ) -> dict:
     """Export ``run`` and check it against the original model; returns the parity report.
 
@@ -331,22 +617,50 @@ def export(
         raise CnnlabError("--int8 needs --format onnx (quantisation runs in ONNX Runtime)")
     if quant not in QUANT_MODES:
         raise CnnlabError(choices_msg("quantisation mode", quant, QUANT_MODES))
+    if input_kind not in INPUT_KINDS:
+        raise CnnlabError(choices_msg("input kind", input_kind, INPUT_KINDS))
+    if layout not in LAYOUTS:
+        raise CnnlabError(choices_msg("layout", layout, LAYOUTS))
+    if int8 and input_kind == "uint8":
+        raise CnnlabError("--int8 takes the float input; export --input uint8 without --int8")
+    if golden < 0:
+        raise CnnlabError("--golden must be ≥ 0")
     t0 = time.perf_counter()
     wrapper, meta = pixel_model(run, which)
     model = wrapper.model
-    example = example_pixels(meta)
-    out = Path(out) if out else default_out(run, fmt, int8)
+    c = meta["input"]["channels"]
+    if input_kind == "uint8":
+        ic = input_channels or c
+        if ic not in (c, 3) or (ic == 3 and c != 1 and c != 3):
+            raise CnnlabError(f"--input-channels must be {c}" + (" or 3" if c == 1 else ""))
+        wrapper = Uint8Model(wrapper, meta["input"]["size"], ic, layout, invert).eval()
+        example = example_images(meta, layout, ic)
+    else:
+        if input_channels or invert:
+            raise CnnlabError("--input-channels and --invert need --input uint8")
+        ic = c
+        example = example_pixels(meta)
+    out = Path(out) if out else default_out(run, fmt, int8, input_kind)
     if out.is_dir():  # --out DIR: the default file name inside it
-        out = out / default_out(run, fmt, int8).name
+        out = out / default_out(run, fmt, int8, input_kind).name
 
     exporter = "torch.jit.trace" if fmt == "torchscript" else "torch.export"
     if fmt == "onnx":
         data, exporter = onnx_bytes(wrapper, example, onnx_exporter)
-    md = export_metadata(meta, run, fmt, exporter, quant if int8 else None)
+    md = export_metadata(
+        meta, run, fmt, exporter, quant if int8 else None, input_kind, layout, ic, invert
+    )
 
     report: dict = {"export": str(out), "format": fmt, "exporter": exporter}
     if check or int8:
         pix, norm, y, ds = run_test_data(meta, data_dir, parity_images)
+        if input_kind == "uint8" and invert:  # the reference sees what the graph's invert does
+            border = torch.cat(
+                [pix[:, :, 0, :], pix[:, :, -1, :], pix[:, :, :, 0], pix[:, :, :, -1]], dim=2
+            ).mean(dim=(1, 2))
+            flip = (border > 0.5).reshape(-1, 1, 1, 1)
+            mean_t, std_t = wrapper.pixels.mean, wrapper.pixels.std
+            norm = (torch.where(flip, 1 - pix, pix) - mean_t) / std_t
         with torch.no_grad():
             ref = _logits(lambda x: model(x).float().numpy(), norm)
         report.update(dataset=ds.name, split="test", images=int(len(y)))
@@ -360,16 +674,27 @@ def export(
     else:
         data = _write_exported_program(wrapper, example, md)
 
+    gold = None
     if check or int8:
         runner = load_runner(data, fmt)
-        got = _logits(runner, pix.numpy())
+        u8 = np.rint(pix.numpy() * 255).astype(np.uint8)  # the test images as 8-bit pixels
+        if ic == 3 and c == 1:  # grey images given as RGB: the graph converts them back
+            u8 = np.repeat(u8, 3, axis=1)
+        inp = u8 if input_kind == "uint8" else None
+
+        def feed(sl):
+            return to_layout(inp[sl], layout) if inp is not None else pix[sl].numpy()
+
+        got = np.concatenate(
+            [np.asarray(runner(feed(slice(i, i + 500)))) for i in range(0, len(pix), 500)]
+        )
         labels = y.numpy()
         agree = float((got.argmax(1) == ref.argmax(1)).mean())
         acc_ref = float((ref.argmax(1) == labels).mean())
         acc_exp = float((got.argmax(1) == labels).mean())
         # the dynamic batch axis: one image and an odd batch give the same logits
-        single = np.asarray(runner(pix[:1].numpy()))
-        odd = np.asarray(runner(pix[: min(3, len(pix))].numpy()))
+        single = np.asarray(runner(feed(slice(0, 1))))
+        odd = np.asarray(runner(feed(slice(0, min(3, len(pix))))))
         batch_diff = float(max(np.abs(single - got[:1]).max(), np.abs(odd - got[: len(odd)]).max()))
         report.update(
             max_abs_logit_diff=float(np.abs(got - ref).max()),
@@ -379,33 +704,40 @@ def export(
             accuracy_export=acc_exp,
             accuracy_delta=acc_exp - acc_ref,
         )
+        tol = MAX_ABS_LOGIT_DIFF if input_kind == "float" else UINT8_LOGIT_DIFF
         if int8:
             report.update(int8=quant, passed=True)
         else:
             report.update(
-                tolerance=MAX_ABS_LOGIT_DIFF,
+                tolerance=tol,
                 passed=bool(
-                    report["max_abs_logit_diff"] <= MAX_ABS_LOGIT_DIFF
-                    and agree == 1.0
-                    and batch_diff <= MAX_ABS_LOGIT_DIFF
+                    report["max_abs_logit_diff"] <= tol and agree == 1.0 and batch_diff <= tol
                 ),
             )
+        if golden:
+            gold = golden_set(u8, labels, got, golden)
+            gold["input"] = md["input"]
     report.update(
         bytes=len(data),
         seconds=round(time.perf_counter() - t0, 2),
         metadata={k: md[k] for k in ("classes", "input", "normalization", "source_run")},
         cnnlab_version=__version__,
     )
-    parity_path = out.with_name(out.name + ".parity.json")
+    parity_path = companion(out, "parity")
     report["parity_file"] = str(parity_path)
     if "passed" in report and not report["passed"]:
         atomic_write_text(parity_path, json.dumps(report, indent=1))
         raise CnnlabError(
             f"parity check failed: max |Δlogit| {report['max_abs_logit_diff']:.2e} "
-            f"(≤ {MAX_ABS_LOGIT_DIFF:g}), top-1 agreement {report['top1_agreement']:.4%}; "
+            f"(≤ {report['tolerance']:g}), top-1 agreement {report['top1_agreement']:.4%}; "
             f"nothing exported (report in {parity_path})"
         )
     atomic_write_bytes(out, data)
+    atomic_write_text(companion(out, "meta"), json.dumps(md, indent=1))
+    report["sidecar_file"] = str(companion(out, "meta"))
+    if gold is not None:
+        atomic_write_text(companion(out, "golden"), json.dumps(gold, indent=1))
+        report["golden_file"] = str(companion(out, "golden"))
     atomic_write_text(parity_path, json.dumps(report, indent=1))
     return report
 
@@ -485,6 +817,9 @@ def format_report(r: dict) -> str:
                 f"{r['batch_invariance_max_diff']:.1e}, accuracy {r['accuracy_export']:.4f} "
                 f"→ {'PASS' if r['passed'] else 'FAIL'}"
             )
+    for k in ("sidecar_file", "golden_file"):
+        if k in r:
+            lines.append(f"{k.split('_')[0]} → {r[k]}")
     lines.append(f"report → {r['parity_file']}")
     return "\n".join(lines)
 

@@ -452,22 +452,20 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
             status_code=500,
         )
 
-    async def read_images(request: Request):
-        """The body, parsed and decoded in the decode pool → uint8 images and options."""
+    def decode(body: bytes, ctype: str, query: dict):
+        p = parse_request(body, ctype, query, limits, c, s)
+        x, flags = to_batch(p.images, mean, p.invert)
+        return x, flags, min(p.top_k or cfg.top_k, len(classes))
+
+    async def prepare(request: Request):
+        """The body, parsed, decoded and batched in the decode pool (one hop off the loop)
+        → float pixels (B, C, S, S), inversion flags, top-k."""
         body = await request.body()
         ctype = request.headers.get("content-type", "")
         query = {k: v for k, v in request.query_params.items() if k in ("top_k", "invert")}
         return await asyncio.get_running_loop().run_in_executor(
-            decode_pool, parse_request, body, ctype, query, limits, c, s
+            decode_pool, decode, body, ctype, query
         )
-
-    async def prepare(request: Request):
-        p = await read_images(request)
-        k = min(p.top_k or cfg.top_k, len(classes))
-        x, flags = await asyncio.get_running_loop().run_in_executor(
-            decode_pool, to_batch, p.images, mean, p.invert
-        )
-        return x, flags, k
 
     def describe(logits: np.ndarray, k: int, flags: list[bool]) -> list[dict]:
         z = logits - logits.max(1, keepdims=True)
