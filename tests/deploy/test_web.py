@@ -81,3 +81,24 @@ def test_draw_a_stroke_and_see_predictions(server, tmp_path):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_phone_layout_shows_the_prediction_above_the_canvas(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(
+                viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+            )
+            failed = []
+            page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+            page.goto(server + "/")
+            page.wait_for_selector('body[data-ready="1"]', timeout=20000)
+            res = page.locator("#results").bounding_box()
+            pad = page.locator("#pad").bounding_box()
+            assert res["y"] + res["height"] <= pad["y"] + 1, (res, pad)
+            assert pad["x"] + pad["width"] <= 390 and pad["y"] + pad["height"] <= 844
+            assert not failed, failed  # favicon included
+        finally:
+            browser.close()

@@ -7,6 +7,11 @@
   const heat = document.getElementById("heat");
   const hctx = heat.getContext("2d");
   const statusEl = document.getElementById("status");
+  // a server started with --api-key: open the page as /#key=<key> (kept in this browser)
+  const hashKey = new URLSearchParams(location.hash.slice(1)).get("key");
+  if (hashKey) { localStorage.setItem("cnnlab-key", hashKey); history.replaceState(null, "", location.pathname); }
+  const apiKey = hashKey || localStorage.getItem("cnnlab-key");
+  const auth = apiKey ? { authorization: "Bearer " + apiKey } : {};
   let model = null;
   let drawing = false;
   let last = null;
@@ -101,7 +106,7 @@
     const t0 = performance.now();
     let res;
     try {
-      const r = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const r = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...auth }, body });
       res = await r.json();
       if (!r.ok) throw new Error(res.error || r.statusText);
     } catch (e) {
@@ -174,7 +179,8 @@
     hctx.drawImage(small, 0, 0, heat.width, heat.height);
   }
 
-  fetch("/v1/model").then((r) => r.json()).then((m) => {
+  fetch("/v1/model", { headers: auth }).then((r) => r.json()).then((m) => {
+    if (m.error) throw new Error(m.error + (apiKey ? "" : " (open this page as /#key=<your key>)"));
     model = m;
     const inp = m.input.shape;
     document.getElementById("model-info").textContent =
