@@ -50,11 +50,13 @@ BENCH_DATA ?= $(CNNLAB_DATA)
 bench: $(STAMP)
 	$(BIN)/cnnlab bench $(if $(BENCH_DATA),--data-dir $(BENCH_DATA)) $(BENCH_ARGS)
 
-# Load test of `cnnlab serve` (torch/ONNX × micro-batching on/off); SERVE_RUN: a trained run
-# (a tiny synthetic one is trained when it does not exist).
+# Load test of `cnnlab serve` with hey (apt-get install hey): torch/ONNX × adaptive batching
+# on/off at 1, 8, 32, 64 clients; SERVE_RUN: a trained run (a tiny synthetic one is trained
+# when it does not exist). Writes benchmarks/results/<date>-<machine>/serve-load.json.
 SERVE_RUN ?= runs/lenet5-fashion-mnist
+SERVE_OUT ?= benchmarks/results/$(shell date +%F)-cpu$(shell nproc)/serve-load.json
 bench-serve: $(STAMP)
-	$(BIN)/python benchmarks/serve_load.py --run $(SERVE_RUN) --concurrency 32 --requests 4000
+	$(BIN)/python benchmarks/serve_load.py --run $(SERVE_RUN) --seconds 5 --out $(SERVE_OUT)
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

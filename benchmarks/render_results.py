@@ -193,6 +193,9 @@ def speed(rs: list[dict]) -> list[str]:
 
 
 def serving(rs: list[dict]) -> list[str]:
+    load = [d for d in rs if d["kind"] == "serve-load"]
+    if load:
+        return serving_load(newest(load))
     sv = [d for d in rs if d["kind"] == "serve"]
     if not sv:
         return []
@@ -210,6 +213,26 @@ def serving(rs: list[dict]) -> list[str]:
         lines.append(
             f"| {k} | {v['pred_per_s']:,} | {v['p50_ms']:.1f} ms | {v['p99_ms']:.1f} ms | "
             f"{v['errors']} |"
+        )
+    return lines + [""]
+
+
+def serving_load(d: dict) -> list[str]:
+    """The table of `make bench-serve`: backend × batching × clients (hey)."""
+    lines = [
+        "## Serving load",
+        "",
+        f"`cnnlab serve` ({d['model']}, one 28 × 28 PNG per request, {where(d)}, server model "
+        f"threads {d['server_threads']}) driven by `hey` for {d['seconds_per_point']:g} s per "
+        f"point; {d['note']}. Command: `{d['command']}`.",
+        "",
+        "| backend | batching | clients | predictions/s | p50 | p99 | errors | source |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in d["rows"]:
+        lines.append(
+            f"| {r['backend']} | {r['batching']} | {r['clients']} | {r['pred_per_s']:,} | "
+            f"{r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['errors']} | {src(d)} |"
         )
     return lines + [""]
 

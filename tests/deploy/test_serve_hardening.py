@@ -244,3 +244,9 @@ def test_404_405_have_the_error_shape(client):
 def test_favicon(client):
     r = client.get("/favicon.ico")
     assert r.status_code == 200 and r.content[:4] == b"\x00\x00\x01\x00"
+
+
+def test_model_info_holds_no_local_path(client, tiny_trained_run):
+    info = client.get("/v1/model").json()
+    assert info["source_run"] == tiny_trained_run.name
+    assert str(tiny_trained_run.parent) not in json.dumps(info)

@@ -120,29 +120,21 @@ class Uint8Model(nn.Module):
         return logits, torch.softmax(logits, dim=1)
 
 
-class _TorchScriptFloatGuard(nn.Module):
+class _TorchScriptDtypeGuard(nn.Module):
     """TorchScript refuses a wrong dtype the way ONNX Runtime does (a trace alone would
-    silently take uint8 pixels and mis-scale them)."""
+    silently take uint8 pixels into a float model and mis-scale them)."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, uint8: bool):
         super().__init__()
         self.inner = inner
+        self.uint8 = uint8
 
-    def forward(self, pixels: torch.Tensor):
-        if pixels.dtype != torch.float32:
-            raise RuntimeError("cnnlab export: expected float32 pixels in [0, 1], (B, C, S, S)")
-        return self.inner(pixels)
-
-
-class _TorchScriptUint8Guard(nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, images: torch.Tensor):
-        if images.dtype != torch.uint8:
+    def forward(self, x: torch.Tensor):
+        if self.uint8 and x.dtype != torch.uint8:
             raise RuntimeError("cnnlab export: expected uint8 images, 0-255")
-        return self.inner(images)
+        if not self.uint8 and x.dtype != torch.float32:
+            raise RuntimeError("cnnlab export: expected float32 pixels in [0, 1], (B, C, S, S)")
+        return self.inner(x)
 
 
 def norm_stats(meta: dict) -> tuple[list[float], list[float]]:
@@ -442,10 +434,7 @@ def _write_torchscript(wrapper, example, md) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ts = torch.jit.trace(wrapper, example, check_trace=False)
-        guard = (
-            _TorchScriptUint8Guard if isinstance(wrapper, Uint8Model) else _TorchScriptFloatGuard
-        )
-        ts = torch.jit.script(guard(ts))
+        ts = torch.jit.script(_TorchScriptDtypeGuard(ts, isinstance(wrapper, Uint8Model)))
         buf = io.BytesIO()
         torch.jit.save(ts, buf, _extra_files={f"{META_KEY}.json": json.dumps(md)})
     return buf.getvalue()

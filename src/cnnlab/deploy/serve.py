@@ -125,7 +125,8 @@ class TorchBackend(Backend):
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.meta = export_metadata(meta, run, "torch", "eager")
-        import captum.attr  # noqa: F401  (slow first import: pay it at start, not on a request)
+        # captum (and the matplotlib it pulls in, ~35 MB resident) loads on the first
+        # saliency request, not at start: a server that only classifies never pays for it
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
