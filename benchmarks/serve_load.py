@@ -196,9 +196,9 @@ def main(argv=None) -> int:
     )
     result = {
         "kind": "serve-load",
-        "command": "make bench-serve (python benchmarks/serve_load.py "
-        + " ".join(a for a in (argv or sys.argv[1:]) if not a.startswith("--out"))
-        + ")",
+        "command": f"python benchmarks/serve_load.py --run RUN --seconds {args.seconds:g} "
+        f"--clients {args.clients} --backends {args.backends} --batching {args.batching} "
+        f"--threads {args.threads}",
         "commit": git_commit(),
         "date": datetime.date.today().isoformat(),
         "machine": machine(),
