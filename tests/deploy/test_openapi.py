@@ -98,19 +98,21 @@ def _run(schema, examples: int, headers: dict | None) -> int:
 
 
 def test_schemathesis_fast(backend):
-    ran = run_schemathesis(create_app(backend, ServeConfig(max_images=4)), examples=8)
-    assert ran >= 30
+    ran = run_schemathesis(create_app(backend, ServeConfig(max_images=4)), examples=5)
+    assert ran >= 20
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("auth", [False, True])
 def test_schemathesis_thousands_of_cases(backend, auth):
+    """A few thousand cases without auth (CNNLAB_SCHEMATHESIS_EXAMPLES per operation and
+    mode), a few hundred with a bearer token."""
     key = "k" * 24
-    cfg = ServeConfig(max_images=4, api_key=key if auth else None, rate_limit=0)
-    n = int(os.environ.get("CNNLAB_SCHEMATHESIS_EXAMPLES", "300"))
+    cfg = ServeConfig(max_images=4, api_key=key if auth else None)
+    n = int(os.environ.get("CNNLAB_SCHEMATHESIS_EXAMPLES", "600")) // (6 if auth else 1)
     ran = run_schemathesis(
         create_app(backend, cfg),
         examples=n,
         headers={"Authorization": f"Bearer {key}"} if auth else None,
     )
-    assert ran >= 2000
+    assert ran >= 3 * n
