@@ -432,7 +432,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         status = getattr(exc, "status", 400)
         path = request.url.path
         m["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
-        return JSONResponse({"error": str(exc)}, status_code=status)
+        # a body left unread (too large, too slow): the connection cannot be reused
+        close = {"connection": "close"} if status in (408, 413) else None
+        return JSONResponse({"error": str(exc)}, status_code=status, headers=close)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, exc: HTTPException):  # 404, 405: the same error shape
