@@ -188,12 +188,12 @@ def test_attack_does_not_stall_normal_clients(backend):
             await asyncio.gather(
                 attacker(), *(_timed_requests(port, normal, stop, lat, errors) for _ in range(4))
             )
-            assert not errors and len(lat) > 10, (errors, len(lat))
+            assert not errors and len(lat) >= 5, (errors, len(lat))
             return float(np.percentile(lat, 99)) * 1000, statuses
 
         for r in attacks:  # warm-up
             http(port, r)
-        base, _ = asyncio.run(load(1.0, attack=False))
+        base, _ = asyncio.run(load(1.5, attack=False))
         p99, statuses = asyncio.run(load(2.5, attack=True))
     assert statuses[:3] == [413, 413, 200], statuses
     bar = 100 if base < 33 else 3 * base
