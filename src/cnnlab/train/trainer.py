@@ -26,6 +26,7 @@ writes.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -71,6 +72,9 @@ from cnnlab.train.optim import Schedule
 from cnnlab.train.task import Task
 from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
+
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 @dataclass
@@ -729,6 +733,15 @@ class Trainer:
             if created and not isinstance(e, NonFiniteLoss):
                 self._remove_new_run_dir()
             raise
+        except OSError as e:
+            # a full disk or a read-only file system met by any other file the run
+            # writes (gradients.jsonl, a task's samples): one line, as for checkpoints
+            if e.errno not in _DISK_ERRNOS:
+                raise
+            raise CheckpointError(
+                io_error(e.filename or self.run_dir, e)
+                + f"; fix that and continue with: cnnlab train --resume {self.run_dir}"
+            ) from None
         finally:
             if self._lock is not None:
                 self._lock.release()
