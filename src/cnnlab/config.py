@@ -226,10 +226,32 @@ def check_bounded(value: Any, where: str) -> Any:
     return value
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside quotes (a cheap look before parsing)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    quote = None
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def safe_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load`` with the bounds above; any failure is one ConfigError line."""
     if len(text) > MAX_RECIPE_BYTES:
         raise ConfigError(f"{where}: {len(text):,} characters; a recipe is at most 1 MiB")
+    if _flow_depth(text) > MAX_DEPTH:  # the YAML scanner is quadratic in this depth
+        raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -429,6 +451,8 @@ def get_value(cfg: Config, dotted: str, default: Any = None) -> Any:
 
 
 def parse_scalar(text: str) -> Any:
+    if _flow_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"--set value {short(text, 40)} is nested too deeply")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -73,7 +73,6 @@ from cnnlab.train.task import Task
 from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
 
-
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
@@ -812,6 +811,7 @@ class Trainer:
                     self.save("best", epoch, m)
                 self.save("last", epoch, m)
                 if self.dist.main:  # after the checkpoints: a line always has its checkpoint
+                    fault("metrics")  # test hook: a kill between the two
                     self._append_metrics(m)
                 if self._stop_requested():
                     self._stopped_at(epoch, 0)
