@@ -53,22 +53,50 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_killed_ones_lock_is
 @pytest.mark.slow
 def test_two_resumes_of_a_live_run_cannot_both_train(tmp_path):
     runs = tmp_path / "runs"
-    args = cli_args("train.checkpoint_every_steps=1", epochs=3)
+    args = cli_args("train.checkpoint_every_steps=1", epochs=30)
     # the first run is slowed inside its checkpoint writes so that it is alive throughout
     first = start(["train", *args, "--runs-dir", str(runs), "--name", "live"],
-                  CNNLAB_FAULT_SLEEP="0.3")  # fmt: skip
+                  CNNLAB_FAULT_SLEEP="0.5")  # fmt: skip
     run = runs / "live"
     t = time.monotonic()
     while not (run / "checkpoints" / "last.safetensors").exists():
         assert first.poll() is None and time.monotonic() - t < 120, first.communicate()
         time.sleep(0.05)
     second = start(["train", "--resume", str(run), "--quiet"])
-    out, err = second.communicate(timeout=120)
+    out, err = second.communicate(timeout=600)
+    assert first.poll() is None, "the first run ended before the second one tried"
     assert second.returncode == 2, err
     assert f"is in use by pid {first.pid}" in err and "Traceback" not in err
     first.send_signal(signal.SIGKILL)  # the holder dies: its lock goes with it
     first.wait()
-    third = start(["train", "--resume", str(run), "--quiet"])
-    out, err = third.communicate(timeout=300)
+    done = len(read_metrics(run))
+    third = start(["train", "--resume", str(run), "--quiet", "--epochs", str(done + 1)])
+    out, err = third.communicate(timeout=600)
     assert third.returncode == 0, err
-    assert [m["epoch"] for m in read_metrics(run)] == [1, 2, 3]
+    assert [m["epoch"] for m in read_metrics(run)] == list(range(1, done + 2))
+
+
+@pytest.mark.slow
+def test_a_ddp_run_is_locked_by_its_rank_0(tmp_path):
+    runs = tmp_path / "runs"
+    args = cli_args("train.checkpoint_every_steps=1", epochs=30)
+    p = start(["train", "--nproc", "2", *args, "--runs-dir", str(runs), "--name", "ddp"],
+              CNNLAB_FAULT_SLEEP="0.5")  # fmt: skip
+    run = runs / "ddp"
+    try:
+        t = time.monotonic()
+        while not (run / "checkpoints" / "last.safetensors").exists():
+            assert p.poll() is None and time.monotonic() - t < 300, p.communicate()
+            time.sleep(0.1)
+        with pytest.raises(CheckpointError, match=r"in use by pid \d+") as e:
+            RunLock(run).acquire()
+        holder_pid = int(str(e.value).split("in use by pid ")[1].split()[0])
+        assert holder_pid != p.pid  # a rank (rank 0), not the launcher
+        second = start(["train", "--resume", str(run), "--quiet"])
+        _, err = second.communicate(timeout=600)
+        assert p.poll() is None, "the DDP run ended before the second one tried"
+        assert second.returncode == 2 and f"in use by pid {holder_pid}" in err, err
+    finally:
+        p.send_signal(signal.SIGTERM)  # the launcher forwards it: a clean stop
+        p.communicate(timeout=600)
+    RunLock(run).acquire().release()  # free again once the run has stopped

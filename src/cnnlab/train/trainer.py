@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from cnnlab._version import __version__
-from cnnlab.config import Config
+from cnnlab.config import Config, short
 from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 from cnnlab.runs.checkpoint import (
@@ -433,28 +433,31 @@ class Trainer:
                 f"{ck.path}: a {ck.meta.get('kind', 'classify')} run cannot be resumed as "
                 f"{self.task.kind}"
             )
-        was = ck.meta.get("config", {})
+        was = ck.meta.get("config")
+        was = was if isinstance(was, dict) else {}
         now = self.cfg.to_dict()
-        changed = []
-        for sec in ("model", "gan"):
-            a, b = was.get(sec, {}) or {}, now.get(sec, {})
-            changed += [f"{sec}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        a_opt, b_opt = (was.get("optim") or {}).get("name"), now["optim"]["name"]
-        if a_opt is not None and a_opt != b_opt:
-            changed.append("optim.name")
-        mine = self.task.meta().get("model")
+        # (section, keys or None for all): what the saved state's shapes depend on
+        frozen = [("model", None), ("optim", ("name",)),
+                  ("gan", ("conditional", "aux_weight", "z_dim", "width"))]  # fmt: skip
+        changed, old = [], {}
+        for sec, keys in frozen:
+            a = was.get(sec) if isinstance(was.get(sec), dict) else {}
+            b = now.get(sec, {})
+            if not a:
+                continue  # a checkpoint without that section: nothing to compare
+            for k in keys or sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    changed.append(f"{sec}.{k}")
+                    old[f"{sec}.{k}"] = a.get(k)
+        mine = json.loads(json.dumps(self.task.meta().get("model"), default=str))  # as saved
         if not changed and "model" in ck.meta and ck.meta["model"] != mine:
-            changed.append("the model's input or classes (data.*)")
+            changed.append("model input or classes (data.*)")
         if changed:
             first = changed[0]
-            old = (
-                f"{was[first.split('.')[0]].get(first.split('.', 1)[1])!r}"
-                if "." in first and first.split(".")[0] in was
-                else "another"
-            )
+            was_text = f"{first}={short(old[first], 40)}" if first in old else "other data"
             raise CheckpointError(
                 f"cannot resume {self.run_dir} with a different {', '.join(changed[:4])} "
-                f"(it was trained with {first}={old[:60]}): its saved state does not fit. "
+                f"(it was trained with {was_text}): its saved state does not fit. "
                 f"Drop that --set, or start a new run from its config: cnnlab train --recipe "
                 f"{self.run_dir / 'config.yaml'} --name NEW_NAME --set ..."
             )
@@ -729,7 +732,9 @@ class Trainer:
                 created = self._open_run_dir()
             return self._fit()
         except CnnlabError as e:
-            if created and not isinstance(e, NonFiniteLoss):
+            # a user mistake found at the start leaves nothing behind; a divergence or a
+            # disk error keeps the folder, so the --resume its message advises works
+            if created and not isinstance(e, (NonFiniteLoss, CheckpointError)):
                 self._remove_new_run_dir()
             raise
         except OSError as e:
