@@ -118,3 +118,15 @@ def test_fifos_and_symlink_loops_neither_hang_nor_multiply_images(tmp_path):
     assert sorted(set(files)) == sorted(files)
     x, y = ds.train_files[0]
     assert x.size == (40, 40) and y == 0
+
+
+@pytest.mark.slow
+def test_an_image_that_cannot_be_decoded_leaves_no_run_folder(tmp_path):
+    root = make_folder(tmp_path / "f", classes=("a", "b"), per_class=(4, 2))
+    (root / "train" / "a" / "0.jpg").write_bytes(b"not a jpeg")
+    runs = tmp_path / "runs"
+    with pytest.raises(DataError, match="0.jpg: cannot decode image"):
+        cnnlab.fit(dataset="imagefolder", data_dir=str(root), runs_dir=str(runs), epochs=1,
+                   device="cpu", quiet=True,
+                   overrides=["data.size=32", "data.workers=0", "train.batch_size=4"])  # fmt: skip
+    assert not runs.exists() or list(runs.iterdir()) == []
