@@ -112,7 +112,7 @@ def test_cifar_bad_shapes(tmp_path):
 
 
 def test_a_gzip_idx_declaring_a_huge_size_is_refused_with_bounded_memory(tmp_path):
-    """A real ~200 KB gzip file whose header declares 200 MB and whose stream holds one
+    """A real ~100 KB gzip file whose header declares 100 MB and whose stream holds one
     byte less: refused from the gzip trailer before decompressing, in a child process
     whose peak memory is measured."""
     import struct
@@ -122,7 +122,7 @@ def test_a_gzip_idx_declaring_a_huge_size_is_refused_with_bounded_memory(tmp_pat
 
     from cnnlab.data import formats
 
-    n = 200 * 1000 * 1000
+    n = 100 * 1000 * 1000
     path = tmp_path / "train-images-idx3-ubyte.gz"
     with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n // 10000, 100, 100))
