@@ -34,6 +34,20 @@ FAST = [
 ]
 
 
+def fit_run(tmp_path, *extra, epochs=2, name="r", resume=None, callbacks=None):
+    """A FAST run through the Python API (a new one named ``name``, or ``resume``)."""
+    return cnnlab.fit(
+        overrides=FAST + list(extra),
+        epochs=epochs,
+        name=None if resume else name,
+        runs_dir=str(tmp_path),
+        device="cpu",
+        quiet=True,
+        resume=resume,
+        callbacks=callbacks,
+    )
+
+
 def cli_args(*sets: str, epochs: int = 2) -> list[str]:
     out = []
     for s in (*FAST, *sets):

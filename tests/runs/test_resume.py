@@ -16,20 +16,11 @@ from cnnlab.runs.layout import read_metrics
 from cnnlab.train.callbacks import Callback
 
 from ..conftest import make_idx_dataset
-from .conftest import FAST
+from .conftest import FAST, fit_run
 
 
-def fit(tmp_path, *extra, epochs=1, name="r", resume=None, callbacks=None):
-    return cnnlab.fit(
-        overrides=FAST + list(extra),
-        epochs=epochs,
-        name=None if resume else name,
-        runs_dir=str(tmp_path),
-        device="cpu",
-        quiet=True,
-        resume=resume,
-        callbacks=callbacks,
-    )
+def fit(tmp_path, *extra, epochs=1, **kw):
+    return fit_run(tmp_path, *extra, epochs=epochs, **kw)
 
 
 def files(run):
