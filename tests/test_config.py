@@ -62,3 +62,65 @@ def test_bad_recipe(tmp_path):
         load_recipe(p)
     with pytest.raises(ConfigError, match="not found"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+# -- hostile recipes and values: bounded work, one short line ----------------------------
+
+
+def billion_laughs(levels: int, under: str = "train:\n  loss") -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + f"\n{under}: *a{levels - 1}\n"
+
+
+def test_a_billion_laughs_recipe_is_refused_at_once(tmp_path):
+    import time
+
+    for under in ("train:\n  loss", "model:\n  activation"):
+        p = tmp_path / "bomb.yaml"
+        p.write_text(billion_laughs(10, under))  # 9**10 values once expanded
+        t = time.perf_counter()
+        with pytest.raises(ConfigError, match="expands to more than") as e:
+            load_recipe(p)
+        assert time.perf_counter() - t < 2 and len(str(e.value)) < 300
+    # a smaller bomb that fits the node bound is still never expanded into a message
+    p.write_text(billion_laughs(4))  # 6,561 strings
+    with pytest.raises(ConfigError) as e:
+        validate(load_recipe(p))
+    assert len(str(e.value)) < 300
+
+
+def test_deep_nesting_and_huge_integers_are_one_line(tmp_path):
+    from cnnlab.cli import main
+
+    p = tmp_path / "deep.yaml"
+    for text in ("train:\n  loss: " + "[" * 5000 + "]" * 5000, "train:\n  seed: " + "5" * 5000):
+        p.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_recipe(p)
+        assert len(str(e.value)) < 300
+    for bad in ("model.x=" + "[" * 3000 + "]" * 3000, "train.seed=" + "5" * 5000):
+        with pytest.raises(ConfigError) as e:
+            apply_overrides(Config(), [bad])
+        assert len(str(e.value)) < 300
+    assert main(["train", "--seed", str(2**70), "--runs-dir", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("optim.momentum=-5", "optim.momentum must be in"),
+        ("optim.beta1=2", "optim.beta1 must be in"),
+        ("optim.beta2=1", "optim.beta2 must be in"),
+        ("train.seed=-1", "train.seed must be in"),
+        (f"train.seed={2**70}", "train.seed must be in"),
+        ("data.pad=1000000", "data.pad must be in"),
+        ("data.size=4", "data.size must be an integer in"),
+        ("run.name=../x", "not a folder name inside --runs-dir"),
+    ],
+)
+def test_value_ranges(override, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(apply_overrides(Config(), ["data.name=synthetic", override]))

@@ -5,6 +5,11 @@ Precedence: defaults → recipe YAML → ``--set`` flags (then CLI shortcuts lik
 checkpoint. Keys under ``model`` and ``data`` that are not fields of those sections are
 options of the chosen model builder / dataset loader, validated against its signature.
 An unknown key or a bad value raises ConfigError listing the valid choices.
+
+Parsing is bounded: a recipe of more than ``MAX_RECIPE_BYTES``, nested deeper than
+``MAX_DEPTH`` or expanding (through YAML aliases, a "billion laughs") to more than
+``MAX_NODES`` values is refused before it is used, integers of more than a few thousand
+digits are refused, and an error message shows at most a short excerpt of a value.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -173,6 +180,141 @@ class Config:
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+MAX_RUN_NAME = 100  # characters (a path component is at most 255 bytes)
+MAX_SEED = 2**32 - 1  # numpy's and CUDA's seeds are 32-bit
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """A value for an error message: its repr, cut to ``limit`` characters — never the
+    full expansion of a huge or alias-bombed value."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxdict, r.maxlist, r.maxtuple, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring, r.maxlong, r.maxother = limit, limit, limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_bounded(value: Any, where: str) -> Any:
+    """Refuse a parsed YAML value nested deeper than MAX_DEPTH or holding more than
+    MAX_NODES values once its aliases are expanded. Counted without expanding anything:
+    a shared node is sized once and its size reused."""
+    sizes: dict[int, int] = {}
+
+    def size(v: Any, depth: int) -> int:
+        if not isinstance(v, (dict, list, tuple)):
+            return 1
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        if id(v) in sizes:
+            return sizes[id(v)]
+        items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+        n = 1
+        for item in items:
+            n += size(item, depth + 1)
+            if n > MAX_NODES:
+                raise ConfigError(
+                    f"{where}: expands to more than {MAX_NODES:,} values (YAML aliases?); "
+                    "a config is far smaller"
+                )
+        sizes[id(v)] = n
+        return n
+
+    size(value, 0)
+    return value
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside quotes (a cheap look before parsing)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    quote = None
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with the bounds above; any failure is one ConfigError line."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters; a recipe is at most 1 MiB")
+    if _flow_depth(text) > MAX_DEPTH:  # the YAML scanner is quadratic in this depth
+        raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: invalid YAML ({short(str(e).splitlines()[0], 160)})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply") from None
+    except (ValueError, OverflowError) as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{where}: invalid value ({short(str(e), 120)})") from None
+    return check_bounded(value, where)
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a folder name inside --runs-dir: letters, digits and ``. _ - + = @``,
+    with ``/`` between such parts (no ``..``, no leading ``/``, no spaces, no control
+    characters, at most MAX_RUN_NAME characters)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("run.name must not be empty")
+    if len(name) > MAX_RUN_NAME:
+        raise ConfigError(
+            f"run name {short(name, 40)} is {len(name)} characters long; use at most {MAX_RUN_NAME}"
+        )
+    parts = name.split("/")
+    if any(p in ("", ".", "..") or not re.fullmatch(r"[\w.+=@-]+", p) for p in parts):
+        raise ConfigError(
+            f"run name {short(name, 60)} is not a folder name inside --runs-dir: use "
+            "letters, digits and . _ - (no '..', no leading '/', no spaces or control "
+            "characters)"
+        )
+    return name
+
+
+def check_values(cfg: Config) -> Config:
+    """Ranges of values the registries do not know about: optimiser constants, the seed,
+    data sizes and the run name."""
+    o, d, t = cfg.optim, cfg.data, cfg.train
+    checks = [
+        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum:g}"),
+        (0 <= o.beta1 < 1, f"optim.beta1 must be in [0, 1), got {o.beta1:g}"),
+        (0 <= o.beta2 < 1, f"optim.beta2 must be in [0, 1), got {o.beta2:g}"),
+        (o.eps > 0, f"optim.eps must be > 0, got {o.eps:g}"),
+        (
+            0 <= t.seed <= MAX_SEED,
+            f"train.seed must be in [0, {MAX_SEED}], got {short(t.seed, 30)}",
+        ),
+        (0 <= d.pad <= 1024, f"data.pad must be in [0, 1024] pixels, got {short(d.pad, 30)}"),
+        (
+            d.resize is None or d.resize <= 4096,
+            f"data.resize must be at most 4096 pixels, got {short(d.resize, 30)}",
+        ),
+    ]
+    size = d.args.get("size")
+    if size is not None:
+        ok = isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096
+        checks.append(
+            (ok, f"data.size must be an integer in [8, 4096] pixels, got {short(size, 30)}")
+        )
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    if cfg.run.name is not None:
+        check_run_name(cfg.run.name)
+    return cfg
+
 
 def _section_cls(name: str):
     return {
@@ -232,34 +374,38 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             "0",
         ):
             return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be true or false, got {short(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and len(value) > 100:
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
         try:
             f = float(value)
         except (ValueError, OverflowError):
-            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+            raise ConfigError(f"{where} must be an integer, got {short(value)}") from None
         if not math.isfinite(f) or f != int(f):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
         return int(f)
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+            raise ConfigError(f"{where} must be a number, got {short(value)}")
         try:
             f = float(value)
         except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+            raise ConfigError(f"{where} must be a number, got {short(value)}") from None
         if not math.isfinite(f):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+            raise ConfigError(f"{where} must be a finite number, got {short(value)}")
         return f
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {short(value)}")
         return str(value)
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {short(value)}")
         return dict(value)
     return value
 
@@ -305,10 +451,17 @@ def get_value(cfg: Config, dotted: str, default: Any = None) -> Any:
 
 
 def parse_scalar(text: str) -> Any:
+    if _flow_depth(text) > MAX_DEPTH:
+        raise ConfigError(f"--set value {short(text, 40)} is nested too deeply")
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise ConfigError(f"--set value {short(text, 40)} is nested too deeply") from None
+    except (ValueError, OverflowError):  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"--set value {short(text, 40)} is not a usable value") from None
+    return check_bounded(value, f"--set value {short(text, 40)}")
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | dict | None) -> Config:
@@ -319,7 +472,9 @@ def apply_overrides(cfg: Config, overrides: list[str] | dict | None) -> Config:
         parsed = []
         for o in overrides:
             if "=" not in o:
-                raise ConfigError(f"--set needs key=value, got {o!r} (e.g. --set optim.lr=0.01)")
+                raise ConfigError(
+                    f"--set needs key=value, got {short(o)} (e.g. --set optim.lr=0.01)"
+                )
             k, v = o.split("=", 1)
             parsed.append((k, parse_scalar(v)))
         items = parsed
@@ -340,7 +495,7 @@ def from_dict(d: dict | None) -> Config:
         if body is None:
             continue
         if not isinstance(body, dict):
-            raise ConfigError(f"config section {sec!r} must be a mapping, got {body!r}")
+            raise ConfigError(f"config section {sec!r} must be a mapping, got {short(body)}")
         for k, v in body.items():
             set_value(cfg, f"{sec}.{k}", v)
     return cfg
@@ -374,11 +529,9 @@ def load_recipe(path: str | os.PathLike) -> Config:
     """A config from a recipe (see :func:`find_recipe`) on top of the defaults."""
     p = find_recipe(path)
     try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {p}: invalid YAML ({str(e).splitlines()[0]})") from None
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"recipe {p}: not UTF-8 text") from None
     except OSError as e:
         raise ConfigError(f"recipe {p}: cannot read it ({e.strerror})") from None
-    return from_dict(d)
+    return from_dict(safe_yaml(text, f"recipe {p}"))

@@ -71,3 +71,23 @@ def test_synthetic_options_and_errors():
         load_dataset("synthetic", bogus=1)
     with pytest.raises(ConfigError, match="unknown dataset 'nope'; choose one of"):
         load_dataset("nope")
+
+
+def test_the_mnist_sample_cache_is_used_only_when_its_checksum_holds():
+    from cnnlab.data.datasets import user_cache_dir
+
+    first = load_dataset("mnist-sample")
+    cache = user_cache_dir() / "mnist-sample.npz"
+    assert cache.is_file()
+    with np.load(cache) as z:
+        a = z["a"].copy()
+    # a cache of another shape, one with shifted labels, one of the old format (no digest)
+    shifted = a.copy()
+    shifted[:, -1] = (shifted[:, -1] + 1) % 10
+    for bad in (dict(a=a[:, :100]), dict(a=shifted), dict(a=shifted, meta=np.array("x:y"))):
+        np.savez(cache, **bad)
+        again = load_dataset("mnist-sample")
+        assert torch.equal(again.train_y, first.train_y)
+        assert torch.equal(again.test_x, first.test_x)
+    with np.load(cache) as z:  # rebuilt and valid again
+        assert np.array_equal(z["a"], a)

@@ -95,3 +95,38 @@ def test_errors(tmp_path):
         list(tr.test_loader)
     with pytest.raises(ConfigError, match="has no option 'sise'"):
         load_dataset("imagefolder", root, sise=32)
+
+
+def test_fifos_and_symlink_loops_neither_hang_nor_multiply_images(tmp_path):
+    import os
+
+    root = make_folder(tmp_path / "f", classes=("a", "b"), per_class=(8, 2))
+    a = root / "train" / "a"
+    os.mkfifo(a / "pipe.png")  # opening it would block forever
+    os.symlink(".", a / "self1")  # two links to their own folder
+    os.symlink(".", a / "self2")
+    os.symlink("..", a / "loop")  # the split folder: every class again, and again
+    os.symlink("../b", a / "other")  # another class
+    os.symlink("missing", a / "dangling.png")
+    (a / "sub").mkdir()
+    Image.new("RGB", (40, 40)).save(a / "sub" / "deeper.jpg")
+    os.symlink("sub", a / "sub-again")  # the same folder twice: taken once
+    ds = load_dataset("imagefolder", root, size=32, workers=0)
+    files = [os.path.relpath(p, root) for p, _ in ds.train_files.samples]
+    assert len(files) == 8 + 8 + 1
+    assert "train/a/sub/deeper.jpg" in files and not any("pipe" in f for f in files)
+    assert sorted(set(files)) == sorted(files)
+    x, y = ds.train_files[0]
+    assert x.size == (40, 40) and y == 0
+
+
+@pytest.mark.slow
+def test_an_image_that_cannot_be_decoded_leaves_no_run_folder(tmp_path):
+    root = make_folder(tmp_path / "f", classes=("a", "b"), per_class=(4, 2))
+    (root / "train" / "a" / "0.jpg").write_bytes(b"not a jpeg")
+    runs = tmp_path / "runs"
+    with pytest.raises(DataError, match="0.jpg: cannot decode image"):
+        cnnlab.fit(dataset="imagefolder", data_dir=str(root), runs_dir=str(runs), epochs=1,
+                   device="cpu", quiet=True,
+                   overrides=["data.size=32", "data.workers=0", "train.batch_size=4"])  # fmt: skip
+    assert not runs.exists() or list(runs.iterdir()) == []

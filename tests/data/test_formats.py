@@ -109,3 +109,49 @@ def test_cifar_bad_shapes(tmp_path):
     p.write_bytes(b"\x80\x02garbage")
     with pytest.raises(DataError, match="corrupt"):
         read_cifar_batch(p)
+
+
+def test_a_gzip_idx_declaring_a_huge_size_is_refused_with_bounded_memory(tmp_path):
+    """A real ~100 KB gzip file whose header declares 100 MB and whose stream holds one
+    byte less: refused from the gzip trailer before decompressing, in a child process
+    whose peak memory is measured."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    from cnnlab.data import formats
+
+    n = 100 * 1000 * 1000
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n // 10000, 100, 100))
+        zeros = bytes(1 << 22)
+        left = n - 1
+        while left:
+            k = min(left, len(zeros))
+            f.write(zeros[:k])
+            left -= k
+    assert path.stat().st_size * 1032 > n  # within deflate's ratio: only the trailer tells
+    code = (
+        "import resource, sys\n"
+        "from cnnlab.data.formats import read_idx\n"
+        "from cnnlab.errors import DataError\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n    read_idx(sys.argv[1])\nexcept DataError as e:\n    print('refused', e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(formats.__file__))))
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=src), check=True)  # fmt: skip
+    first, grew_kib = out.stdout.splitlines()
+    assert first.startswith("refused") and "gzip stream records" in first
+    assert int(grew_kib) < 20 * 1024, f"peak memory grew by {int(grew_kib) / 1024:.0f} MiB"
+    assert zlib  # the file above is a real deflate stream
+
+
+def test_a_gzip_idx_is_read_in_pieces_without_a_second_copy(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 255, (300, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "x.gz", arr, compress=True)
+    got = read_idx(tmp_path / "x.gz")
+    assert np.array_equal(got, arr) and got.flags.writeable and got.base is not None

@@ -7,7 +7,6 @@ import signal
 import pytest
 import torch
 
-import cnnlab
 from cnnlab.errors import CheckpointError
 from cnnlab.runs import checkpoint as ckmod
 from cnnlab.runs.checkpoint import load_checkpoint
@@ -16,28 +15,8 @@ from cnnlab.train import trainer as trmod
 from cnnlab.train.callbacks import Callback, NonFiniteLoss
 from cnnlab.train.tasks import classify as clsmod
 
-FAST = [
-    "data.name=synthetic",
-    "data.num_train=192",
-    "data.num_test=64",
-    "train.batch_size=32",
-    "train.eval_batch_size=64",
-    "train.device=cpu",
-    "train.deterministic=true",
-    "data.augment=crop,flip",  # augmentation draws from the data generator too
-]
-
-
-def run(tmp_path, *extra, epochs=2, name="r", resume=None, callbacks=None):
-    return cnnlab.fit(
-        overrides=FAST + list(extra),
-        epochs=epochs,
-        name=None if resume else name,
-        runs_dir=str(tmp_path),
-        quiet=True,
-        resume=resume,
-        callbacks=callbacks,
-    )
+from ..runs.conftest import FAST  # tiny synthetic runs, CPU, deterministic
+from ..runs.conftest import fit_run as run
 
 
 def weights(run_dir, which="last"):
@@ -215,7 +194,7 @@ def test_unwritable_runs_dir_is_one_line_exit_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     # root ignores chmod, so an unwritable place is a path through a regular file
-    rc = main(["train", *sum((["--set", o] for o in FAST), []), "--epochs", "1", "--quiet",
+    rc = main(["train", *sum((["--set", o] for o in FAST), []), "--epochs", "1", "--quiet", "--device", "cpu",
                "--runs-dir", str(blocker / "runs")])  # fmt: skip
     assert rc == 2
 

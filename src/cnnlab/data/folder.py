@@ -8,6 +8,11 @@ crop — then grayscale (``data.grayscale``, the article's optional RGB→gray) 
 normalisation (ImageNet statistics unless ``mean``/``std`` are given). ``data.resize`` (or
 the ``size`` option) picks the side: 224 by default, 227 for the article's AlexNet.
 
+The scan takes regular image files only (a FIFO, socket or device named ``x.png`` is
+skipped: opening one would block forever) and follows a directory symlink only to a
+folder not seen before in this split — never to the folder itself, an ancestor (``loop
+-> ..``) or another class — so symlink loops neither hang nor multiply the images.
+
 The trainer sees the same interface as the resident loaders: iterating gives device
 tensors (x float (B, C, S, S) normalised, y int64 (B,)); ``len(loader)`` is the number of
 steps per epoch.
@@ -16,17 +21,73 @@ steps per epoch.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import torch
 from PIL import Image
 
 from cnnlab.data.augment import parse_augment
+from cnnlab.data.images import MAX_IMAGE_PIXELS
 from cnnlab.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MAX_PIXELS = 50_000_000  # refuse decompression bombs (PIL's own limit is a warning)
+MAX_PIXELS = MAX_IMAGE_PIXELS  # refuse decompression bombs (PIL's own limit is a warning)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def scan_split(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(path, class index) of every regular image file under ``root/<class>/``.
+    Directory symlinks are followed only into folders not yet seen (by device and inode),
+    so loops and links to ``..`` or to another class add nothing."""
+    seen = set()
+    for c in classes:  # every class folder counts as seen: a link into one is skipped
+        st = os.stat(root / c)
+        seen.add((st.st_dev, st.st_ino))
+    st = os.stat(root)
+    seen.add((st.st_dev, st.st_ino))
+    samples = []
+    for idx, c in enumerate(classes):
+        stack = [root / c]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                try:
+                    st = os.stat(e.path)  # follows a symlink; a dangling one is skipped
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    key = (st.st_dev, st.st_ino)
+                    if key not in seen:
+                        seen.add(key)
+                        stack.append(Path(e.path))
+                elif stat.S_ISREG(st.st_mode) and e.name.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((idx, str(d), e.name, e.path))
+    # torchvision's order: class, then folder, then file name
+    return [(path, idx) for idx, _, _, path in sorted(samples)]
+
+
+def _image_folder(path: Path):
+    """torchvision's ImageFolder with the scan above in place of its own walk (which
+    follows every symlink and opens FIFOs)."""
+    from torchvision.datasets import ImageFolder
+
+    class SafeImageFolder(ImageFolder):
+        @staticmethod
+        def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                         allow_empty=False):  # fmt: skip
+            classes = sorted(class_to_idx, key=class_to_idx.get)
+            samples = scan_split(Path(directory), classes)
+            if not samples and not allow_empty:
+                raise FileNotFoundError(f"no image files found in {directory}")
+            return samples
+
+    return SafeImageFolder(str(path), loader=_pil_loader)
 
 
 def _pil_loader(path: str):
@@ -131,8 +192,6 @@ class FolderDataset:
     def __init__(
         self, root: Path, size: int = 224, workers: int | None = None, mean=None, std=None
     ):
-        from torchvision.datasets import ImageFolder
-
         self.root = Path(root)
         self.name = "imagefolder"
         self.size = int(size)
@@ -147,8 +206,8 @@ class FolderDataset:
         self.source = str(self.root)
         tr, va = _split_dir(self.root, ("train",)), _split_dir(self.root, ("val", "test"))
         try:
-            self.train_files = ImageFolder(str(tr), loader=_pil_loader)
-            self.val_files = ImageFolder(str(va), loader=_pil_loader)
+            self.train_files = _image_folder(tr)
+            self.val_files = _image_folder(va)
         except (FileNotFoundError, OSError) as e:
             raise DataError(f"imagefolder: {str(e).splitlines()[0]}") from None
         self.classes = list(self.train_files.classes)

@@ -7,7 +7,11 @@
   arrays — a hostile file cannot run code.
 
 Every problem becomes a :class:`DataError` naming the file and what is wrong. Sizes read
-from headers are checked against the file's size before anything is allocated.
+from headers are checked against the file's size before anything is allocated: a raw
+IDX file must hold exactly the declared bytes; a gzip one must declare no more than
+deflate's 1032:1 limit allows and what its gzip trailer records (the stream's length),
+and its stream is then decompressed in 1 MiB pieces straight into the array (no second
+copy), so a header that lies costs no more memory than the data really there.
 """
 
 from __future__ import annotations
@@ -35,9 +39,33 @@ IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 _IDX_CODES = {v.newbyteorder(">") if v.itemsize > 1 else v: k for k, v in IDX_DTYPES.items()}
-# deflate cannot expand data by more than ~1032:1; a header promising more is lying.
-_MAX_GZIP_RATIO = 1100
-_MAX_BYTES = 1 << 34
+# deflate cannot expand data by more than 1032:1; a header promising more is lying.
+_MAX_GZIP_RATIO = 1032
+_MAX_BYTES = 1 << 33  # 8 GiB: ten times EMNIST's largest file
+_CHUNK = 1 << 20
+
+
+def _gzip_isize(path: Path) -> int:
+    """The gzip trailer's record of the uncompressed length (mod 2**32)."""
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def _read_exact(f, n: int, path: Path, dims) -> np.ndarray:
+    """``n`` bytes from ``f`` into a new uint8 array, 1 MiB at a time: memory grows only
+    as real data arrives (np.empty's pages are untouched until written)."""
+    out = np.empty(n, dtype=np.uint8)
+    view = memoryview(out)
+    got = 0
+    while got < n:
+        k = f.readinto(view[got : got + min(_CHUNK, n - got)])
+        if not k:
+            raise DataError(
+                f"{path}: truncated: header {dims} needs {n:,} data bytes, found {got:,}"
+            )
+        got += k
+    return out
 
 
 def _is_gzip(path: Path) -> bool:
@@ -84,12 +112,16 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
                     f"{path}: {what}: header {dims} needs {expected:,} data bytes, "
                     f"file holds {limit:,}"
                 )
-            data = f.read(expected)
-            if len(data) != expected:
-                raise DataError(
-                    f"{path}: truncated: header {dims} needs {expected:,} data bytes, "
-                    f"found {len(data):,}"
-                )
+            if gz:
+                total = 4 + 4 * ndim + expected
+                isize = _gzip_isize(path)
+                if isize != total % (1 << 32):
+                    raise DataError(
+                        f"{path}: IDX header claims dimensions {dims} ({total:,} bytes with "
+                        f"the header) but the gzip stream records {isize:,} bytes: "
+                        "truncated or corrupt"
+                    )
+            data = _read_exact(f, expected, path, dims)
             if gz and f.read(1):
                 raise DataError(f"{path}: has trailing bytes after the {dims} data")
     except DataError:
@@ -98,7 +130,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: file not found") from None
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated file ({e})") from None
-    arr = np.frombuffer(bytearray(data), dtype=dtype).reshape(dims)  # writable
+    arr = data.view(dtype).reshape(dims)  # writable, the only copy
     return arr.astype(dtype.newbyteorder("="), copy=False) if dtype.itemsize > 1 else arr
 
 

@@ -3,15 +3,20 @@
 Layout of ``checkpoints/last.safetensors`` / ``best.safetensors``:
 - tensors ``model.<name>`` (weights), ``optim.<param>.<key>`` (optimiser state),
   ``rng.<name>`` (torch / CUDA / data-order generator states);
-- metadata ``cnnlab`` (JSON: format, model args, classes, normalisation, epoch,
-  metrics, resolved config, optimiser/scheduler/python/numpy state) and ``sha256``
-  (digest of all tensor bytes, checked on load).
+- metadata ``cnnlab`` (JSON: format, model args, classes, normalisation, epoch, step
+  position, metrics, resolved config, optimiser/scheduler/python/numpy state) and
+  ``sha256-all``: one digest over every tensor (name, dtype, shape, bytes) **and** the
+  ``cnnlab`` metadata, checked on load — a flipped bit in the epoch, the step position,
+  the LR or the RNG state is refused like one in the weights. (Files of the first format
+  carry ``sha256`` over the tensors only; they still load.) A file with no digest at all
+  is refused.
 
 Rotation: ``save_checkpoint(..., keep_prev=prev_path)`` hard-links the current file to
 ``prev`` before the new one replaces it, so there is never a moment without a complete
 ``last`` and ``--resume`` can fall back to ``prev`` when ``last`` is damaged.
 
-A failed write (disk full, read-only file system, missing directory) raises a one-line
+A failed write (disk full, read-only file system, missing directory — also when it is
+safetensors' writer that meets it and raises its own error type) raises a one-line
 CheckpointError and leaves no temp file behind; the files already there are untouched.
 
 Nothing here unpickles: loading a checkpoint cannot run code.
@@ -24,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,10 +42,12 @@ from safetensors.torch import load_file, save_file
 from cnnlab.errors import CheckpointError
 from cnnlab.runs.files import FILE_MODE, fault, fsync_dir, io_error, unlink_quietly
 
-FORMAT = "cnnlab-checkpoint/1"
+FORMAT = "cnnlab-checkpoint/2"
+DIGEST_KEY = "sha256-all"  # tensors + metadata (format 2)
+LEGACY_DIGEST_KEY = "sha256"  # tensors only (format 1)
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], metadata: str | None = None) -> str:
     h = hashlib.sha256()
     for k in sorted(tensors):
         t = tensors[k]
@@ -48,7 +56,19 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(
             t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         )
+    if metadata is not None:
+        h.update(b"\0cnnlab-metadata\0" + metadata.encode())
     return h.hexdigest()
+
+
+def _as_os_error(e: SafetensorError) -> OSError | None:
+    """safetensors' writer reports an I/O failure (a full disk, a read-only file system)
+    as its own error type with the OS message inside: the OSError it stands for."""
+    m = re.search(r"os error (\d+)", str(e))
+    if not m:
+        return None
+    code = int(m.group(1))
+    return OSError(code, os.strerror(code))
 
 
 _FAULT_COUNTS: dict[str, int] = {}
@@ -143,14 +163,21 @@ def save_checkpoint(
         meta["optimizer"] = om
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous().clone()
-    metadata = {"cnnlab": json.dumps(meta, default=_json_default), "sha256": _digest(tensors)}
+    text = json.dumps(meta, default=_json_default)
+    metadata = {"cnnlab": text, DIGEST_KEY: _digest(tensors, text)}
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.fchmod(fd, FILE_MODE)
         os.close(fd)
-        save_file(tensors, tmp, metadata=metadata)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:
+            err = _as_os_error(e)
+            if err is None:
+                raise CheckpointError(f"cannot write checkpoint {path}: {str(e)[:200]}") from None
+            raise err from None
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         # test hook: a kill halfway through writing the temp file
@@ -244,8 +271,15 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> Checkpoint:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(e)[:120]})") from None
     if "cnnlab" not in md:
         raise CheckpointError(f"{path}: not a cnnlab checkpoint (no cnnlab metadata)")
-    if verify and md.get("sha256") and _digest(tensors) != md["sha256"]:
-        raise CheckpointError(f"{path}: checksum mismatch, the checkpoint is corrupt")
+    if verify:
+        if DIGEST_KEY in md:
+            ok = _digest(tensors, md["cnnlab"]) == md[DIGEST_KEY]
+        elif LEGACY_DIGEST_KEY in md:
+            ok = _digest(tensors) == md[LEGACY_DIGEST_KEY]
+        else:
+            raise CheckpointError(f"{path}: the checkpoint has no checksum; it cannot be trusted")
+        if not ok:
+            raise CheckpointError(f"{path}: checksum mismatch, the checkpoint is corrupt")
     try:
         meta = json.loads(md["cnnlab"])
     except json.JSONDecodeError:

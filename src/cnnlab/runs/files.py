@@ -46,6 +46,7 @@ def io_error(path, e: OSError, what: str = "write") -> str:
         errno.ENOENT: "the directory is missing",
         errno.ENOTDIR: "a part of the path is a file, not a directory",
         errno.EDQUOT: "the disk quota is exceeded",
+        errno.EFBIG: "the file size limit is reached",
     }.get(e.errno, "check the path and the disk")
     return f"cannot {what} {path}: {why} ({hint})"
 

@@ -1,5 +1,5 @@
-"""The run directory's layout: ``metrics.jsonl`` (one JSON line per epoch) and the list of
-runs under a runs folder."""
+"""The run directory's layout: ``metrics.jsonl`` (one JSON line per epoch), the list of
+runs under a runs folder and where a new run goes (always inside the runs folder)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,56 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.errors import CnnlabError
+from cnnlab.config import check_run_name
+from cnnlab.errors import CnnlabError, ConfigError
+
+# fields every reader of metrics.jsonl formats as numbers
+_NUMERIC = ("loss", "acc", "seconds", "lr", "images_per_s")
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+def _valid_row(row) -> bool:
+    """An epoch line: a mapping with an integer epoch ≥ 1 and numbers where numbers go."""
+    if not isinstance(row, dict):
+        return False
+    ep = row.get("epoch")
+    if isinstance(ep, bool) or not isinstance(ep, int) or ep < 1:
+        return False
+    for k, v in row.items():
+        if k.endswith(_NUMERIC) and v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return False
+    return True
+
+
+def scan_metrics(run_dir: str | os.PathLike) -> tuple[list[dict], int]:
+    """The valid epoch lines of ``metrics.jsonl`` and how many damaged lines were left out
+    (a torn last line from a crash, bytes that are not UTF-8, a line that is not an epoch
+    record such as ``123`` or ``{"epoch": "x"}``)."""
     p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
+    try:
+        raw = p.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return [], 0
+    rows, bad = [], 0
+    for line in raw.splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line from a crash
-    return rows
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            bad += 1
+            continue
+        if _valid_row(row):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The epoch lines of a run's ``metrics.jsonl`` (damaged lines are left out)."""
+    return scan_metrics(run_dir)[0]
 
 
 def list_runs(runs_dir: str | os.PathLike = "runs") -> list[Path]:
@@ -40,7 +73,11 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None, stem: str) -> Pat
     """Where a new run goes: ``runs_dir/name`` (an error if it holds a run already), or with
     no name ``runs_dir/<stem>-<date>-<time>`` (``-2``, ``-3``, ... when that exists)."""
     root = Path(runs_dir)
+    if name:
+        check_run_name(name)
     d = root / (name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
+    if os.path.commonpath([os.path.abspath(root), os.path.abspath(d)]) != os.path.abspath(root):
+        raise ConfigError(f"run {name!r} would be outside --runs-dir {root}")
     if d.exists() and any(d.iterdir()):
         if name:
             raise CnnlabError(

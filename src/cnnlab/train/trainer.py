@@ -6,21 +6,31 @@ device tensors and read once per epoch (no host sync inside the step loop); chec
 at every epoch end and every ``train.checkpoint_every_steps`` steps, written atomically
 with optimiser, schedule, task and RNG state and the position inside the epoch, so a
 resumed run replays the same batches and ends bit-identical on CPU in deterministic mode;
-the replaced ``last`` is kept as ``prev``.
+the replaced ``last`` is kept as ``prev``. An epoch's checkpoints are written before its
+``metrics.jsonl`` line, and a resume adds a line a crash left out from the checkpoint's
+own copy. One process writes a run directory at a time (``runs/lock.py``: rank 0 under
+DDP). The config is checked in full — names, ranges, the model against its input, a
+resume against the architecture and optimiser it continues — before anything is
+written; a new run that fails before its first checkpoint leaves no folder behind.
 
 SIGINT/SIGTERM finish the current step, write a checkpoint and return (CLI exit 0).
 A non-finite loss stops the run naming epoch and step (policy ``stop``: no per-step host
 sync, the check runs where the sums are read anyway) or skips that step and lowers the
-LR (policy ``skip``: one host sync per step to decide before the optimiser moves).
+LR (policy ``skip``: one host sync per step to decide before the optimiser moves; an
+epoch that skips more than half its steps stops the run). Weights are checked finite
+before every checkpoint, and a checkpoint whose weights produced the bad loss is set
+aside, so ``last`` is always one that was seen to give a finite loss.
 Under torchrun the data is sharded, the sums are added across ranks, and only rank 0
 writes.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -32,19 +42,21 @@ import torch
 from torch import nn
 
 from cnnlab._version import __version__
-from cnnlab.config import Config
+from cnnlab.config import Config, short
 from cnnlab.data.datasets import Dataset, load_dataset
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 from cnnlab.runs.checkpoint import (
     load_checkpoint,
     optim_join,
     optim_split,
+    read_metadata,
     restore_rng,
     rng_state,
     save_checkpoint,
 )
-from cnnlab.runs.files import atomic_write_text, fault, io_error
-from cnnlab.runs.layout import new_run_dir, read_metrics
+from cnnlab.runs.files import atomic_write_text, fault, io_error, unlink_quietly
+from cnnlab.runs.layout import new_run_dir, scan_metrics
+from cnnlab.runs.lock import RunLock
 from cnnlab.runtime import distributed
 from cnnlab.runtime.device import make_runtime
 from cnnlab.train.callbacks import (
@@ -60,6 +72,8 @@ from cnnlab.train.optim import Schedule
 from cnnlab.train.task import Task
 from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 @dataclass
@@ -122,6 +136,10 @@ class Trainer:
         self.history: list[dict] = []
         self._signal: int | None = None
         self._pending: dict | None = None  # a mid-epoch position restored by _resume
+        self._lock: RunLock | None = None
+        self._last_is_bad = False  # resumed from prev: the next save must not rotate last
+        self._metrics_dirty = False  # resume changed metrics.jsonl's lines: rewrite it
+        self._epoch_skips, self._epoch_first_skip = 0, 0  # nan_policy=skip, this epoch
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -130,6 +148,8 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.rt = make_runtime(t)
         self.dist, self.rt.device = distributed.from_env(self.rt.device)
+        if self.resume_from is not None and self.dist.main:
+            self._lock = RunLock(self.resume_from).acquire()  # before anything is read
         if not self.dist.main:
             for cb in self.callbacks:
                 if isinstance(cb, Progress):
@@ -138,9 +158,11 @@ class Trainer:
             self.dataset = load_dataset(
                 cfg.data.name, cfg.data.data_dir, cfg.data.download, **cfg.data.args
             )
+        self._check_pad()
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
         self.task.build(self)
         self.model = next(iter(self.task.modules().values()))
+        self._check_input()
         self.optimizers = self.task.optimizers()
         self.steps_per_epoch = self.task.steps_per_epoch()
         self.schedule = Schedule(self.optimizers, cfg.sched, t.epochs, self.steps_per_epoch)
@@ -167,6 +189,45 @@ class Trainer:
     def warn(self, text: str) -> None:
         if self.dist.main:
             print(text, file=sys.stderr, flush=True)
+
+    # -- limits from the data and the model -----------------------------------------------
+
+    def _check_pad(self) -> None:
+        """data.pad pads every image on each side before a random crop: more than the
+        image's own side only adds zeros (and 1e6 would ask for terabytes)."""
+        side = getattr(self.dataset, "size", None)
+        pad = self.cfg.data.pad
+        if isinstance(side, int) and pad > side:
+            raise ConfigError(
+                f"data.pad={pad} is larger than the {side}-pixel images it pads; "
+                f"use at most {side} (the default is 2)"
+            )
+
+    def _check_input(self) -> None:
+        """One forward pass of a single blank image, so a model that cannot take the
+        data's image size fails here in one line instead of in the first step."""
+        args = getattr(self.model, "cnnlab_args", None)
+        if not isinstance(args, dict) or "input_size" not in args:
+            return
+        c, s = int(args.get("in_channels", 1)), int(args["input_size"])
+        model = getattr(self.model, "_orig_mod", self.model)
+        p = next(model.parameters(), None)
+        if p is None:
+            return
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, c, s, s, device=p.device, dtype=p.dtype)
+                model(x)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"model {args.get('name', self.cfg.model.name)} cannot take {c}×{s}×{s} "
+                f"images ({str(e).splitlines()[0][:160]}); give it larger images "
+                "(data.resize, or the dataset's size option)"
+            ) from None
+        finally:
+            model.train(was)
 
     # -- NaN/inf --------------------------------------------------------------------------
 
@@ -198,14 +259,73 @@ class Trainer:
         bad = (~torch.isfinite(seen)).nonzero()
         first = int(bad[0]) + 1 if len(bad) else step
         value = float(seen[first - 1]) if len(bad) else float(loss_sum)
-        last = self.run_dir / "checkpoints" / "last.safetensors"
-        kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint yet"
-        raise NonFiniteLoss(
-            f"training loss became {value} at epoch {epoch}, step {first} "
-            f"(global step {(epoch - 1) * self.steps_per_epoch + first}); stopped, {kept}. "
-            f"Resume with a lower LR (cnnlab train --resume {self.run_dir} --lr ...), "
-            "or set train.nan_policy=skip or train.grad_clip=1.0"
+        self._diverged(
+            f"training loss became {value} at epoch {epoch}, step {first}",
+            epoch,
+            (epoch - 1) * self.steps_per_epoch + first,
         )
+
+    def _check_weights(self, epoch: int, step: int) -> None:
+        """Before a checkpoint: every weight and buffer finite (one sync per checkpoint)."""
+        ts = [
+            t.detach()
+            for m in self.task.modules().values()
+            for t in (*m.parameters(), *m.buffers())
+            if t.is_floating_point()
+        ]
+        if not ts or bool(torch.stack([torch.isfinite(t).all() for t in ts]).all()):
+            return
+        self._diverged(
+            f"the weights became non-finite at epoch {epoch}, step {step}",
+            epoch,
+            (epoch - 1) * self.steps_per_epoch + step + 1,
+        )
+
+    def _diverged(self, what: str, epoch: int, first_bad: int) -> None:
+        """Stop a run that diverged at global step ``first_bad``: a checkpoint whose
+        weights produced it (written at step ``first_bad - 1`` or later) is set aside, so
+        ``--resume`` continues from one that gave a finite loss; one from inside the first
+        epoch is set aside too (a diverged first epoch is best started again). Raises
+        NonFiniteLoss with advice that works when followed."""
+        kept = "no checkpoint was written yet"
+        if self.dist.main:
+            kept = self._set_aside(first_bad, keep=epoch > 1)
+        lr = min(self.cfg.optim.lr / 10, 1e-3)
+        raise NonFiniteLoss(
+            f"{what} (global step {first_bad}); stopped, {kept}. Continue with a lower LR: "
+            f"cnnlab train --resume {self.run_dir} --lr {lr:g} "
+            "(or set train.grad_clip=1.0)"
+        )
+
+    def _set_aside(self, first_bad: int, keep: bool) -> str:
+        ck = self.run_dir / "checkpoints"
+        last, prev = ck / "last.safetensors", ck / "prev.safetensors"
+
+        def usable(p: Path) -> bool:
+            try:
+                meta = json.loads(read_metadata(p)["cnnlab"])
+                return keep and int(meta["step"]) < first_bad - 1
+            except (OSError, CnnlabError, KeyError, ValueError, TypeError):
+                return False
+
+        try:
+            if last.exists() and not usable(last):
+                if prev.exists() and usable(prev):
+                    os.replace(prev, last)
+                else:
+                    os.replace(last, ck / "diverged-last.safetensors")
+            if prev.exists() and not usable(prev):
+                os.replace(prev, ck / "diverged-prev.safetensors")
+        except OSError as e:
+            return io_error(last, e, "set aside the diverged checkpoint")
+        if last.exists():
+            return f"the last checkpoint that gave a finite loss, {last}, is kept"
+        if ck.is_dir() and any(ck.glob("diverged-*")):
+            return (
+                "the checkpoints of the diverged first epoch are set aside as "
+                f"{ck}/diverged-*.safetensors and a resume starts the run again"
+            )
+        return "no checkpoint was written yet, so a resume starts the run again"
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -252,71 +372,127 @@ class Trainer:
             for k, v in position.pop("sums").items():
                 tensors[f"acc.{k}"] = v
             meta["position"] = position
+        # after a resume that fell back to prev, last is known to be corrupt: replace it
+        # without rotating it into prev (prev stays the good one)
+        rotate = name == "last" and not self._last_is_bad
         try:
-            return save_checkpoint(
+            out = save_checkpoint(
                 path,
                 self._saved_module(),
                 meta,
                 self.optimizers[0],
                 tensors,
-                keep_prev=path.with_name("prev.safetensors") if name == "last" else None,
+                keep_prev=path.with_name("prev.safetensors") if rotate else None,
             )
+            if name == "last":
+                self._last_is_bad = False
+            return out
         except CheckpointError as e:
             raise CheckpointError(
                 f"{e}; fix that and continue with: cnnlab train --resume {self.run_dir}"
             ) from None
 
+    def _clean_checkpoint_dir(self) -> None:
+        """Temp files of a write that was killed: ours (.<name>.XXXX.tmp) and the one
+        safetensors' save_file writes through (.tmpXXXXXX, Rust's tempfile crate). Run
+        under the lock only (they may be a live writer's otherwise); a read-only file
+        system leaves them where they are."""
+        ck_dir = self.run_dir / "checkpoints"
+        for junk in [*ck_dir.glob(".*.tmp"), *ck_dir.glob(".tmp*")]:
+            unlink_quietly(junk)
+        unlink_quietly(ck_dir / ".prev.safetensors.link")
+
     def _load_for_resume(self):
         ck_dir = self.run_dir / "checkpoints"
         last, prev = ck_dir / "last.safetensors", ck_dir / "prev.safetensors"
-        # temp files of a write that was killed: ours (.<name>.XXXX.tmp) and the one
-        # safetensors' save_file writes through (.tmpXXXXXX, Rust's tempfile crate)
-        for junk in [*ck_dir.glob(".*.tmp"), *ck_dir.glob(".tmp*")]:
-            junk.unlink(missing_ok=True)
-        (ck_dir / ".prev.safetensors.link").unlink(missing_ok=True)
+        if not last.exists() and not prev.exists():
+            # stopped (or killed) before its first checkpoint was complete: an epoch line
+            # without a checkpoint cannot be continued, so the run starts again
+            n = len(scan_metrics(self.run_dir)[0])
+            lines = f"; its {n} epoch line(s) in metrics.jsonl are dropped" if n else ""
+            self.warn(
+                f"warning: {self.run_dir} has no checkpoint yet (stopped before its first "
+                f"one); starting it from the beginning{lines}"
+            )
+            return None
         try:
             return load_checkpoint(last)
         except CheckpointError as first:
             if prev.is_file():
                 self.warn(f"warning: {first}; resuming from the previous checkpoint {prev}")
+                self._last_is_bad = last.exists()
                 return load_checkpoint(prev)
-            if not last.exists() and not read_metrics(self.run_dir):
-                self.warn(
-                    f"warning: {self.run_dir} has no checkpoint yet (stopped before its first "
-                    "one); starting it from the beginning"
-                )
-                return None
             raise
 
-    def _resume(self) -> None:
-        ck = self._load_for_resume()
-        if ck is None:
-            self.history = []
-            if self.dist.main and (self.run_dir / "metrics.jsonl").exists():
-                self._rewrite_metrics()
-            return
+    def _check_same_run(self, ck) -> None:
+        """What a checkpoint's state is made for cannot change on resume: the task, the
+        model (architecture, input, classes) and the optimiser. Checked before anything
+        is loaded or written."""
         if ck.meta.get("kind", "classify") != self.task.kind:
             raise CheckpointError(
                 f"{ck.path}: a {ck.meta.get('kind', 'classify')} run cannot be resumed as "
                 f"{self.task.kind}"
             )
+        was = ck.meta.get("config")
+        was = was if isinstance(was, dict) else {}
+        now = self.cfg.to_dict()
+        # (section, keys or None for all): what the saved state's shapes depend on
+        frozen = [("model", None), ("optim", ("name",)),
+                  ("gan", ("conditional", "aux_weight", "z_dim", "width"))]  # fmt: skip
+        changed, old = [], {}
+        for sec, keys in frozen:
+            a = was.get(sec) if isinstance(was.get(sec), dict) else {}
+            b = now.get(sec, {})
+            if not a:
+                continue  # a checkpoint without that section: nothing to compare
+            for k in keys or sorted(set(a) | set(b)):
+                if a.get(k) != b.get(k):
+                    changed.append(f"{sec}.{k}")
+                    old[f"{sec}.{k}"] = a.get(k)
+        mine = json.loads(json.dumps(self.task.meta().get("model"), default=str))  # as saved
+        if not changed and "model" in ck.meta and ck.meta["model"] != mine:
+            changed.append("model input or classes (data.*)")
+        if changed:
+            first = changed[0]
+            was_text = f"{first}={short(old[first], 40)}" if first in old else "other data"
+            raise CheckpointError(
+                f"cannot resume {self.run_dir} with a different {', '.join(changed[:4])} "
+                f"(it was trained with {was_text}): its saved state does not fit. "
+                f"Drop that --set, or start a new run from its config: cnnlab train --recipe "
+                f"{self.run_dir / 'config.yaml'} --name NEW_NAME --set ..."
+            )
+
+    def _resume(self) -> None:
+        ck = self._load_for_resume()
+        if ck is None:
+            self.history = []
+            self._metrics_dirty = (self.run_dir / "metrics.jsonl").exists()
+            return
+        self._check_same_run(ck)
         try:
             self._saved_module().load_state_dict(ck.model_state)
         except RuntimeError as e:
             raise CheckpointError(
                 f"{ck.path}: weights do not fit the model ({str(e).splitlines()[0]})"
             ) from None
-        st = ck.optimizer_state()
-        if st is not None:
-            self.optimizers[0].load_state_dict(st)
-        for k, (opt, om) in enumerate(zip(self.optimizers[1:], ck.meta.get("optimizers", [])), 1):
-            pre = f"optim{k}."
-            ot = {
-                "optim." + key[len(pre) :]: v
-                for key, v in ck.tensors.items()
-                if key[: len(pre)] == pre
-            }
-            opt.load_state_dict(optim_join(ot, om))
+        try:
+            st = ck.optimizer_state()
+            if st is not None:
+                self.optimizers[0].load_state_dict(st)
+            for k, (opt, om) in enumerate(
+                zip(self.optimizers[1:], ck.meta.get("optimizers", [])), 1
+            ):
+                pre = f"optim{k}."
+                ot = {
+                    "optim." + key[len(pre) :]: v
+                    for key, v in ck.tensors.items()
+                    if key[: len(pre)] == pre
+                }
+                opt.load_state_dict(optim_join(ot, om))
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{ck.path}: the optimiser state does not fit ({str(e).splitlines()[0][:120]})"
+            ) from None
         self.task.load_state(
             {k[5:]: v for k, v in ck.tensors.items() if k.startswith("task.")},
             ck.meta.get("task", {}),
@@ -334,12 +510,28 @@ class Trainer:
             sums = {k[4:]: v * keep for k, v in ck.tensors.items() if k.startswith("acc.")}
             self._pending = dict(pos, epoch_rng=ck.tensors["rng.epoch_start"], sums=sums)
         self.best_metric = float(ck.meta.get("best_metric", -math.inf))
-        # Lines written after the checkpoint (a crash between the two) are dropped.
-        self.history = [
-            m for m in read_metrics(self.run_dir) if m.get("epoch", 0) < self.start_epoch
-        ]
-        if self.dist.main:
-            self._rewrite_metrics()
+        self.history = self._reconciled_history(ck)
+
+    def _reconciled_history(self, ck) -> list[dict]:
+        """metrics.jsonl's lines that agree with the checkpoint: one per completed epoch.
+        Lines after the checkpoint (a crash between the two) and damaged lines are
+        dropped; the line of the checkpoint's own epoch, if a crash left it out, is taken
+        from the checkpoint."""
+        rows, bad = scan_metrics(self.run_dir)
+        by_epoch: dict[int, dict] = {}
+        for m in rows:
+            if m["epoch"] < self.start_epoch:
+                by_epoch.setdefault(m["epoch"], m)
+        done = int(ck.meta.get("epoch", 0))
+        own = ck.meta.get("metrics")
+        if done >= 1 and done not in by_epoch and isinstance(own, dict):
+            if own.get("epoch") == done:
+                by_epoch[done] = own
+        history = [by_epoch[e] for e in sorted(by_epoch)]
+        if bad:
+            self.warn(f"warning: {self.run_dir}/metrics.jsonl: {bad} damaged line(s) left out")
+        self._metrics_dirty = True
+        return history
 
     def _rewrite_metrics(self) -> None:
         atomic_write_text(
@@ -453,6 +645,7 @@ class Trainer:
         skip_policy = self.cfg.train.nan_policy == "skip"
         if step == 0:
             self._losses.zero_()
+        self._epoch_skips, self._epoch_first_skip = 0, 0
         t0 = time.perf_counter() - st["seconds"]
         for i in range(step, self.steps_per_epoch):
             loss, k, extra = self.task.step(i)
@@ -460,6 +653,9 @@ class Trainer:
             if skip_policy and self._skip_now:
                 self._skip_now = False
                 self.skipped_steps += 1
+                self._epoch_skips += 1
+                if self._epoch_skips == 1:
+                    self._epoch_first_skip = (epoch - 1) * self.steps_per_epoch + i + 1
                 self.lr_scale *= self.cfg.train.nan_lr_factor
                 self._apply_lr_scale()
                 self.warn(
@@ -489,6 +685,7 @@ class Trainer:
         every = self.cfg.train.checkpoint_every_steps
         if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
             self._check_finite(epoch, i, sums["loss_sum"])
+            self._check_weights(epoch, i)
             pos = self._position(epoch, i, st, sums, n, time.perf_counter() - t0)
             self.save("last", epoch - 1, self._last_metrics(), pos)
             if stop:
@@ -498,6 +695,14 @@ class Trainer:
     def _epoch_end(self, epoch, steps, st, sums, n, t0) -> dict:
         """The epoch's metrics from its device sums (the epoch's one sync)."""
         self._check_finite(epoch, steps, sums["loss_sum"])
+        if self._epoch_skips * 2 > steps:  # nan_policy=skip: the model has diverged
+            self._diverged(
+                f"{self._epoch_skips} of the {steps} steps of epoch {epoch} had a non-finite "
+                "loss and were skipped",
+                epoch,
+                self._epoch_first_skip,
+            )
+        self._check_weights(epoch, steps)
         r = self._reduced(sums, n)
         seconds = time.perf_counter() - t0
         return {
@@ -520,14 +725,68 @@ class Trainer:
         return float(t[0] / t[2]), float(t[1] / t[2])
 
     def fit(self) -> TrainResult:
-        self.setup()
-        cfg = self.cfg
-        if self.dist.main:
+        created = False
+        try:
+            self.setup()
+            if self.dist.main:
+                created = self._open_run_dir()
+            return self._fit()
+        except CnnlabError as e:
+            # a user mistake found at the start leaves nothing behind; a divergence or a
+            # disk error keeps the folder, so the --resume its message advises works
+            if created and not isinstance(e, (NonFiniteLoss, CheckpointError)):
+                self._remove_new_run_dir()
+            raise
+        except OSError as e:
+            # a full disk or a read-only file system met by any other file the run
+            # writes (gradients.jsonl, a task's samples): one line, as for checkpoints
+            if e.errno not in _DISK_ERRNOS:
+                raise
+            raise CheckpointError(
+                io_error(e.filename or self.run_dir, e)
+                + f"; fix that and continue with: cnnlab train --resume {self.run_dir}"
+            ) from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _open_run_dir(self) -> bool:
+        """Create (or take over) the run directory under its lock, then write what the
+        resume settled and config.yaml. True when this call created the directory."""
+        created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(io_error(self.run_dir, e, "create run directory")) from None
+        if self._lock is None:
             try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise CheckpointError(io_error(self.run_dir, e, "create run directory")) from None
-            atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
+                self._lock = RunLock(self.run_dir).acquire()
+            except CnnlabError:
+                if created:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                raise
+            if (self.run_dir / "config.yaml").exists():  # another new run took the name
+                raise CheckpointError(
+                    f"run {self.run_dir} already exists; continue it with "
+                    f"--resume {self.run_dir} or choose another --name"
+                )
+        if self.resume_from is not None:
+            self._clean_checkpoint_dir()
+            if self._metrics_dirty:
+                self._rewrite_metrics()
+        atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+        return created
+
+    def _remove_new_run_dir(self) -> None:
+        """A new run that failed before its first checkpoint leaves nothing behind."""
+        ck = self.run_dir / "checkpoints"
+        if ck.is_dir() and any(ck.glob("*.safetensors")):
+            return
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _fit(self) -> TrainResult:
+        cfg = self.cfg
         old_handlers = self._install_signals()
         for cb in self.callbacks:
             cb.on_fit_start(self)
@@ -551,13 +810,14 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, m)
                 self.history.append(m)
-                if self.dist.main:
-                    self._append_metrics(m)
                 # best: by validation accuracy when there is a validation split, else test
                 if cfg.run.save_best and score is not None and score > self.best_metric:
                     self.best_metric = score
                     self.save("best", epoch, m)
                 self.save("last", epoch, m)
+                if self.dist.main:  # after the checkpoints: a line always has its checkpoint
+                    fault("metrics")  # test hook: a kill between the two
+                    self._append_metrics(m)
                 if self._stop_requested():
                     self._stopped_at(epoch, 0)
                     break

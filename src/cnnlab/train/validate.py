@@ -3,7 +3,14 @@ schedules) and the ranges of its values, before anything is built."""
 
 from __future__ import annotations
 
-from cnnlab.config import GAN_MODELS, TASKS, Config, gan_model_name, resolve_task
+from cnnlab.config import (
+    GAN_MODELS,
+    TASKS,
+    Config,
+    check_values,
+    gan_model_name,
+    resolve_task,
+)
 from cnnlab.errors import ConfigError, choices_msg
 
 CUDA_GRAPH_MODES = ("auto", "true", "false", "step", "model")
@@ -71,6 +78,7 @@ def validate(cfg: Config) -> Config:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    check_values(cfg)
     if t.checkpoint_every_steps < 0:
         raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
     if t.nan_policy not in ("stop", "skip"):
