@@ -180,3 +180,12 @@ def test_sqlite_on_a_network_file_system_is_one_clear_error(tmp_path, monkeypatc
         r"cnnlab: error: the SQLite study .* \(nfs4 at /mnt/shared\)", err[0]
     )
     assert not (tmp_path / "r").exists()  # nothing left on disk
+
+
+def test_report_of_a_missing_study_is_one_clear_error(tmp_path, capsys):
+    assert main(["sweep", "--report", "--study", "nope", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlab: error: no study 'nope'")
+    assert main(["sweep", "--study", "nope", "--runs-dir", str(tmp_path)]) == 2
+    assert "--space is required" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -146,18 +146,13 @@ def lost_peer(e: BaseException) -> bool:
     """Whether ``e`` is a collective failing because another rank went away."""
     if isinstance(e, getattr(dist, "DistError", ())):
         return True
-    msg = str(e)
-    return isinstance(e, RuntimeError) and any(
-        w in msg
-        for w in (
-            "Connection closed by peer",
-            "Connection reset by peer",
-            "Gloo",
-            "NCCL",
-            "Broken pipe",
-            "connection refused",
-        )  # fmt: skip
-    )
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in msg for w in PEER_GONE)
+
+
+# what gloo/NCCL/the store say when the other end of a connection went away
+PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe",
+             "connection refused", "communicator was aborted")  # fmt: skip
 
 
 def _lost_peer_hook(previous, rank: int):

@@ -224,6 +224,9 @@ def storage_for(url: str | None, study_dir: Path, heartbeat: float = 120):
             f"--storage {url!r}: expected a database URL such as sqlite:///study.db or "
             "postgresql://user:pass@host/db"
         )
+    if url.startswith(("postgresql://", "postgres://")):
+        # psycopg 3, named: SQLAlchemy < 2.1 would look for psycopg2 under a bare postgresql://
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if heartbeat < 2:
         raise ConfigError(f"--heartbeat needs at least 2 seconds, got {heartbeat:g}")
     engine: dict = {}
@@ -258,7 +261,12 @@ def storage_for(url: str | None, study_dir: Path, heartbeat: float = 120):
                     f"({str(e.orig).splitlines()[0]})"
                 ) from None
             time.sleep(0.5 * (attempt + 1))
-        except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
+        except ImportError:
+            raise ConfigError(
+                f"--storage {url!r}: its database driver is not installed (PostgreSQL: "
+                "pip install 'psycopg[binary]')"
+            ) from None
+        except (optuna.exceptions.StorageInternalError, ValueError) as e:
             raise ConfigError(f"--storage {url!r}: cannot open the study database ({e})") from None
 
 
