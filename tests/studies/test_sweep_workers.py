@@ -16,7 +16,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 import cnnlab
 from cnnlab.cli import main
@@ -26,19 +25,15 @@ from cnnlab.runs.layout import read_metrics
 from cnnlab.studies import sweep
 
 SRC = str(Path(cnnlab.__file__).resolve().parents[1])
-SETS = [
-    "data.name=synthetic",
-    "data.num_train=128",  # 115 after the validation split: 3 steps of 32 an epoch
-    "data.num_test=32",
-    "train.batch_size=32",
-    "train.device=cpu",
-    "train.epochs=2",
-    "train.threads=1",
+# each trial: 2 epochs of 3 steps (128 synthetic images less the validation tenth, batch 32)
+SETS = [f"data.{k}" for k in ("name=synthetic", "num_train=128", "num_test=32")] + [
+    f"train.{k}" for k in ("batch_size=32", "device=cpu", "epochs=2", "threads=1")
 ]
-SPACE = {
-    "optim.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-    "model.activation": {"type": "categorical", "choices": ["relu", "tanh"]},
-}
+# the space as a user writes it
+SPACE = """\
+optim.lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}
+model.activation: {type: categorical, choices: [relu, tanh]}
+"""
 HEARTBEAT = 4  # seconds of silence before a worker's trial is failed and queued again
 
 
@@ -46,7 +41,7 @@ def start_workers(tmp: Path, storage: str | None, budget: int, n: int = 3, fault
     """``n`` sweep processes started at once on study "shared"; ``fault`` (a CNNLAB_FAULT
     spec) makes the first one SIGKILL itself there, mid-trial."""
     space = tmp / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space.write_text(SPACE)
     argv = [sys.executable, "-m", "cnnlab", "sweep", "--space", str(space), "--study", "shared",
             "--trials", str(budget), "--runs-dir", str(tmp / "runs"),
             "--heartbeat", str(HEARTBEAT)]  # fmt: skip
@@ -172,7 +167,7 @@ def test_sqlite_on_a_network_file_system_is_one_clear_error(tmp_path, monkeypatc
     with pytest.raises(ConfigError, match="network file system .nfs4 at /mnt/shared.*postgresql"):
         sweep.storage_for(None, tmp_path / "s")
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space.write_text(SPACE)
     argv = ["sweep", "--space", str(space), "--study", "s", "--runs-dir", str(tmp_path / "r")]
     assert main([*argv, *sum((["--set", s] for s in SETS), [])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
