@@ -274,7 +274,7 @@ def test_kill_9_of_the_launcher_ends_torchrun_and_its_ranks(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                CNNLAB_FAULT_SLEEP="0.3")  # fmt: skip
     argv = [sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--device", "cpu",
-            *sum((["--set", s] for s in NODE_SETS), []), "--epochs", "30",
+            *sum((["--set", s] for s in NODE_SETS), []), "--epochs", "300",  # minutes
             "--runs-dir", str(tmp_path), "--name", "k"]  # fmt: skip
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "k"
@@ -289,10 +289,10 @@ def test_kill_9_of_the_launcher_ends_torchrun_and_its_ranks(tmp_path):
     p.wait()
     t = time.monotonic()
     alive = [*torchrun, *ranks]
-    while alive and time.monotonic() - t < 120:
+    while alive and time.monotonic() - t < 60:  # far less than the run would still take
         time.sleep(0.2)
         alive = [q for q in alive if Path(f"/proc/{q}").exists()
                  and "zombie" not in Path(f"/proc/{q}/status").read_text().lower()]  # fmt: skip
     assert not alive, f"still running after the launcher's SIGKILL: {alive}"
     ck = load_checkpoint(run / "checkpoints" / "last.safetensors")  # resumable
-    assert ck is not None
+    assert ck is not None and len(read_metrics(run)) < 300
