@@ -35,6 +35,7 @@ import re
 import shutil
 import socket
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -422,7 +423,7 @@ def run_sweep(
     log = logging.getLogger("optuna")
     for h in log.handlers:
         h.addFilter(quiet_surplus)
-    start, attempts = time.monotonic(), 0
+    start, attempts, waiting = time.monotonic(), 0, False
     try:
         while attempts < 2 * trials:  # a bound where every trial fails (a broken config)
             if timeout is not None and time.monotonic() - start > timeout:
@@ -435,6 +436,14 @@ def run_sweep(
             queued = st.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             if left <= 0 and not queued:
                 # the budget is claimed by trials running elsewhere: wait, in case one dies
+                if not waiting:
+                    waiting = True
+                    print(
+                        "the study's last trials run on other workers: waiting for them (a "
+                        f"worker silent for {heartbeat:g} s has its trial run again here)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 time.sleep(min(2.0, heartbeat / 4))
                 continue
             attempts += 1
