@@ -16,8 +16,11 @@ ORDER = 62
 HELP = """\
 Hyper-parameter search with Optuna (TPE sampler, median pruner on per-epoch validation
 accuracy). The study is stored in <runs-dir>/<study>/study.db: run the same command again
-to resume an interrupted sweep, or start it in several processes at once (with
---storage postgresql://... on several machines).
+to resume an interrupted sweep, or start it in several processes at once: --trials is the
+study's total, shared by all of them. On several machines use a database server
+(--storage postgresql://user:pass@host/db) and a shared --runs-dir; `--report` prints the
+study as it stands. A worker killed mid-trial has its trial failed after --heartbeat
+seconds and run again by another.
 
 Space YAML (config key → distribution):
   optim.lr:          {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
@@ -45,11 +48,16 @@ def register(sub) -> None:
     add_listing_arg(
         p,
         "--space",
-        required=True,
+        required=False,
         help="search-space YAML (see above): a path or a shipped one (%(names)s)",
         names=lambda: recipe_names(spaces=True),
     )
-    p.add_argument("--trials", type=int, default=30, help="finished trials wanted (default 30)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=30,
+        help="finished trials wanted in the study, counted over all its workers (default 30)",
+    )
     p.add_argument("--study", help="study name (default <recipe>-sweep)")
     p.add_argument("--storage", help="database URL (default sqlite:///<runs>/<study>/study.db)")
     add_output_args(p, name=None, runs_dir_default="runs")
@@ -81,17 +89,42 @@ def register(sub) -> None:
         help="with --confirm: confirm the K best trials that beat the recipe's own trial on "
         "validation (default 1)",
     )
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=120,
+        metavar="SECONDS",
+        help="a worker silent this long has its running trial failed and queued again for "
+        "the other workers (default 120)",
+    )
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="print the study as it stands (trials, best) and write its outputs; run nothing",
+    )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from cnnlab.studies.sweep import run_sweep
+    from cnnlab.errors import ConfigError
+    from cnnlab.studies.sweep import run_sweep, sweep_report
 
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
+    if args.report:
+        res = sweep_report(
+            args.recipe,
+            study=args.study,
+            storage=args.storage,
+            runs_dir=args.runs_dir,
+            overrides=overrides,
+        )
+        return show(res)
+    if not args.space:
+        raise ConfigError("--space is required (a search-space YAML), unless --report")
     res = run_sweep(
         args.recipe,
         args.space,
@@ -107,11 +140,16 @@ def run(args) -> int:
         baseline=not args.no_baseline,
         confirm=args.confirm,
         confirm_top=args.confirm_top,
+        heartbeat=args.heartbeat,
     )
+    return show(res)
+
+
+def show(res: dict) -> int:
     rows = res["trials"]
     params = sorted(
         {k for r in rows for k in r}
-        - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds", "baseline"}
+        - {"trial", "state", "val_acc", "test_acc", "epochs", "seconds", "baseline", "worker"}
     )
 
     short = [k.split(".")[-1] for k in params]  # section dropped where unambiguous

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 
 from cnnlab.data import augment as aug
 
+_MIX = torch.tensor([1, 31, 961, 29_791, 923_521, 28_629_151, 887_503_681, 27_512_614_111])
+
 
 class ResidentLoader:
     """Iterate (x float (B, C, H, W) normalised, y int64 (B,)) over device tensors."""
@@ -98,7 +100,7 @@ class ResidentLoader:
         return (x01 - self.mean) / self.std
 
     def _gen(self, x: torch.Tensor) -> torch.Generator | None:
-        g = self.generator
+        g = self.rank_generator if self.rank_generator is not None else self.generator
         return g if g is not None and g.device == x.device else None
 
     def prepare(self, xb: torch.Tensor, train: bool) -> torch.Tensor:
@@ -131,6 +133,7 @@ class ResidentLoader:
         self.rank, self.world = int(rank), int(world)
 
     rank, world = 0, 1
+    rank_generator: torch.Generator | None = None  # sharded: this rank's augmentation draws
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.iterate()
@@ -147,7 +150,17 @@ class ResidentLoader:
         off = self.rank * lb
         stop = (n // b) * b if self.drop_last else n
         train = self.train
+        # sharded: each rank draws its own augmentations (the shared generator would give
+        # every rank the same ones), re-seeded each step from the epoch's order, the step
+        # and the rank, so a resumed epoch redraws them exactly and the ranks' shared
+        # generator stays in step for the next permutation
+        key = int((idx[:8].long().cpu() * _MIX[: min(8, n)]).sum()) if self.world > 1 else 0
         for i in range(start_step * b, stop, b):
+            if self.world > 1 and train and self.augment:
+                g = self.generator
+                dev = g.device if g is not None else self.device
+                seed = (key * 1_000_003 + i // b) * 1_009 + self.rank
+                self.rank_generator = torch.Generator(dev).manual_seed(seed % 2**63)
             if self.shuffle:
                 j = idx[i + off : i + off + lb]
                 yield self.prepare(self.x[j], train), self.y[j]

@@ -13,10 +13,18 @@ rank takes ``batch_size / world`` images of every global batch (the same global
 permutation on every rank, drawn from the same seed), so a DDP step averages the same
 gradient as a 1-process step. Metrics are summed across ranks; only rank 0 writes files.
 Backend: nccl on CUDA, gloo on CPU.
+
+Nothing outlives its launcher: torchrun started by ``--nproc`` and each rank under any
+torchrun ask Linux to send them SIGTERM when their parent dies (``PR_SET_PDEATHSIG``), so a
+``kill -9`` of ``cnnlab train --nproc N`` (or of a node's torchrun) stops the ranks the
+same way Ctrl-C does: they finish the step, rank 0 writes the checkpoint. A rank that
+loses its peers (another node died) stops with one ``cnnlab: error:`` line saying how to
+resume, not a traceback.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -108,9 +116,59 @@ def from_env(device: torch.device) -> tuple[Dist, torch.device]:
         backend = "nccl"
     else:
         backend = "gloo"
+    die_with_parent()  # torchrun killed outright: stop as on SIGTERM, do not linger
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timedelta(minutes=10))
+    sys.excepthook = _lost_peer_hook(sys.excepthook, rank)
     return Dist(True, rank, world, local, backend), device
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+try:  # looked up here, not in a forked child (preexec_fn) where dlopen may not be safe
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+def die_with_parent(sig: int = signal.SIGTERM, parent: int | None = None) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent exits (``prctl``); if the
+    parent (``parent``, else the current one) is already gone, send it now. False where
+    prctl is not available (not Linux)."""
+    parent = os.getppid() if parent is None else parent
+    if _PRCTL is None or _PRCTL(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+    return True
+
+
+def lost_peer(e: BaseException) -> bool:
+    """Whether ``e`` is a collective failing because another rank went away."""
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in msg for w in PEER_GONE)
+
+
+# what gloo/NCCL/the store say when the other end of a connection went away
+PEER_GONE = ("connection closed by peer", "connection reset by peer", "broken pipe",
+             "connection refused", "communicator was aborted")  # fmt: skip
+
+
+def _lost_peer_hook(previous, rank: int):
+    def hook(kind, e, tb):
+        if not lost_peer(e):
+            return previous(kind, e, tb)
+        first = (str(e).strip().splitlines() or [kind.__name__])[0].split(". ")[0][:160]
+        print(
+            f"cnnlab: error: rank {rank} lost contact with the other ranks (a node or process "
+            f"stopped: {first}); the run directory keeps its last checkpoint: start every "
+            "node again with the same command plus --resume RUN_DIR",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return hook
 
 
 def _children(pid: int) -> list[int]:
@@ -146,8 +204,12 @@ def launch(nproc: int, train_argv: list[str]) -> int:
     ]
     sys.stdout.flush()
     sys.stderr.flush()
+    me = os.getpid()
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        # torchrun dies with this launcher (even on kill -9): SIGTERM, its ranks stop cleanly
+        proc = subprocess.Popen(
+            cmd, start_new_session=True, preexec_fn=lambda: die_with_parent(parent=me)
+        )
     except OSError as e:
         raise CnnlabError(f"cannot start torchrun ({e.strerror})") from None
 

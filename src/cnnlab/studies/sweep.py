@@ -28,10 +28,15 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import logging
 import math
 import os
+import re
 import shutil
+import socket
 import statistics
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -142,29 +147,77 @@ class SweepInterrupted(Exception):
 
 
 class OptunaPruning(Callback):
-    """Report the validation accuracy of each epoch; stop the trial when the pruner says so."""
+    """Report the validation accuracy of each epoch; when the pruner says so, stop the
+    trial at the end of that epoch (its metrics and checkpoint written, as an early stop
+    does) and note why: the objective then reports the trial pruned."""
 
     def __init__(self, trial, monitor: str = "val_acc"):
         self.trial, self.monitor = trial, monitor
+        self.pruned: str | None = None
 
     def on_epoch_end(self, trainer, epoch: int, m: dict) -> None:
-        import optuna
-
         v = m.get(self.monitor)
         if v is None:
             return
         self.trial.report(v, epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.monitor} {v:.4f})")
+            self.pruned = f"pruned at epoch {epoch} ({self.monitor} {v:.4f})"
+            trainer.should_stop = True
 
 
-def storage_for(url: str | None, study_dir: Path):
+# file systems whose locks SQLite cannot rely on (https://www.sqlite.org/howtocorrupt.html)
+NETWORK_FS = frozenset(
+    "nfs nfs4 cifs smb3 smbfs 9p afs ncpfs fuse.sshfs glusterfs fuse.glusterfs ceph "
+    "fuse.ceph fuse.cephfs lustre gpfs beegfs fuse.s3fs fuse.gcsfuse".split()
+)
+
+
+def filesystem_of(path: Path, mounts: str | None = None) -> tuple[str, str]:
+    """(file-system type, mount point) holding ``path``, from ``/proc/mounts`` (the longest
+    mount point that is a prefix of the resolved path); ("", "") where that is unknown."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return "", ""
+    target = str(Path(path).resolve())
+    best = ("", "")
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        # /proc/mounts writes a space in a path as \040 (octal escapes)
+        mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best[1]):
+            best = (parts[2], mnt)
+    return best
+
+
+def check_sqlite_is_local(db: Path) -> None:
+    """SQLite's file locks do not hold on a network file system: workers on several
+    machines sharing the file would corrupt the study or wait forever on a lock. Refuse."""
+    fs, mnt = filesystem_of(db)
+    if fs in NETWORK_FS:
+        raise ConfigError(
+            f"the SQLite study {str(db)!r} is on a network file system ({fs} at {mnt}), where "
+            "SQLite's locks do not hold; use a database server (--storage "
+            "postgresql://user:pass@host/db) to share a study between machines, or a local "
+            "--runs-dir for one machine"
+        )
+
+
+def storage_for(url: str | None, study_dir: Path, heartbeat: float = 120):
+    """The study's RDB storage. A worker that stays silent for ``heartbeat`` seconds (killed,
+    its machine lost) has its running trial marked failed and queued once more for the
+    other workers (Optuna's heartbeat, checked at each trial start)."""
     import optuna
     from optuna import storages
     from optuna.storages import RDBStorage
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if url is None:
+        check_sqlite_is_local(study_dir / "study.db")
         study_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
     if "://" not in url:
@@ -172,15 +225,99 @@ def storage_for(url: str | None, study_dir: Path):
             f"--storage {url!r}: expected a database URL such as sqlite:///study.db or "
             "postgresql://user:pass@host/db"
         )
+    if url.startswith(("postgresql://", "postgres://")):
+        # psycopg 3, named: SQLAlchemy < 2.1 would look for psycopg2 under a bare postgresql://
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if heartbeat < 2:
+        raise ConfigError(f"--heartbeat needs at least 2 seconds, got {heartbeat:g}")
+    engine: dict = {}
+    if url.startswith("sqlite:///"):
+        check_sqlite_is_local(Path(url[len("sqlite:///") :]))
+        # several local workers take turns on the file's lock: wait for it, do not fail
+        engine = {"connect_args": {"timeout": 60}}
     # optuna ≥ 4.9 renamed the stale-trial retry callback and its keyword
     if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters:
         retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(1)}
     else:
         retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
-    try:
-        return RDBStorage(url, heartbeat_interval=30, grace_period=120, **retry)
-    except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
-        raise ConfigError(f"--storage {url!r}: cannot open the study database ({e})") from None
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    interval = max(1, int(heartbeat // 4))
+    for attempt in range(6):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=interval,
+                grace_period=max(int(heartbeat), interval + 1),
+                **retry,
+            )
+        except (IntegrityError, OperationalError) as e:
+            # workers started at once on a new database race to create its tables: the
+            # losers find them made by the winner on the next try
+            busy = isinstance(e, IntegrityError) or any(w in str(e) for w in ("locked", "exists"))
+            if not busy or attempt == 5:
+                raise ConfigError(
+                    f"--storage {url!r}: cannot open the study database "
+                    f"({str(e.orig).splitlines()[0]})"
+                ) from None
+            time.sleep(0.5 * (attempt + 1))
+        except ImportError:
+            raise ConfigError(
+                f"--storage {url!r}: its database driver is not installed (PostgreSQL: "
+                "pip install 'psycopg[binary]')"
+            ) from None
+        except (optuna.exceptions.StorageInternalError, ValueError) as e:
+            raise ConfigError(f"--storage {url!r}: cannot open the study database ({e})") from None
+
+
+def seeded_sampler(seed: int, **kw):
+    """A TPE sampler whose random stream is drawn afresh for each trial from ``seed`` and the
+    trial's number: one worker replays exactly, and workers started at once on one study
+    (which would share a seed) do not propose the same start-up trials."""
+    from optuna.samplers import BaseSampler, TPESampler
+
+    class PerTrialSeed(BaseSampler):
+        def __init__(self) -> None:
+            self.inner = TPESampler(seed=seed, **kw)
+
+        def before_trial(self, study, trial) -> None:
+            self.inner = TPESampler(seed=seed + 7919 * trial.number, **kw)
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+    return PerTrialSeed()
+
+
+class SurplusTrial(Exception):
+    """Workers racing for the last trials of the budget: this one is not needed."""
+
+
+def budget_left(st, budget: int, number: int | None = None) -> int:
+    """Trials still to claim: the budget less the finished (complete, pruned) trials and the
+    ones claimed before trial ``number`` (running or queued; all of them when None)."""
+    from optuna.trial import TrialState
+
+    n = 0
+    for t in st.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING) and (
+            number is None or t.number < number
+        ):
+            n += 1
+    return budget - n
 
 
 def run_sweep(
@@ -200,10 +337,17 @@ def run_sweep(
     prune_after: int | None = None,
     confirm: int = 0,
     confirm_top: int = 1,
+    heartbeat: float = 120,
 ) -> dict:
-    """Run (or resume) a study until ``trials`` trials have finished; returns a summary."""
+    """Run (or resume, or join) a study until ``trials`` trials have finished, counted over
+    every worker on the study; returns a summary.
+
+    Several processes (on one machine with SQLite, on several with a database server) may
+    run this at once on one study: each claims a trial only while the budget has room
+    (finished + running + queued < ``trials``), and waits, rather than leaving, while the
+    last trials run elsewhere, so a worker that dies mid-trial (its trial failed by the
+    heartbeat and queued again) is replaced by another."""
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     if trials < 1:
@@ -220,31 +364,36 @@ def run_sweep(
     name = study or (Path(recipe).stem if recipe else base.model.name) + "-sweep"
     study_dir = Path(runs_dir) / name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    stor = storage_for(storage, study_dir)
+    stor = storage_for(storage, study_dir, heartbeat)
     if prune_after is None:  # early epochs of a one-cycle schedule rank configs poorly
         prune_after = max(1, base.train.epochs // 3)
     warmup = max(0, int(prune_after))
-    try:
-        existing = len(optuna.load_study(study_name=name, storage=stor).trials)
-    except KeyError:
-        existing = 0
-    st = optuna.create_study(
-        study_name=name,
+    kw = dict(
         storage=stor,
-        direction="maximize",
-        # offset by the trials already in the study: a second process (or a resumed sweep)
-        # must not replay the first one's random start-up trials
-        sampler=optuna.samplers.TPESampler(seed=seed + existing),
+        # per-trial seeds (see seeded_sampler); the constant liar makes TPE treat the
+        # trials running on other workers as bad, so parallel workers spread out
+        sampler=seeded_sampler(seed, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
-        load_if_exists=True,
     )
-
-    if existing == 0 and baseline:
+    try:  # of workers started at once, the one that creates the study queues the recipe
+        st = optuna.create_study(study_name=name, direction="maximize", **kw)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        st = optuna.load_study(study_name=name, **kw)
+        created = False
+    if created and baseline:
         params = baseline_params(base, space)
         if params is not None:
             st.enqueue_trial(params, user_attrs={"baseline": True})
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    surplus: set[int] = set()
 
     def objective(trial) -> float:
+        trial.set_user_attr("worker", worker)
+        if budget_left(st, trials, trial.number) <= 0:  # another worker took the last one
+            surplus.add(trial.number)
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(trial.number)
         params = suggest(trial, space)
         cfg = base.copy()
         for k, v in params.items():
@@ -255,38 +404,65 @@ def run_sweep(
         cfg.train.diagnostics = False
         if objective_hook is not None:
             objective_hook(trial, cfg)
-        res = fit(cfg, quiet=quiet, callbacks=[OptunaPruning(trial)])
+        pruning = OptunaPruning(trial)
+        res = fit(cfg, quiet=quiet, callbacks=[pruning])
         if res.interrupted:  # Ctrl-C / SIGTERM stops the sweep, not just this trial
             raise SweepInterrupted(trial.number)
         best = max(m["val_acc"] for m in res.history)
         trial.set_user_attr("test_acc", res.history[-1]["test_acc"])
         trial.set_user_attr("epochs", len(res.history))
         trial.set_user_attr("run_dir", str(res.run_dir))
+        if pruning.pruned:
+            raise optuna.TrialPruned(pruning.pruned)
         if not quiet:
             print(f"trial {trial.number}: val acc {best:.4f}  {params}")
         return best
 
-    done = (TrialState.COMPLETE, TrialState.PRUNED)
-    finished = len(st.get_trials(deepcopy=False, states=done))
-    if finished < trials:
-        try:
-            st.optimize(
-                objective,
-                n_trials=trials - finished,
-                timeout=timeout,
-                callbacks=[MaxTrialsCallback(trials, states=done)],
-                catch=(ConfigError,),  # a config that cannot be built fails that trial only
-                gc_after_trial=True,
-            )
-        except SweepInterrupted as e:  # the trial is marked failed; the study stays resumable
-            raise CnnlabError(
-                f"sweep stopped by a signal during trial {e.args[0]}; run the same command "
-                "to resume it (finished trials are kept)"
-            ) from None
-    # best.yaml = the recipe + the best parameters: the sweep's per-trial budget (--set
-    # overrides such as train_limit/epochs) and its validation split stay out of it
-    keep = [o for o in overrides or [] if o.split("=", 1)[0] in ("data.data_dir", "data.name")]
-    out = summarize(st, build_config(None, recipe, keep), study_dir)
+    # a surplus trial is recorded as failed; Optuna's warning about it is noise
+    quiet_surplus = _SurplusFilter(surplus)
+    log = logging.getLogger("optuna")
+    for h in log.handlers:
+        h.addFilter(quiet_surplus)
+    start, attempts, waiting = time.monotonic(), 0, False
+    try:
+        while attempts < 2 * trials:  # a bound where every trial fails (a broken config)
+            if timeout is not None and time.monotonic() - start > timeout:
+                break
+            optuna.storages.fail_stale_trials(st)  # a dead worker's trial: failed, requeued
+            left = budget_left(st, trials)
+            done = (TrialState.COMPLETE, TrialState.PRUNED)
+            if len(st.get_trials(deepcopy=False, states=done)) >= trials:
+                break
+            queued = st.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if left <= 0 and not queued:
+                # the budget is claimed by trials running elsewhere: wait, in case one dies
+                if not waiting:
+                    waiting = True
+                    print(
+                        "the study's last trials run on other workers: waiting for them (a "
+                        f"worker silent for {heartbeat:g} s has its trial run again here)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                time.sleep(min(2.0, heartbeat / 4))
+                continue
+            attempts += 1
+            st.optimize(objective, n_trials=1, catch=(ConfigError, SurplusTrial),
+                        gc_after_trial=True)  # fmt: skip
+    except SweepInterrupted as e:  # the trial is marked failed; the study stays resumable
+        raise CnnlabError(
+            f"sweep stopped by a signal during trial {e.args[0]}; run the same command "
+            "to resume it (finished trials are kept)"
+        ) from None
+    finally:
+        for h in log.handlers:
+            h.removeFilter(quiet_surplus)
+    # of several workers, the one that finished the study's last trial draws the plots
+    # (`--report` draws them again at any time)
+    ended = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    last = max(ended, key=lambda t: t.datetime_complete) if ended else None
+    plots = last is None or last.user_attrs.get("worker", worker) == worker
+    out = summarize(st, best_base(recipe, overrides), study_dir, plots=plots)
     if confirm > 0 and out["best"] is not None:
         # every --set but the trials' budget: the confirming runs are full runs
         rest = [o for o in overrides or [] if o.split("=", 1)[0] not in BUDGET_KEYS]
@@ -301,6 +477,40 @@ def run_sweep(
     return out
 
 
+def best_base(recipe: str | None, overrides: list[str] | None) -> Config:
+    """What best.yaml starts from: the recipe and its data source, without the trials'
+    budget (--set train_limit/epochs) or their validation split."""
+    keep = [o for o in overrides or [] if o.split("=", 1)[0] in ("data.data_dir", "data.name")]
+    return build_config(None, recipe, keep)
+
+
+def sweep_report(
+    recipe: str | None,
+    *,
+    study: str | None = None,
+    storage: str | None = None,
+    runs_dir: str = "runs",
+    overrides: list[str] | None = None,
+) -> dict:
+    """The summary of a study as it stands (trials.csv, best.yaml, plots), running nothing:
+    what any worker, or anyone holding the database URL, sees."""
+    import optuna
+
+    base = build_config(None, recipe, overrides)
+    name = study or (Path(recipe).stem if recipe else base.model.name) + "-sweep"
+    study_dir = Path(runs_dir) / name
+    if storage is None and not (study_dir / "study.db").is_file():
+        raise ConfigError(
+            f"no study {name!r} in {study_dir}: give its --study, --runs-dir or --storage"
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        st = optuna.load_study(study_name=name, storage=storage_for(storage, study_dir))
+    except KeyError:
+        raise ConfigError(f"no study {name!r} in {storage}: give its --study") from None
+    return summarize(st, best_base(recipe, overrides), study_dir)
+
+
 # a trial's budget, set with --set: the confirming full runs drop these (and only these)
 BUDGET_KEYS = (
     "train.epochs",
@@ -309,6 +519,16 @@ BUDGET_KEYS = (
     "train.steps_per_epoch",
     "train.early_stop",
 )
+
+
+class _SurplusFilter(logging.Filter):
+    def __init__(self, numbers: set[int]):
+        super().__init__()
+        self.numbers = numbers
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(msg.startswith(f"Trial {n} failed") for n in self.numbers)
 
 
 def confirm_best(
@@ -394,11 +614,13 @@ def confirm_best(
     return res
 
 
-def summarize(st, base: Config, study_dir: Path) -> dict:
+def summarize(st, base: Config, study_dir: Path, plots: bool = True) -> dict:
     from optuna.trial import TrialState
 
     rows = []
     for t in st.get_trials(deepcopy=False):
+        if t.user_attrs.get("surplus"):  # claimed in a race for the budget's last slot, not run
+            continue
         dur = (
             (t.datetime_complete - t.datetime_start).total_seconds()
             if (t.datetime_complete and t.datetime_start)
@@ -412,6 +634,7 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
                 "val_acc": t.value,
                 "test_acc": t.user_attrs.get("test_acc"),
                 "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
+                "worker": t.user_attrs.get("worker"),
                 "seconds": dur,
                 **{k: v for k, v in t.params.items()},
             }
@@ -420,7 +643,7 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
     keys = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    tmp = study_dir / ".trials.csv.tmp"
+    tmp = study_dir / f".trials.csv.{os.getpid()}.tmp"  # workers may write it at once
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
@@ -453,7 +676,7 @@ def summarize(st, base: Config, study_dir: Path) -> dict:
             "params": best.params,
             "recipe": str(study_dir / "best.yaml"),
         }
-    out["plots"] = plot_study(st, study_dir) if complete else []
+    out["plots"] = plot_study(st, study_dir) if (complete and plots) else []
     return out
 
 
@@ -477,7 +700,7 @@ def plot_study(st, study_dir: Path) -> list[str]:
                 fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
                 fig.set_size_inches(8, 4.5)
                 fig.tight_layout()
-                tmp = study_dir / f".{fname}.tmp.png"
+                tmp = study_dir / f".{fname}.{os.getpid()}.tmp.png"
                 fig.savefig(tmp, dpi=100)
                 plt.close(fig)
                 os.replace(tmp, study_dir / fname)

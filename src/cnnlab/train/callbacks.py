@@ -157,7 +157,7 @@ class ReportOnEnd(Callback):
     training run: it is logged as a warning."""
 
     def on_fit_end(self, trainer) -> None:
-        if not getattr(trainer, "history", None):
+        if not getattr(trainer, "history", None) or not trainer.dist.main:  # rank 0 writes
             return
         try:
             from cnnlab.report.html import write_report

@@ -158,8 +158,9 @@ class GradientFlow(Callback):
                 "activations": self.activation_stats(trainer),
                 "flags": flags_for(layers),
             }
-            with open(self.path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            if trainer.dist.main:  # every rank probes (DDP forwards together), rank 0 writes
+                with open(self.path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
         except (RuntimeError, OSError, ValueError) as e:  # a diagnostic never stops training
             import warnings
 
