@@ -119,14 +119,20 @@ def prepare(trainer, model: nn.Module) -> None:
     src = cfg.model.init_from
     if not src or trainer.resume_from is not None:
         return
-    state, classes = read_weights(src)
+    state, classes, name = read_weights(src)
+    if name is not None and name != cfg.model.name:
+        raise CheckpointError(
+            f"model.init_from {src!r} holds a {name} model, this run trains {cfg.model.name}: "
+            f"fine-tune the same model (--model {name})"
+        )
     note = load_weights(model, state, classes, trainer.dataset.classes, src, cfg.model.name)
     if not trainer.quiet and trainer.dist.main:
         print(f"init_from {src}: {note}")
 
 
-def read_weights(src: str) -> tuple[dict[str, torch.Tensor], list | None]:
-    """(state dict, the source's class names or None) of a run, checkpoint or weights file."""
+def read_weights(src: str) -> tuple[dict[str, torch.Tensor], list | None, str | None]:
+    """(state dict, the source's class names, its model's name) of a run, checkpoint or
+    weights file (a plain weights file records neither: None)."""
     from cnnlab.models.alexnet import from_torchvision_keys, read_state_dict
     from cnnlab.runs.checkpoint import load_checkpoint, read_metadata
     from cnnlab.runs.load import resolve_checkpoint
@@ -139,30 +145,30 @@ def read_weights(src: str) -> tuple[dict[str, torch.Tensor], list | None]:
         )
     if p.is_dir():
         ck = load_checkpoint(resolve_checkpoint(p, "best"))
-        return _classifier_state(ck), ck.meta.get("classes")
+        return _classifier_state(ck), ck.meta.get("classes"), ck.meta["model"].get("name")
     if p.suffix == ".safetensors":
         if "cnnlab" in read_metadata(p):
             ck = load_checkpoint(p)
-            return _classifier_state(ck), ck.meta.get("classes")
+            return _classifier_state(ck), ck.meta.get("classes"), ck.meta["model"].get("name")
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(p)), None
+            return load_file(str(p)), None, None
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {src!r} as safetensors ({str(e)[:100]})") from None
     if p.suffix in (".pth", ".pt"):
         state = read_state_dict(p)
         if "classifier.6.weight" in state:  # torchvision's AlexNet
             state = from_torchvision_keys(state)
-        return state, None
+        return state, None, None
     raise CheckpointError(
         f"model.init_from {src!r}: give a run directory, a .safetensors or a .pth file"
     )
 
 
 def _classifier_state(ck) -> dict[str, torch.Tensor]:
-    if ck.meta.get("kind", "classify") != "classify":
+    if ck.meta.get("kind", "classify") != "classify" or not isinstance(ck.meta.get("model"), dict):
         raise CheckpointError(f"{ck.path}: a {ck.meta.get('kind')} run, not a classifier")
     return ck.model_state
 
