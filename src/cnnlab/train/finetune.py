@@ -92,7 +92,12 @@ class FreezeBackbone(Callback):
     def on_epoch_start(self, trainer, epoch: int) -> None:
         frozen = frozen_at(trainer.cfg, epoch)
         set_backbone_lr(trainer, 0.0 if frozen else None)
-        if self.frozen is not None and frozen != self.frozen and not trainer.quiet:
+        if (
+            self.frozen is not None
+            and frozen != self.frozen
+            and not trainer.quiet
+            and trainer.dist.main
+        ):
             mult = trainer.cfg.optim.backbone_lr_mult
             print(f"epoch {epoch}: {trainer.cfg.train.freeze} unfrozen (LR × {mult:g})")
         self.frozen = frozen
