@@ -14,6 +14,7 @@ def run(args) -> int:
     from cnnlab.data.datasets import DATASETS, load_dataset
     from cnnlab.errors import CnnlabError, choices_msg
     from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+    from cnnlab.train.progress import PhaseBar
 
     for name, v, lo in (
         ("--limit", args.limit, 1),
@@ -34,7 +35,7 @@ def run(args) -> int:
     out = Path(args.out or f"datacheck-{target.name if is_folder else args.target}")
     if out.exists() and not out.is_dir():
         raise CnnlabError(f"--out {str(out)!r} is a file; give a folder")
-    with _Phases(quiet=args.json) as bar:
+    with PhaseBar(quiet=args.json) as bar:
         if is_folder:
             im = dc.scan_folder(target, args.limit, progress=lambda d, t: bar("reading", d, t))
         else:
@@ -98,42 +99,3 @@ def _print(res, result: dict, out: Path, sheets: dict) -> None:
             title="most likely label errors",
         )
     print(f"written: {out / 'datacheck.json'}" + "".join(f", {out / n}.png" for n in sheets))
-
-
-class _Phases:
-    """One rich bar per phase (reading, near-duplicates, label folds) with an ETA."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet, self.bar, self.tasks = quiet, None, {}
-
-    def __enter__(self):
-        if not self.quiet:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self.bar.start()
-        return self
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if self.bar is None:
-            return
-        if phase not in self.tasks:
-            self.tasks[phase] = self.bar.add_task(phase, total=total)
-        self.bar.update(self.tasks[phase], completed=done)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False

@@ -35,6 +35,7 @@ import torch
 from cnnlab.errors import ConfigError
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.progress import PhaseBar
 
 METHODS = ("steepest", "min10")
 
@@ -127,7 +128,7 @@ def lr_range_test(
             m.train()
         epoch, i = 1, 0
         task.begin_epoch(epoch)
-        with _progress(steps, quiet) as bar:
+        with PhaseBar(quiet) as bar:
             for s in range(steps):
                 lr = start_lr * mult**s
                 for g, r in zip(groups, ratio):
@@ -138,7 +139,7 @@ def lr_range_test(
                 loss, _, _ = task.step(i)
                 i += 1
                 value = float(loss)
-                bar(s + 1, value)
+                bar("lr-find", s + 1, steps, f"loss {value:.4f}")
                 if not math.isfinite(value):
                     stopped = s < steps - 1
                     break
@@ -175,44 +176,6 @@ def lr_range_test(
         stopped,
         dict(start_lr=start_lr, end_lr=end_lr, steps=steps, beta=beta, diverge=diverge),
     )
-
-
-class _progress:
-    """A rich bar with the step, the loss and an ETA (nothing when quiet)."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet, self.bar = total, quiet, None
-
-    def __enter__(self):
-        if not self.quiet:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("lr-find"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("lr", total=self.total, loss="…")
-        return self
-
-    def __call__(self, done: int, loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, loss=f"{loss:.4f}")
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
 
 
 def find_lr(
