@@ -1,6 +1,6 @@
 """Fine-tuning against training from scratch on a small folder of Fashion-MNIST images.
 
-    python benchmarks/finetune.py --data-dir ../shared/data --seeds 0 1 2
+    python benchmarks/finetune.py --data-dir DATA --seeds 0 1 2
 
 The target: 100 training images per class of Fashion-MNIST (chosen once, stratified,
 seed 1234), written as PNG files into ``<work>/fmnist-100/<class>/`` and read back from
