@@ -63,6 +63,7 @@ def test_finds_every_planted_problem(folder, tmp_path, capsys):
     near = [(p["a"], p["b"]) for p in r["near_duplicates"]]
     assert ("train/top/5.png", "test/top/near.png") in near
     assert s["near_duplicates_across_splits"] >= 1
+    assert r["settings"]["hash_candidates"] >= len(near) and r["settings"]["near_max_mad"] == 5
     assert r["label_issues"] is None and not (out / "label_issues.png").exists()
     assert (out / "near_duplicates.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -503,8 +503,10 @@ def check(
         issues, acc = label_issues(im, probs), oof_accuracy(im, probs)
     settings = {
         "near_bits": near,
+        "near_max_mad": max_mad,
+        "hash_candidates": candidates,  # pairs within `near` bits before the pixel check
         "folds": folds,
         "seed": seed,
-        "label_model": "logistic regression on 28×28 grey pixels",
+        "label_model": "logistic regression on 28×28 grey pixels (out-of-fold)",
     }
     return DataCheck(im, counts, exact, nd, issues, acc, settings)
