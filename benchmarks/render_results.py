@@ -319,6 +319,35 @@ def gans(rs: list[dict]) -> list[str]:
     return lines
 
 
+def finetune(rs: list[dict]) -> list[str]:
+    lines = []
+    for d in (d for d in rs if d["kind"] == "finetune"):
+        src = "; ".join(
+            f"{k}: {v['epochs']} epochs, best validation accuracy {pct(v['best_val_acc'])}"
+            for k, v in d["sources"].items()
+        )
+        lines += [
+            "## Fine-tuning a small folder",
+            "",
+            f"{d['model']} on {d['target']}: {d['epochs']} epochs, batch {d['batch_size']}, "
+            f"final-epoch test accuracy, mean ± sd over seeds {', '.join(map(str, d['seeds']))} "
+            f"({where(d)}). Sources — {src}. *init*: the source's weights (a fresh "
+            "classifier where the classes differ); *fine_tune*: also "
+            + ", ".join(
+                f"`{o}`"
+                for o in next(v for k, v in d["rows"].items() if "fine_tune" in k)["overrides"]
+                if not o.startswith("model.init_from")
+            )
+            + ".",
+            "",
+            "| start | test accuracy |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {mean_sd(v['test_acc'])} |" for k, v in d["rows"].items()]
+        lines.append("")
+    return lines
+
+
 def sources(rs: list[dict]) -> list[str]:
     lines = [
         "## Sources",
@@ -351,7 +380,9 @@ def render(rs: list[dict] | None = None) -> str:
         "*not measured* need a GPU run (`benchmarks/gpu_results.sh`).",
         "",
     ]
-    body = accuracy(rs) + speed(rs) + serving(rs) + robustness(rs) + semi(rs) + gans(rs)
+    body = (
+        accuracy(rs) + speed(rs) + serving(rs) + robustness(rs) + semi(rs) + gans(rs) + finetune(rs)
+    )
     return "\n".join(head + body + sources(rs)).rstrip() + "\n"
 
 

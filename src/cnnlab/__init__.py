@@ -24,6 +24,7 @@ _API = {
     "Trainer": "cnnlab.train.trainer",
     "TrainResult": "cnnlab.train.trainer",
     "fit": "cnnlab.train.api",
+    "find_lr": "cnnlab.train.lr_find",
     "evaluate": "cnnlab.inference",
     "predict": "cnnlab.inference",
 }

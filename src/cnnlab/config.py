@@ -35,6 +35,9 @@ from cnnlab.errors import ConfigError, choices_msg
 class ModelConfig:
     name: str = "lenet5"
     args: dict = field(default_factory=dict)  # builder options: activation, init, ...
+    # fine-tuning: start from a cnnlab run, a checkpoint, a torchvision AlexNet .pth or a
+    # .safetensors state dict (the classifier is re-initialised when the classes differ)
+    init_from: str | None = None
 
 
 @dataclass
@@ -59,7 +62,8 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = "adam"
-    lr: float = 3e-3
+    lr: float | typing.Literal["auto"] = 3e-3  # auto: chosen by an LR range test (lr-find)
+    backbone_lr_mult: float = 1.0  # fine-tuning: the backbone's LR = lr × this
     weight_decay: float = 0.0
     momentum: float = 0.9
     nesterov: bool = False
@@ -123,6 +127,8 @@ class TrainConfig:
     # what a step computes (train/task.py): auto, classify, adversarial, semi, gan;
     # auto picks it from the config (see resolve_task)
     task: str = "auto"
+    freeze: str = "none"  # fine-tuning: none, features (the convs) or body (all but classifier)
+    unfreeze_at: int = 0  # the epoch the frozen part starts training (0 = stays frozen)
 
 
 @dataclass
@@ -359,6 +365,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
+        for a in args:  # a named value a field also takes (optim.lr: auto)
+            if typing.get_origin(a) is typing.Literal and str(value).lower() in a.__args__:
+                return str(value).lower()
         return coerce(value, args[0], where)
     if tp is bool:
         if isinstance(value, bool):

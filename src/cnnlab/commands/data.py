@@ -12,6 +12,8 @@ def register(sub) -> None:
     add_data_args(p, data_dir="also look here first")
     p.add_argument("--download", metavar="NAME", help="download a dataset now (checksums verified)")
     p.set_defaults(func=run)
+    sub_data = p.add_subparsers(dest="data_action", metavar="ACTION")
+    add_check_parser(sub_data)
 
 
 def run(args) -> int:
@@ -33,3 +35,38 @@ def run(args) -> int:
         + " — each may hold the files or a <name>/ folder of them"
     )
     return 0
+
+
+def add_check_parser(sub) -> None:
+    c = sub.add_parser(
+        "check",
+        help="check a folder or dataset: unreadable files, class balance, sizes, duplicates "
+        "across splits, likely label errors",
+        description="Check a folder of images (PATH/<class>/* or PATH/{train,val,test}/<class>/*) "
+        "or a dataset by name: unreadable files, class counts and imbalance, image sizes and "
+        "modes, exact and near-duplicates within and across splits, and likely label errors "
+        "(cleanlab on out-of-fold predictions of a quick model). Writes datacheck.json and "
+        "contact sheets (PNG) into --out.",
+    )
+    c.add_argument("target", metavar="PATH|DATASET", help="a folder of images or a dataset name")
+    add_data_args(c)
+    c.add_argument("--limit", type=int, help="at most N images per split (spread evenly)")
+    c.add_argument("--near", type=int, default=2, help="near-duplicates: dHash bits (default 2)")
+    c.add_argument(
+        "--max-mad",
+        type=float,
+        default=5.0,
+        help="near-duplicates: mean grey-level difference at 28×28 (default 5)",
+    )
+    c.add_argument("--folds", type=int, default=3, help="label check: k-fold (default 3)")
+    c.add_argument("--no-labels", action="store_true", help="skip the label-error check")
+    c.add_argument("--top", type=int, default=48, help="suspects per contact sheet (default 48)")
+    c.add_argument("--out", help="output folder (default datacheck-<name>)")
+    c.add_argument("--json", action="store_true", help="print the full result as JSON")
+    c.set_defaults(func=run_check)
+
+
+def run_check(args) -> int:
+    from cnnlab.commands._datacheck import run
+
+    return run(args)

@@ -179,6 +179,24 @@ def to_torchvision_keys(state: dict) -> dict:
     return out
 
 
+def read_state_dict(p: Path) -> dict[str, torch.Tensor]:
+    """A ``.pth`` state dict of tensors (read with ``weights_only=True``; a checkpoint dict
+    holding one under ``state_dict`` is unwrapped)."""
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"weights file {str(p)!r} not found") from None
+    except Exception as e:  # noqa: BLE001  (pickle/zip errors of many types)
+        raise CheckpointError(
+            f"cannot read {str(p)!r} as a torchvision state dict: {type(e).__name__}"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{str(p)!r} is not a state dict of tensors")
+    return state
+
+
 @register_model(
     "alexnet-torchvision", (3, 224), "torchvision's AlexNet; weights=PATH loads a torchvision .pth"
 )
@@ -232,21 +250,7 @@ class AlexNetTorchvision(Classifier):
 
     def load_torchvision(self, path: str | Path) -> None:
         p = Path(path)
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(f"weights file {str(p)!r} not found") from None
-        except Exception as e:  # noqa: BLE001  (pickle/zip errors of many types)
-            raise CheckpointError(
-                f"cannot read {str(p)!r} as a torchvision state dict: {type(e).__name__}"
-            ) from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state.values()
-        ):
-            raise CheckpointError(f"{str(p)!r} is not a state dict of tensors")
-        state = from_torchvision_keys(state)
+        state = from_torchvision_keys(read_state_dict(p))
         own = self.state_dict()
         if set(state) != set(own):
             missing = sorted(set(own) - set(state))[:3]

@@ -77,6 +77,11 @@ def fit(
     cfg = build_config(config, recipe, overrides, **shortcuts)
     if ds_obj is not None:
         cfg.data.name = cfg.data.name if cfg.data.name else ds_obj.name
+    if cfg.optim.lr == "auto":  # an LR range test first; config.yaml records its choice
+        from cnnlab.train.lr_find import resolve_auto_lr
+
+        cfg, saver = resolve_auto_lr(cfg, ds_obj, quiet)
+        callbacks = [*(callbacks or []), saver]
     return Trainer(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
 
 

@@ -11,6 +11,7 @@ import math
 import torch
 
 from cnnlab.config import OptimConfig, SchedConfig
+from cnnlab.errors import ConfigError
 from cnnlab.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
@@ -81,9 +82,18 @@ def _rmsprop(params, c: OptimConfig, device):
     )
 
 
-def build_optimizer(model: torch.nn.Module, c: OptimConfig, device=None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, c: OptimConfig, device=None, groups: list[dict] | None = None
+) -> torch.optim.Optimizer:
+    """The optimiser ``c`` names over the model's trainable parameters, or over ``groups``
+    (parameter groups with their own ``lr``, e.g. fine-tuning's head and backbone)."""
+    if c.lr == "auto":
+        raise ConfigError(
+            "optim.lr=auto is chosen by cnnlab train / cnnlab.fit (an LR range test before "
+            "training); here give a number, e.g. from `cnnlab lr-find`"
+        )
     device = torch.device(device or "cpu")
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = groups or [p for p in model.parameters() if p.requires_grad]
     return OPTIMIZERS.get(c.name)(params, c, device)
 
 

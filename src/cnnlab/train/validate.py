@@ -53,7 +53,7 @@ def validate(cfg: Config) -> Config:
         (t.epochs >= 1, "train.epochs must be ≥ 1"),
         (t.batch_size >= 1, "train.batch_size must be ≥ 1"),
         (t.eval_batch_size >= 1, "train.eval_batch_size must be ≥ 1"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (cfg.optim.lr == "auto" or cfg.optim.lr > 0, "optim.lr must be > 0 (or auto)"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
@@ -102,6 +102,9 @@ def validate(cfg: Config) -> Config:
     from cnnlab.train.adversarial import check_config
 
     check_config(t)
+    from cnnlab.train.finetune import check_config as check_finetune
+
+    check_finetune(cfg)
     if t.cuda_graph.lower() not in CUDA_GRAPH_MODES:
         raise ConfigError(choices_msg("cuda_graph value", t.cuda_graph, CUDA_GRAPH_MODES))
     dev = t.device.lower()

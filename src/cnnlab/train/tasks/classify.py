@@ -20,7 +20,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.models import count_params, create_model
 from cnnlab.runtime.device import pool_before_activation, settle_precision
 from cnnlab.runtime.graphs import GraphedForward
-from cnnlab.train import whole_step
+from cnnlab.train import finetune, whole_step
 from cnnlab.train.adversarial import make_adversary
 from cnnlab.train.losses import build_loss
 from cnnlab.train.optim import build_optimizer
@@ -131,12 +131,15 @@ class ClassifyTask(Task):
             **cfg.model.args,
         )
         self.model_args = self.model.cnnlab_args
+        finetune.prepare(self.trainer, self.model)  # model.init_from, train.freeze
         pool_before_activation(self.model)  # exact; the activation then sees 4× fewer values
         settle_precision(self.rt, t, self.model)
         self.model.to(dev)
         if self.rt.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, cfg.optim, dev)
+        self.optimizer = build_optimizer(
+            self.model, cfg.optim, dev, finetune.param_groups(self.model, cfg)
+        )
         self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
         # DDP: the step runs the wrapped model (gradient all-reduce in backward) while
         # self.model stays the plain module for checkpoints and evaluation.

@@ -1,0 +1,128 @@
+"""cnnlab data check: a generated folder with known problems is found out exactly."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.analysis import datacheck as dc
+from cnnlab.cli import main
+from cnnlab.errors import DataError
+
+
+def pattern(c: int, rng) -> np.ndarray:
+    """Class 0: bright left half, 1: right half, 2: top half; plus noise."""
+    x = rng.integers(0, 60, (20, 20)).astype(np.uint8)
+    sl = [np.s_[:, :10], np.s_[:, 10:], np.s_[:10, :]][c]
+    x[sl] = rng.integers(180, 255, x[sl].shape)
+    return x
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """train/ and test/, three classes, with: one unreadable file, one exact copy of a
+    training image in test/, one near copy of another in test/, one class-0 image filed
+    as class 1, and a symlink loop."""
+    root = tmp_path_factory.mktemp("imgs") / "shop"
+    rng = np.random.default_rng(0)
+    names = ["left", "right", "top"]
+    for split, n in (("train", 24), ("test", 8)):
+        for c, name in enumerate(names):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(pattern(c, rng)).save(d / f"{i}.png")
+    keep = np.asarray(Image.open(root / "train/left/3.png"))
+    Image.fromarray(keep).save(root / "test/left/copy.bmp")  # same pixels, other format
+    near = np.asarray(Image.open(root / "train/top/5.png")).astype(int)
+    near[0, :4] += 3
+    Image.fromarray(near.clip(0, 255).astype(np.uint8)).save(root / "test/top/near.png")
+    Image.fromarray(pattern(0, rng)).save(root / "train/right/wrong.png")  # a left image
+    (root / "train/top/broken.png").write_bytes(b"\x89PNG not really")
+    os.symlink(root / "train/top", root / "train/top/loop")
+    return root
+
+
+def test_finds_every_planted_problem(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["data", "check", str(folder), "--out", str(out), "--no-labels"]) == 0
+    assert "near-duplicates" in capsys.readouterr().out
+    r = json.loads((out / "datacheck.json").read_text())
+    s = r["summary"]
+    assert s["splits"] == {"train": 24 * 3 + 1, "test": 8 * 3 + 2}
+    assert r["unreadable"] == [{"file": "train/top/broken.png", "error": "UnidentifiedImageError"}]
+    assert s["sizes"] == {"20×20": 24 * 3 + 1 + 8 * 3 + 2} and s["modes"] == {"L": 99}
+    assert r["class_counts"]["train"]["counts"] == {"left": 24, "right": 25, "top": 24}
+    assert r["class_counts"]["train"]["imbalance_ratio"] == pytest.approx(25 / 24)
+    assert r["exact_duplicates"] == [
+        {"ids": ["train/left/3.png", "test/left/copy.bmp"], "splits": ["test", "train"],
+         "labels": ["left"]}
+    ]  # fmt: skip
+    near = [(p["a"], p["b"]) for p in r["near_duplicates"]]
+    assert ("train/top/5.png", "test/top/near.png") in near
+    assert s["near_duplicates_across_splits"] >= 1
+    assert r["settings"]["hash_candidates"] >= len(near) and r["settings"]["near_max_mad"] == 5
+    assert r["label_issues"] is None and not (out / "label_issues.png").exists()
+    assert (out / "near_duplicates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow  # cleanlab and scikit-learn take seconds to import
+def test_label_errors(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["data", "check", str(folder), "--out", str(out), "--folds", "3"]) == 0
+    assert "most likely label errors" in capsys.readouterr().out
+    r = json.loads((out / "datacheck.json").read_text())
+    suspects = [x["id"] for x in r["label_issues"]]
+    assert "train/right/wrong.png" in suspects[:3]
+    wrong = next(x for x in r["label_issues"] if x["id"] == "train/right/wrong.png")
+    assert wrong["given"] == "right" and wrong["predicted"] == "left"
+    assert r["summary"]["label_model_oof_accuracy"] > 0.9
+    assert (out / "label_issues.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dhash():
+    rng = np.random.default_rng(1)
+    a = np.stack([pattern(c, rng) for c in (0, 1, 0)])
+    h = dc.dhash(a)
+    assert h.dtype == np.uint64 and h[0] != h[1]
+    pairs = dc.near_pairs(np.array([h[0], h[1], h[0]]), 0)
+    assert pairs[:, :2].tolist() == [[0, 2]]
+
+
+def test_a_dataset_by_name(tmp_path):
+    out = tmp_path / "o"
+    argv = ["data", "check", "synthetic", "--limit", "60", "--no-labels", "--out", str(out)]
+    assert main([*argv, "--json"]) == 0
+    s = json.loads((out / "datacheck.json").read_text())["summary"]
+    assert s["splits"] == {"train": 60, "test": 60} and "label_issues" not in s
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: None, "neither a folder nor a dataset"),
+        (lambda d: (d / "a.png").write_bytes(b"x"), "has no class sub-folders"),
+        (lambda d: (d / "only").mkdir(), "has one class folder"),
+        (lambda d: [(d / "a").mkdir(), (d / "b").mkdir(), (d / "x.png").write_bytes(b"")],
+         "holds files next to its class folders"),
+        (lambda d: (d / "a").mkdir() or (d / "b").mkdir(), "no readable image"),
+    ],
+)  # fmt: skip
+def test_mistakes(tmp_path, capsys, make, match):
+    d = tmp_path / "in"
+    if make(d.mkdir() or d) is None and match.startswith("neither"):
+        d = "no-such-dataset"
+    out = tmp_path / "out"
+    assert main(["data", "check", str(d), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and match in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_file_is_not_a_folder(tmp_path):
+    f = tmp_path / "x.png"
+    f.write_bytes(b"")
+    with pytest.raises(DataError, match="is a file"):
+        dc.folder_layout(f)

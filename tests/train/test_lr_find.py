@@ -1,0 +1,109 @@
+"""The LR range test: a sensible suggestion, state left exactly as it was, optim.lr=auto."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import cnnlab
+from cnnlab.cli import main
+from cnnlab.config import Config, apply_overrides
+from cnnlab.errors import ConfigError
+from cnnlab.runs.load import load_model
+from cnnlab.train.lr_find import lr_range_test, suggest
+from cnnlab.train.trainer import Trainer
+
+FAST = [
+    "data.name=synthetic",
+    "data.num_train=256",
+    "data.num_test=64",
+    "train.batch_size=32",
+    "train.eval_batch_size=64",
+    "train.device=cpu",
+    "train.diagnostics=false",
+]
+
+
+def test_suggest_reads_the_curve():
+    lrs = np.logspace(-6, 0, 61)
+    # a loss that falls fastest at 1e-3 (in log LR) and blows up after 1e-1
+    x = np.log10(lrs)
+    loss = 2.3 - 2 / (1 + np.exp(-3 * (x + 3))) + np.where(x > -1, (x + 1) * 20, 0)
+    steepest, min10 = suggest(list(lrs), list(loss))
+    assert 10**-3.2 < steepest < 10**-2.8
+    assert min10 == pytest.approx(lrs[int(np.argmin(loss))] / 10)
+    with pytest.raises(ConfigError, match="fewer than 3"):
+        suggest([1e-3, 1e-2], [1.0, 0.9])
+
+
+def test_state_is_restored_bit_for_bit():
+    cfg = apply_overrides(Config(), FAST)
+    tr = Trainer(cfg, quiet=True)
+    tr.setup()
+    model = tr.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = tr.optimizers[0].state_dict()
+    lrs_before = [g["lr"] for g in tr.optimizers[0].param_groups]
+    gen_before = tr.generator.get_state().clone()
+    rng_before = torch.get_rng_state().clone()
+    res = lr_range_test(tr, steps=20, quiet=True)
+    assert len(res.lrs) >= 3 and res.lrs[0] == pytest.approx(1e-7)
+    assert res.lrs[0] <= res.suggestion <= res.lrs[-1]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert tr.optimizers[0].state_dict()["state"] == opt_before["state"] == {}
+    assert [g["lr"] for g in tr.optimizers[0].param_groups] == lrs_before
+    assert torch.equal(tr.generator.get_state(), gen_before)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_restored_after_training_steps_too():
+    """Optimiser moments that exist before the sweep come back unchanged."""
+    cfg = apply_overrides(Config(), [*FAST, "optim.name=sgd"])
+    tr = Trainer(cfg, quiet=True)
+    tr.setup()
+    tr.task.begin_epoch(1)
+    tr.task.step(0)
+    st = copy.deepcopy(tr.optimizers[0].state_dict())
+    w = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    lr_range_test(tr, steps=12, quiet=True)
+    st2 = tr.optimizers[0].state_dict()
+    for k, s in st["state"].items():
+        assert torch.equal(s["momentum_buffer"], st2["state"][k]["momentum_buffer"])
+    assert all(torch.equal(w[k], v) for k, v in tr.model.state_dict().items())
+
+
+@pytest.mark.slow  # two runs and a 200-step sweep: ~30 s on 2 busy cores
+def test_lr_auto_picks_a_rate_and_leaves_the_run_unchanged(tmp_path):
+    """optim.lr=auto: the run's config records the chosen number, the sweep is saved in the
+    run, and the run is the one an explicit --lr of that number gives (same weights)."""
+    common = dict(overrides=[*FAST, "train.deterministic=true"], epochs=1, quiet=True)
+    auto = cnnlab.fit(runs_dir=str(tmp_path), name="auto", lr="auto", **common)
+    lr = yaml.safe_load((auto.run_dir / "config.yaml").read_text())["optim"]["lr"]
+    assert isinstance(lr, float) and lr > 0
+    assert (auto.run_dir / "lr_find.json").is_file() and (auto.run_dir / "lr_find.png").is_file()
+    plain = cnnlab.fit(runs_dir=str(tmp_path), name="plain", lr=lr, **common)
+    a, _ = load_model(auto.run_dir, "last")
+    b, _ = load_model(plain.run_dir, "last")
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "lf"
+    argv = ["lr-find", "--dataset", "synthetic", "--device", "cpu", "--quiet", "--steps", "25"]
+    assert main([*argv, "--set", "data.num_train=128", "--out", str(out)]) == 0
+    assert "suggested LR" in capsys.readouterr().out
+    d = json.loads((out / "lr_find.json").read_text())
+    assert d["method"] == "steepest" and len(d["lrs"]) == len(d["smoothed"]) == len(d["losses"])
+    assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "bad"
+    assert main([*argv, "--start-lr", "0", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error: lr-find needs") and "\n" not in err
+    assert not bad.exists()
+    assert main([*argv, "--set", "optim.lr=fast", "--out", str(bad)]) == 2
+    assert not bad.exists()
