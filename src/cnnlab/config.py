@@ -41,7 +41,9 @@ class DataConfig:
     pad: int = 2  # padding for random crop
     resize: int | None = None  # resize on the device (e.g. 224 for AlexNet)
     grayscale: bool = False  # RGB → gray (the article's optional preprocessing)
-    val_fraction: float = 0.0  # validation split carved from the training set
+    # validation split carved from the training set (stratified, seeded by train.seed): the
+    # best checkpoint and early stopping use it; 0 = none (then no best, only last)
+    val_fraction: float = 0.1
     train_limit: int | None = None  # use only the first N training images (fixed order)
     # semi-supervised: keep N labelled images per class (chosen by train.seed), the rest of
     # the training set is unlabelled (its labels are dropped)

@@ -27,11 +27,25 @@ from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
 
 
-def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``."""
+def split_train_val(
+    n: int, fraction: float, seed: int, labels: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``:
+    ``round(n · fraction)`` images for validation. Given ``labels``, the split is stratified:
+    each class gives its share (its images are drawn in a seeded order and the classes
+    interleaved by rank within the class, so even a tiny split holds every class it can)."""
     g = torch.Generator().manual_seed(10_000 + seed)
     perm = torch.randperm(n, generator=g)
     nv = int(round(n * fraction))
+    if labels is not None and n:
+        y = labels[perm].long()
+        order = torch.argsort(y, stable=True)  # by class, seeded order within the class
+        counts = torch.bincount(y)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty(n, dtype=torch.float64)
+        rank[order] = torch.arange(n, dtype=torch.float64) - starts[y[order]].double()
+        key = (rank + 0.5) / counts[y].double()  # where in its class an image sits, in (0, 1)
+        perm = perm[torch.argsort(key, stable=True)]
     return perm[nv:].sort().values, perm[:nv].sort().values
 
 
@@ -75,10 +89,13 @@ class ClassifyTask(Task):
         if cfg.data.train_limit:
             xtr, ytr = xtr[: cfg.data.train_limit], ytr[: cfg.data.train_limit]
         self.val = None
+        xva = None
         if cfg.data.val_fraction > 0:
-            tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed)
+            tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed, ytr)
             xva, yva = xtr[va_idx], ytr[va_idx]
             xtr, ytr = xtr[tr_idx], ytr[tr_idx]
+            if not len(va_idx):  # too few images for a validation split: none
+                xva = None
         xtr, ytr = self.select_train(xtr, ytr)
         if len(xtr) < 1:
             raise ConfigError("no training images left after train_limit/val_fraction")
@@ -115,7 +132,7 @@ class ClassifyTask(Task):
         self.test_loader = ResidentLoader(
             ds.test_x[r::w], ds.test_y[r::w], t.eval_batch_size, **common
         )
-        if cfg.data.val_fraction > 0:
+        if xva is not None:
             self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
 
     def _build_model(self) -> None:
