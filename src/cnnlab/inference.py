@@ -6,17 +6,85 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from cnnlab.analysis.ood import load_ood, ood_flags
+from cnnlab.data.datasets import Dataset
 from cnnlab.data.images import load_image, maybe_invert
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics import metrics_from_logits, predict_logits
 from cnnlab.runs.files import atomic_write_text
-from cnnlab.runs.load import load_model, loader_for, open_run, run_dir_of
+from cnnlab.runs.load import load_model, loader_for, open_run, resolve_checkpoint, run_dir_of
 from cnnlab.runtime.device import resolve_device
+
+
+class Scored(NamedTuple):
+    """A checkpoint scored on a split: the metrics and what they were computed from."""
+
+    metrics: dict
+    logits: torch.Tensor
+    labels: torch.Tensor
+    model: torch.nn.Module
+    meta: dict
+    dataset: Dataset
+    run_dir: Path
+    checkpoint: Path
+
+
+def score(
+    target,
+    dataset: str | None = None,
+    data_dir=None,
+    split: str = "test",
+    device: str = "auto",
+    which: str = "best",
+    download: bool = True,
+) -> Scored:
+    """The one evaluation path: a run's checkpoint scored on a split, in float32, in
+    batches of 1000 — what ``cnnlab eval``, ``cnnlab.evaluate`` and the report share, so
+    they print one number. ``dataset`` must have the model's classes."""
+    if split not in ("test", "train"):
+        raise CnnlabError(f"unknown split {split!r}; choose test or train")
+    dev = resolve_device(device)
+    model, meta, ds, run_dir = open_run(target, which, dev, data_dir, dataset, download)
+    name = own_dataset(meta) if dataset is None else dataset
+    if list(ds.classes) != list(meta["classes"]):
+        raise CnnlabError(
+            f"dataset {name} has the classes {_short(ds.classes)}, the model "
+            f"{_short(meta['classes'])}; evaluate on a dataset with the model's classes"
+        )
+    x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
+    logits, labels = predict_logits(
+        model, loader_for(meta, x, y, dev), progress=f"evaluating on {name} {split}"
+    )
+    res = metrics_from_logits(logits, labels, meta["classes"])
+    ck = resolve_checkpoint(target, which)
+    res.update(dataset=name, split=split, checkpoint=ck.stem, epoch=meta.get("epoch"))
+    return Scored(res, logits, labels, model, meta, ds, run_dir, ck)
+
+
+def own_dataset(meta: dict) -> str | None:
+    """The dataset a run was trained on, from its checkpoint's metadata."""
+    return meta.get("dataset") or meta.get("config", {}).get("data", {}).get("name")
+
+
+def _short(names) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:4]) + (f", … ({len(names)})" if len(names) > 4 else "")
+
+
+def eval_name(meta: dict, dataset: str | None, split: str) -> str:
+    """``eval`` for the run's own test set, else ``eval-<dataset>[-<split>]``: an
+    evaluation elsewhere never overwrites the run's own ``eval.json``."""
+    parts = []
+    if dataset is not None and dataset != own_dataset(meta):
+        parts.append(dataset)
+    if split != "test":
+        parts.append(split)
+    return "-".join(["eval", *parts])
 
 
 def evaluate(
@@ -29,29 +97,26 @@ def evaluate(
     out_dir: str | os.PathLike | None = None,
     save: bool = True,
 ) -> dict:
-    """Evaluate a run (or checkpoint) on its dataset's test split (or ``dataset``).
+    """Evaluate a run (or checkpoint) on its dataset's test split (or ``dataset``, which
+    must have the same classes).
 
-    Writes ``eval.json`` and ``confusion.png`` into the run directory (or ``out_dir``).
+    Writes ``eval.json`` and ``confusion.png`` into the run directory (or ``out_dir``);
+    another dataset or split writes ``eval-<dataset>[-<split>].json`` and its
+    ``confusion-….png`` instead, leaving the run's own evaluation as it was.
     """
-    dev = resolve_device(device)
-    model, meta, ds, run_dir = open_run(target, which, dev, data_dir, dataset)
-    name = dataset or meta.get("dataset") or meta.get("config", {}).get("data", {}).get("name")
-    if split not in ("test", "train"):
-        raise CnnlabError(f"unknown split {split!r}; choose test or train")
-    x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
-    if len(ds.classes) != len(meta["classes"]):
-        raise CnnlabError(
-            f"dataset {name} has {len(ds.classes)} classes, the model {len(meta['classes'])}"
-        )
-    logits, labels = predict_logits(model, loader_for(meta, x, y, dev))
-    res = metrics_from_logits(logits, labels, meta["classes"])
-    res.update(dataset=name, split=split, checkpoint=str(meta.get("epoch")))
+    sc = score(target, dataset, data_dir, split, device, which)
+    res = sc.metrics
     if save:
-        out = Path(out_dir) if out_dir else run_dir
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "eval.json", json.dumps(res, indent=1))
-        plot_confusion(res["confusion"], res["classes"], out / "confusion.png")
-        res["outputs"] = [str(out / "eval.json"), str(out / "confusion.png")]
+        out = Path(out_dir) if out_dir else sc.run_dir
+        stem = eval_name(sc.meta, dataset, split)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / f"{stem}.json", json.dumps(res, indent=1))
+            fig = out / f"confusion{stem[4:]}.png"
+            plot_confusion(res["confusion"], res["classes"], fig)
+        except OSError as e:
+            raise CnnlabError(f"cannot write into {out}: {e.strerror}") from None
+        res["outputs"] = [str(out / f"{stem}.json"), str(fig)]
     return res
 
 
