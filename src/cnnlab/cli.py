@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnlab runs | head`: the reader left; not an error
+        sys.stdout = None  # nothing more to flush into the closed pipe at exit
+        return 0
+    except OSError as e:  # the file system said no (permissions, a full disk, ...)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"cnnlab: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -16,6 +16,7 @@ from cnnlab.data.datasets import Dataset
 from cnnlab.data.images import load_image, maybe_invert
 from cnnlab.errors import CnnlabError
 from cnnlab.metrics import metrics_from_logits, predict_logits
+from cnnlab.progress import track
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.load import load_model, loader_for, open_run, resolve_checkpoint, run_dir_of
 from cnnlab.runtime.device import resolve_device
@@ -156,47 +157,73 @@ def plot_confusion(cm, classes, path: Path) -> None:
 
 
 def predict(
-    target, images, top: int = 3, device: str = "auto", invert: str = "auto", which: str = "best"
+    target,
+    images,
+    top: int = 3,
+    device: str = "auto",
+    invert: str = "auto",
+    which: str = "best",
+    errors: str = "raise",
 ) -> list[dict]:
     """Classify image files (or uint8 arrays (C, H, W)) with a trained run.
 
     ``invert='auto'``: a gray image on a light background is inverted when the model was
     trained on light-on-dark images (MNIST, Fashion-MNIST), as a photo of ink on paper is.
+    ``errors='report'``: an unreadable file gives ``{"image": ..., "error": ...}`` in its
+    place and the others are still answered (``'raise'``: the first one is an error).
     """
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise CnnlabError(f"--top must be a whole number ≥ 1, got {top!r}")
+    if errors not in ("raise", "report"):
+        raise CnnlabError(f"errors must be 'raise' or 'report', got {errors!r}")
     dev = resolve_device(device)
     model, meta = load_model(target, which, dev)
     inp = meta["input"]
     c, s = inp["channels"], inp["size"]
+    out: list[dict] = []
+    good: list[int] = []
     arrs, flags = [], []
-    for im in images:
-        a = load_image(im, c, s) if isinstance(im, (str, os.PathLike)) else np.asarray(im, np.uint8)
+    for i, im in enumerate(images):
+        is_file = isinstance(im, (str, os.PathLike))
+        label = str(im) if is_file else f"#{i}"
+        try:
+            a = load_image(im, c, s) if is_file else np.asarray(im, np.uint8)
+        except CnnlabError as e:
+            if errors == "raise":
+                raise
+            out.append({"image": label, "error": str(e)})
+            continue
         a, flip = maybe_invert(a, inp["mean"], invert)
         arrs.append(a)
         flags.append(flip)
-    x = torch.from_numpy(np.stack(arrs))
+        good.append(len(out))
+        out.append({"image": label})
+    if not arrs:
+        return out
     mean = torch.tensor(inp["mean"]).reshape(1, -1, 1, 1)
     std = torch.tensor(inp["std"]).reshape(1, -1, 1, 1)
-    xn = ((x.float() / 255 - mean) / std).to(dev)
+    logits = []
     with torch.no_grad():
-        logits = model(xn).float().cpu()
+        for b in track(range(0, len(arrs), 256), "classifying images"):
+            x = torch.from_numpy(np.stack(arrs[b : b + 256]))
+            logits.append(model(((x.float() / 255 - mean) / std).to(dev)).float().cpu())
+    logits = torch.cat(logits)
     probs = torch.softmax(logits, 1)
     ood = load_ood(run_dir_of(target))  # stored by `cnnlab robustness RUN --ood ...`
     scores, is_ood = ood_flags(logits, ood) if ood else (None, None)
-    out = []
-    for i, p in enumerate(probs):
+    for k, (i, p) in enumerate(zip(good, probs, strict=True)):
         v, idx = p.topk(min(top, len(p)))
-        out.append(
+        out[i].update(
             {
-                "image": str(images[i]) if isinstance(images[i], (str, os.PathLike)) else f"#{i}",
                 "class": meta["classes"][int(idx[0])],
                 "probability": float(v[0]),
                 "top": [
                     {"class": meta["classes"][int(j)], "probability": float(q)}
                     for q, j in zip(v, idx, strict=True)
                 ],
-                "inverted": bool(flags[i]),
+                "inverted": bool(flags[k]),
             }
         )
         if ood:
-            out[-1].update(ood_score=float(scores[i]), ood=bool(is_ood[i]))
+            out[i].update(ood_score=float(scores[k]), ood=bool(is_ood[k]))
     return out
