@@ -79,9 +79,9 @@ class Bar:
             _live["bar"].update(self.task, description=description)
 
     def _say(self, now: float, end: str = "") -> None:
-        of = f"/{self.total:g}" if self.total else ""
+        of = f"/{self.total:,.0f}" if self.total else ""
         eta = "" if end else _eta(self.done, self.total, now - self.t0)
-        text = f"{self.description}: {self.done:g}{of}{eta}{end}"
+        text = f"{self.description}: {self.done:,.0f}{of}{eta}{end}"
         print(text, file=self.stream, flush=True)
         self.said, self.last = True, now
 
@@ -121,10 +121,13 @@ def _start_rich(stream):
 
 
 @contextmanager
-def progress(description: str, total: float | None = None, stream=None) -> Iterator[Bar]:
-    """A progress bar for a step of ``total`` units (None: unknown length)."""
+def progress(
+    description: str, total: float | None = None, stream=None, enabled: bool = True
+) -> Iterator[Bar]:
+    """A progress bar for a step of ``total`` units (None: unknown length); ``enabled=False``
+    counts silently (where the step shows its own bar, as training does)."""
     stream = stream or sys.stderr
-    kind = mode(stream)
+    kind = mode(stream) if enabled else "off"
     outer = False
     if kind == "rich" and _live["bar"] is None:
         try:
