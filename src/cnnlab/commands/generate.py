@@ -5,6 +5,7 @@ from __future__ import annotations
 from cnnlab.commands._common import add_run_arg, output_path
 
 ORDER = 71
+MAX_N = 4096  # images in one grid (64 × 64)
 
 
 def register(sub) -> None:
@@ -17,7 +18,9 @@ def register(sub) -> None:
     )
     add_run_arg(p, "GAN run directory (runs/<name>) or its checkpoint file")
     p.add_argument("--class", dest="cls", help="class name or index (conditional models only)")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    p.add_argument(
+        "--n", type=int, default=64, help=f"number of images, at most {MAX_N} (default 64)"
+    )
     p.add_argument(
         "--out",
         help="output PNG (default: grid.png in the run directory, numbered grid-2.png, ... "
@@ -48,6 +51,9 @@ def run(args) -> int:
     from cnnlab.runs.files import atomic_write_bytes
     from cnnlab.runs.load import run_dir_of
 
+    for flag, v, hi in (("--n", args.n, MAX_N), ("--score-n", args.score_n, 100_000)):
+        if not 1 <= v <= hi:
+            raise ConfigError(f"{flag} must be between 1 and {hi:,}, got {v}")
     if args.out and not str(args.out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file, got {str(args.out)!r}")
     s = generate(
