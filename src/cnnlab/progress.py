@@ -44,7 +44,7 @@ def mode(stream=None) -> str:
     return "rich" if getattr(stream, "isatty", lambda: False)() else "plain"
 
 
-def _eta(done: float, total: float | None, elapsed: float) -> str:
+def eta_text(done: float, total: float | None, elapsed: float) -> str:
     if not total or done <= 0:
         return ""
     left = elapsed * (total - done) / done
@@ -80,7 +80,7 @@ class Bar:
 
     def _say(self, now: float, end: str = "") -> None:
         of = f"/{self.total:,.0f}" if self.total else ""
-        eta = "" if end else _eta(self.done, self.total, now - self.t0)
+        eta = "" if end else eta_text(self.done, self.total, now - self.t0)
         text = f"{self.description}: {self.done:,.0f}{of}{eta}{end}"
         print(text, file=self.stream, flush=True)
         self.said, self.last = True, now
