@@ -116,7 +116,8 @@ def run(args) -> int:
     if "test_acc" in f:  # a classifier (a resumed GAN run has no test accuracy)
         b = res.best  # chosen on validation accuracy, never on the test set
         best = (
-            f"best checkpoint: epoch {b['epoch']} by val accuracy {b['val_acc']:.4f}"
+            f"best checkpoint: epoch {b['epoch']} by val accuracy {b['val_acc']:.4f}, "
+            f"test accuracy {b['test_acc']:.4f}"
             if b
             else "no validation split, so no best checkpoint: `last` is used"
         )

@@ -392,7 +392,9 @@ class ClassifyTask(Task):
         ds = self.trainer.dataset
         return (
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{n_images(self.train_loader):,} train / {n_images(self.test_loader):,} test]"
+            f"[{n_images(self.train_loader):,} train / "
+            + (f"{n_images(self.val):,} val / " if getattr(self, "val", None) is not None else "")
+            + f"{n_images(self.test_loader):,} test]"
         ) + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
 
 
