@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -58,13 +59,28 @@ def score(
             f"{_short(meta['classes'])}; evaluate on a dataset with the model's classes"
         )
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
-    logits, labels = predict_logits(
-        model, loader_for(meta, x, y, dev), progress=f"evaluating on {name} {split}"
-    )
+    with strict_fp32():
+        logits, labels = predict_logits(
+            model, loader_for(meta, x, y, dev), progress=f"evaluating on {name} {split}"
+        )
     res = metrics_from_logits(logits, labels, meta["classes"])
     ck = resolve_checkpoint(target, which)
     res.update(dataset=name, split=split, checkpoint=ck.stem, epoch=meta.get("epoch"))
     return Scored(res, logits, labels, model, meta, ds, run_dir, ck)
+
+
+@contextmanager
+def strict_fp32():
+    """Plain float32 on CUDA (no TF32, no benchmarked cuDNN algorithms) while evaluating:
+    a training process turns TF32 on, a fresh ``cnnlab eval`` has it off, and the two must
+    score a checkpoint alike."""
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = b.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
 
 
 def own_dataset(meta: dict) -> str | None:

@@ -156,3 +156,20 @@ def test_gan_run_in_report_and_compare_is_one_line(runs, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("cnnlab: error:") and "GAN run" in err and err.count("\n") == 1
+
+
+def test_evaluation_runs_in_plain_float32():
+    """A training process turns TF32 on; evaluation must not see it (one number)."""
+    import torch
+
+    from cnnlab.inference import strict_fp32
+
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = b.cudnn.benchmark = True
+    try:
+        with strict_fp32():
+            assert not (b.cuda.matmul.allow_tf32 or b.cudnn.allow_tf32 or b.cudnn.benchmark)
+        assert b.cuda.matmul.allow_tf32 and b.cudnn.allow_tf32 and b.cudnn.benchmark
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
