@@ -204,3 +204,45 @@ def test_start_is_fast():
         best = min(best, time.perf_counter() - t0)
         assert r.returncode == 0
     assert best < 2.0, f"`cnnlab --version` took {best:.2f} s (torch imported at start?)"
+
+
+def test_progress_plain_when_piped_quiet_when_quick(monkeypatch):
+    import io
+
+    from cnnlab import progress as pg
+
+    monkeypatch.delenv("CNNLAB_PROGRESS", raising=False)
+    out = io.StringIO()  # not a terminal: plain lines
+    assert pg.mode(out) == "plain"
+    assert list(pg.track(range(3), "quick", stream=out)) == [0, 1, 2]
+    assert out.getvalue() == ""  # a quick step says nothing
+    monkeypatch.setattr(pg, "PLAIN_AFTER_S", 0.0)
+    monkeypatch.setattr(pg, "PLAIN_EVERY_S", 0.0)
+    with pg.progress("robustness: fog", 4, stream=out) as bar:
+        for _ in range(4):
+            bar.advance()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("robustness: fog: 1/4")
+    assert pg.eta_text(1, 4, 10.0) == ", about 30s left"
+    assert lines[-1].startswith("robustness: fog: 4/4 done in")
+    monkeypatch.setenv("CNNLAB_PROGRESS", "0")
+    assert pg.mode(out) == "off"
+
+
+def test_model_names_lower_case_data_dir_absolute(tmp_path, monkeypatch):
+    from cnnlab.config import Config, apply_overrides
+
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(Config(), ["model.name=LeNet5", "data.data_dir=data"])
+    assert cfg.model.name == "lenet5"
+    assert cfg.data.data_dir == str(tmp_path / "data")
+
+
+def test_image_too_large_states_the_limit(tmp_path):
+    from cnnlab.data.images import load_image
+    from cnnlab.errors import CnnlabError
+
+    p = tmp_path / "big.png"
+    Image.new("L", (9000, 9000)).save(p)
+    with pytest.raises(CnnlabError, match=r"the limit is 67,108,864 pixels \(8192×8192\)"):
+        load_image(p, 1, 28)

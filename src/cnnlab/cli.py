@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import pkgutil
 import sys
 
@@ -19,8 +20,23 @@ from cnnlab._version import __version__
 from cnnlab.errors import CnnlabError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake reported as every other one is: one ``cnnlab: error:`` line
+    (and exit code 2), naming the command's ``--help``; a float option must be finite."""
+
+    def error(self, message: str):
+        self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        for dest, v in vars(ns).items():
+            if isinstance(v, float) and not math.isfinite(v):
+                self.error(f"argument --{dest.replace('_', '-')}: must be a finite number, got {v}")
+        return ns, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="cnnlab",
         description="Train, understand, stress-test and ship a classic image classifier.",
     )
@@ -52,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnlab runs | head`: the reader left; not an error
+        sys.stdout = None  # nothing more to flush into the closed pipe at exit
+        return 0
+    except OSError as e:  # the file system said no (permissions, a full disk, ...)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"cnnlab: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

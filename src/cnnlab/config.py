@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from cnnlab.errors import ConfigError, choices_msg
+from cnnlab.errors import ConfigError, choices_msg, did_you_mean
 
 
 @dataclass
@@ -51,7 +51,9 @@ class DataConfig:
     pad: int = 2  # padding for random crop
     resize: int | None = None  # resize on the device (e.g. 224 for AlexNet)
     grayscale: bool = False  # RGB → gray (the article's optional preprocessing)
-    val_fraction: float = 0.0  # validation split carved from the training set
+    # validation split carved from the training set (stratified, seeded by train.seed): the
+    # best checkpoint and early stopping use it; 0 = none (then no best, only last)
+    val_fraction: float = 0.1
     train_limit: int | None = None  # use only the first N training images (fixed order)
     # semi-supervised: keep N labelled images per class (chosen by train.seed), the rest of
     # the training set is unlabelled (its labels are dropped)
@@ -430,19 +432,38 @@ def set_value(cfg: Config, dotted: str, value: Any) -> None:
         raise ConfigError(
             f"unknown config key {dotted!r}; keys look like section.key with section one of: "
             + ", ".join(SECTIONS)
+            + did_you_mean(dotted, all_keys())
         )
     sec_name, key = parts[0], ".".join(parts[1:])
     sec = getattr(cfg, sec_name)
     hints = _hints(type(sec))
     if key in hints and key != "args":
-        setattr(sec, key, coerce(value, hints[key], dotted))
+        value = coerce(value, hints[key], dotted)
+        if dotted.strip() == "model.name":
+            value = normalise_model_name(value)
+        elif dotted.strip() == "data.data_dir" and value:
+            value = os.path.abspath(os.path.expanduser(value))  # a run read from elsewhere
+        setattr(sec, key, value)
     elif key.startswith("args."):
         sec.args[key[5:]] = value
     elif sec_name in ("model", "data"):
         sec.args[key] = value  # a builder/loader option, checked in validate()
     else:
         valid = [k for k in hints if k != "args"]
-        raise ConfigError(f"unknown config key {dotted!r}; {sec_name} keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"unknown config key {dotted!r}; {sec_name} keys: {', '.join(valid)}"
+            + did_you_mean(dotted, all_keys())
+        )
+
+
+def all_keys() -> list[str]:
+    """Every ``section.key`` of the schema (builder and loader options aside)."""
+    return [f"{s}.{k}" for s in SECTIONS for k in _hints(_section_cls(s)) if k != "args"]
+
+
+def normalise_model_name(name: object) -> str:
+    """Model names are lower case (``LeNet5`` → ``lenet5``), as the run's name is made of it."""
+    return str(name).strip().lower()
 
 
 def get_value(cfg: Config, dotted: str, default: Any = None) -> Any:

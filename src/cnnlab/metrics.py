@@ -6,20 +6,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cnnlab.progress import track
 from cnnlab.runtime.graphs import GraphedForward
 
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module, loader, autocast=None
+    model: torch.nn.Module, loader, autocast=None, progress: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` over a loader of (x, y); returns float32 logits and labels on the CPU.
-    On CUDA the forward is replayed from CUDA graphs (:class:`GraphedForward`)."""
+    On CUDA the forward is replayed from CUDA graphs (:class:`GraphedForward`).
+    ``progress``: a description to show a progress bar under (see cnnlab.progress)."""
     was = model.training
     model.eval()
     outs, ys = [], []
     fwd = GraphedForward(model, autocast)
-    for x, y in loader:
+    batches = track(loader, progress) if progress else loader
+    for x, y in batches:
         out = fwd(x)  # a graph's static buffer on CUDA: copied before the next batch
         outs.append(out.float() if out.dtype != torch.float32 else out.clone())
         ys.append(y)

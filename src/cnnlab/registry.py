@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from cnnlab.errors import ConfigError, choices_msg
+from cnnlab.errors import ConfigError, choices_msg, did_you_mean
 
 T = TypeVar("T")
 
@@ -63,10 +63,15 @@ def accepted_kwargs(fn: Callable[..., Any]) -> list[str]:
     ]
 
 
-def check_kwargs(kind: str, name: str, fn: Callable[..., Any], kwargs: dict, skip=()) -> None:
+def check_kwargs(
+    kind: str, name: str, fn: Callable[..., Any], kwargs: dict, skip=(), also=()
+) -> None:
+    """Every key of ``kwargs`` is an option of ``fn``; else a ConfigError suggesting the
+    close match among the options and ``also`` (other keys the user may have meant)."""
     valid = [k for k in accepted_kwargs(fn) if k not in skip]
     for k in kwargs:
         if k not in valid:
             raise ConfigError(
                 f"{kind} {name!r} has no option {k!r}; valid options: {', '.join(sorted(valid))}"
+                + did_you_mean(k, [*valid, *also])
             )

@@ -108,3 +108,68 @@ def test_verdict_rules():
     assert verdict(_h([(0.1, 0.1, 2.3), (0.1, 0.1, 2.3)]), num_classes=10)["kind"] == (
         "not_learning"
     )
+
+
+def test_verdict_needs_enough_data_and_above_chance_accuracy():
+    # the newcomer's case: 10 training images, train at chance, test a little above it
+    tiny = _h([(0.10, 0.195, 2.2), (0.10, 0.195, 2.2)])
+    v = verdict(tiny, num_classes=10, n_train=10, n_held=1000)
+    assert v["kind"] == "no_verdict" and "10 images" in v["text"]
+    assert verdict(tiny, num_classes=10)["kind"] == "no_verdict"  # train accuracy at chance
+    fine = _h([(0.9, 0.9, 0.3), (0.9, 0.9, 0.3)])
+    assert verdict(fine, num_classes=10, n_train=5000, n_held=40)["kind"] == "no_verdict"
+    assert verdict(fine, num_classes=10, n_train=5000, n_held=1000)["kind"] == "good_fit"
+
+
+@pytest.mark.slow
+def test_report_and_eval_print_one_number(runs, capsys):
+    a, _ = runs
+    info: dict = {}
+    write_report(a, info=info)
+    ev = cnnlab.evaluate(a, save=False)
+    assert info["evaluation"]["accuracy"] == ev["accuracy"]
+    page = (a / "report.html").read_text()
+    assert f"{ev['accuracy']:.2%}" in page and "as `cnnlab eval`" in page
+
+
+def test_eval_on_another_dataset_keeps_the_runs_own_eval(runs, tmp_path, capsys):
+    from cnnlab.inference import eval_name
+
+    a, _ = runs
+    meta = {"dataset": "synthetic"}
+    assert eval_name(meta, None, "test") == eval_name(meta, "synthetic", "test") == "eval"
+    assert eval_name(meta, "mnist", "test") == "eval-mnist"
+    assert eval_name(meta, None, "train") == "eval-train"
+    assert main(["eval", str(a), "--split", "train", "--json"]) == 0
+    assert (a / "eval-train.json").is_file() and not (a / "eval.json").exists()
+    assert main(["eval", str(a), "--dataset", "mnist-sample"]) == 2  # other classes
+    assert "classes" in capsys.readouterr().err and not (a / "eval-mnist-sample.json").exists()
+
+
+def test_gan_run_in_report_and_compare_is_one_line(runs, tmp_path, capsys):
+    a, _ = runs
+    g = tmp_path / "g"
+    g.mkdir()
+    (g / "config.yaml").write_text("model:\n  name: dcgan\n")
+    (g / "metrics.jsonl").write_text('{"epoch": 1, "loss_d": 1.0, "loss_g": 1.0}\n')
+    for argv in (["report", str(g)], ["compare", str(a), str(g)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cnnlab: error:") and "GAN run" in err and err.count("\n") == 1
+
+
+def test_evaluation_runs_in_plain_float32():
+    """A training process turns TF32 on; evaluation must not see it (one number)."""
+    import torch
+
+    from cnnlab.inference import strict_fp32
+
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = b.cudnn.benchmark = True
+    try:
+        with strict_fp32():
+            assert not (b.cuda.matmul.allow_tf32 or b.cudnn.allow_tf32 or b.cudnn.benchmark)
+        assert b.cuda.matmul.allow_tf32 and b.cudnn.allow_tf32 and b.cudnn.benchmark
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved

@@ -4,7 +4,7 @@ import optuna
 import pytest
 import yaml
 
-from cnnlab.config import load_recipe
+from cnnlab.config import Config, load_recipe
 from cnnlab.errors import ConfigError
 from cnnlab.studies import sweep
 from cnnlab.studies.sweep import check_space, run_sweep
@@ -53,7 +53,7 @@ def test_sweep_resumes_after_interruption(tmp_path):
     best = load_recipe(tmp_path / "s" / "best.yaml")
     assert best.optim.lr == pytest.approx(res["best"]["params"]["optim.lr"])
     # the recipe + the best params; not the sweep's per-trial budget or validation split
-    assert best.train.epochs == 20 and best.data.val_fraction == 0.0
+    assert best.train.epochs == 20 and best.data.val_fraction == Config().data.val_fraction
     # again: nothing left to do, no new trial
     res2 = run_sweep(None, SPACE, 3, study="s", runs_dir=str(tmp_path), overrides=FAST)
     assert len(res2["trials"]) == len(res["trials"])
@@ -156,7 +156,7 @@ def test_confirm_runs_recipe_and_best_over_seeds_and_resumes(tmp_path, monkeypat
             run = d / "confirm" / f"{name}-seed{seed}"
             cfg = yaml.safe_load((run / "config.yaml").read_text())
             assert cfg["train"]["seed"] == seed and cfg["train"]["epochs"] == 2
-            assert cfg["data"]["val_fraction"] == 0.0
+            assert cfg["data"]["val_fraction"] == Config().data.val_fraction
             assert cfg["data"]["name"] == "synthetic"  # every other --set is kept
     lr = yaml.safe_load((d / "confirm" / f"{best}-seed0" / "config.yaml").read_text())
     assert lr["optim"]["lr"] == pytest.approx(res["best"]["params"]["optim.lr"])

@@ -18,7 +18,11 @@ FAST = [
 
 def test_early_stop_needs_a_validation_split(tmp_path):
     with pytest.raises(ConfigError, match="val_fraction"):
-        cnnlab.fit(overrides=FAST + ["train.early_stop=2"], runs_dir=str(tmp_path), quiet=True)
+        cnnlab.fit(
+            overrides=FAST + ["train.early_stop=2", "data.val_fraction=0"],
+            runs_dir=str(tmp_path),
+            quiet=True,
+        )
 
 
 def test_early_stop_monitors_validation_never_test():

@@ -49,8 +49,9 @@ class SignalAt(Callback):
 
 
 def test_signal_mid_epoch_then_resume_is_exact(tmp_path, capsys):
-    full = run(tmp_path, "train.checkpoint_every_steps=4", name="full")
-    part = run(tmp_path, "train.checkpoint_every_steps=4", name="part", callbacks=[SignalAt(2, 3)])
+    six = ["train.checkpoint_every_steps=4", "data.val_fraction=0"]  # 6 steps per epoch
+    full = run(tmp_path, *six, name="full")
+    part = run(tmp_path, *six, name="part", callbacks=[SignalAt(2, 3)])
     assert part.interrupted and [m["epoch"] for m in part.history] == [1]
     out = capsys.readouterr()
     assert "stopped by SIGTERM at epoch 2, step 3" in out.out
@@ -65,8 +66,7 @@ def test_signal_mid_epoch_then_resume_is_exact(tmp_path, capsys):
 
     # Ctrl-C on the last step of an epoch: the position is the epoch's end
     steps = 192 // 32
-    part = run(tmp_path, "train.checkpoint_every_steps=4", name="p2",
-               callbacks=[SignalAt(1, steps, signal.SIGINT)])  # fmt: skip
+    part = run(tmp_path, *six, name="p2", callbacks=[SignalAt(1, steps, signal.SIGINT)])
     assert part.interrupted and "stopped by SIGINT" in capsys.readouterr().out
     ck = load_checkpoint(part.run_dir / "checkpoints" / "last.safetensors")
     assert ck.meta["position"]["step"] == steps
@@ -129,7 +129,7 @@ def nan_loss_at(monkeypatch, calls):
 def test_nan_stop_names_epoch_and_step_and_keeps_last_good(tmp_path, monkeypatch):
     nan_loss_at(monkeypatch, {6 + 4})  # epoch 2, step 4 (6 steps per epoch)
     with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 4 \(global step 10\)"):
-        run(tmp_path, "train.checkpoint_every_steps=5", name="nan")
+        run(tmp_path, "train.checkpoint_every_steps=5", "data.val_fraction=0", name="nan")
     ck = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.safetensors")
     assert ck.meta["epoch"] == 1 and "position" not in ck.meta  # the epoch-1 one, not step 11
     assert all(torch.isfinite(v).all() for v in ck.model_state.values())

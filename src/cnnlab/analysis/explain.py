@@ -40,6 +40,7 @@ from torch import nn
 
 from cnnlab.analysis.attacks import Normalized
 from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.load import loader_for, open_run
 from cnnlab.runtime.device import resolve_device
@@ -428,8 +429,10 @@ def explain(
     meths = parse_methods(methods)
     if n < 1:
         raise CnnlabError(f"-n must be ≥ 1, got {n}")
-    if ig_steps < 2:
-        raise CnnlabError(f"--ig-steps must be ≥ 2, got {ig_steps}")
+    if not 2 <= ig_steps <= 10_000:
+        raise CnnlabError(f"--ig-steps must be between 2 and 10,000, got {ig_steps}")
+    if internal_batch_size < 1 or perturbations_per_eval < 1:
+        raise CnnlabError("the internal batch sizes must be ≥ 1")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     model, meta, ds, run_dir = open_run(target, "best", dev, data_dir)
@@ -453,26 +456,33 @@ def explain(
     with torch.no_grad():
         p = torch.softmax(model01(x01).float(), 1)
     prob, pred = p.max(1)
+    one = image if image is not None else chosen[0]
+    if not 0 <= one < len(loader.y):
+        raise CnnlabError(f"--image {one} out of range; the test set has {len(loader.y)} images")
     maps, timing, onobj = {}, {}, {}
     dark = float(np.mean(meta["input"]["mean"])) < 0.5
-    for m in meths:
-        tm = time.perf_counter()
-        if m == "gradcam" and last_conv(model01) is None:
-            continue  # a model without conv layers (an MLP): nothing to map
-        a = attribute(
-            model01,
-            x01,
-            pred,
-            m,
-            ig_steps=ig_steps,
-            internal_batch_size=internal_batch_size,
-            perturbations_per_eval=perturbations_per_eval,
-        )
-        maps[m] = [heat(a[i], m) for i in range(len(a))]
-        timing[m] = time.perf_counter() - tm
-        onobj[m] = float(
-            np.mean([on_object_fraction(a[i], x01[i], m, dark) for i in range(len(a))])
-        )
+    with progress("explain", len(meths)) as bar:
+        for m in meths:
+            bar.describe(f"explain: {SHORT[m]} on {len(chosen)} images")
+            tm = time.perf_counter()
+            if m == "gradcam" and last_conv(model01) is None:
+                bar.advance()
+                continue  # a model without conv layers (an MLP): nothing to map
+            a = attribute(
+                model01,
+                x01,
+                pred,
+                m,
+                ig_steps=ig_steps,
+                internal_batch_size=internal_batch_size,
+                perturbations_per_eval=perturbations_per_eval,
+            )
+            maps[m] = [heat(a[i], m) for i in range(len(a))]
+            timing[m] = time.perf_counter() - tm
+            onobj[m] = float(
+                np.mean([on_object_fraction(a[i], x01[i], m, dark) for i in range(len(a))])
+            )
+            bar.advance()
     obj_area = float(
         np.mean([object_mask(x01[i].cpu(), dark).float().mean() for i in range(len(x01))])
     )
@@ -491,9 +501,6 @@ def explain(
         "on_object_fraction": onobj,
         "object_area": obj_area,
     }
-    one = image if image is not None else chosen[0]
-    if not 0 <= one < len(loader.y):
-        raise CnnlabError(f"--image {one} out of range; the test set has {len(loader.y)} images")
     x1 = pixels(torch.tensor([one], device=dev))
     images: dict[str, bytes] = {}
     images["attributions"] = plot_attributions(x01, labels, preds, prob.tolist(), maps, classes)

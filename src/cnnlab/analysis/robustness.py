@@ -29,6 +29,7 @@ from cnnlab.analysis.ood import METHODS as OOD_METHODS
 from cnnlab.analysis.ood import auroc, fpr_at_tpr, ood_score, save_ood, threshold_at_tpr
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.load import loader_for, open_run
 from cnnlab.runtime.device import resolve_device
@@ -178,11 +179,14 @@ class _Eval:
         self.model = Normalized(model, self.loader.mean, self.loader.std).to(self.dev).eval()
         self.n = len(y)
         self.dataset = ds
+        self.bar = None  # a cnnlab.progress bar counting batches, when one is shown
 
     def batches(self):
         ld = self.loader
         for i in range(0, self.n, ld.batch_size):
             yield ld.pixels(ld.x[i : i + ld.batch_size], False), ld.y[i : i + ld.batch_size]
+            if self.bar is not None:
+                self.bar.advance()
 
     @torch.no_grad()
     def accuracy(self, transform=None, seed: int = 0) -> float:
@@ -237,8 +241,25 @@ def robustness(
         raise CnnlabError(f"--pgd-steps must be ≥ 1, got {pgd_steps}")
     if limit is not None and limit < 1:
         raise CnnlabError(f"--limit must be ≥ 1, got {limit}")
+    if batch_size < 1:
+        raise CnnlabError(f"--batch-size must be ≥ 1, got {batch_size}")
     t0 = time.perf_counter()
     ev = _Eval(target, device, data_dir, limit, batch_size)
+    passes = 1 + len(names) * len(levels) + len(atk) * len(eps_list)
+    with progress("robustness: clean", passes * math.ceil(ev.n / batch_size)) as ev.bar:
+        res = _measure(ev, names, levels, atk, eps_list, pgd_steps, pgd_step_size, seed)
+    res["seconds"] = time.perf_counter() - t0
+    if save:
+        out = Path(out_dir) if out_dir else ev.run_dir
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "robustness.json", json.dumps(res, indent=1))
+        png = plot_robustness(res, out / "robustness.png")
+        atomic_write_text(out / "robustness.html", html_section(res, png))
+        res["outputs"] = [str(out / f) for f in ROBUSTNESS_FILES]
+    return res
+
+
+def _measure(ev, names, levels, atk, eps_list, pgd_steps, pgd_step_size, seed) -> dict:
     res: dict = {
         "run": str(ev.run_dir),
         "dataset": ev.dataset.name,
@@ -250,6 +271,7 @@ def robustness(
     for name in names:
         accs = []
         for lv in levels:
+            ev.bar.describe(f"robustness: {name} severity {lv}")
             s = _seed_for(seed, name, lv)
             accs.append(ev.accuracy(lambda x, g, name=name, lv=lv: corrupt(x, name, lv, g), s))
         res["corruptions"][name] = {
@@ -265,6 +287,7 @@ def robustness(
     for kind in atk:
         rows = {}
         for e in eps_list:
+            ev.bar.describe(f"robustness: {kind.upper()} ε={e:g}")
             size = pgd_step_size if pgd_step_size else e / 4
             rows[f"{e:g}"] = ev.attack_accuracy(kind, e, pgd_steps, size, _seed_for(seed, kind, e))
         res[kind] = {"eps": [float(e) for e in eps_list], "acc": list(rows.values())}
@@ -274,14 +297,6 @@ def robustness(
                 step_size=pgd_step_size or "eps/4",
                 random_start=True,
             )
-    res["seconds"] = time.perf_counter() - t0
-    if save:
-        out = Path(out_dir) if out_dir else ev.run_dir
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "robustness.json", json.dumps(res, indent=1))
-        png = plot_robustness(res, out / "robustness.png")
-        atomic_write_text(out / "robustness.html", html_section(res, png))
-        res["outputs"] = [str(out / f) for f in ROBUSTNESS_FILES]
     return res
 
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N"
 
@@ -137,13 +138,38 @@ def print_json_or(args, obj, fallback) -> None:
 
 
 def table(rows: list[list], header: list[str], title: str | None = None) -> None:
-    """Print a table with rich (plain text when not a terminal)."""
+    """Print a table with rich (plain text when not a terminal). The first column (a run,
+    a class) is never wrapped: the other columns fold instead."""
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=title, header_style="bold")
-    for h in header:
-        t.add_column(h, overflow="fold")
+    for i, h in enumerate(header):
+        if i == 0:
+            t.add_column(h, no_wrap=True, min_width=max([len(str(r[0])) for r in rows] + [1]))
+        else:
+            t.add_column(h, overflow="fold")
     for r in rows:
         t.add_row(*[str(c) for c in r])
-    Console(width=max(100, Console().width)).print(t)
+    con = Console()
+    con = con if con.is_terminal else Console(width=max(100, con.width))
+    con.print(t, crop=False)
+
+
+def output_path(out: str | None, folder, name: str) -> tuple[Path, str]:
+    """Where a command's output file goes: ``--out`` as given, else ``folder/name``, numbered
+    (``name-2``, ``-3``, ...) rather than overwriting an earlier one. Returns the path and
+    a note to print when ``--out`` replaces a file (no file is ever replaced silently)."""
+    if out:
+        p = Path(out)
+        if p.is_dir():
+            from cnnlab.errors import CnnlabError
+
+            raise CnnlabError(f"--out {out!r} is a folder; give a file name")
+        return p, (f" (replaced the earlier {p.name})" if p.exists() else "")
+    p = Path(folder) / name
+    i = 2
+    while p.exists():
+        p = Path(folder) / f"{Path(name).stem}-{i}{Path(name).suffix}"
+        i += 1
+    return p, ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import table
+from cnnlab.commands._common import output_path, table
 
 ORDER = 61
 
@@ -15,11 +15,18 @@ def register(sub) -> None:
         "config keys in which they differ, and write an HTML page with the overlaid curves.",
     )
     p.add_argument("runs", nargs="+", help="run directories")
-    p.add_argument("--out", default="compare.html", help="HTML output (default compare.html)")
+    p.add_argument(
+        "--out",
+        help="HTML output (default: compare.html in the runs' folder, numbered compare-2.html, "
+        "... rather than overwriting an earlier one)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.errors import CnnlabError
     from cnnlab.report.html import render_compare
     from cnnlab.runs.files import atomic_write_text
 
@@ -27,6 +34,10 @@ def run(args) -> int:
     table(rows, header)
     if diff:
         table(diff, ["config key", *[r[0] for r in rows]], title="config differences")
-    atomic_write_text(args.out, page)
-    print(f"wrote {args.out}")
+    out, note = output_path(args.out, Path(args.runs[0]).resolve().parent, "compare.html")
+    try:
+        atomic_write_text(out, page)
+    except OSError as e:
+        raise CnnlabError(f"cannot write {out}: {e.strerror}") from None
+    print(f"wrote {out}{note}")
     return 0

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg
+from cnnlab.commands._common import add_run_arg, output_path
 
 ORDER = 71
+MAX_N = 4096  # images in one grid (64 × 64)
 
 
 def register(sub) -> None:
@@ -17,8 +18,14 @@ def register(sub) -> None:
     )
     add_run_arg(p, "GAN run directory (runs/<name>) or its checkpoint file")
     p.add_argument("--class", dest="cls", help="class name or index (conditional models only)")
-    p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    p.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
+    p.add_argument(
+        "--n", type=int, default=64, help=f"number of images, at most {MAX_N} (default 64)"
+    )
+    p.add_argument(
+        "--out",
+        help="output PNG (default: grid.png in the run directory, numbered grid-2.png, ... "
+        "rather than overwriting an earlier one)",
+    )
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--nrow", type=int, help="images per row (default: classes or √n)")
     p.add_argument(
@@ -42,8 +49,12 @@ def run(args) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.report.gan import grid_png
     from cnnlab.runs.files import atomic_write_bytes
+    from cnnlab.runs.load import run_dir_of
 
-    if not str(args.out).lower().endswith(".png"):
+    for flag, v, hi in (("--n", args.n, MAX_N), ("--score-n", args.score_n, 100_000)):
+        if not 1 <= v <= hi:
+            raise ConfigError(f"{flag} must be between 1 and {hi:,}, got {v}")
+    if args.out and not str(args.out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file, got {str(args.out)!r}")
     s = generate(
         args.run,
@@ -53,8 +64,12 @@ def run(args) -> int:
         nrow=args.nrow,
         truncation=args.truncation,
     )
-    atomic_write_bytes(args.out, grid_png(s.images, s.nrow))
-    print(f"wrote {s.what} to {args.out}")
+    out, note = output_path(args.out, run_dir_of(args.run), "grid.png")
+    try:
+        atomic_write_bytes(out, grid_png(s.images, s.nrow))
+    except OSError as e:
+        raise ConfigError(f"cannot write {out}: {e.strerror}") from None
+    print(f"wrote {s.what} to {out}{note}")
     if args.judge:
         s = score_run(args.run, args.judge, args.score_n, args.truncation, args.seed, args.data_dir)
         line = (

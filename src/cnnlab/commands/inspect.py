@@ -74,21 +74,29 @@ def layer_table(model, channels: int, size: int) -> list[dict]:
 
 
 def run(args) -> int:
-    from cnnlab.config import parse_scalar
+    from cnnlab.config import normalise_model_name, parse_scalar
     from cnnlab.errors import ConfigError
-    from cnnlab.models import MODELS, count_macs, count_params, create_model
+    from cnnlab.models import MODELS, count_macs, count_params
+    from cnnlab.train.tasks.classify import model_for_input
 
-    entry = MODELS.get(args.model)
+    entry = MODELS.get(normalise_model_name(args.model))
     c, s = entry.default_input
-    c = args.channels or c
-    s = args.input_size or s
+    c = c if args.channels is None else args.channels
+    s = s if args.input_size is None else args.input_size
+    for flag, v, hi in (
+        ("--channels", c, 64),
+        ("--input-size", s, 1024),
+        ("--classes", args.classes, 100_000),
+    ):
+        if not 1 <= v <= hi:
+            raise ConfigError(f"{flag} must be between 1 and {hi:,}, got {v}")
     opts = {}
     for o in args.options:
         if "=" not in o:
             raise ConfigError(f"--set needs option=value, got {o!r} (e.g. --set activation=relu)")
         k, v = o.split("=", 1)
         opts[k.strip().removeprefix("model.")] = parse_scalar(v)
-    model = create_model(args.model, in_channels=c, num_classes=args.classes, input_size=s, **opts)
+    model = model_for_input(entry.name, c, args.classes, s, opts, hint="--input-size {n}")
     rows = layer_table(model, c, s)
     table(
         [

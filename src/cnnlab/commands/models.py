@@ -10,13 +10,18 @@ ORDER = 60
 def register(sub) -> None:
     p = sub.add_parser("models", help="list models with parameters and multiply-accumulates")
     p.add_argument("pattern", nargs="?", help="glob, e.g. 'alexnet*'")
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--classes", type=int, default=10, help="classes of the head (default 10)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from cnnlab.errors import ConfigError
     from cnnlab.models import MODELS, count_macs, count_params, create_model, list_models
 
+    if not 1 <= args.classes <= 100_000:
+        raise ConfigError(f"--classes must be between 1 and 100,000, got {args.classes}")
+    if not list_models(args.pattern):
+        raise ConfigError(f"no model matches {args.pattern!r}; models: {', '.join(list_models())}")
     rows = []
     for name in list_models(args.pattern):
         e = MODELS.get(name)
@@ -31,8 +36,5 @@ def run(args) -> int:
                 e.description,
             ]
         )
-    if not rows:
-        print(f"no model matches {args.pattern!r}")
-        return 2
     table(rows, ["model", "input", "params", "MACs/image", "description"])
     return 0

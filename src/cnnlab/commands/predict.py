@@ -13,7 +13,7 @@ def register(sub) -> None:
     p.add_argument(
         "images", nargs="+", help="image files (any size or mode; resized as the model needs)"
     )
-    p.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--top", type=int, default=3, help="how many classes to show, ≥ 1 (default 3)")
     p.add_argument(
         "--invert",
         default="auto",
@@ -26,12 +26,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from cnnlab.inference import predict
 
-    res = predict(args.run, args.images, top=args.top, device=args.device, invert=args.invert)
+    res = predict(
+        args.run, args.images, top=args.top, device=args.device, invert=args.invert, errors="report"
+    )
 
     def show():
         for r in res:
+            if "error" in r:
+                continue
             others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
             inv = " (inverted)" if r["inverted"] else ""
             inv += " [out of distribution?]" if r.get("ood") else ""
@@ -41,4 +47,7 @@ def run(args) -> int:
             )
 
     print_json_or(args, res, show)
-    return 0
+    bad = [r for r in res if "error" in r]
+    for r in bad:  # each unreadable file named; the others were answered
+        print(f"cnnlab: error: {r['error']}", file=sys.stderr)
+    return 2 if bad else 0

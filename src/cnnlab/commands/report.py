@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_checkpoint_arg, add_data_args, add_run_arg
+from cnnlab.commands._common import add_checkpoint_arg, add_data_args, add_device_arg, add_run_arg
 
 ORDER = 60
 
@@ -14,20 +14,35 @@ def register(sub) -> None:
         description="Write <run>/report.html: learning curves, generalisation verdict, "
         "confusion matrix, per-class accuracy, confidently wrong images, reliability "
         "diagram + ECE, gradient flow, model summary, resolved config, other analyses. "
-        "All images are embedded; the file opens offline.",
+        "All images are embedded; the file opens offline. The test accuracy is computed "
+        "as `cnnlab eval` computes it (one function, one number).",
     )
     add_run_arg(p, "run directory (runs/<name>)")
     add_checkpoint_arg(p, "--checkpoint")
     add_data_args(p, data_dir="folder holding the dataset files (default: the run's)")
+    add_device_arg(p)
     p.add_argument("--out", help="write the HTML here instead of <run>/report.html")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.errors import CnnlabError
     from cnnlab.report.html import write_report
 
+    if not Path(args.run).is_dir():
+        raise CnnlabError(f"run directory {args.run!r} not found (see `cnnlab runs`)")
     info: dict = {}
-    path = write_report(args.run, args.checkpoint, args.data_dir, out=args.out, info=info)
+    try:
+        path = write_report(
+            args.run, args.checkpoint, args.data_dir, out=args.out, info=info, device=args.device
+        )
+    except OSError as e:
+        raise CnnlabError(f"cannot write the report: {e.strerror} ({e.filename})") from None
+    ev = info.get("evaluation")
+    if ev is not None:
+        print(f"test accuracy {ev['accuracy']:.4f} ({ev['checkpoint']} checkpoint)")
     print(info["verdict"]["text"])
     print(f"wrote {path}")
     return 0

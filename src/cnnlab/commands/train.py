@@ -115,10 +115,16 @@ def run(args) -> int:
     f = res.final
     total = sum(m["seconds"] + m.get("eval_seconds", 0) for m in res.history)
     if "test_acc" in f:  # a classifier (a resumed GAN run has no test accuracy)
-        b = res.best
+        b = res.best  # chosen on validation accuracy, never on the test set
+        best = (
+            f"best checkpoint: epoch {b['epoch']} by val accuracy {b['val_acc']:.4f}, "
+            f"test accuracy {b['test_acc']:.4f}"
+            if b
+            else "no validation split, so no best checkpoint: `last` is used"
+        )
         print(
-            f"test accuracy {f['test_acc']:.4f} after {f['epoch']} epochs "
-            f"(best {b['test_acc']:.4f} at epoch {b['epoch']}); {total:.1f}s training"
+            f"test accuracy {f['test_acc']:.4f} after {f['epoch']} epochs ({best}); "
+            f"{total:.1f}s training"
         )
     print(f"run directory: {res.run_dir}")
     return 0

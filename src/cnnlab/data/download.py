@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from cnnlab.errors import DataError
+from cnnlab.progress import progress
 
 CHUNK = 1 << 20
 
@@ -49,9 +50,13 @@ def download(
         try:
             with os.fdopen(fd, "wb") as out:
                 req = urllib.request.Request(url, headers={"User-Agent": "cnnlab"})
-                with urllib.request.urlopen(req, timeout=timeout) as resp:
+                with (
+                    urllib.request.urlopen(req, timeout=timeout) as resp,
+                    progress(f"downloading {dest.name}", resp.length) as bar,
+                ):
                     for block in iter(lambda: resp.read(CHUNK), b""):
                         out.write(block)
+                        bar.advance(len(block))
                 out.flush()
                 os.fsync(out.fileno())
             if not check_digest(tmp, checksum):

@@ -58,7 +58,10 @@ def load_image(
     except FileNotFoundError:
         raise CnnlabError(f"{label}: image file not found") from None
     except Image.DecompressionBombError as e:
-        raise CnnlabError(f"{label}: image too large ({e})") from None
+        raise CnnlabError(
+            f"{label}: image too large ({e}); the limit is {MAX_IMAGE_PIXELS:,} pixels "
+            f"(8192×8192) in at most {MAX_IMAGE_FILE >> 20} MiB: resize it first"
+        ) from None
     except Exception as e:  # noqa: BLE001 - any failure of a decoder fed untrusted bytes
         raise CnnlabError(f"{label}: not a readable image ({type(e).__name__})") from None
 

@@ -19,6 +19,8 @@ the run has a validation split, else test):
 * **still learning**: train accuracy rose by > 0.5 points in the last epoch and the gap is
   < 2 points (more epochs would help);
 * **not learning**: train and held-out accuracy both < 1.5 × chance (1/classes);
+* **no verdict** when there is too little to judge by: fewer than 10 training images per
+  class, a held-out set under 100 images, or train or held-out accuracy < 1.5 × chance;
 * **good fit** otherwise.
 """
 
@@ -37,26 +39,34 @@ import torch
 import yaml
 
 from cnnlab.analysis.gradients import EXPLODE, VANISH, flags_for, read_gradients
+from cnnlab.config import GAN_MODELS
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import confusion_figure
-from cnnlab.metrics import metrics_from_logits, predict_logits
+from cnnlab.inference import confusion_figure, score
 from cnnlab.models import count_macs, count_params
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.layout import read_metrics
-from cnnlab.runs.load import loader_for, open_run
 
 OVERFIT_LOSS_RISE = 1.10
 OVERFIT_GAP = 0.02
 LARGE_GAP = 0.05
 STILL_LEARNING = 0.005
 KNOWN_FILES = ("robustness.json", "ood.json", "eval.json", "sweep.json")
+MIN_TRAIN_PER_CLASS = 10  # a verdict needs at least this many training images per class
+MIN_HELD_OUT = 100  # ... and a held-out set at least this large
 
 
 # -- the verdict ---------------------------------------------------------------------------
 
 
-def verdict(history: list[dict], num_classes: int | None = None) -> dict:
-    """Classify the learning curves (rule in the module docstring)."""
+def verdict(
+    history: list[dict],
+    num_classes: int | None = None,
+    n_train: int | None = None,
+    n_held: int | None = None,
+) -> dict:
+    """Classify the learning curves (rule in the module docstring); ``n_train`` and
+    ``n_held`` (images trained on / in the held-out set), where known, must be enough to
+    judge by."""
     if not history:
         return {"kind": "empty", "text": "no finished epoch"}
     held = "val" if "val_acc" in history[0] else "test"
@@ -80,6 +90,20 @@ def verdict(history: list[dict], num_classes: int | None = None) -> dict:
             "kind": "not_learning",
             "text": f"not learning: {nums}, near chance ({1 / num_classes:.0%}) — check the "
             "learning rate and the gradient flow (vanishing gradients?)",
+        }
+    few = []
+    if n_train is not None and num_classes and n_train < MIN_TRAIN_PER_CLASS * num_classes:
+        few.append(f"it trained on {n_train:,} images (fewer than {MIN_TRAIN_PER_CLASS} per class)")
+    if n_held is not None and n_held < MIN_HELD_OUT:
+        few.append(f"its {held} set holds {n_held:,} images (fewer than {MIN_HELD_OUT})")
+    if num_classes and min(tr, te) < 1.5 / num_classes:
+        few.append(f"an accuracy near chance ({1 / num_classes:.0%})")
+    if few:
+        return {
+            **base,
+            "kind": "no_verdict",
+            "text": f"no verdict: {nums}, but " + " and ".join(few) + " — too little to "
+            "judge the fit by; train on more images for more epochs",
         }
     if (
         i_min < len(history) - 1
@@ -254,21 +278,65 @@ def plot_gradients(rows: list[dict]) -> str:
 # -- data for the report ---------------------------------------------------------------------
 
 
-def _config(run: Path) -> dict:
-    p = run / "config.yaml"
-    if not p.is_file():
-        return {}
+def run_config(run: str | os.PathLike) -> dict:
+    """A run's ``config.yaml`` as a mapping of sections; a missing, unreadable or
+    hand-damaged file reads as {} (sections that are not mappings are left out)."""
+    p = Path(run) / "config.yaml"
     try:
-        return yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
+        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
         return {}
+    if not isinstance(d, dict):
+        return {}
+    return {k: v for k, v in d.items() if isinstance(k, str) and isinstance(v, dict)}
 
 
-def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=None) -> dict:
-    """Test-set metrics, the most confidently wrong images and the model summary."""
-    model, meta, ds, _ = open_run(run, which, "cpu", data_dir, download=False)
-    logits, y = predict_logits(model, loader_for(meta, ds.test_x, ds.test_y, "cpu"))
-    res = metrics_from_logits(logits, y, meta["classes"])
+CLASSIFIER_KEYS = ("epoch", "train_acc", "train_loss", "test_acc", "test_loss")
+
+
+def is_gan_run(run: str | os.PathLike, cfg: dict | None = None, hist=None) -> bool:
+    """A run trained by ``cnnlab gan`` (its metrics are losses and Fréchet distances)."""
+    cfg = run_config(run) if cfg is None else cfg
+    name = str(cfg.get("model", {}).get("name", "")).strip().lower()
+    task = str(cfg.get("train", {}).get("task", "")).strip().lower()
+    rows = read_metrics(run) if hist is None else hist
+    return (
+        name in GAN_MODELS
+        or task == "gan"
+        or any(isinstance(m, dict) and "loss_d" in m for m in rows)
+    )
+
+
+def classifier_history(run: str | os.PathLike) -> list[dict]:
+    """The epochs of a classifier run's ``metrics.jsonl`` that hold its numbers (a damaged
+    line is skipped); a GAN run is an error that says what to use instead."""
+    rows = read_metrics(run)
+    if is_gan_run(run, hist=rows):
+        raise CnnlabError(
+            f"{str(run)!r} is a GAN run: it has no accuracy to report; its samples and "
+            "curves are the PNGs in the run directory (more with `cnnlab generate RUN`)"
+        )
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    def ok(m) -> bool:
+        keys = CLASSIFIER_KEYS + (("val_acc", "val_loss") if "val_acc" in m else ())
+        return all(number(m.get(k)) for k in keys)
+
+    rows = [m for m in rows if isinstance(m, dict) and ok(m)]
+    with_val = bool(rows) and "val_acc" in rows[0]
+    return [m for m in rows if ("val_acc" in m) == with_val]
+
+
+def evaluate_run(
+    run: Path, which: str = "best", n_wrong: int = 16, data_dir=None, device: str = "auto"
+) -> dict:
+    """Test-set metrics (the same evaluation as ``cnnlab eval``: :func:`inference.score`),
+    the most confidently wrong images and the model summary."""
+    sc = score(run, data_dir=data_dir, device=device, which=which, download=False)
+    res, logits, y, meta, ds = dict(sc.metrics), sc.logits, sc.labels, sc.meta, sc.dataset
+    model = sc.model.cpu()
     probs = logits.softmax(1)
     conf, pred = probs.max(1)
     wrong = (pred != y).nonzero().flatten()
@@ -293,6 +361,14 @@ def evaluate_run(run: Path, which: str = "best", n_wrong: int = 16, data_dir=Non
         "checkpoint": which,
         "epoch": meta.get("epoch"),
     }
+    res["checkpoint_file"] = sc.checkpoint.stem  # best, or last where no best was kept
+    d = meta.get("config", {}).get("data", {})
+    n = len(ds.train_x)
+    if isinstance(d.get("train_limit"), int) and d["train_limit"] > 0:
+        n = min(n, d["train_limit"])
+    vf = d.get("val_fraction", 0)
+    res["n_val"] = int(round(n * vf)) if isinstance(vf, (int, float)) and 0 < vf < 1 else 0
+    res["n_train"] = n - res["n_val"]
     return res
 
 
@@ -319,7 +395,7 @@ def find_baseline(run: Path, cfg: dict) -> Path | None:
     for other in sorted(run.parent.iterdir()):
         if other == run or not (other / "config.yaml").is_file():
             continue
-        oc = _config(other)
+        oc = run_config(other)
         if oc.get("train", {}).get("semi", "none") == "none" and key(oc) == key(cfg):
             return other
     return None
@@ -383,17 +459,22 @@ def _json_block(obj, limit: int = 6000) -> str:
 
 
 def render_report(
-    run: str | os.PathLike, which: str = "best", data_dir=None, info: dict | None = None
+    run: str | os.PathLike,
+    which: str = "best",
+    data_dir=None,
+    info: dict | None = None,
+    device: str = "auto",
 ) -> str:
-    """The report's HTML for a run directory (``info`` receives the verdict)."""
+    """The report's HTML for a run directory (``info`` receives the verdict and the
+    test-set evaluation)."""
     run = Path(run)
     if not (run / "config.yaml").is_file() and not (run / "metrics.jsonl").is_file():
         raise CnnlabError(f"{str(run)!r} is not a run directory (no config.yaml/metrics.jsonl)")
-    hist = read_metrics(run)
-    cfg = _config(run)
+    hist = classifier_history(run)
+    cfg = run_config(run)
     parts = [f"<h1>cnnlab run report: {html.escape(run.name)}</h1>"]
-    model_name = cfg.get("model", {}).get("name", "?")
-    data_name = cfg.get("data", {}).get("name", "?")
+    model_name = str(cfg.get("model", {}).get("name", "?"))
+    data_name = str(cfg.get("data", {}).get("name", "?"))
     parts.append(
         f"<p>{html.escape(model_name)} on {html.escape(data_name)} — "
         f"{len(hist)} epoch(s) in <code>{html.escape(str(run))}</code></p>"
@@ -403,31 +484,43 @@ def render_report(
     own: set[str] = set()
     skipped = ""
     try:
-        ev = evaluate_run(run, which, data_dir=data_dir)
+        ev = evaluate_run(run, which, data_dir=data_dir, device=device)
     except CnnlabError as e:
         ev = None
         skipped = f'<p class="note">Test-set evaluation skipped: {html.escape(str(e))}</p>'
 
     # summary + verdict
-    v = verdict(hist, len(ev["classes"]) if ev is not None else None)
+    sizes = {}
+    if ev is not None:
+        sizes = {"n_train": ev["n_train"], "n_held": ev["n_val"] or ev["n"]}
+    v = verdict(hist, len(ev["classes"]) if ev is not None else None, **sizes)
     if info is not None:
         info["verdict"] = v
+        info["evaluation"] = ev
     if hist:
         last = hist[-1]
-        best = max(hist, key=lambda m: m.get("val_acc", m["test_acc"]))
         total = sum(m.get("seconds", 0) + m.get("eval_seconds", 0) for m in hist)
-        rows = [
-            ["final test accuracy", _pct(last["test_acc"])],
-            ["final test loss", f"{last['test_loss']:.4f}"],
-            ["final train accuracy", _pct(last["train_acc"])],
-            [
-                f"best epoch (by {'val' if 'val_acc' in last else 'test'} acc)",
-                f"{best['epoch']} ({_pct(best.get('val_acc', best['test_acc']))})",
-            ],
-            ["training time", f"{total:.1f} s"],
+        rows = []
+        if ev is not None:  # the number `cnnlab eval` prints: the same function
+            rows.append(
+                [
+                    f"test accuracy ({ev['checkpoint_file']} checkpoint, epoch "
+                    f"{ev['summary']['epoch']}; as `cnnlab eval`)",
+                    _pct(ev["accuracy"]),
+                ]
+            )
+        rows += [
+            ["test accuracy during training, last epoch", _pct(last["test_acc"])],
+            ["test loss during training, last epoch", f"{last['test_loss']:.4f}"],
+            ["train accuracy, last epoch", _pct(last["train_acc"])],
         ]
         if "val_acc" in last:
-            rows.insert(2, ["final validation accuracy", _pct(last["val_acc"])])
+            best = max(hist, key=lambda m: m["val_acc"])
+            rows.append(["validation accuracy, last epoch", _pct(last["val_acc"])])
+            rows.append(["best epoch (by validation accuracy)", f"{best['epoch']}"])
+        else:
+            rows.append(["best epoch", "none: no validation split (the last epoch is used)"])
+        rows.append(["training time", f"{total:.1f} s"])
         parts.append("<h2>Summary</h2>" + _table(rows, ["metric", "value"]))
     parts.append(f'<p class="verdict {v["kind"]}"><b>Verdict:</b> {html.escape(v["text"])}</p>')
     parts.append(
@@ -589,7 +682,7 @@ def render_report(
             rows.append(["test accuracy (final)", _pct(hist[-1]["test_acc"])])
         base = find_baseline(run, cfg)
         if base is not None:
-            bh = read_metrics(base)
+            bh = classifier_history(base)
             if bh:
                 rows.append(
                     [
@@ -649,10 +742,16 @@ def render_report(
 
 
 def write_report(
-    run, which: str = "best", data_dir=None, out=None, info: dict | None = None, **_
+    run,
+    which: str = "best",
+    data_dir=None,
+    out=None,
+    info: dict | None = None,
+    device: str = "auto",
+    **_,
 ) -> Path:
     """Render and write ``<run>/report.html`` atomically; returns its path."""
-    text = render_report(run, which, data_dir, info)
+    text = render_report(run, which, data_dir, info, device)
     path = Path(out) if out else Path(run) / "report.html"
     atomic_write_text(path, text)
     return path
@@ -663,13 +762,16 @@ def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list
     paths = [Path(r) for r in runs]
     hists, cfgs = {}, {}
     for p in paths:
-        h = read_metrics(p)
+        if not p.is_dir():
+            raise CnnlabError(f"run directory {str(p)!r} not found (see `cnnlab runs`)")
+        h = classifier_history(p)
         if not h:
             raise CnnlabError(
-                f"{str(p)!r}: no metrics.jsonl (not a run directory, or no epoch finished yet)"
+                f"{str(p)!r}: no finished epoch in its metrics.jsonl (not a run directory, "
+                "no epoch finished yet, or the file is damaged)"
             )
         name = p.name if p.name not in hists else str(p)
-        hists[name], cfgs[name] = h, _config(p)
+        hists[name], cfgs[name] = h, run_config(p)
     header = [
         "run",
         "epochs",

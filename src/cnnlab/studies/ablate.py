@@ -33,6 +33,7 @@ from cnnlab.config import Config, parse_scalar, set_value
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
+from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.layout import read_metrics
 from cnnlab.train.api import build_config, fit
@@ -240,16 +241,23 @@ def execute(st: Study, quiet: bool = True, log=print) -> Study:
             raise ConfigError(f"{len(failed)} GPU worker(s) failed; re-run to resume the rest")
     else:
         datasets: dict = {}
-        for i, s in enumerate(pending, 1):
-            log(f"[{i}/{len(pending)}] {s.label} seed {s.seed}")
-            key = json.dumps([s.cfg.data.name, s.cfg.data.data_dir, s.cfg.data.args], default=str)
-            if key not in datasets:  # one load per distinct data config, shared across runs
-                c = s.cfg.data
-                datasets[key] = load_dataset(c.name, c.data_dir, c.download, **c.args)
-            _run_one(s, quiet, datasets[key])
-            ms = read_metrics(st.dir / s.name)
-            if ms:
-                log(f"    test acc {ms[-1]['test_acc']:.4f}, train loss {ms[-1]['train_loss']:.4f}")
+        with progress("ablate", len(pending), enabled=quiet) as bar:
+            for i, s in enumerate(pending, 1):
+                log(f"[{i}/{len(pending)}] {s.label} seed {s.seed}")
+                bar.describe(f"ablate: {s.label} seed {s.seed}")
+                key = json.dumps(
+                    [s.cfg.data.name, s.cfg.data.data_dir, s.cfg.data.args], default=str
+                )
+                if key not in datasets:  # one load per distinct data config, shared across runs
+                    c = s.cfg.data
+                    datasets[key] = load_dataset(c.name, c.data_dir, c.download, **c.args)
+                _run_one(s, quiet, datasets[key])
+                bar.advance()
+                ms = read_metrics(st.dir / s.name)
+                if ms:
+                    log(
+                        f"    test acc {ms[-1]['test_acc']:.4f}, train loss {ms[-1]['train_loss']:.4f}"
+                    )
     st.trained = len(pending)
     summarize(st)
     return st

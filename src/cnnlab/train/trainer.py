@@ -89,10 +89,10 @@ class TrainResult:
 
     @property
     def best(self) -> dict:
-        key = "val_acc" if self.history and "val_acc" in self.history[0] else "test_acc"
-        if not self.history or key not in self.history[0]:
+        """The epoch with the best validation accuracy ({} without a validation split)."""
+        if not self.history or "val_acc" not in self.history[0]:
             return {}
-        return max(self.history, key=lambda m: m[key])
+        return max(self.history, key=lambda m: m["val_acc"])
 
 
 def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
@@ -805,12 +805,13 @@ class Trainer:
                 m["lr"] = lr  # last, as before
                 if self.skipped_steps:
                     m["skipped_steps"] = self.skipped_steps
-                score = m.get(monitor, m.get("test_acc")) if monitor else None
+                score = m.get(monitor) if monitor else None  # validation only, never test
                 self.schedule.epoch_end(score)
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, m)
                 self.history.append(m)
-                # best: by validation accuracy when there is a validation split, else test
+                # best: by validation accuracy; without a validation split no best is kept
+                # (choosing on the test set would leak it) and readers use last
                 if cfg.run.save_best and score is not None and score > self.best_metric:
                     self.best_metric = score
                     self.save("best", epoch, m)

@@ -43,7 +43,8 @@ def validate(cfg: Config) -> Config:
             skip=("in_channels", "num_classes", "input_size"),
         )
     spec = DATASETS.get(cfg.data.name)
-    check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",))
+    fields = [f"data.{k}" for k in vars(cfg.data) if k != "args"]  # what a typo may mean
+    check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",), also=fields)
     parse_augment(cfg.data.augment)
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULES.get(cfg.sched.name)

@@ -62,7 +62,7 @@ def test_trainer_split_has_no_leaks(tmp_path):
     assert not lab & unl and not lab & val and not unl & val
     assert lab | unl | val == train_keys
     assert not (lab | unl | val) & test
-    _, va_idx = split_train_val(len(ds.train_x), 0.2, 0)
+    _, va_idx = split_train_val(len(ds.train_x), 0.2, 0, ds.train_y)
     assert val == key(ds.train_x[va_idx])
 
 

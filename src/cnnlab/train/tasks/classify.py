@@ -11,13 +11,14 @@ alone can be graphed, or the step compiled.
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import torch
 
 from cnnlab.data.augment import parse_augment
 from cnnlab.data.loader import ResidentLoader
 from cnnlab.errors import ConfigError
-from cnnlab.models import count_params, create_model
+from cnnlab.models import MODELS, count_params, create_model
 from cnnlab.runtime.device import pool_before_activation, settle_precision
 from cnnlab.runtime.graphs import GraphedForward
 from cnnlab.train import finetune, whole_step
@@ -27,12 +28,77 @@ from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
 
 
-def split_train_val(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``."""
+def split_train_val(
+    n: int, fraction: float, seed: int, labels: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``:
+    ``round(n · fraction)`` images for validation. Given ``labels``, the split is stratified:
+    each class gives its share (its images are drawn in a seeded order and the classes
+    interleaved by rank within the class, so even a tiny split holds every class it can)."""
     g = torch.Generator().manual_seed(10_000 + seed)
     perm = torch.randperm(n, generator=g)
     nv = int(round(n * fraction))
+    if labels is not None and n:
+        y = labels[perm].long()
+        order = torch.argsort(y, stable=True)  # by class, seeded order within the class
+        counts = torch.bincount(y)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty(n, dtype=torch.float64)
+        rank[order] = torch.arange(n, dtype=torch.float64) - starts[y[order]].double()
+        key = (rank + 0.5) / counts[y].double()  # where in its class an image sits, in (0, 1)
+        perm = perm[torch.argsort(key, stable=True)]
     return perm[nv:].sort().values, perm[:nv].sort().values
+
+
+def _fits(name: str, channels: int, classes: int, size: int, options: dict):
+    """The model built for ``size``-px inputs and run on one blank image, or None when it
+    cannot take images that small (a kernel or pooling window larger than what is left)."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the empty layers of a misfit
+            warnings.simplefilter("ignore")
+            model = create_model(name, channels, classes, size, **options)
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                model(torch.zeros(1, channels, size, size))
+        model.train(was)
+        return model
+    except ConfigError as e:
+        if "cannot build" in str(e):
+            return None
+        raise
+    except RuntimeError:
+        return None
+
+
+def smallest_input(name: str, channels: int, classes: int, options: dict, start: int) -> int:
+    """The smallest image side (> ``start``, ≤ 1024 px) the model takes."""
+    lo, hi = start, max(2 * start, 16)
+    while _fits(name, channels, classes, hi, options) is None:
+        lo, hi = hi, 2 * hi
+        if hi > 1024:
+            raise ConfigError(f"{name} cannot take images of any side up to 1024 px")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _fits(name, channels, classes, mid, options) else (mid, hi)
+    return hi
+
+
+def model_for_input(name: str, channels: int, classes: int, size: int, options: dict, hint: str):
+    """``create_model`` checked on one blank image of the given size: a model that cannot
+    take images that small is a ConfigError naming the smallest size that works, with
+    ``hint`` (``{n}``: that size) saying how to ask for it."""
+    model = _fits(name, channels, classes, size, options)
+    if model is not None:
+        return model
+    n = smallest_input(name, channels, classes, options, size)
+    entry = MODELS.get(name)
+    designed = entry.default_input[1]
+    raise ConfigError(
+        f"{entry.name} needs images of at least {n}×{n} px, these are {size}×{size}: "
+        f"use {hint.format(n=n)}"
+        + (f" (or {hint.format(n=designed)}, the size it is designed for)" if designed > n else "")
+    )
 
 
 def n_images(loader) -> int:
@@ -75,10 +141,13 @@ class ClassifyTask(Task):
         if cfg.data.train_limit:
             xtr, ytr = xtr[: cfg.data.train_limit], ytr[: cfg.data.train_limit]
         self.val = None
+        xva = None
         if cfg.data.val_fraction > 0:
-            tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed)
+            tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed, ytr)
             xva, yva = xtr[va_idx], ytr[va_idx]
             xtr, ytr = xtr[tr_idx], ytr[tr_idx]
+            if not len(va_idx):  # too few images for a validation split: none
+                xva = None
         xtr, ytr = self.select_train(xtr, ytr)
         if len(xtr) < 1:
             raise ConfigError("no training images left after train_limit/val_fraction")
@@ -115,7 +184,7 @@ class ClassifyTask(Task):
         self.test_loader = ResidentLoader(
             ds.test_x[r::w], ds.test_y[r::w], t.eval_batch_size, **common
         )
-        if cfg.data.val_fraction > 0:
+        if xva is not None:
             self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
 
     def _build_model(self) -> None:
@@ -123,12 +192,13 @@ class ClassifyTask(Task):
         ds = self.trainer.dataset
         in_ch = 1 if cfg.data.grayscale else ds.channels
         size = cfg.data.resize or ds.size
-        self.model = create_model(
+        self.model = model_for_input(
             cfg.model.name,
-            in_channels=in_ch,
-            num_classes=ds.num_classes,
-            input_size=size,
-            **cfg.model.args,
+            in_ch,
+            ds.num_classes,
+            size,
+            cfg.model.args,
+            hint="--set data.resize={n}",
         )
         self.model_args = self.model.cnnlab_args
         finetune.prepare(self.trainer, self.model)  # model.init_from, train.freeze
@@ -325,7 +395,9 @@ class ClassifyTask(Task):
         ds = self.trainer.dataset
         return (
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{n_images(self.train_loader):,} train / {n_images(self.test_loader):,} test]"
+            f"[{n_images(self.train_loader):,} train / "
+            + (f"{n_images(self.val):,} val / " if getattr(self, "val", None) is not None else "")
+            + f"{n_images(self.test_loader):,} test]"
         ) + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
 
 
