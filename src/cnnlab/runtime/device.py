@@ -20,6 +20,7 @@ class Runtime:
     channels_last: bool
     compile: bool
     cuda_graph: bool = False  # capture the model's forward/backward in a CUDA graph
+    threads_why: str = ""  # how the CPU thread count was chosen (for describe)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -39,7 +40,8 @@ class Runtime:
             name = torch.cuda.get_device_name(self.device)
         elif self.device.type == "cpu":
             n = torch.get_num_threads()
-            name = f"cpu ({n} thread{'s' if n > 1 else ''})"
+            why = f": {self.threads_why}" if self.threads_why else ""
+            name = f"cpu ({n} thread{'s' if n > 1 else ''}{why})"
         return f"{name}, {prec}{extra}"
 
 
@@ -66,27 +68,42 @@ def native_bf16(dev: torch.device) -> bool:
     return False
 
 
-def default_threads() -> int:
-    """All cores on an idle machine, fewer when other jobs already keep cores busy.
-
-    OpenMP threads spin at every barrier; when the cores are shared they wait for each
-    other, and a small model's step gets many times slower than on fewer threads."""
-    n = os.cpu_count() or 1
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a
+    container's cpuset), else every core of the machine."""
     try:
-        busy = os.getloadavg()[0]  # includes this process
-    except (OSError, AttributeError):
-        return n
-    return max(1, min(n, int(n - busy) + 1))
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """All the cores this process may use, as PyTorch itself would take them.
+
+    No guess from the load average: it trails by a minute, so a job that just ended (the
+    previous run, a test) would make the next run single-threaded. On a machine shared
+    with other jobs, set ``train.threads`` (or OMP_NUM_THREADS)."""
+    return available_cores()
+
+
+def choose_threads(t: TrainConfig) -> tuple[int, str]:
+    """(intra-op threads, why): ``train.threads`` when set, else OMP_NUM_THREADS when
+    set, else every available core."""
+    if t.threads > 0:
+        return t.threads, "train.threads"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    n = default_threads()
+    return n, f"all {n} available core{'s' if n > 1 else ''}; set train.threads to change"
 
 
 def make_runtime(t: TrainConfig) -> Runtime:
     dev = resolve_device(t.device)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    elif dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # deterministic runs take every core: a thread count that follows the machine's
-        # load would change the order of parallel reductions from run to run
-        torch.set_num_threads((os.cpu_count() or 1) if t.deterministic else default_threads())
+    threads_why = ""
+    if dev.type == "cpu" or t.threads > 0:
+        n, threads_why = choose_threads(t)
+        torch.set_num_threads(n)
     prec = t.precision
     if prec == "auto":
         prec = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -96,8 +113,11 @@ def make_runtime(t: TrainConfig) -> Runtime:
     if amp is torch.float16 and dev.type != "cuda":
         raise ConfigError("fp16 autocast needs CUDA; use --set train.precision=bf16 or fp32")
     cl = t.channels_last.lower()
-    # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN's NHWC kernels)
-    channels_last = dev.type in ("cuda", "cpu") if cl == "auto" else cl == "true"
+    # channels_last pays on CUDA (tensor cores). On the CPU it was measured slower: for
+    # LeNet-5 (6 and 16 channels) batch norm ran 9× and max-pool 4× slower in NHWC than
+    # in NCHW (the whole recipe step 1.45× slower), and AlexNet's step 1.1-1.8× slower
+    # (AVX2 EPYC, docs/performance.md); auto keeps the plain layout there.
+    channels_last = dev.type == "cuda" if cl == "auto" else cl == "true"
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -110,18 +130,18 @@ def make_runtime(t: TrainConfig) -> Runtime:
     # The graph replays fixed shapes, which drop_last gives; torch.compile brings its own
     # graphs (mode="reduce-overhead"), so the two are not stacked.
     cuda_graph = dev.type == "cuda" and not t.compile and cg in ("auto", "true", "step", "model")
-    return Runtime(dev, amp, channels_last, bool(t.compile), cuda_graph)
+    return Runtime(dev, amp, channels_last, bool(t.compile), cuda_graph, threads_why)
 
 
-# Under this many parameters, precision "fast" on CUDA means fp32 (TF32 matmuls/convs):
-# LeNet-5's step is made of tiny kernels, where bf16 autocast only adds casts; AlexNet-sized
-# models gain from bf16.
+# Under this many parameters, precision "fast" means fp32 (TF32 matmuls/convs on CUDA):
+# LeNet-5's step is made of tiny kernels, where bf16 autocast only adds casts (on CUDA and
+# on the CPU alike); AlexNet-sized models gain from bf16 where it is native.
 SMALL_MODEL_PARAMS = 1_000_000
 
 
 def settle_precision(rt: Runtime, t: TrainConfig, model: torch.nn.Module) -> None:
-    """precision=fast, once the model is known: fp32 for small models on CUDA."""
-    if t.precision == "fast" and rt.device.type == "cuda" and rt.amp_dtype is not None:
+    """precision=fast, once the model is known: fp32 for small models on any device."""
+    if t.precision == "fast" and rt.amp_dtype is not None:
         if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
             rt.amp_dtype = None
 
