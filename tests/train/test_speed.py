@@ -102,6 +102,7 @@ def test_default_threads_take_every_available_core_whatever_the_load(monkeypatch
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 30.0, 30.0))
+    monkeypatch.setattr(device, "measured_speedup", lambda n: 2.5)  # idle cores
     assert device.default_threads() == 3
     seen = []
     monkeypatch.setattr(device.torch, "set_num_threads", seen.append)
@@ -112,6 +113,31 @@ def test_default_threads_take_every_available_core_whatever_the_load(monkeypatch
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     rt = make_runtime(TrainConfig(device="cpu"))
     assert seen == [3, 1, 2] and "OMP_NUM_THREADS" in rt.describe()
+
+
+def test_busy_cores_are_measured_and_give_one_thread(monkeypatch):
+    """Oversubscription is decided by a measurement now (n threads no faster than one),
+    and said; a deterministic run keeps every core (its reduction order must not follow
+    the machine's load) and measures nothing."""
+    from cnnlab.runtime import device
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(device, "threads_pay", lambda n: 0.3)
+    monkeypatch.setattr(device, "_MEASURED", {})
+    n, why = device.choose_threads(TrainConfig(device="cpu"))
+    assert n == 1 and "measured 2 threads at 0.3×" in why
+    monkeypatch.setattr(device, "threads_pay", lambda n: pytest.fail("measured"))
+    assert device.choose_threads(TrainConfig(device="cpu", deterministic=True))[0] == 2
+    assert device.choose_threads(TrainConfig(device="cpu"))[0] == 1  # cached for a minute
+
+
+def test_threads_pay_is_a_quick_ratio_and_restores_the_thread_count():
+    from cnnlab.runtime import device
+
+    torch.set_num_threads(1)
+    r = device.threads_pay(2, rounds=2)
+    assert r > 0 and torch.get_num_threads() == 1
 
 
 def test_fast_precision_is_bf16_only_where_native(monkeypatch):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -81,21 +83,80 @@ def default_threads() -> int:
     """All the cores this process may use, as PyTorch itself would take them.
 
     No guess from the load average: it trails by a minute, so a job that just ended (the
-    previous run, a test) would make the next run single-threaded. On a machine shared
-    with other jobs, set ``train.threads`` (or OMP_NUM_THREADS)."""
+    previous run, a test) would make the next run single-threaded. Whether the cores are
+    really busy is measured instead (:func:`threads_pay`)."""
     return available_cores()
+
+
+def _burst_seconds(threads: int, x: torch.Tensor, out: torch.Tensor, ops: int = 4) -> float:
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    for _ in range(ops):
+        torch.tanh(x, out=out)  # compute-bound: scales with threads on idle cores
+    return time.perf_counter() - t0
+
+
+def threads_pay(n: int, rounds: int = 5) -> float:
+    """How much faster ``n`` threads run a burst of small parallel operations than one
+    thread, now: the best of ``rounds`` alternating timings each (a few ms on idle cores).
+
+    On idle cores this is well above 1; when other jobs hold the cores, OpenMP's threads
+    wait for each other at every operation's barrier and it drops to 1 or below — a
+    measurement of the present, not of the last minute. A burst already far slower on
+    ``n`` threads, or 0.1 s spent, ends the measurement early (on busy cores one barrier
+    can cost a scheduler time slice)."""
+    x = torch.rand(1 << 18)  # 256k floats: split across threads by ATen's parallel_for
+    out = torch.empty_like(x)
+    before = torch.get_num_threads()
+    t0 = time.perf_counter()
+    one, many = math.inf, math.inf
+    try:
+        for _ in range(rounds):
+            one = min(one, _burst_seconds(1, x, out))
+            last = _burst_seconds(n, x, out)
+            many = min(many, last)
+            if last > 3 * one or time.perf_counter() - t0 > 0.1:
+                break  # clearly slower, or the cores are too busy to finish it quickly
+        return one / max(many, 1e-9)
+    finally:
+        torch.set_num_threads(before)
+
+
+# n threads no faster than one: the cores are busy, all of them are not worth their
+# barriers; one thread then. Measured at most once a minute per process.
+THREADS_PAY_MIN = 1.0
+_MEASURED: dict[int, tuple[float, float]] = {}  # cores → (time.monotonic(), speed-up)
+
+
+def measured_speedup(n: int, max_age: float = 60.0) -> float:
+    now = time.monotonic()
+    seen = _MEASURED.get(n)
+    if seen is None or now - seen[0] > max_age:
+        seen = _MEASURED[n] = (now, threads_pay(n))
+    return seen[1]
 
 
 def choose_threads(t: TrainConfig) -> tuple[int, str]:
     """(intra-op threads, why): ``train.threads`` when set, else OMP_NUM_THREADS when
-    set, else every available core."""
+    set, else every available core — unless a quick measurement shows the cores busy
+    (then one thread; deterministic runs skip the measurement and take every core, so
+    their reduction order does not depend on the machine's load)."""
     if t.threads > 0:
         return t.threads, "train.threads"
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
     n = default_threads()
-    return n, f"all {n} available core{'s' if n > 1 else ''}; set train.threads to change"
+    why = f"all {n} available core{'s' if n > 1 else ''}; set train.threads to change"
+    if n == 1 or t.deterministic:
+        return n, why
+    speedup = measured_speedup(n)
+    if speedup < THREADS_PAY_MIN:
+        return 1, (
+            f"measured {n} threads at {speedup:.1f}× one thread's speed: other jobs hold "
+            "the cores; set train.threads to override"
+        )
+    return n, why
 
 
 def make_runtime(t: TrainConfig) -> Runtime:

@@ -178,10 +178,12 @@ def cnnlab_loop(spec: dict):
 def worker_main(kind: str, spec: dict) -> None:
     """Run one loop; ``next`` on stdin runs one epoch, its JSON goes to stdout."""
     device = torch.device(spec["device"] if spec["device"] != "auto" else _auto_device())
-    from cnnlab.runtime.device import default_threads
+    from cnnlab.config import TrainConfig
+    from cnnlab.runtime.device import choose_threads
 
     # the same rule as the trainer's, so every loop gets the same thread count
-    torch.set_num_threads(int(spec.get("threads") or 0) or default_threads())
+    n, why = choose_threads(TrainConfig(threads=int(spec.get("threads") or 0)))
+    torch.set_num_threads(n)
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not break the protocol
     t0 = time.perf_counter()
@@ -196,7 +198,9 @@ def worker_main(kind: str, spec: dict) -> None:
             root, device=device, seed=spec.get("seed", 0), dataset=tv, **stats
         )
         info = {"describe": f"{kind} reference on {device}"}
-    info.update(threads=torch.get_num_threads(), setup_seconds=time.perf_counter() - t0)
+    info.update(
+        threads=torch.get_num_threads(), threads_why=why, setup_seconds=time.perf_counter() - t0
+    )
     print(json.dumps(info), file=out, flush=True)
     for line in sys.stdin:
         if line.strip() != "next":
