@@ -570,7 +570,9 @@ def train_argv(target: Target, seed: int, epochs: int | None, device: str, threa
     return argv
 
 
-def watch_train(argv: list[str], runs_dir: Path, log: Path, poll: float = 0.05) -> dict:
+def watch_train(
+    argv: list[str], runs_dir: Path, log: Path, poll: float = 0.05, on_epoch=None
+) -> dict:
     """Run ``cnnlab train ARGV`` as its own process; each line of its metrics.jsonl is
     stamped with the wall seconds since the launch at which it appeared (start-up, data
     loading, training and each epoch's evaluation all count)."""
@@ -595,6 +597,8 @@ def watch_train(argv: list[str], runs_dir: Path, log: Path, poll: float = 0.05) 
                 for line in chunk[:end].decode().splitlines():
                     if line.strip():
                         epochs.append(dict(json.loads(line), wall=now))
+                        if on_epoch is not None:
+                            on_epoch("cnnlab", epochs[-1])
             if done:
                 break
             time.sleep(poll)
@@ -609,7 +613,7 @@ def watch_train(argv: list[str], runs_dir: Path, log: Path, poll: float = 0.05) 
 
 
 def watch_reference(kind: str, spec: dict, tmp: Path, stop_at: float, max_epochs: int,
-                    log=print) -> dict:  # fmt: skip
+                    on_epoch=None) -> dict:  # fmt: skip
     """A reference loop in its own process, epoch by epoch, until its test accuracy
     reaches ``stop_at`` or ``max_epochs`` ran; stamped like :func:`watch_train`."""
     t0 = time.perf_counter()
@@ -620,15 +624,71 @@ def watch_reference(kind: str, spec: dict, tmp: Path, stop_at: float, max_epochs
         for _ in range(max_epochs):
             m = w.next()
             epochs.append(dict(m, wall=time.perf_counter() - t0))
-            log(
-                f"    {kind:<9} epoch {m['epoch']:>2}: {m['seconds']:6.2f} s, "
-                f"test acc {m['test_acc']:.4f} ({epochs[-1]['wall']:.0f} s since launch)"
-            )
+            if on_epoch is not None:
+                on_epoch(kind, epochs[-1])
             if m["test_acc"] >= stop_at:
                 break
     finally:
         w.close()
     return {"info": info, "epochs": epochs, "wall_seconds": time.perf_counter() - t0}
+
+
+def epoch_line(loop: str, m: dict) -> str:
+    return (
+        f"    {loop:<9} epoch {m['epoch']:>2}: {m['seconds']:6.2f} s, test acc "
+        f"{m['test_acc']:.4f} ({m['wall']:.0f} s since launch)"
+    )
+
+
+class RunProgress:
+    """The bench's progress: one bar over every epoch it may run (a reference loop that
+    reaches its accuracy early skips the rest of its share), with an ETA, on a terminal;
+    plain lines otherwise."""
+
+    def __init__(self, total: int, log=print):
+        self.log = log
+        self.bar = None
+        if log is print and sys.stdout.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.task = self.bar.add_task("bench epochs", total=total)
+            self.bar.start()
+            self.log = self.bar.console.print
+
+    def epoch(self, loop: str, m: dict) -> None:
+        self.log(epoch_line(loop, m))
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+
+    def skip(self, n: int) -> None:
+        if self.bar is not None and n > 0:
+            self.bar.update(self.task, advance=n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def planned_epochs(target: Target, epochs: int | None) -> int:
+    """The epochs ``cnnlab train`` will run for ``target`` (its recipe's, or --epochs)."""
+    if epochs:
+        return int(epochs)
+    from cnnlab.train.api import build_config
+
+    return int(build_config(recipe=target.recipe).train.epochs)
 
 
 def wall_to(epochs: list[dict], threshold: float) -> float | None:
@@ -726,8 +786,16 @@ def run_tta(
     }
     if quick:
         epochs, ref_epochs = epochs or 1, min(ref_epochs, 1)
-    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmpd:
-        tmp = Path(tmpd)
+    refs = sum(1 for loop in loops if loop != "cnnlab")
+    total = sum(
+        len(seeds) * (planned_epochs(TARGETS[k], epochs) * ("cnnlab" in loops) + refs * ref_epochs)
+        for k in targets
+    )
+    progress = RunProgress(total, log)
+    log = progress.log
+    with contextlib.ExitStack() as stack:
+        stack.callback(progress.close)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnlab-bench-")))
         if quick:
             write_tiny_fashion(tmp / "data", 512, 256)
             data_dir = tmp / "data"
@@ -750,19 +818,19 @@ def run_tta(
                         )
                         log(f"  $ {shown}")
                         run_dir = tmp / "runs" / f"{key}-{seed}"
-                        r = watch_train(argv, run_dir, tmp / f"{key}-{seed}.log")
+                        log_file = tmp / f"{key}-{seed}.log"
+                        r = watch_train(argv, run_dir, log_file, on_epoch=progress.epoch)
                         r["command"] = shown
-                        for m in r["epochs"]:
-                            log(
-                                f"    cnnlab    epoch {m['epoch']:>2}: {m['seconds']:6.2f} s, "
-                                f"test acc {m['test_acc']:.4f} ({m['wall']:.0f} s since launch)"
-                            )
+                        progress.skip(planned_epochs(target, epochs) - len(r["epochs"]))
                     else:
                         spec = {"idx_dir": str(idx_dir), "tmp": str(tmp / f"tv-{key}"),
                                 "tv_dataset": target.tv_dataset, "device": device,
                                 "threads": threads, "seed": seed, **stats}  # fmt: skip
                         top = max(target.thresholds)
-                        r = watch_reference(loop, spec, tmp, top, ref_epochs, log=log)
+                        r = watch_reference(
+                            loop, spec, tmp, top, ref_epochs, on_epoch=progress.epoch
+                        )
+                        progress.skip(ref_epochs - len(r["epochs"]))
                         r["command"] = f"{loop} reference loop (cnnlab.studies.references)"
                     r.update(seed=seed, load_before=load0, load_after=load_avg())
                     r["summary"] = tta_summary(r["epochs"], target.thresholds)
