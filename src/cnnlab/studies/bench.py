@@ -774,6 +774,7 @@ def run_tta(
         "tiny": quick,  # a smoke run on synthetic data: never rendered as a result
         "command": "",  # filled in by the caller (the command line that ran this)
         "commit": commit(),
+        "dirty": dirty(),
         "date": datetime.now().strftime("%Y-%m-%d"),
         "started": datetime.now().isoformat(timespec="seconds"),
         "machine": machine_name(),
@@ -884,24 +885,31 @@ def tta_rows(entry: dict) -> tuple[list[list], list[str]]:
 
 
 def commit() -> str:
-    """The git commit of the source tree cnnlab runs from (with ``+dirty`` when it has
-    uncommitted changes), else the package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", ""
+    """The git commit of the source tree cnnlab runs from, else the package version
+    (:func:`dirty` says whether that tree has uncommitted changes)."""
+    sha = _git("rev-parse", "HEAD")
     if not sha:
         from cnnlab._version import __version__
 
         return f"cnnlab {__version__}"
-    return sha + ("+dirty" if dirty else "")
+    return sha
+
+
+def dirty() -> bool | None:
+    """Whether the source tree has uncommitted changes to tracked files (None: no git)."""
+    if not _git("rev-parse", "HEAD"):
+        return None
+    return bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
+def _git(*args: str) -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def machine_name() -> str:
