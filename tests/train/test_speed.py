@@ -136,8 +136,13 @@ def test_threads_pay_is_a_quick_ratio_and_restores_the_thread_count():
     from cnnlab.runtime import device
 
     torch.set_num_threads(1)
+    torch.manual_seed(0)
     r = device.threads_pay(2, rounds=2)
     assert r > 0 and torch.get_num_threads() == 1
+    # the run's seeded global generator is left where it was (same initial weights)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
 
 
 def test_fast_precision_is_bf16_only_where_native(monkeypatch):

@@ -105,7 +105,9 @@ def threads_pay(n: int, rounds: int = 5) -> float:
     measurement of the present, not of the last minute. A burst already far slower on
     ``n`` threads, or 0.1 s spent, ends the measurement early (on busy cores one barrier
     can cost a scheduler time slice)."""
-    x = torch.rand(1 << 18)  # 256k floats: split across threads by ATen's parallel_for
+    # 256k floats, split across threads by ATen's parallel_for; no random numbers (the
+    # run has seeded the global generator already and must not see it moved)
+    x = torch.linspace(-3.0, 3.0, 1 << 18)
     out = torch.empty_like(x)
     before = torch.get_num_threads()
     t0 = time.perf_counter()
