@@ -603,13 +603,16 @@ def watch_train(
                 break
             time.sleep(poll)
     wall = time.perf_counter() - t0
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    # the run's first line: "run DIR  |  model ... — cpu (N threads: why), precision"
+    describe = next((ln.split("|", 1)[1].strip() for ln in lines if ln.startswith("run ")), "")
     if p.returncode != 0:
-        tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        tail = lines
         raise CnnlabError(
             f"cnnlab train {' '.join(argv)} failed (exit {p.returncode}): "
             + (tail[-1] if tail else "no output")
         )
-    return {"epochs": epochs, "wall_seconds": wall}
+    return {"epochs": epochs, "wall_seconds": wall, "describe": describe}
 
 
 def watch_reference(kind: str, spec: dict, tmp: Path, stop_at: float, max_epochs: int,
