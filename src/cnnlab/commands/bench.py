@@ -62,7 +62,10 @@ def register(sub) -> None:
     )
     add_device_arg(p)
     p.add_argument(
-        "--threads", type=int, default=0, help="CPU threads for every loop (0 = torch default)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for every loop (0 = cnnlab's default: every available core, 1 when measured busy)",
     )
     add_recipe_args(p, "override cnnlab's config, e.g. --set train.batch_size=256")
     p.add_argument(
