@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    import torch
 
-    from cnnlab.studies.bench import commit, load_avg, machine_name
+    from cnnlab.studies.bench import load_avg, result_record
 
     load0 = load_avg()
     res = []
@@ -82,20 +80,15 @@ def main(argv=None) -> int:
             print(f"batch {bs:>4} lr {float(lr):.0e} seed {seed}: {r['cpu_s_per_epoch']:.2f} cpu-s/epoch, "
                   f"final {r['final_acc']:.4f}; " + ", ".join(cells), flush=True)  # fmt: skip
     if a.out:
-        record = {
-            "kind": "default-batch-lr",
-            "command": "python benchmarks/default_batch_lr.py " + " ".join(argv or sys.argv[1:]),
-            "commit": commit(),
-            "date": date.today().isoformat(),
-            "machine": machine_name(),
-            "device": "cpu",
-            "torch": torch.__version__.split("+")[0],
-            "seeds": sorted({r["seed"] for r in res}),
-            "threads": a.threads,
-            "load_avg": [load0, load_avg()],
-            "note": f"{os.cpu_count()} cores shared with other jobs; CPU seconds are the figure",
-            "points": res,
-        }
+        record = result_record(
+            "default-batch-lr",
+            "python benchmarks/default_batch_lr.py " + " ".join(argv or sys.argv[1:]),
+            sorted({r["seed"] for r in res}),
+            threads=a.threads,
+            load_avg=[load0, load_avg()],
+            note=f"{os.cpu_count()} cores shared with other jobs; CPU seconds are the figure",
+            points=res,
+        )
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(record, indent=1) + "\n")
     return 0

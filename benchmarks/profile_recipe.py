@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import sys
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="train.channels_last=true;train.channels_last=false")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    import torch
 
-    from cnnlab.studies.bench import commit, load_avg, machine_name
+    from cnnlab.studies.bench import load_avg, result_record
 
     variants = [v.split() for v in a.variants.split(";")]
     load0 = load_avg()
@@ -90,24 +88,14 @@ def main(argv=None) -> int:
                 f"  {o['op']:<45} {o['self_ms']:9.1f} ms {100 * o['share']:5.1f} %  ×{o['calls']}"
             )
     if a.out:
-        rec = {
-            "kind": "profile",
-            "command": "python benchmarks/profile_recipe.py "
-            + " ".join(
-                x if x != a.data_dir else "DATA"
-                for x in (argv or sys.argv[1:])
-                if x not in ("--out", a.out)
-            ),  # fmt: skip
-            "commit": commit(),
-            "date": date.today().isoformat(),
-            "machine": machine_name(),
-            "device": "cpu",
-            "torch": torch.__version__.split("+")[0],
-            "seeds": [0],
-            "recipe": a.recipe,
-            "load_avg": [load0, load_avg()],
-            "variants": out,
-        }
+        command = "python benchmarks/profile_recipe.py " + " ".join(
+            x if x != a.data_dir else "DATA"
+            for x in (argv or sys.argv[1:])
+            if x not in ("--out", a.out)
+        )
+        rec = result_record(
+            "profile", command, [0], recipe=a.recipe, load_avg=[load0, load_avg()], variants=out
+        )
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(rec, indent=1) + "\n")
     return 0

@@ -772,22 +772,17 @@ def run_tta(
     t_start = time.perf_counter()
     info = machine()
     dev = device if device != "auto" else _auto_device()
-    result = {
-        "kind": "speed-tta",
-        "tiny": quick,  # a smoke run on synthetic data: never rendered as a result
-        "command": "",  # filled in by the caller (the command line that ran this)
-        "commit": commit(),
-        "dirty": dirty(),
-        "date": datetime.now().strftime("%Y-%m-%d"),
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_name(),
-        "device": "cpu" if dev == "cpu" else info.get("gpu", dev),
-        "torch": torch.__version__.split("+")[0],
-        "threads": threads or None,
-        "seeds": list(seeds),
-        "machine_info": info,
-        "targets": {},
-    }
+    result = result_record(
+        "speed-tta",
+        "",  # filled in by the caller (the command line that ran this)
+        seeds,
+        "cpu" if dev == "cpu" else info.get("gpu", dev),
+        tiny=quick,  # a smoke run on synthetic data: never rendered as a result
+        started=datetime.now().isoformat(timespec="seconds"),
+        threads=threads or None,
+        machine_info=info,
+        targets={},
+    )
     if quick:
         epochs, ref_epochs = epochs or 1, min(ref_epochs, 1)
     refs = sum(1 for loop in loops if loop != "cnnlab")
@@ -913,6 +908,23 @@ def _git(*args: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def result_record(kind: str, command: str, seeds, device: str = "cpu", **fields) -> dict:
+    """The head every result file under benchmarks/results/ carries (kind, command, commit,
+    date, machine, device, torch, seeds), then ``fields``."""
+    return {
+        "kind": kind,
+        "command": command,
+        "commit": commit(),
+        "dirty": dirty(),
+        "date": datetime.now().strftime("%Y-%m-%d"),
+        "machine": machine_name(),
+        "device": device,
+        "torch": torch.__version__.split("+")[0],
+        "seeds": list(seeds),
+        **fields,
+    }
 
 
 def machine_name() -> str:
