@@ -44,11 +44,16 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)
 	$(BIN)/mkdocs build --strict
 
-# Real Fashion-MNIST from $CNNLAB_DATA (or cnnlab's usual places); BENCH_ARGS adds flags
-# (e.g. BENCH_ARGS="--threads 1 --epochs 10"). The reference loops ship in the package.
+# Time to accuracy of what users run (the shipped Fashion-MNIST recipe and the defaults, as
+# whole `cnnlab train` processes) against the naive and resident reference loops, on real
+# Fashion-MNIST from $CNNLAB_DATA (or cnnlab's usual places); one table, one result file
+# under benchmarks/results/. BENCH_ARGS adds flags, e.g. a quick version:
+#   make bench BENCH_ARGS="--epochs 8 --ref-epochs 4 --targets fashion-mnist"
 BENCH_DATA ?= $(CNNLAB_DATA)
+BENCH_OUT  ?= benchmarks/results/$(shell date +%F)-cpu$(shell nproc)/bench-tta.json
 bench: $(STAMP)
-	$(BIN)/cnnlab bench $(if $(BENCH_DATA),--data-dir $(BENCH_DATA)) $(BENCH_ARGS)
+	$(BIN)/cnnlab bench $(if $(BENCH_DATA),--data-dir $(BENCH_DATA)) --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(BIN)/python benchmarks/render_results.py
 
 # Load test of `cnnlab serve` with hey (apt-get install hey): torch/ONNX × adaptive batching
 # on/off at 1, 8, 32, 64 clients; SERVE_RUN: a trained run (a tiny synthetic one is trained

@@ -136,9 +136,18 @@ def run_recipe(recipe, dataset, overrides, runs_dir, command, out, name, label) 
 def bench(data_dir, out: Path, runs_dir: Path) -> None:
     raw = runs_dir / "bench.json"
     if TINY:
-        args = ["--quick", "--device", "cpu", "--alexnet-steps", "1", "--alexnet-batch", "2"]
+        args = [
+            "--plain",
+            "--quick",
+            "--device",
+            "cpu",
+            "--alexnet-steps",
+            "1",
+            "--alexnet-batch",
+            "2",
+        ]
     else:
-        args = ["--device", "cuda", "--epochs", "5", "--loops", "resident,cnnlab"]
+        args = ["--plain", "--device", "cuda", "--epochs", "5", "--loops", "resident,cnnlab"]
         args += ["--data-dir", data_dir] if data_dir else []
     cmd = [sys.executable, "-m", "cnnlab", "bench", *args, "--out", str(raw)]
     print("$ cnnlab bench " + " ".join(args), flush=True)

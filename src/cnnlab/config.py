@@ -64,7 +64,8 @@ class DataConfig:
 @dataclass
 class OptimConfig:
     name: str = "adam"
-    lr: float | typing.Literal["auto"] = 3e-3  # auto: chosen by an LR range test (lr-find)
+    # 1e-2 with batch 256: the defaults' fastest time to accuracy (docs/performance.md)
+    lr: float | typing.Literal["auto"] = 1e-2  # auto: chosen by an LR range test (lr-find)
     backbone_lr_mult: float = 1.0  # fine-tuning: the backbone's LR = lr × this
     weight_decay: float = 0.0
     momentum: float = 0.9
@@ -88,22 +89,23 @@ class SchedConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 20
-    batch_size: int = 64
+    # 256 (with optim.lr 1e-2): 98 % on the MNIST sample in 1.4× less time than 64 / 3e-3
+    batch_size: int = 256
     eval_batch_size: int = 1000
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    # auto (bf16 on CUDA, fp32 on CPU); fast (bf16 where it is native and pays: AVX512-BF16
-    # or AMX CPUs, and CUDA for models of ≥ 1M parameters; else fp32); fp32; bf16; fp16
+    # auto (bf16 on CUDA, fp32 on CPU); fast (bf16 for models of ≥ 1M parameters where it
+    # is native: AVX512-BF16/AMX CPUs, CUDA; else fp32); fp32; bf16; fp16
     precision: str = "auto"
-    channels_last: str = "auto"  # auto, true, false
+    channels_last: str = "auto"  # auto (CUDA: true; CPU: false, measured faster), true, false
     compile: bool = False
     # CUDA graphs: step = the whole step (batch, augmentation, forward, backward, optimiser)
     # in one graph; model = forward/backward only; auto/true = step where it can, else model
     cuda_graph: str = "auto"
-    threads: int = 0  # CPU threads (0 = all cores, fewer when the machine is already busy)
+    threads: int = 0  # CPU threads (0 = every available core; 1 when measured busy)
     grad_clip: float = 0.0
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
     nan_policy: str = "stop"  # non-finite loss: stop (free) or skip the step + lower LR (syncs)

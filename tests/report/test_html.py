@@ -12,6 +12,7 @@ FAST = [
     "data.num_train=256",
     "data.num_test=64",
     "train.batch_size=32",
+    "optim.lr=3e-3",  # a model that still gets some test images wrong (the report shows them)
     "train.device=cpu",
 ]
 

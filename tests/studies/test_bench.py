@@ -13,7 +13,7 @@ import torch
 
 from cnnlab.studies import bench, references
 
-SRC = str(Path(bench.__file__).resolve().parents[1])
+SRC = str(Path(bench.__file__).resolve().parents[2])  # the src/ folder this cnnlab is in
 
 
 def test_time_to_and_summary():
@@ -55,6 +55,79 @@ def test_time_to_and_summary():
     assert s["rss_growth_mb"] == pytest.approx(0.0)
 
 
+def _epoch(epoch, seconds, acc, wall):
+    return {"epoch": epoch, "seconds": seconds, "test_acc": acc, "wall": wall}
+
+
+def test_time_to_accuracy_counts_wall_from_launch_and_training_apart():
+    ths = (0.90, 0.91, 0.925)
+    # start-up 3 s, 2 s of evaluation per epoch: the wall clock runs ahead of training time
+    run = [_epoch(1, 2.0, 0.88, 7.0), _epoch(2, 2.0, 0.912, 11.0), _epoch(3, 1.0, 0.905, 14.0)]
+    assert bench.wall_to(run, 0.90) == 11.0  # the first epoch at ≥ 90 %, not a later one
+    assert bench.wall_to(run, 0.91) == 11.0
+    assert bench.wall_to(run, 0.925) is None
+    s = bench.tta_summary(run, ths)
+    assert s["to"]["0.9"] == {"wall": 11.0, "train": 4.0}
+    assert s["to"]["0.925"] == {"wall": None, "train": None}
+    assert s["median_s_per_epoch"] == 2.0 and s["best_acc"] == 0.912 and s["final_acc"] == 0.905
+    # a second seed reaches 92.5 %: the aggregate says 1 of 2 seeds, medians over the rest
+    run2 = [_epoch(1, 1.0, 0.91, 4.0), _epoch(2, 1.0, 0.93, 6.0)]
+    runs = [{"summary": s}, {"summary": bench.tta_summary(run2, ths)}]
+    agg = bench.aggregate(runs, ths)
+    assert agg["to"]["0.9"] == {"reached": 2, "wall": 7.5, "train": 2.5}
+    assert agg["to"]["0.925"] == {"reached": 1, "wall": 6.0, "train": 2.0}
+    assert agg["seeds"] == 2 and agg["epochs"] == 3
+
+
+def test_time_to_accuracy_table_and_epoch_ratios():
+    ths = (0.90, 0.925)
+
+    def loop(sec, accs):
+        ep = [_epoch(i + 1, sec, a, 5.0 + (i + 1) * sec) for i, a in enumerate(accs)]
+        runs = [{"summary": bench.tta_summary(ep, ths)}]
+        return {"runs": runs, "summary": bench.aggregate(runs, ths)}
+
+    loops = {"cnnlab": loop(2.0, [0.91, 0.93]), "naive": loop(8.0, [0.89, 0.905, 0.91])}
+    entry = {"thresholds": list(ths), "loops": loops}
+    rows, header = bench.tta_rows(entry)
+    assert header == ["loop", "s/epoch", "→ 90 %", "→ 92.5 %", "best acc", "epochs"]
+    assert [r[0] for r in rows] == ["cnnlab", "naive"]
+    assert rows[0][2:4] == ["7 s (2 s)", "9 s (4 s)"]
+    assert rows[1][2:4] == ["21 s (16 s)", "not in 3 ep"]
+    assert bench.epoch_ratios(loops) == {"naive": pytest.approx(4.0)}
+
+
+def test_train_argv_is_what_a_user_types():
+    fm, ms = bench.TARGETS["fashion-mnist"], bench.TARGETS["mnist-sample"]
+    argv = bench.train_argv(fm, 1, None, "auto", 0, ["train.batch_size=128"], "/d")
+    assert argv == ["--recipe", "lenet5-fashion-mnist", "--data-dir", "/d", "--seed", "1",
+                    "--set", "train.batch_size=128"]  # fmt: skip
+    assert bench.train_argv(ms, 0, 3, "cpu", 2, (), "/d") == [
+        "--seed", "0", "--epochs", "3", "--device", "cpu", "--set", "train.threads=2",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_bench_time_to_accuracy_quick_end_to_end(tmp_path):
+    out = tmp_path / "t.json"
+    cmd = [sys.executable, "-m", "cnnlab", "bench", "--quick", "--threads", "1", "--out", str(out)]
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["kind"] == "speed-tta" and r["tiny"] and r["seeds"] == [0]
+    assert r["command"].startswith("cnnlab bench --quick") and r["commit"]
+    entry = r["targets"]["fashion-mnist"]
+    assert set(entry["loops"]) == {"cnnlab", "naive", "resident"}
+    for v in entry["loops"].values():
+        (run,) = v["runs"]
+        ep = run["epochs"]
+        assert len(ep) == 1 and 0 < ep[0]["seconds"] < ep[0]["wall"] <= run["wall_seconds"]
+        assert run["load_before"] is not None
+    assert set(entry["epoch_ratios"]) == {"naive", "resident"}
+    assert "Time to accuracy" in p.stdout and f"saved {out}" in p.stdout
+
+
 def test_tiny_fashion_files_load_in_both_worlds(tmp_path):
     from cnnlab.data.datasets import load_dataset
 
@@ -83,6 +156,7 @@ def test_bench_quick_writes_json(tmp_path):
         "-m",
         "cnnlab",
         "bench",
+        "--plain",
         "--quick",
         "--threads",
         "1",

@@ -7,6 +7,8 @@ import signal
 import pytest
 import torch
 
+import cnnlab
+from cnnlab.config import OptimConfig
 from cnnlab.errors import CheckpointError
 from cnnlab.runs import checkpoint as ckmod
 from cnnlab.runs.checkpoint import load_checkpoint
@@ -144,7 +146,7 @@ def test_nan_skip_skips_the_step_and_lowers_lr(tmp_path, monkeypatch, capsys):
     assert m["skipped_steps"] == 1 and torch.isfinite(torch.tensor(m["train_loss"]))
     ck = load_checkpoint(res.run_dir / "checkpoints" / "last.safetensors")
     assert ck.meta["lr_scale"] == 0.5
-    assert ck.optimizer_state()["param_groups"][0]["lr"] == pytest.approx(3e-3 * 0.5)
+    assert ck.optimizer_state()["param_groups"][0]["lr"] == pytest.approx(OptimConfig().lr * 0.5)
     assert all(torch.isfinite(v).all() for v in ck.model_state.values())
 
 

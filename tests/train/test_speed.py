@@ -46,9 +46,11 @@ def test_pool_before_activation_leaves_non_monotonic_alone():
 
 def test_runtime_cpu_defaults():
     rt = make_runtime(TrainConfig(device="cpu"))
-    assert rt.channels_last and not rt.cuda_graph and rt.amp_dtype is None
-    assert "channels_last" in rt.describe()
-    assert not make_runtime(TrainConfig(device="cpu", channels_last="false")).channels_last
+    # NCHW on the CPU (measured faster there); channels_last only when asked for
+    assert not rt.channels_last and not rt.cuda_graph and rt.amp_dtype is None
+    assert "channels_last" not in rt.describe()
+    on = make_runtime(TrainConfig(device="cpu", channels_last="true"))
+    assert on.channels_last and "channels_last" in on.describe()
     # CUDA graphs are never turned on without CUDA, even when asked for
     assert not make_runtime(TrainConfig(device="cpu", cuda_graph="true")).cuda_graph
 
@@ -94,39 +96,65 @@ def test_cuda_graph_training_runs(tmp_path):
     assert res.final["test_acc"] > 0.3
 
 
-def test_default_threads_backs_off_when_busy(monkeypatch):
-    from cnnlab.runtime import device
-
-    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
-    monkeypatch.setattr(device.os, "getloadavg", lambda: (0.9, 0.0, 0.0))
-    assert device.default_threads() == 4  # idle but for this process
-    monkeypatch.setattr(device.os, "getloadavg", lambda: (2.5, 0.0, 0.0))
-    assert device.default_threads() == 2
-    monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
-    assert device.default_threads() == 1
-
-
-def test_deterministic_runs_do_not_follow_the_load(monkeypatch):
-    """A thread count that follows the load would change reduction order between runs."""
-    from cnnlab.config import TrainConfig
+def test_default_threads_take_every_available_core_whatever_the_load(monkeypatch):
     from cnnlab.runtime import device
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(device.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (30.0, 30.0, 30.0))
+    monkeypatch.setattr(device, "measured_speedup", lambda n: 2.5)  # idle cores
+    assert device.default_threads() == 3
     seen = []
     monkeypatch.setattr(device.torch, "set_num_threads", seen.append)
-    monkeypatch.setattr(device.torch, "use_deterministic_algorithms", lambda *a, **k: None)
-    device.make_runtime(TrainConfig(device="cpu", deterministic=True))
-    device.make_runtime(TrainConfig(device="cpu"))
-    assert seen == [2, 1]
+    rt = make_runtime(TrainConfig(device="cpu"))
+    assert seen == [3] and "all 3 available cores" in rt.describe()
+    rt = make_runtime(TrainConfig(device="cpu", threads=1))
+    assert seen == [3, 1] and "train.threads" in rt.describe()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    rt = make_runtime(TrainConfig(device="cpu"))
+    assert seen == [3, 1, 2] and "OMP_NUM_THREADS" in rt.describe()
+
+
+def test_busy_cores_are_measured_and_give_one_thread(monkeypatch):
+    """Oversubscription is decided by a measurement now (n threads no faster than one),
+    and said; a deterministic run keeps every core (its reduction order must not follow
+    the machine's load) and measures nothing."""
+    from cnnlab.runtime import device
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(device, "threads_pay", lambda n: 0.3)
+    monkeypatch.setattr(device, "_MEASURED", {})
+    n, why = device.choose_threads(TrainConfig(device="cpu"))
+    assert n == 1 and "measured 2 threads at 0.3×" in why
+    monkeypatch.setattr(device, "threads_pay", lambda n: pytest.fail("measured"))
+    assert device.choose_threads(TrainConfig(device="cpu", deterministic=True))[0] == 2
+    assert device.choose_threads(TrainConfig(device="cpu"))[0] == 1  # cached for a minute
+
+
+def test_threads_pay_is_a_quick_ratio_and_restores_the_thread_count():
+    from cnnlab.runtime import device
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    r = device.threads_pay(2, rounds=2)
+    assert r > 0 and torch.get_num_threads() == 1
+    # the run's seeded global generator is left where it was (same initial weights)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
 
 
 def test_fast_precision_is_bf16_only_where_native(monkeypatch):
     from cnnlab.runtime import device
 
     monkeypatch.setattr(device, "native_bf16", lambda dev: True)
-    assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is torch.bfloat16
+    t = TrainConfig(device="cpu", precision="fast")
+    rt = make_runtime(t)
+    assert rt.amp_dtype is torch.bfloat16
+    # ... but not for a small model, where bf16 only adds casts
+    device.settle_precision(rt, t, create_model("lenet5"))
+    assert rt.amp_dtype is None
     monkeypatch.setattr(device, "native_bf16", lambda dev: False)
     assert make_runtime(TrainConfig(device="cpu", precision="fast")).amp_dtype is None
     assert make_runtime(TrainConfig(device="cpu")).amp_dtype is None  # auto stays fp32 on CPU

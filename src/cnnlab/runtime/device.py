@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +22,7 @@ class Runtime:
     channels_last: bool
     compile: bool
     cuda_graph: bool = False  # capture the model's forward/backward in a CUDA graph
+    threads_why: str = ""  # how the CPU thread count was chosen (for describe)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -39,7 +42,8 @@ class Runtime:
             name = torch.cuda.get_device_name(self.device)
         elif self.device.type == "cpu":
             n = torch.get_num_threads()
-            name = f"cpu ({n} thread{'s' if n > 1 else ''})"
+            why = f": {self.threads_why}" if self.threads_why else ""
+            name = f"cpu ({n} thread{'s' if n > 1 else ''}{why})"
         return f"{name}, {prec}{extra}"
 
 
@@ -66,27 +70,103 @@ def native_bf16(dev: torch.device) -> bool:
     return False
 
 
-def default_threads() -> int:
-    """All cores on an idle machine, fewer when other jobs already keep cores busy.
-
-    OpenMP threads spin at every barrier; when the cores are shared they wait for each
-    other, and a small model's step gets many times slower than on fewer threads."""
-    n = os.cpu_count() or 1
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. under taskset or a
+    container's cpuset), else every core of the machine."""
     try:
-        busy = os.getloadavg()[0]  # includes this process
-    except (OSError, AttributeError):
-        return n
-    return max(1, min(n, int(n - busy) + 1))
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """All the cores this process may use, as PyTorch itself would take them.
+
+    No guess from the load average: it trails by a minute, so a job that just ended (the
+    previous run, a test) would make the next run single-threaded. Whether the cores are
+    really busy is measured instead (:func:`threads_pay`)."""
+    return available_cores()
+
+
+def _burst_seconds(threads: int, x: torch.Tensor, out: torch.Tensor, ops: int = 4) -> float:
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    for _ in range(ops):
+        torch.tanh(x, out=out)  # compute-bound: scales with threads on idle cores
+    return time.perf_counter() - t0
+
+
+def threads_pay(n: int, rounds: int = 5) -> float:
+    """How much faster ``n`` threads run a burst of small parallel operations than one
+    thread, now: the best of ``rounds`` alternating timings each (a few ms on idle cores).
+
+    On idle cores this is well above 1; when other jobs hold the cores, OpenMP's threads
+    wait for each other at every operation's barrier and it drops to 1 or below — a
+    measurement of the present, not of the last minute. A burst already far slower on
+    ``n`` threads, or 0.1 s spent, ends the measurement early (on busy cores one barrier
+    can cost a scheduler time slice)."""
+    # 256k floats, split across threads by ATen's parallel_for; no random numbers (the
+    # run has seeded the global generator already and must not see it moved)
+    x = torch.linspace(-3.0, 3.0, 1 << 18)
+    out = torch.empty_like(x)
+    before = torch.get_num_threads()
+    t0 = time.perf_counter()
+    one, many = math.inf, math.inf
+    try:
+        for _ in range(rounds):
+            one = min(one, _burst_seconds(1, x, out))
+            last = _burst_seconds(n, x, out)
+            many = min(many, last)
+            if last > 3 * one or time.perf_counter() - t0 > 0.1:
+                break  # clearly slower, or the cores are too busy to finish it quickly
+        return one / max(many, 1e-9)
+    finally:
+        torch.set_num_threads(before)
+
+
+# n threads no faster than one: the cores are busy, all of them are not worth their
+# barriers; one thread then. Measured at most once a minute per process.
+THREADS_PAY_MIN = 1.0
+_MEASURED: dict[int, tuple[float, float]] = {}  # cores → (time.monotonic(), speed-up)
+
+
+def measured_speedup(n: int, max_age: float = 60.0) -> float:
+    now = time.monotonic()
+    seen = _MEASURED.get(n)
+    if seen is None or now - seen[0] > max_age:
+        seen = _MEASURED[n] = (now, threads_pay(n))
+    return seen[1]
+
+
+def choose_threads(t: TrainConfig) -> tuple[int, str]:
+    """(intra-op threads, why): ``train.threads`` when set, else OMP_NUM_THREADS when
+    set, else every available core — unless a quick measurement shows the cores busy
+    (then one thread; deterministic runs skip the measurement and take every core, so
+    their reduction order does not depend on the machine's load)."""
+    if t.threads > 0:
+        return t.threads, "train.threads"
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    n = default_threads()
+    why = f"all {n} available core{'s' if n > 1 else ''}; set train.threads to change"
+    if n == 1 or t.deterministic:
+        return n, why
+    speedup = measured_speedup(n)
+    if speedup < THREADS_PAY_MIN:
+        return 1, (
+            f"measured {n} threads at {speedup:.1f}× one thread's speed: other jobs hold "
+            "the cores; set train.threads to override"
+        )
+    return n, why
 
 
 def make_runtime(t: TrainConfig) -> Runtime:
     dev = resolve_device(t.device)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    elif dev.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        # deterministic runs take every core: a thread count that follows the machine's
-        # load would change the order of parallel reductions from run to run
-        torch.set_num_threads((os.cpu_count() or 1) if t.deterministic else default_threads())
+    threads_why = ""
+    if dev.type == "cpu" or t.threads > 0:
+        n, threads_why = choose_threads(t)
+        torch.set_num_threads(n)
     prec = t.precision
     if prec == "auto":
         prec = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -96,8 +176,11 @@ def make_runtime(t: TrainConfig) -> Runtime:
     if amp is torch.float16 and dev.type != "cuda":
         raise ConfigError("fp16 autocast needs CUDA; use --set train.precision=bf16 or fp32")
     cl = t.channels_last.lower()
-    # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN's NHWC kernels)
-    channels_last = dev.type in ("cuda", "cpu") if cl == "auto" else cl == "true"
+    # channels_last pays on CUDA (tensor cores). On the CPU it was measured slower: for
+    # LeNet-5 (6 and 16 channels) batch norm ran 9× and max-pool 4× slower in NHWC than
+    # in NCHW (the whole recipe step 1.45× slower), and AlexNet's step 1.1-1.8× slower
+    # (AVX2 EPYC, docs/performance.md); auto keeps the plain layout there.
+    channels_last = dev.type == "cuda" if cl == "auto" else cl == "true"
     if t.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
@@ -110,18 +193,18 @@ def make_runtime(t: TrainConfig) -> Runtime:
     # The graph replays fixed shapes, which drop_last gives; torch.compile brings its own
     # graphs (mode="reduce-overhead"), so the two are not stacked.
     cuda_graph = dev.type == "cuda" and not t.compile and cg in ("auto", "true", "step", "model")
-    return Runtime(dev, amp, channels_last, bool(t.compile), cuda_graph)
+    return Runtime(dev, amp, channels_last, bool(t.compile), cuda_graph, threads_why)
 
 
-# Under this many parameters, precision "fast" on CUDA means fp32 (TF32 matmuls/convs):
-# LeNet-5's step is made of tiny kernels, where bf16 autocast only adds casts; AlexNet-sized
-# models gain from bf16.
+# Under this many parameters, precision "fast" means fp32 (TF32 matmuls/convs on CUDA):
+# LeNet-5's step is made of tiny kernels, where bf16 autocast only adds casts (on CUDA and
+# on the CPU alike); AlexNet-sized models gain from bf16 where it is native.
 SMALL_MODEL_PARAMS = 1_000_000
 
 
 def settle_precision(rt: Runtime, t: TrainConfig, model: torch.nn.Module) -> None:
-    """precision=fast, once the model is known: fp32 for small models on CUDA."""
-    if t.precision == "fast" and rt.device.type == "cuda" and rt.amp_dtype is not None:
+    """precision=fast, once the model is known: fp32 for small models on any device."""
+    if t.precision == "fast" and rt.amp_dtype is not None:
         if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
             rt.amp_dtype = None
 

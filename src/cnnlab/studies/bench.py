@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -40,6 +41,8 @@ BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
 FRACTIONS = (0.25, 0.5, 1.0)
 ALEXNETS = ("alexnet", "alexnet-torchvision", "torchvision.models.alexnet")
 THRESHOLDS = (0.90, 0.91)
+TTA_FASHION = (0.90, 0.91, 0.92, 0.925)  # time-to-accuracy thresholds, Fashion-MNIST
+TTA_MNIST_SAMPLE = (0.97, 0.98, 0.99)  # and the default run (MNIST sample, 1,000 test digits)
 DEFAULT_RECIPE = "lenet5-fashion-mnist"  # a shipped recipe (cnnlab/recipes/)
 
 
@@ -77,18 +80,22 @@ def _write_idx(path: Path, arr: torch.Tensor) -> None:
         f.write(header + a.tobytes())
 
 
-def write_tiny_fashion(folder: Path, num_train: int = 1024, num_test: int = 256) -> Path:
-    """A small learnable set in Fashion-MNIST's own file format (for --quick and tests)."""
-    from cnnlab.data.datasets import load_dataset
-
-    ds = load_dataset("synthetic", num_train=num_train, num_test=num_test, channels=1, size=28)
-    d = Path(folder) / "fashion-mnist"
+def write_idx(ds, d: Path) -> Path:
+    """A loaded 1-channel dataset's four IDX files (MNIST's file format) in folder ``d``."""
     d.mkdir(parents=True, exist_ok=True)
     _write_idx(d / "train-images-idx3-ubyte.gz", ds.train_x[:, 0])
     _write_idx(d / "train-labels-idx1-ubyte.gz", ds.train_y.to(torch.uint8))
     _write_idx(d / "t10k-images-idx3-ubyte.gz", ds.test_x[:, 0])
     _write_idx(d / "t10k-labels-idx1-ubyte.gz", ds.test_y.to(torch.uint8))
     return d
+
+
+def write_tiny_fashion(folder: Path, num_train: int = 1024, num_test: int = 256) -> Path:
+    """A small learnable set in Fashion-MNIST's own file format (for --quick and tests)."""
+    from cnnlab.data.datasets import load_dataset
+
+    ds = load_dataset("synthetic", num_train=num_train, num_test=num_test, channels=1, size=28)
+    return write_idx(ds, Path(folder) / "fashion-mnist")
 
 
 def locate_fashion(data_dir) -> Path:
@@ -171,10 +178,12 @@ def cnnlab_loop(spec: dict):
 def worker_main(kind: str, spec: dict) -> None:
     """Run one loop; ``next`` on stdin runs one epoch, its JSON goes to stdout."""
     device = torch.device(spec["device"] if spec["device"] != "auto" else _auto_device())
-    from cnnlab.runtime.device import default_threads
+    from cnnlab.config import TrainConfig
+    from cnnlab.runtime.device import choose_threads
 
     # the same rule as the trainer's, so every loop gets the same thread count
-    torch.set_num_threads(int(spec.get("threads") or 0) or default_threads())
+    n, why = choose_threads(TrainConfig(threads=int(spec.get("threads") or 0)))
+    torch.set_num_threads(n)
     out = sys.stdout
     sys.stdout = sys.stderr  # stray prints must not break the protocol
     t0 = time.perf_counter()
@@ -182,10 +191,16 @@ def worker_main(kind: str, spec: dict) -> None:
         gen = cnnlab_loop(spec)
         info = next(gen)
     else:
-        root = references.torchvision_root(spec["idx_dir"], spec["tmp"])
-        gen = references.LOOPS[kind](root, device=device, seed=spec.get("seed", 0))
+        tv = spec.get("tv_dataset", "FashionMNIST")
+        root = references.torchvision_root(spec["idx_dir"], spec["tmp"], tv)
+        stats = {k: spec[k] for k in ("mean", "std") if k in spec}
+        gen = references.LOOPS[kind](
+            root, device=device, seed=spec.get("seed", 0), dataset=tv, **stats
+        )
         info = {"describe": f"{kind} reference on {device}"}
-    info.update(threads=torch.get_num_threads(), setup_seconds=time.perf_counter() - t0)
+    info.update(
+        threads=torch.get_num_threads(), threads_why=why, setup_seconds=time.perf_counter() - t0
+    )
     print(json.dumps(info), file=out, flush=True)
     for line in sys.stdin:
         if line.strip() != "next":
@@ -513,7 +528,420 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+# -- time to accuracy: the shipped recipes as users run them ----------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing users run: a shipped recipe (or ``cnnlab train``'s defaults) on a dataset,
+    the accuracies to time, and torchvision's class for the reference loops' copy of it."""
+
+    name: str
+    dataset: str
+    recipe: str | None  # None: `cnnlab train` with no recipe (the defaults)
+    thresholds: tuple[float, ...]
+    tv_dataset: str
+
+
+TARGETS = {
+    "fashion-mnist": Target(
+        "lenet5-fashion-mnist", "fashion-mnist", DEFAULT_RECIPE, TTA_FASHION, "FashionMNIST"
+    ),
+    "mnist-sample": Target(
+        "defaults (mnist-sample)", "mnist-sample", None, TTA_MNIST_SAMPLE, "MNIST"
+    ),
+}
+REFERENCE_LOOPS = ("naive", "resident")
+
+
+def train_argv(target: Target, seed: int, epochs: int | None, device: str, threads: int,
+               overrides=(), data_dir=None) -> list[str]:  # fmt: skip
+    """``cnnlab train`` arguments for ``target`` (without the run directory)."""
+    argv = ["--recipe", target.recipe] if target.recipe else []
+    if target.dataset != "mnist-sample":
+        argv += ["--dataset", target.dataset] if not target.recipe else []
+        argv += ["--data-dir", str(data_dir)] if data_dir else []
+    argv += ["--seed", str(seed)]
+    argv += ["--epochs", str(epochs)] if epochs else []
+    argv += ["--device", device] if device != "auto" else []
+    argv += ["--set", f"train.threads={threads}"] if threads else []
+    for o in overrides or ():
+        argv += ["--set", str(o)]
+    return argv
+
+
+def watch_train(
+    argv: list[str], runs_dir: Path, log: Path, poll: float = 0.05, on_epoch=None
+) -> dict:
+    """Run ``cnnlab train ARGV`` as its own process; each line of its metrics.jsonl is
+    stamped with the wall seconds since the launch at which it appeared (start-up, data
+    loading, training and each epoch's evaluation all count)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "cnnlab", "train", *argv, "--runs-dir", str(runs_dir)]
+    epochs: list[dict] = []
+    metrics, offset = None, 0
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        while True:
+            done = p.poll() is not None
+            if metrics is None:
+                metrics = next(iter(runs_dir.glob("*/metrics.jsonl")), None)
+            if metrics is not None:
+                with open(metrics, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                end = chunk.rfind(b"\n") + 1  # whole lines only
+                offset += end
+                now = time.perf_counter() - t0
+                for line in chunk[:end].decode().splitlines():
+                    if line.strip():
+                        epochs.append(dict(json.loads(line), wall=now))
+                        if on_epoch is not None:
+                            on_epoch("cnnlab", epochs[-1])
+            if done:
+                break
+            time.sleep(poll)
+    wall = time.perf_counter() - t0
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    # the run's first line: "run DIR  |  model ... — cpu (N threads: why), precision"
+    describe = next((ln.split("|", 1)[1].strip() for ln in lines if ln.startswith("run ")), "")
+    if p.returncode != 0:
+        tail = lines
+        raise CnnlabError(
+            f"cnnlab train {' '.join(argv)} failed (exit {p.returncode}): "
+            + (tail[-1] if tail else "no output")
+        )
+    return {"epochs": epochs, "wall_seconds": wall, "describe": describe}
+
+
+def watch_reference(kind: str, spec: dict, tmp: Path, stop_at: float, max_epochs: int,
+                    on_epoch=None) -> dict:  # fmt: skip
+    """A reference loop in its own process, epoch by epoch, until its test accuracy
+    reaches ``stop_at`` or ``max_epochs`` ran; stamped like :func:`watch_train`."""
+    t0 = time.perf_counter()
+    w = Worker(kind, spec, tmp)
+    epochs: list[dict] = []
+    try:
+        info = w.read()
+        for _ in range(max_epochs):
+            m = w.next()
+            epochs.append(dict(m, wall=time.perf_counter() - t0))
+            if on_epoch is not None:
+                on_epoch(kind, epochs[-1])
+            if m["test_acc"] >= stop_at:
+                break
+    finally:
+        w.close()
+    return {"info": info, "epochs": epochs, "wall_seconds": time.perf_counter() - t0}
+
+
+def epoch_line(loop: str, m: dict) -> str:
+    return (
+        f"    {loop:<9} epoch {m['epoch']:>2}: {m['seconds']:6.2f} s, test acc "
+        f"{m['test_acc']:.4f} ({m['wall']:.0f} s since launch)"
+    )
+
+
+class RunProgress:
+    """The bench's progress: one bar over every epoch it may run (a reference loop that
+    reaches its accuracy early skips the rest of its share), with an ETA, on a terminal;
+    plain lines otherwise."""
+
+    def __init__(self, total: int, log=print):
+        self.log = log
+        self.bar = None
+        if log is print and sys.stdout.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.task = self.bar.add_task("bench epochs", total=total)
+            self.bar.start()
+            self.log = self.bar.console.print
+
+    def epoch(self, loop: str, m: dict) -> None:
+        self.log(epoch_line(loop, m))
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+
+    def skip(self, n: int) -> None:
+        if self.bar is not None and n > 0:
+            self.bar.update(self.task, advance=n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def planned_epochs(target: Target, epochs: int | None) -> int:
+    """The epochs ``cnnlab train`` will run for ``target`` (its recipe's, or --epochs)."""
+    if epochs:
+        return int(epochs)
+    from cnnlab.train.api import build_config
+
+    return int(build_config(recipe=target.recipe).train.epochs)
+
+
+def wall_to(epochs: list[dict], threshold: float) -> float | None:
+    """Wall seconds from the launch until the first epoch at ≥ threshold was evaluated."""
+    return next((m["wall"] for m in epochs if m["test_acc"] >= threshold), None)
+
+
+def tta_summary(epochs: list[dict], thresholds) -> dict:
+    """One run's figures: median training seconds per epoch, accuracy, and for each
+    threshold the wall seconds (start-up included) and the training seconds to reach it."""
+    return {
+        "epochs": len(epochs),
+        "median_s_per_epoch": statistics.median(m["seconds"] for m in epochs) if epochs else None,
+        "final_acc": epochs[-1]["test_acc"] if epochs else None,
+        "best_acc": max((m["test_acc"] for m in epochs), default=None),
+        "to": {
+            f"{t:g}": {"wall": wall_to(epochs, t), "train": time_to(epochs, t)} for t in thresholds
+        },
+    }
+
+
+def aggregate(runs: list[dict], thresholds) -> dict:
+    """Over seeds: the median epoch time, mean accuracies, and per threshold the median
+    wall/training seconds of the runs that reached it and how many did."""
+    sums = [r["summary"] for r in runs]
+    out = {
+        "seeds": len(runs),
+        "median_s_per_epoch": statistics.median(s["median_s_per_epoch"] for s in sums),
+        "final_acc": statistics.mean(s["final_acc"] for s in sums),
+        "best_acc": statistics.mean(s["best_acc"] for s in sums),
+        "epochs": max(s["epochs"] for s in sums),
+        "to": {},
+    }
+    for t in thresholds:
+        k = f"{t:g}"
+        got = [s["to"][k] for s in sums if s["to"][k]["wall"] is not None]
+        out["to"][k] = {
+            "reached": len(got),
+            "wall": statistics.median(g["wall"] for g in got) if got else None,
+            "train": statistics.median(g["train"] for g in got) if got else None,
+        }
+    return out
+
+
+def prepare_target(target: Target, data_dir, tmp: Path, quick: bool) -> tuple[Path, dict]:
+    """(IDX folder the reference loops read, the pixel statistics they normalise with)."""
+    if target.dataset == "mnist-sample":
+        from cnnlab.data.datasets import load_dataset
+
+        ds = load_dataset("mnist-sample")
+        d = write_idx(ds, tmp / "mnist-sample-idx")
+        return d, {"mean": float(ds.mean[0]), "std": float(ds.std[0])}
+    d = Path(data_dir) / "fashion-mnist" if quick else locate_fashion(data_dir)
+    return d, {"mean": references.MEAN, "std": references.STD}
+
+
+def load_avg() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def run_tta(
+    data_dir=None,
+    targets=("fashion-mnist", "mnist-sample"),
+    seeds=(0,),
+    epochs: int | None = None,
+    ref_epochs: int = 20,
+    loops=("cnnlab", *REFERENCE_LOOPS),
+    device: str = "auto",
+    threads: int = 0,
+    overrides=(),
+    quick: bool = False,
+    log=print,
+) -> dict:
+    """Time to accuracy of what users run: each target's ``cnnlab train`` as a whole
+    process, and the reference loops on the same data until they reach the target's top
+    accuracy (or ``ref_epochs``). Runs go one at a time (cnnlab, naive, resident per
+    seed), the load average is recorded around each."""
+    t_start = time.perf_counter()
+    info = machine()
+    dev = device if device != "auto" else _auto_device()
+    result = result_record(
+        "speed-tta",
+        "",  # filled in by the caller (the command line that ran this)
+        seeds,
+        "cpu" if dev == "cpu" else info.get("gpu", dev),
+        tiny=quick,  # a smoke run on synthetic data: never rendered as a result
+        started=datetime.now().isoformat(timespec="seconds"),
+        threads=threads or None,
+        machine_info=info,
+        targets={},
+    )
+    if quick:
+        epochs, ref_epochs = epochs or 1, min(ref_epochs, 1)
+    refs = sum(1 for loop in loops if loop != "cnnlab")
+    total = sum(
+        len(seeds) * (planned_epochs(TARGETS[k], epochs) * ("cnnlab" in loops) + refs * ref_epochs)
+        for k in targets
+    )
+    progress = RunProgress(total, log)
+    log = progress.log
+    with contextlib.ExitStack() as stack:
+        stack.callback(progress.close)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cnnlab-bench-")))
+        if quick:
+            write_tiny_fashion(tmp / "data", 512, 256)
+            data_dir = tmp / "data"
+            overrides = [*overrides, "train.batch_size=128"]
+        for key in targets:
+            target = TARGETS[key]
+            idx_dir, stats = prepare_target(target, data_dir, tmp, quick)
+            entry = {"recipe": target.recipe, "dataset": target.dataset,
+                     "thresholds": list(target.thresholds), "loops": {}}  # fmt: skip
+            log(f"{target.name}: time to {', '.join(f'{t:.1%}' for t in target.thresholds)}")
+            for seed in seeds:
+                for loop in loops:
+                    load0 = load_avg()
+                    if loop == "cnnlab":
+                        argv = train_argv(
+                            target, seed, epochs, device, threads, overrides, data_dir
+                        )
+                        shown = "cnnlab train " + " ".join(
+                            a if a != str(data_dir) else "DATA" for a in argv
+                        )
+                        log(f"  $ {shown}")
+                        run_dir = tmp / "runs" / f"{key}-{seed}"
+                        log_file = tmp / f"{key}-{seed}.log"
+                        r = watch_train(argv, run_dir, log_file, on_epoch=progress.epoch)
+                        r["command"] = shown
+                        progress.skip(planned_epochs(target, epochs) - len(r["epochs"]))
+                    else:
+                        spec = {"idx_dir": str(idx_dir), "tmp": str(tmp / f"tv-{key}"),
+                                "tv_dataset": target.tv_dataset, "device": device,
+                                "threads": threads, "seed": seed, **stats}  # fmt: skip
+                        top = max(target.thresholds)
+                        r = watch_reference(
+                            loop, spec, tmp, top, ref_epochs, on_epoch=progress.epoch
+                        )
+                        progress.skip(ref_epochs - len(r["epochs"]))
+                        r["command"] = f"{loop} reference loop (cnnlab.studies.references)"
+                    r.update(seed=seed, load_before=load0, load_after=load_avg())
+                    r["summary"] = tta_summary(r["epochs"], target.thresholds)
+                    entry["loops"].setdefault(loop, {"runs": []})["runs"].append(r)
+            for v in entry["loops"].values():
+                v["summary"] = aggregate(v["runs"], target.thresholds)
+            entry["epoch_ratios"] = epoch_ratios(entry["loops"])
+            result["targets"][key] = entry
+    result["machine_info"]["load_avg_end"] = load_avg()
+    result["wall_seconds"] = time.perf_counter() - t_start
+    return result
+
+
+def epoch_ratios(loops: dict) -> dict:
+    """Each reference loop's median training seconds per epoch over cnnlab's."""
+    if "cnnlab" not in loops:
+        return {}
+    ours = loops["cnnlab"]["summary"]["median_s_per_epoch"]
+    return {
+        k: v["summary"]["median_s_per_epoch"] / ours
+        for k, v in loops.items()
+        if k != "cnnlab" and ours
+    }
+
+
+def tta_rows(entry: dict) -> tuple[list[list], list[str]]:
+    """The time-to-accuracy table of one target: a row per loop; a cell is the wall
+    seconds from launch (start-up included) with the training seconds in brackets."""
+    ths = entry["thresholds"]
+    header = ["loop", "s/epoch", *[f"→ {100 * t:g} %" for t in ths], "best acc", "epochs"]
+    rows = []
+    for loop, v in entry["loops"].items():
+        s = v["summary"]
+        cells = []
+        for t in ths:
+            c = s["to"][f"{t:g}"]
+            if c["wall"] is None:
+                cells.append(f"not in {s['epochs']} ep")
+                continue
+            cell = f"{c['wall']:.0f} s ({c['train']:.0f} s)"
+            if c["reached"] < s["seeds"]:
+                cell += f" {c['reached']}/{s['seeds']} seeds"
+            cells.append(cell)
+        rows.append(
+            [loop, fmt(s["median_s_per_epoch"]), *cells, fmt(s["best_acc"], "{:.4f}"), s["epochs"]]
+        )
+    return rows, header
+
+
 # -- the whole benchmark ----------------------------------------------------------------
+
+
+def commit() -> str:
+    """The git commit of the source tree cnnlab runs from, else the package version
+    (:func:`dirty` says whether that tree has uncommitted changes)."""
+    sha = _git("rev-parse", "HEAD")
+    if not sha:
+        from cnnlab._version import __version__
+
+        return f"cnnlab {__version__}"
+    return sha
+
+
+def dirty() -> bool | None:
+    """Whether the source tree has uncommitted changes to tracked files (None: no git)."""
+    if not _git("rev-parse", "HEAD"):
+        return None
+    return bool(_git("status", "--porcelain", "--untracked-files=no"))
+
+
+def _git(*args: str) -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def result_record(kind: str, command: str, seeds, device: str = "cpu", **fields) -> dict:
+    """The head every result file under benchmarks/results/ carries (kind, command, commit,
+    date, machine, device, torch, seeds), then ``fields``."""
+    return {
+        "kind": kind,
+        "command": command,
+        "commit": commit(),
+        "dirty": dirty(),
+        "date": datetime.now().strftime("%Y-%m-%d"),
+        "machine": machine_name(),
+        "device": device,
+        "torch": torch.__version__.split("+")[0],
+        "seeds": list(seeds),
+        **fields,
+    }
+
+
+def machine_name() -> str:
+    """``<n>-core <CPU model>, <RAM> GiB`` (Linux), else the platform string."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        ram = f", {kb / 2**20:.0f} GiB"
+    from cnnlab.runtime.device import available_cores
+
+    return f"{available_cores()}-core {model}{ram}"
 
 
 def machine() -> dict:
@@ -522,7 +950,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_avg": load_avg(),
     }
     if torch.cuda.is_available():
         d["gpu"] = torch.cuda.get_device_name(0)
@@ -595,7 +1023,7 @@ def run_bench(
         size = 64 if quick else 224  # quick: a smoke test of the code path, not a figure
         log(f"AlexNet on synthetic {size}×{size} batches of {batch}:")
         result["alexnet"] = alexnet_throughput(dev, batch, steps, size, log=log, threads=threads)
-    result["machine"]["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["machine"]["load_avg_end"] = load_avg()
     result["wall_seconds"] = time.perf_counter() - t_start
     return result
 

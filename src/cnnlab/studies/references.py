@@ -1,6 +1,6 @@
 """Reference training loops for `cnnlab bench`: plain PyTorch, no cnnlab imports.
 
-``naive``: the way tutorials write it — torchvision's FashionMNIST dataset, a DataLoader
+``naive``: the way tutorials write it — torchvision's FashionMNIST (or MNIST) dataset, a DataLoader
 (batch 64, shuffle), ToTensor + Normalize, Adam lr 1e-3.
 ``resident``: what a careful engineer writes by hand — the whole (normalised) dataset as
 one tensor on the device, randperm batches of 256, bf16 autocast on CUDA, fused Adam, eager.
@@ -56,11 +56,14 @@ class LeNet5(nn.Module):
         return self.net(x)
 
 
-def torchvision_root(idx_dir: str | os.PathLike, tmp: str | os.PathLike) -> Path:
-    """Lay the IDX files out the way torchvision's FashionMNIST expects
-    (``<root>/FashionMNIST/raw/<name>`` unpacked) without downloading; returns root."""
+def torchvision_root(
+    idx_dir: str | os.PathLike, tmp: str | os.PathLike, dataset: str = "FashionMNIST"
+) -> Path:
+    """Lay the IDX files out the way torchvision's ``dataset`` class (FashionMNIST or
+    MNIST) expects (``<root>/<dataset>/raw/<name>`` unpacked) without downloading;
+    returns root."""
     idx_dir, root = Path(idx_dir), Path(tmp)
-    raw = root / "FashionMNIST" / "raw"
+    raw = root / dataset / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in IDX_FILES:
         dest = raw / name
@@ -123,16 +126,33 @@ def _epochs(device, train_epoch, evaluate):
         }
 
 
-def naive(root, device="cpu", seed: int = 0, batch_size: int = 64, lr: float = 1e-3):
-    """Tutorial loop over torchvision's FashionMNIST at ``root`` (see torchvision_root)."""
+def _tv_dataset(name: str):
     import torchvision
+
+    if name not in ("FashionMNIST", "MNIST"):
+        raise ValueError(f"reference loops read FashionMNIST or MNIST, not {name!r}")
+    return getattr(torchvision.datasets, name)
+
+
+def naive(
+    root,
+    device="cpu",
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    dataset: str = "FashionMNIST",
+    mean: float = MEAN,
+    std: float = STD,
+):
+    """Tutorial loop over torchvision's ``dataset`` at ``root`` (see torchvision_root)."""
     from torchvision import transforms
 
     device = torch.device(device)
     torch.manual_seed(seed)
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-    train_set = torchvision.datasets.FashionMNIST(root, train=True, transform=tf, download=False)
-    test_set = torchvision.datasets.FashionMNIST(root, train=False, transform=tf, download=False)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    cls = _tv_dataset(dataset)
+    train_set = cls(root, train=True, transform=tf, download=False)
+    test_set = cls(root, train=False, transform=tf, download=False)
     train_dl = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True)
     test_dl = torch.utils.data.DataLoader(test_set, batch_size=1000)
     model = LeNet5().to(device)
@@ -154,16 +174,24 @@ def naive(root, device="cpu", seed: int = 0, batch_size: int = 64, lr: float = 1
     yield from _epochs(device, train_epoch, lambda: _evaluate(model, test_dl, device, ac))
 
 
-def resident(root, device="cpu", seed: int = 0, batch_size: int = 256, lr: float = 1e-3):
+def resident(
+    root,
+    device="cpu",
+    seed: int = 0,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    dataset: str = "FashionMNIST",
+    mean: float = MEAN,
+    std: float = STD,
+):
     """Hand-written resident loop: the normalised dataset is one device tensor."""
-    import torchvision
-
     device = torch.device(device)
     torch.manual_seed(seed)
+    cls = _tv_dataset(dataset)
 
     def tensors(train: bool):
-        ds = torchvision.datasets.FashionMNIST(root, train=train, download=False)
-        x = ds.data.to(device).unsqueeze(1).float().div_(255).sub_(MEAN).div_(STD)  # (N,1,28,28)
+        ds = cls(root, train=train, download=False)
+        x = ds.data.to(device).unsqueeze(1).float().div_(255).sub_(mean).div_(std)  # (N,1,28,28)
         return x, ds.targets.to(device)
 
     xtr, ytr = tensors(True)
