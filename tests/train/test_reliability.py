@@ -7,7 +7,6 @@ import signal
 import pytest
 import torch
 
-import cnnlab
 from cnnlab.config import OptimConfig
 from cnnlab.errors import CheckpointError
 from cnnlab.runs import checkpoint as ckmod
