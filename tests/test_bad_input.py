@@ -28,7 +28,7 @@ from cnnlab.cli import main
 
 COMMANDS = (
     "train eval predict runs data models inspect ablate bench explain robustness report "
-    "compare sweep export serve gan generate"
+    "compare sweep export serve gan generate verify lr-find"
 ).split()
 
 
@@ -203,6 +203,17 @@ CASES = [
     ("export", "GAN run", ["export", f"{R}/gan"], "GAN run"),
     ("export", "corrupt checkpoint", ["export", f"{R}/corrupt"], "corrupt"),
     ("export", "unknown name", ["export", f"{R}/cls", "--format", "tflite"], "invalid choice"),
+    # verify
+    ("verify", "missing file", ["verify", f"{R}/nosuch.onnx"], "not found"),
+    ("verify", "wrong type", ["verify", f"{R}/space.yaml"], ".onnx"),
+    # lr-find
+    ("lr-find", "unknown name", ["lr-find", "--model", "lenet"], "did you mean 'lenet5'"),
+    ("lr-find", "unknown key", ["lr-find", "--set", "optim.lrr=1"], "did you mean 'optim.lr'"),
+    ("lr-find", "zero", ["lr-find", *SYN, "--steps", "0"], "steps"),
+    ("lr-find", "NaN", ["lr-find", *SYN, "--start-lr", "nan"], "lr"),
+    # data check
+    ("data", "missing file", ["data", "check", f"{R}/nosuch"], "nosuch"),
+    ("data", "wrong type", ["data", "check", f"{R}/space.yaml"], "folder"),
     # serve
     ("serve", "missing run", ["serve", f"{R}/nosuch"], "not found"),
     ("serve", "GAN run", ["serve", f"{R}/gan"], "GAN run"),
@@ -245,6 +256,8 @@ QUICK = {
     "serve": "GAN run",
     "gan": "unknown key",
     "generate": "classifier run",
+    "verify": "missing file",
+    "lr-find": "unknown key",
 }
 FIRST = {min(i for i, c in enumerate(CASES) if c[:2] == (cmd, k)) for cmd, k in QUICK.items()}
 
