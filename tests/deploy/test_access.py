@@ -27,6 +27,7 @@ def backend(tiny_trained_run):
     return open_backend(tiny_trained_run)
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow`
 def test_non_loopback_bind_needs_a_key_or_insecure(tiny_run, capsys, monkeypatch, caplog):
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")

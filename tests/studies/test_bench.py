@@ -149,6 +149,7 @@ def test_reference_lenet_matches_cnnlab_lenet():
     assert count_params(references.LeNet5()) == count_params(ours)
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow`
 def test_bench_quick_writes_json(tmp_path):
     out = tmp_path / "b.json"
     cmd = [

@@ -17,7 +17,7 @@ from cnnlab.runtime.distributed import Dist, from_env
 
 SETS = [
     "data.name=synthetic",
-    "data.num_train=256",
+    "data.num_train=284",  # 28 to the validation split, 256 to train: four full global batches
     "data.num_test=64",
     "train.batch_size=64",  # the global batch: 32 per rank
     "train.eval_batch_size=64",

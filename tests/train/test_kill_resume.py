@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import cnnlab
@@ -58,6 +59,7 @@ def state_is_recoverable(run: Path) -> None:
     assert good or not ck.exists()
 
 
+@pytest.mark.slow  # tens of seconds: `make test-slow`
 def test_sigkill_anywhere_then_resume_matches_uninterrupted(tmp_path):
     rng = random.Random(8)
     ref = cnnlab.fit(
