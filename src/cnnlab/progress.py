@@ -155,3 +155,38 @@ def track(
         for item in items:
             yield item
             bar.advance()
+
+
+class Phases:
+    """Several phases of one job, each a row of the same bar: ``with Phases() as bar:
+    bar(phase, done, total, note="")``. A phase's row opens on its first call and closes
+    when the next phase starts or the job ends; ``note`` (e.g. the current loss) follows
+    the phase's name. ``quiet=True`` shows nothing."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet, self.stream = quiet, stream
+        self.phase, self.ctx, self.bar = None, None, None
+
+    def __enter__(self) -> Phases:
+        return self
+
+    def __call__(self, phase: str, done: float, total: float | None, note: str = "") -> None:
+        if self.quiet:
+            return
+        if phase != self.phase:
+            self._close()
+            self.phase = phase
+            self.ctx = progress(phase, total, self.stream)
+            self.bar = self.ctx.__enter__()
+        if note:
+            self.bar.describe(f"{phase} {note}")
+        self.bar.advance(done - self.bar.done)
+
+    def _close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.__exit__(None, None, None)
+            self.ctx = self.bar = None
+
+    def __exit__(self, *exc) -> bool:
+        self._close()
+        return False

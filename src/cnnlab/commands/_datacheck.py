@@ -13,8 +13,8 @@ def run(args) -> int:
     from cnnlab.analysis import datacheck as dc
     from cnnlab.data.datasets import DATASETS, load_dataset
     from cnnlab.errors import CnnlabError, choices_msg
+    from cnnlab.progress import Phases
     from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
-    from cnnlab.train.progress import PhaseBar
 
     for name, v, lo in (
         ("--limit", args.limit, 1),
@@ -35,7 +35,7 @@ def run(args) -> int:
     out = Path(args.out or f"datacheck-{target.name if is_folder else args.target}")
     if out.exists() and not out.is_dir():
         raise CnnlabError(f"--out {str(out)!r} is a file; give a folder")
-    with PhaseBar(quiet=args.json) as bar:
+    with Phases(quiet=args.json) as bar:
         if is_folder:
             im = dc.scan_folder(target, args.limit, progress=lambda d, t: bar("reading", d, t))
         else:

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from cnnlab.errors import ConfigError
+from cnnlab.progress import Phases
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.progress import PhaseBar
 
 METHODS = ("steepest", "min10")
 
@@ -128,7 +128,7 @@ def lr_range_test(
             m.train()
         epoch, i = 1, 0
         task.begin_epoch(epoch)
-        with PhaseBar(quiet) as bar:
+        with Phases(quiet) as bar:
             for s in range(steps):
                 lr = start_lr * mult**s
                 for g, r in zip(groups, ratio):
