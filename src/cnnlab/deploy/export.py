@@ -516,8 +516,11 @@ def run_test_data(meta: dict, data_dir=None, limit: int | None = None):
     return torch.cat(pix), torch.cat(norm), y, ds
 
 
-def _logits(fn, x: torch.Tensor, batch: int = 500) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i : i + batch])) for i in range(0, len(x), batch)])
+def _logits(fn, x: torch.Tensor, batch: int = 500, what: str = "parity check") -> np.ndarray:
+    from cnnlab.progress import track
+
+    starts = range(0, len(x), batch)
+    return np.concatenate([np.asarray(fn(x[i : i + batch])) for i in track(starts, what)])
 
 
 # --------------------------------------------------------------------------- export
