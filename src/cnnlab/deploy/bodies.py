@@ -302,7 +302,22 @@ def parse_request(
         raise InputError(f"malformed request ({type(e).__name__})") from None
 
 
+QUERY_OPTIONS = ("top_k", "invert")
+
+
+def check_query(query: dict) -> None:
+    """The query string before the body: only the known options, with valid values."""
+    unknown = sorted(k for k in query if k not in QUERY_OPTIONS)
+    if unknown:
+        raise InputError(
+            f"unknown query parameter {unknown[0][:40]!r}; the known ones are "
+            + ", ".join(QUERY_OPTIONS)
+        )
+    parse_options(query)
+
+
 def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
+    check_query(query)
     ctype = content_type.split(";")[0].strip().lower()
     opts = dict(query)
     raw: list[tuple[str, bytes]] = []

@@ -465,7 +465,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None):
         → float pixels (B, C, S, S), inversion flags, top-k."""
         body = await request.body()
         ctype = request.headers.get("content-type", "")
-        query = {k: v for k, v in request.query_params.items() if k in ("top_k", "invert")}
+        query = dict(request.query_params.items())  # unknown names: 400 (check_query)
         return await asyncio.get_running_loop().run_in_executor(
             decode_pool, decode, body, ctype, query
         )
