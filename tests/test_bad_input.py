@@ -262,10 +262,7 @@ QUICK = {
 FIRST = {min(i for i, c in enumerate(CASES) if c[:2] == (cmd, k)) for cmd, k in QUICK.items()}
 
 # cases whose fix belongs to another part of the code base, merged separately
-PENDING: dict[tuple[str, str], str] = {
-    ("bench", "unknown name"): "bench looks for its dataset before it checks the recipe name "
-    "(commands/bench.py)",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def test_every_command_is_in_the_matrix():
