@@ -53,6 +53,14 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
+    def finish(self) -> None:
+        """An orderly end of a run: wait for every rank, then leave the process group.
+        Without it a rank that exits first can close a connection another rank's gloo
+        thread still reads, which aborts that rank (SIGABRT) after a good run."""
+        if self.enabled and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """In-place sum/max across ranks (a no-op on one process)."""
         if self.enabled:

@@ -833,4 +833,5 @@ class Trainer:
                 signal.signal(sig, h)
             for cb in self.callbacks:
                 cb.on_fit_end(self)
+        self.dist.finish()  # every rank ends together (a rank that failed never gets here)
         return TrainResult(self.run_dir, self.history, self.model, self.interrupted)
