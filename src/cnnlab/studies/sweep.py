@@ -240,7 +240,7 @@ def storage_for(url: str | None, study_dir: Path, heartbeat: float = 120):
         retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(1)}
     else:
         retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     interval = max(1, int(heartbeat // 4))
     for attempt in range(6):
@@ -252,9 +252,10 @@ def storage_for(url: str | None, study_dir: Path, heartbeat: float = 120):
                 grace_period=max(int(heartbeat), interval + 1),
                 **retry,
             )
-        except (IntegrityError, OperationalError) as e:
-            # workers started at once on a new database race to create its tables: the
-            # losers find them made by the winner on the next try
+        except (IntegrityError, OperationalError, ProgrammingError) as e:
+            # workers started at once on a new database race to create its tables (and, on
+            # PostgreSQL, its enum types: DuplicateObject): the losers find them made by
+            # the winner on the next try
             busy = isinstance(e, IntegrityError) or any(w in str(e) for w in ("locked", "exists"))
             if not busy or attempt == 5:
                 raise ConfigError(
