@@ -36,6 +36,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.progress import Phases
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.optim import set_lr
 
 METHODS = ("steepest", "min10")
 
@@ -54,13 +55,6 @@ class LRFindResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _set_lr(group: dict, lr: float) -> None:
-    if isinstance(group["lr"], torch.Tensor):  # a captured step reads it on the device
-        group["lr"].fill_(lr)
-    else:
-        group["lr"] = lr
 
 
 def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
@@ -132,7 +126,7 @@ def lr_range_test(
             for s in range(steps):
                 lr = start_lr * mult**s
                 for g, r in zip(groups, ratio):
-                    _set_lr(g, lr * r)
+                    set_lr(g, lr * r)
                 if i == spe:
                     epoch, i = epoch + 1, 0
                     task.begin_epoch(epoch)
@@ -159,7 +153,7 @@ def lr_range_test(
         for o, st in zip(trainer.optimizers, saved["optims"]):
             o.load_state_dict(st)
         for g, lr in zip(trainer.schedule.groups, saved["lrs"]):
-            _set_lr(g, lr)
+            set_lr(g, lr)
         trainer.generator.set_state(saved["gen"])
         torch.set_rng_state(saved["cpu"])
         if saved["cuda"] is not None:

@@ -97,6 +97,14 @@ def build_optimizer(
     return OPTIMIZERS.get(c.name)(params, c, device)
 
 
+def set_lr(group: dict, lr: float) -> None:
+    """Set an optimiser group's LR in place (a captured step reads a tensor LR on the device)."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
 class Schedule:
     """lr(step) = base_lr × factor(step); call ``step()`` after every optimiser step
     and ``epoch_end(metric)`` after every epoch."""
@@ -154,10 +162,7 @@ class Schedule:
             return  # unchanged: no device write
         self._lrs = lrs
         for g, lr in zip(self.groups, lrs, strict=True):
-            if isinstance(g["lr"], torch.Tensor):  # a captured step reads it on the device
-                g["lr"].fill_(lr)
-            else:
-                g["lr"] = lr
+            set_lr(g, lr)
 
     def step(self) -> None:
         self.step_num += 1
