@@ -232,3 +232,29 @@ def test_confirm_top_below_one_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="--confirm-top"):
         run_sweep(None, SPACE, 1, study="n", runs_dir=str(tmp_path), overrides=FAST, confirm=1,
                   confirm_top=0)  # fmt: skip
+
+
+def test_local_sqlite_workers_claim_trials_one_at_a_time(tmp_path):
+    """SQLite runs Optuna's claim of a queued trial (read WAITING, write RUNNING) outside
+    one transaction; the claim lock makes a second local worker wait for the first."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "study.db"
+    assert sweep.sqlite_file(None, tmp_path) == db
+    assert sweep.sqlite_file(f"sqlite:///{db}", tmp_path) == db
+    assert sweep.sqlite_file("postgresql://u@h/db", tmp_path) is None
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except OSError: sys.exit(3)\n"
+    )
+    other = [sys.executable, "-c", probe, str(db) + ".claim"]
+    claim = sweep.ClaimLock(db)
+    with claim:
+        assert subprocess.run(other).returncode == 3  # held: another worker waits
+        claim.release()  # the objective's first line
+        assert subprocess.run(other).returncode == 0
+    with sweep.ClaimLock(None):  # a database server locks rows itself
+        assert not (tmp_path / "None.claim").exists()

@@ -26,6 +26,7 @@ Outputs in ``<runs>/<study>/``: ``trials.csv``, ``best.yaml`` (a recipe), ``hist
 from __future__ import annotations
 
 import csv
+import fcntl
 import inspect
 import json
 import logging
@@ -301,6 +302,47 @@ def seeded_sampler(seed: int, **kw):
     return PerTrialSeed()
 
 
+class ClaimLock:
+    """Local workers on one SQLite study take turns to claim a trial.
+
+    Optuna claims a queued trial (the baseline, or a dead worker's trial queued again) by
+    reading that it is WAITING and then writing RUNNING; on PostgreSQL the read locks the
+    row (``FOR UPDATE``), but SQLite ignores that and runs the read outside the write's
+    transaction, so two workers can both claim one queued trial and both run it. Workers
+    sharing an SQLite file are on one machine (a network file system is refused), so a
+    blocking ``flock`` on ``<db>.claim``, held from the claim to the objective's first
+    line, makes the claim atomic. A no-op for other databases."""
+
+    def __init__(self, db: Path | None):
+        self.path = None if db is None else Path(str(db) + ".claim")
+        self.fd: int | None = None
+
+    def __enter__(self) -> ClaimLock:
+        if self.path is not None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def sqlite_file(url: str | None, study_dir: Path) -> Path | None:
+    """The study's SQLite file, or None when it lives in a database server."""
+    if url is None:
+        return study_dir / "study.db"
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///") :])
+    return None
+
+
 class SurplusTrial(Exception):
     """Workers racing for the last trials of the budget: this one is not needed."""
 
@@ -388,8 +430,10 @@ def run_sweep(
             st.enqueue_trial(params, user_attrs={"baseline": True})
     worker = f"{socket.gethostname()}:{os.getpid()}"
     surplus: set[int] = set()
+    claim = ClaimLock(sqlite_file(storage, study_dir))
 
     def objective(trial) -> float:
+        claim.release()  # this trial is ours now (see ClaimLock)
         trial.set_user_attr("worker", worker)
         if budget_left(st, trials, trial.number) <= 0:  # another worker took the last one
             surplus.add(trial.number)
@@ -429,7 +473,8 @@ def run_sweep(
         while attempts < 2 * trials:  # a bound where every trial fails (a broken config)
             if timeout is not None and time.monotonic() - start > timeout:
                 break
-            optuna.storages.fail_stale_trials(st)  # a dead worker's trial: failed, requeued
+            with claim:  # a dead worker's trial: failed, queued again (once)
+                optuna.storages.fail_stale_trials(st)
             left = budget_left(st, trials)
             done = (TrialState.COMPLETE, TrialState.PRUNED)
             if len(st.get_trials(deepcopy=False, states=done)) >= trials:
@@ -448,8 +493,9 @@ def run_sweep(
                 time.sleep(min(2.0, heartbeat / 4))
                 continue
             attempts += 1
-            st.optimize(objective, n_trials=1, catch=(ConfigError, SurplusTrial),
-                        gc_after_trial=True)  # fmt: skip
+            with claim:  # released by the objective once the trial is claimed
+                st.optimize(objective, n_trials=1, catch=(ConfigError, SurplusTrial),
+                            gc_after_trial=True)  # fmt: skip
     except SweepInterrupted as e:  # the trial is marked failed; the study stays resumable
         raise CnnlabError(
             f"sweep stopped by a signal during trial {e.args[0]}; run the same command "
