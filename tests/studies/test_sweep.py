@@ -78,8 +78,15 @@ def test_space_errors(tmp_path):
     assert load_space(p) == SPACE
 
 
-def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path):
+def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path, monkeypatch,
+                                                                    capsys):  # fmt: skip
+    from cnnlab import progress
     from cnnlab.studies.sweep import baseline_params
+
+    # the overall bar, as plain lines (piped): trials counted over the study, with an ETA
+    monkeypatch.setenv("CNNLAB_PROGRESS", "plain")
+    monkeypatch.setattr(progress, "PLAIN_AFTER_S", 0.0)
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
     from cnnlab.train.api import build_config
 
     base = build_config(None, None, FAST)
@@ -95,6 +102,9 @@ def test_sweep_tries_the_recipe_first_and_says_when_nothing_beat_it(tmp_path):
     assert not any(r["baseline"] for r in res["trials"][1:])
     if res["best"]["trial"] == 0:
         assert "the recipe's own values" in (tmp_path / "b" / "best.yaml").read_text()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sweep trials")]
+    assert any("left" in ln for ln in lines)  # an ETA while it runs
+    assert "best val acc" in lines[-1] and ": 2/2 done in" in lines[-1]
     # --no-baseline
     res = run_sweep(None, SPACE, 1, study="c", runs_dir=str(tmp_path), overrides=FAST,
                     baseline=False)  # fmt: skip

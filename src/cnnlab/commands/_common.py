@@ -152,7 +152,8 @@ def table(rows: list[list], header: list[str], title: str | None = None) -> None
     for r in rows:
         t.add_row(*[str(c) for c in r])
     con = Console()
-    con = con if con.is_terminal else Console(width=max(100, con.width))
+    # piped or logged: the natural width, so a wide table (a sweep's trials) never folds
+    con = con if con.is_terminal else Console(width=max(1000, con.width))
     con.print(t, crop=False)
 
 

@@ -46,6 +46,7 @@ import yaml
 from cnnlab.config import Config, find_recipe, get_value, set_value
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.models.base import option_default
+from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.layout import read_metrics
 from cnnlab.train.api import build_config, fit
@@ -164,6 +165,25 @@ class OptunaPruning(Callback):
         if self.trial.should_prune():
             self.pruned = f"pruned at epoch {epoch} ({self.monitor} {v:.4f})"
             trainer.should_stop = True
+
+
+class StudyBar(Callback):
+    """The sweep's overall progress, in trials finished over all its workers, with an ETA;
+    the trial running here adds the fraction of its epochs done, so the bar moves (and
+    the ETA forms) during the first trial too."""
+
+    def __init__(self, bar, total: int):
+        self.bar, self.total, self.base = bar, total, 0.0
+
+    def finished(self, n: int, best: float | None = None) -> None:
+        self.base = float(min(n, self.total))
+        if best is not None:
+            self.bar.describe(f"sweep trials (best val acc {best:.4f})")
+        self.bar.advance(self.base - self.bar.done)
+
+    def on_epoch_end(self, trainer, epoch: int, m: dict) -> None:
+        done = min(self.base + epoch / max(1, trainer.cfg.train.epochs), self.total)
+        self.bar.advance(done - self.bar.done)
 
 
 # file systems whose locks SQLite cannot rely on (https://www.sqlite.org/howtocorrupt.html)
@@ -450,7 +470,7 @@ def run_sweep(
         if objective_hook is not None:
             objective_hook(trial, cfg)
         pruning = OptunaPruning(trial)
-        res = fit(cfg, quiet=quiet, callbacks=[pruning])
+        res = fit(cfg, quiet=quiet, callbacks=[pruning, study_bar])
         if res.interrupted:  # Ctrl-C / SIGTERM stops the sweep, not just this trial
             raise SweepInterrupted(trial.number)
         best = max(m["val_acc"] for m in res.history)
@@ -469,6 +489,9 @@ def run_sweep(
     for h in log.handlers:
         h.addFilter(quiet_surplus)
     start, attempts, waiting = time.monotonic(), 0, False
+    # trials shown one by one (--verbose) have their own bars: then no overall one
+    overall = progress("sweep trials", total=trials, enabled=quiet)
+    study_bar = StudyBar(overall.__enter__(), trials)
     try:
         while attempts < 2 * trials:  # a bound where every trial fails (a broken config)
             if timeout is not None and time.monotonic() - start > timeout:
@@ -476,8 +499,10 @@ def run_sweep(
             with claim:  # a dead worker's trial: failed, queued again (once)
                 optuna.storages.fail_stale_trials(st)
             left = budget_left(st, trials)
-            done = (TrialState.COMPLETE, TrialState.PRUNED)
-            if len(st.get_trials(deepcopy=False, states=done)) >= trials:
+            done = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            values = [t.value for t in done if t.value is not None]
+            study_bar.finished(len(done), max(values) if values else None)
+            if len(done) >= trials:
                 break
             queued = st.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             if left <= 0 and not queued:
@@ -502,6 +527,7 @@ def run_sweep(
             "to resume it (finished trials are kept)"
         ) from None
     finally:
+        overall.__exit__(None, None, None)
         for h in log.handlers:
             h.removeFilter(quiet_surplus)
     # of several workers, the one that finished the study's last trial draws the plots
