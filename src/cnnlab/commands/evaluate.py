@@ -21,7 +21,28 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "train"])
     add_checkpoint_arg(p, "--checkpoint")
     add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
+    add_tta_arg(p)
     p.set_defaults(func=run)
+
+
+def add_tta_arg(p) -> None:
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the softmax over the flips and shifts the run "
+        "was trained with (its data.augment); reports the accuracy with and without",
+    )
+
+
+def print_tta(t: dict) -> None:
+    """One line: accuracy with and without TTA, the change, the views."""
+    from cnnlab.inference import describe_views
+
+    print(
+        f"TTA ({describe_views(t['views'])}): accuracy "
+        f"{t['accuracy']:.4f} vs {t['accuracy_without_tta']:.4f} without "
+        f"({t['accuracy_change'] * 100:+.2f} points), loss {t['loss']:.4f}"
+    )
 
 
 def run(args) -> int:
@@ -34,6 +55,7 @@ def run(args) -> int:
         split=args.split,
         device=args.device,
         which=args.checkpoint,
+        tta=getattr(args, "tta", False),
     )
 
     def show():
@@ -42,6 +64,8 @@ def run(args) -> int:
             f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}  ECE {r['ece']:.4f}"
         )
         table([[c, f"{a:.4f}"] for c, a in r["per_class"].items()], ["class", "accuracy"])
+        if "tta" in r:
+            print_tta(r["tta"])
         print("wrote " + ", ".join(r["outputs"]))
 
     print_json_or(args, r, show)
