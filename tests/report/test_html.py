@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import torch
 
 import cnnlab
 from cnnlab.cli import main
@@ -41,7 +42,7 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
     a, _ = runs
     page = (a / "report.html").read_text()
     imgs = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
-    assert len(imgs) >= 6  # curves, confusion, per-class, wrong, reliability, gradient flow
+    assert len(imgs) >= 6  # curves, confusion, per-class, worst, reliability, gradient flow
     assert not re.search(r'(src|href)="(?!data:)', page)  # no external asset
     last = read_metrics(a)[-1]
     assert f"{last['test_acc']:.2%}" in page and f"{last['test_loss']:.4f}" in page
@@ -49,7 +50,8 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
         "Learning curves",
         "Confusion matrix",
         "Per-class accuracy",
-        "Most confidently wrong",
+        "Worst mistakes: the 24 highest-loss test images",
+        "Most-confused class pairs",
         "reliability",
         "Gradient flow",
         "Model summary",
@@ -57,6 +59,36 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
         "Verdict",
     ):
         assert section in page, section
+
+
+def test_report_worst_mistakes_have_the_right_labels(runs, tmp_path):
+    """The gallery and the confused pairs come from the logits `cnnlab eval` scores."""
+    from cnnlab.inference import score
+
+    a, _ = runs
+    info: dict = {}
+    page = write_report(a, out=tmp_path / "r.html", info=info, device="cpu").read_text()
+    ev = info["evaluation"]
+    sc = score(a, device="cpu", download=False)
+    y, pred = sc.labels, sc.logits.argmax(1)
+    cls = sc.meta["classes"]
+    worst = ev["worst"]
+    assert len(worst) == 24 and ev["wrong"]["images"].shape[0] == 24
+    assert all(x["loss"] >= w["loss"] for x, w in zip(worst, worst[1:]))
+    for w in worst:
+        assert w["true"] == cls[int(y[w["index"]])] and w["predicted"] == cls[int(pred[w["index"]])]
+    assert (ev["wrong"]["images"][0] == sc.dataset.test_x[worst[0]["index"]].numpy()).all()
+    cm = torch.tensor(sc.metrics["confusion"])
+    off = cm - torch.diag(cm.diag())
+    pairs = ev["confused_pairs"]
+    assert pairs and pairs[0]["count"] == int(off.max())
+    assert len(pairs) == min(5, int((off > 0).sum()))
+    for p in pairs:
+        t, q = cls.index(p["true"]), cls.index(p["predicted"])
+        assert p["count"] == int(cm[t, q]) and 0 < len(p["examples"]) <= 4
+        assert all(int(y[i]) == t and int(pred[i]) == q for i in p["examples"])
+        assert f"<td>{p['true']}</td><td>{p['predicted']}</td><td>{p['count']}</td>" in page
+    assert 'alt="most-confused pairs"' in page and 'alt="worst mistakes"' in page
 
 
 def test_report_includes_other_analyses(runs, tmp_path):
