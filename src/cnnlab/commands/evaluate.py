@@ -64,9 +64,9 @@ def run(args) -> int:
             f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}  ECE {r['ece']:.4f}"
         )
         table([[c, f"{a:.4f}"] for c, a in r["per_class"].items()], ["class", "accuracy"])
+        print("wrote " + ", ".join(r["outputs"]))
         if "tta" in r:
             print_tta(r["tta"])
-        print("wrote " + ", ".join(r["outputs"]))
 
     print_json_or(args, r, show)
     return 0
