@@ -25,26 +25,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_tta_arg(p) -> None:
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="test-time augmentation: average the softmax over the flips and shifts the run "
-        "was trained with (its data.augment); reports the accuracy with and without",
-    )
-
-
-def print_tta(t: dict) -> None:
-    """One line: accuracy with and without TTA, the change, the views."""
-    from cnnlab.inference import describe_views
-
-    print(
-        f"TTA ({describe_views(t['views'])}): accuracy "
-        f"{t['accuracy']:.4f} vs {t['accuracy_without_tta']:.4f} without "
-        f"({t['accuracy_change'] * 100:+.2f} points), loss {t['loss']:.4f}"
-    )
-
-
 def run(args) -> int:
     from cnnlab.inference import evaluate
 
@@ -70,3 +50,23 @@ def run(args) -> int:
 
     print_json_or(args, r, show)
     return 0
+
+
+def add_tta_arg(p) -> None:
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the softmax over the flips and shifts the run "
+        "was trained with (its data.augment); reports the accuracy with and without",
+    )
+
+
+def print_tta(t: dict) -> None:
+    """One line: accuracy with and without TTA, the change, the views."""
+    from cnnlab.inference import describe_views
+
+    print(
+        f"TTA ({describe_views(t['views'])}): accuracy "
+        f"{t['accuracy']:.4f} vs {t['accuracy_without_tta']:.4f} without "
+        f"({t['accuracy_change'] * 100:+.2f} points), loss {t['loss']:.4f}"
+    )
