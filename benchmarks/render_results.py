@@ -409,8 +409,9 @@ def tta(rs: list[dict]) -> list[str]:
             "## Test-time augmentation",
             "",
             f"`{d['recipe']}` with `{' '.join(d['overrides'])}`, its best checkpoint (by "
-            f"validation accuracy) on the official test set, scored once with "
-            f"`cnnlab eval --tta`: softmax averaged over {len(d['views'])} views (the "
+            "validation accuracy) on the official test set, scored once by "
+            "`cnnlab.evaluate(..., tta=True)` (what `cnnlab eval --tta` runs: the plain and "
+            f"the TTA accuracy from one call): softmax averaged over {len(d['views'])} views (the "
             "original and its mirror image, each also shifted 1 pixel up, down, left and "
             f"right: what the recipe's crop + flip allow); mean ± sd over seeds "
             f"{', '.join(map(str, d['seeds']))} ({where(d)}).",

@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="result file (default benchmarks/results/<date>-cpu2/tta.json)")
     a = p.parse_args(argv)
     t0 = time.time()
+    commit = subprocess.run(  # the code that runs: HEAD when the measurement starts
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     runs = Path(tempfile.mkdtemp(prefix="cnnlab-tta-"))
     overrides = [
         f"train.epochs={a.epochs}",
@@ -88,9 +91,6 @@ def main(argv=None) -> int:
         v = [r[key] for r in rows]
         return {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     today = datetime.date.today().isoformat()
     result = {
         "kind": "tta",
