@@ -61,14 +61,14 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
         assert section in page, section
 
 
-def test_report_worst_mistakes_have_the_right_labels(runs, tmp_path):
+def test_report_worst_mistakes_have_the_right_labels(runs):
     """The gallery and the confused pairs come from the logits `cnnlab eval` scores."""
     from cnnlab.inference import score
+    from cnnlab.report.html import evaluate_run
 
     a, _ = runs
-    info: dict = {}
-    page = write_report(a, out=tmp_path / "r.html", info=info, device="cpu").read_text()
-    ev = info["evaluation"]
+    page = (a / "report.html").read_text()  # the report written at the end of training
+    ev = evaluate_run(a, device="cpu")
     sc = score(a, device="cpu", download=False)
     y, pred = sc.labels, sc.logits.argmax(1)
     cls = sc.meta["classes"]
@@ -206,3 +206,21 @@ def test_evaluation_runs_in_plain_float32():
         assert b.cuda.matmul.allow_tf32 and b.cudnn.allow_tf32 and b.cudnn.benchmark
     finally:
         b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
+
+
+def test_image_grids_are_one_png_for_gray_and_colour():
+    import base64
+
+    import numpy as np
+
+    from cnnlab.report.html import plot_pairs, plot_wrong
+
+    for c in (1, 3):
+        ims = np.random.default_rng(0).integers(0, 256, (5, c, 12, 12), dtype=np.uint8)
+        png = base64.b64decode(plot_wrong(ims, [f"#{i}" for i in range(5)]))
+        assert png.startswith(b"\x89PNG")
+    pairs = [
+        {"true": "a", "predicted": "b", "examples": [3, 1], "images": ims[:2]},
+        {"true": "b", "predicted": "a", "examples": [0], "images": ims[:1]},
+    ]
+    assert base64.b64decode(plot_pairs(pairs)).startswith(b"\x89PNG")
