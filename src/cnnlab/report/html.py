@@ -31,7 +31,6 @@ import base64
 import html
 import io
 import json
-import math
 import os
 from pathlib import Path
 
