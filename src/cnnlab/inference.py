@@ -69,13 +69,13 @@ def score(
         raise CnnlabError(f"unknown split {split!r}; choose test or train")
     dev = resolve_device(device)
     model, meta, ds, run_dir = open_run(target, which, dev, data_dir, dataset, download)
-    views = tta_views(meta, getattr(ds, "augment", None)) if tta else None
     name = own_dataset(meta) if dataset is None else dataset
     if list(ds.classes) != list(meta["classes"]):
         raise CnnlabError(
             f"dataset {name} has the classes {_short(ds.classes)}, the model "
             f"{_short(meta['classes'])}; evaluate on a dataset with the model's classes"
         )
+    views = tta_views(meta, getattr(ds, "augment", None)) if tta else None
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
     loader = loader_for(meta, x, y, dev)
     probs = None
