@@ -162,7 +162,7 @@ def tta_views(meta: dict, dataset_default: str | None = None) -> list[View]:
         trained = ",".join(ops) or "none"
         raise CnnlabError(
             f"--tta: this run was trained without flip or crop augmentation (data.augment: "
-            f"{trained}), so there is no view to average over; evaluate it without --tta"
+            f"{trained}), so there is no view to average over; leave --tta out"
         )
     return views
 
