@@ -370,6 +370,33 @@ def gans(rs: list[dict]) -> list[str]:
     return lines
 
 
+def tta(rs: list[dict]) -> list[str]:
+    lines = []
+    for d in (d for d in rs if d["kind"] == "tta"):
+        r = d["rows"]
+        ch = [x["change_points"] for x in r]
+        sd = f" ± {statistics.stdev(ch):.2f}" if len(ch) > 1 else ""
+        lines += [
+            "## Test-time augmentation",
+            "",
+            f"`{d['recipe']}` with `{' '.join(d['overrides'])}`, its best checkpoint (by "
+            "validation accuracy) on the official test set, scored once by "
+            "`cnnlab.evaluate(..., tta=True)` (what `cnnlab eval --tta` runs: the plain and "
+            f"the TTA accuracy from one call): softmax averaged over {len(d['views'])} views (the "
+            "original and its mirror image, each also shifted 1 pixel up, down, left and "
+            f"right: what the recipe's crop + flip allow); mean ± sd over seeds "
+            f"{', '.join(map(str, d['seeds']))} ({where(d)}).",
+            "",
+            "| | test accuracy |",
+            "|---|---:|",
+            f"| without TTA | {mean_sd([x['accuracy'] for x in r])} |",
+            f"| with TTA | {mean_sd([x['accuracy_tta'] for x in r])} |",
+            f"| change | {statistics.mean(ch):+.2f}{sd} points |",
+            "",
+        ]
+    return lines
+
+
 def finetune(rs: list[dict]) -> list[str]:
     lines = []
     for d in (d for d in rs if d["kind"] == "finetune"):
@@ -439,6 +466,7 @@ def render(rs: list[dict] | None = None) -> str:
         + robustness(rs)
         + semi(rs)
         + gans(rs)
+        + tta(rs)
         + finetune(rs)
     )
     return "\n".join(head + body + sources(rs)).rstrip() + "\n"

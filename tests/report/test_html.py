@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import torch
 
 import cnnlab
 from cnnlab.cli import main
@@ -41,7 +42,7 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
     a, _ = runs
     page = (a / "report.html").read_text()
     imgs = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
-    assert len(imgs) >= 6  # curves, confusion, per-class, wrong, reliability, gradient flow
+    assert len(imgs) >= 6  # curves, confusion, per-class, worst, reliability, gradient flow
     assert not re.search(r'(src|href)="(?!data:)', page)  # no external asset
     last = read_metrics(a)[-1]
     assert f"{last['test_acc']:.2%}" in page and f"{last['test_loss']:.4f}" in page
@@ -49,7 +50,8 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
         "Learning curves",
         "Confusion matrix",
         "Per-class accuracy",
-        "Most confidently wrong",
+        "Worst mistakes: the 24 highest-loss test images",
+        "Most-confused class pairs",
         "reliability",
         "Gradient flow",
         "Model summary",
@@ -57,6 +59,36 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
         "Verdict",
     ):
         assert section in page, section
+
+
+def test_report_worst_mistakes_have_the_right_labels(runs):
+    """The gallery and the confused pairs come from the logits `cnnlab eval` scores."""
+    from cnnlab.inference import score
+    from cnnlab.report.html import evaluate_run
+
+    a, _ = runs
+    page = (a / "report.html").read_text()  # the report written at the end of training
+    ev = evaluate_run(a, device="cpu")
+    sc = score(a, device="cpu", download=False)
+    y, pred = sc.labels, sc.logits.argmax(1)
+    cls = sc.meta["classes"]
+    worst = ev["worst"]
+    assert len(worst) == 24 and ev["wrong"]["images"].shape[0] == 24
+    assert all(x["loss"] >= w["loss"] for x, w in zip(worst, worst[1:]))
+    for w in worst:
+        assert w["true"] == cls[int(y[w["index"]])] and w["predicted"] == cls[int(pred[w["index"]])]
+    assert (ev["wrong"]["images"][0] == sc.dataset.test_x[worst[0]["index"]].numpy()).all()
+    cm = torch.tensor(sc.metrics["confusion"])
+    off = cm - torch.diag(cm.diag())
+    pairs = ev["confused_pairs"]
+    assert pairs and pairs[0]["count"] == int(off.max())
+    assert len(pairs) == min(5, int((off > 0).sum()))
+    for p in pairs:
+        t, q = cls.index(p["true"]), cls.index(p["predicted"])
+        assert p["count"] == int(cm[t, q]) and 0 < len(p["examples"]) <= 4
+        assert all(int(y[i]) == t and int(pred[i]) == q for i in p["examples"])
+        assert f"<td>{p['true']}</td><td>{p['predicted']}</td><td>{p['count']}</td>" in page
+    assert 'alt="most-confused pairs"' in page and 'alt="worst mistakes"' in page
 
 
 def test_report_includes_other_analyses(runs, tmp_path):
@@ -174,3 +206,21 @@ def test_evaluation_runs_in_plain_float32():
         assert b.cuda.matmul.allow_tf32 and b.cudnn.allow_tf32 and b.cudnn.benchmark
     finally:
         b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
+
+
+def test_image_grids_are_one_png_for_gray_and_colour():
+    import base64
+
+    import numpy as np
+
+    from cnnlab.report.html import plot_pairs, plot_wrong
+
+    for c in (1, 3):
+        ims = np.random.default_rng(0).integers(0, 256, (5, c, 12, 12), dtype=np.uint8)
+        png = base64.b64decode(plot_wrong(ims, [f"#{i}" for i in range(5)]))
+        assert png.startswith(b"\x89PNG")
+    pairs = [
+        {"true": "a", "predicted": "b", "examples": [3, 1], "images": ims[:2]},
+        {"true": "b", "predicted": "a", "examples": [0], "images": ims[:1]},
+    ]
+    assert base64.b64decode(plot_pairs(pairs)).startswith(b"\x89PNG")

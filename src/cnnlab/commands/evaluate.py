@@ -21,6 +21,7 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "train"])
     add_checkpoint_arg(p, "--checkpoint")
     add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
+    add_tta_arg(p)
     p.set_defaults(func=run)
 
 
@@ -34,6 +35,7 @@ def run(args) -> int:
         split=args.split,
         device=args.device,
         which=args.checkpoint,
+        tta=getattr(args, "tta", False),
     )
 
     def show():
@@ -43,6 +45,28 @@ def run(args) -> int:
         )
         table([[c, f"{a:.4f}"] for c, a in r["per_class"].items()], ["class", "accuracy"])
         print("wrote " + ", ".join(r["outputs"]))
+        if "tta" in r:
+            print_tta(r["tta"])
 
     print_json_or(args, r, show)
     return 0
+
+
+def add_tta_arg(p) -> None:
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the softmax over the flips and shifts the run "
+        "was trained with (its data.augment); reports the accuracy with and without",
+    )
+
+
+def print_tta(t: dict) -> None:
+    """One line: accuracy with and without TTA, the change, the views."""
+    from cnnlab.inference import describe_views
+
+    print(
+        f"TTA ({describe_views(t['views'])}): accuracy "
+        f"{t['accuracy']:.4f} vs {t['accuracy_without_tta']:.4f} without "
+        f"({t['accuracy_change'] * 100:+.2f} points), loss {t['loss']:.4f}"
+    )

@@ -20,6 +20,12 @@ def register(sub) -> None:
         choices=["auto", "always", "never"],
         help="invert dark-on-light images for models trained on light-on-dark data",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average the probabilities over the flips and shifts "
+        "the run was trained with",
+    )
     add_device_arg(p)
     add_json_arg(p)
     p.set_defaults(func=run)
@@ -28,13 +34,22 @@ def register(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from cnnlab.inference import predict
+    from cnnlab.inference import describe_views, predict
 
     res = predict(
-        args.run, args.images, top=args.top, device=args.device, invert=args.invert, errors="report"
+        args.run,
+        args.images,
+        top=args.top,
+        device=args.device,
+        invert=args.invert,
+        errors="report",
+        tta=args.tta,
     )
 
     def show():
+        views = next((r["tta"] for r in res if "tta" in r), None)
+        if views:
+            print(f"TTA: probabilities averaged over {describe_views(views)}")
         for r in res:
             if "error" in r:
                 continue

@@ -12,7 +12,8 @@ def register(sub) -> None:
         "report",
         help="write the run's self-contained HTML report (curves, verdict, confusion, ...)",
         description="Write <run>/report.html: learning curves, generalisation verdict, "
-        "confusion matrix, per-class accuracy, confidently wrong images, reliability "
+        "confusion matrix, per-class accuracy, worst mistakes (the highest-loss test images and "
+        "the most-confused class pairs, with examples), reliability "
         "diagram + ECE, gradient flow, model summary, resolved config, other analyses. "
         "All images are embedded; the file opens offline. The test accuracy is computed "
         "as `cnnlab eval` computes it (one function, one number).",

@@ -2,8 +2,9 @@
 
 Every figure is a PNG embedded as base64, there is no external asset, so the file opens
 offline and can be mailed. Sections: summary and generalisation verdict, learning curves,
-confusion matrix, per-class accuracy, the most confidently wrong test images, reliability
-diagram + ECE, gradient flow (when ``gradients.jsonl`` exists), regularisation and
+confusion matrix, per-class accuracy, the worst mistakes (the highest-loss test images and
+the most-confused class pairs with examples), reliability diagram + ECE, gradient flow
+(when ``gradients.jsonl`` exists), regularisation and
 semi-supervised settings with the supervised-only baseline, model summary (layers,
 parameters, MACs), the resolved config, and whatever other analyses left in the run
 directory (``robustness.json``, ``ood.json``, ``eval.json``, their PNGs).
@@ -30,7 +31,6 @@ import base64
 import html
 import io
 import json
-import math
 import os
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import yaml
 from cnnlab.analysis.gradients import EXPLODE, VANISH, flags_for, read_gradients
 from cnnlab.config import GAN_MODELS
 from cnnlab.errors import CnnlabError
-from cnnlab.inference import confusion_figure, score
+from cnnlab.inference import confused_pairs, confusion_figure, score, worst_mistakes
 from cnnlab.models import count_macs, count_params
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.layout import read_metrics
@@ -220,22 +220,46 @@ def plot_reliability(table: list[dict], ece: float) -> str:
     return fig_png(fig)
 
 
-def plot_wrong(images: np.ndarray, captions: list[str]) -> str:
-    """A grid of uint8 images (N, C, H, W) with captions."""
+def plot_grid(rows: list[list[tuple[np.ndarray, str]]]) -> str:
+    """Rows of captioned uint8 images (C, H, W), drawn as one montage on one axes (a
+    subplot per image costs ~70 ms each); gray when every image has one channel."""
     plt = _plt()
-    n = len(images)
-    cols = min(8, max(1, n))
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.9 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, im, cap in zip(axes.flat, images, captions, strict=False):
-        if im.shape[0] == 1:
-            ax.imshow(im[0], cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(im.transpose(1, 2, 0))
-        ax.set_title(cap, fontsize=6)
+    cols = max(len(r) for r in rows)
+    c, h, w = rows[0][0][0].shape
+    gap_x, gap_y = max(2, w // 8), max(10, h // 2)  # room for two caption lines above
+    hh, ww = h + gap_y, w + gap_x
+    canvas = np.full((len(rows) * hh, cols * ww - gap_x, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, (im, _) in enumerate(row):
+            rgb = np.repeat(im, 3, 0) if im.shape[0] == 1 else im[:3]
+            y0, x0 = i * hh + gap_y, j * ww
+            canvas[y0 : y0 + h, x0 : x0 + w] = rgb.transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(1.6 * cols, 1.6 * cols * canvas.shape[0] / canvas.shape[1]))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.axis("off")
+    for i, row in enumerate(rows):
+        for j, (_, cap) in enumerate(row):
+            ax.text(j * ww + w / 2, i * hh + gap_y - 1, cap, ha="center", va="bottom", fontsize=6)
     return fig_png(fig)
+
+
+def plot_wrong(images: np.ndarray, captions: list[str]) -> str:
+    """A grid of uint8 images (N, C, H, W) with captions, 8 a row."""
+    items = list(zip(images, captions, strict=True))
+    return plot_grid([items[k : k + 8] for k in range(0, len(items), 8)])
+
+
+def plot_pairs(pairs: list[dict]) -> str:
+    """One row per confused pair: its example images (uint8 (N, C, H, W)), captioned."""
+    return plot_grid(
+        [
+            [
+                (im, f"#{i} true {p['true']}\npredicted {p['predicted']}")
+                for im, i in zip(p["images"], p["examples"], strict=True)
+            ]
+            for p in pairs
+        ]
+    )
 
 
 def plot_gradients(rows: list[dict]) -> str:
@@ -329,26 +353,33 @@ def classifier_history(run: str | os.PathLike) -> list[dict]:
     return [m for m in rows if ("val_acc" in m) == with_val]
 
 
+def mistake_caption(w: dict) -> str:
+    """``#index predicted 87% / true X, loss 2.31`` for one of :func:`worst_mistakes`."""
+    return (
+        f"#{w['index']} {w['predicted']} {w['confidence']:.0%}\n"
+        f"true {w['true']}, loss {w['loss']:.2f}"
+    )
+
+
 def evaluate_run(
-    run: Path, which: str = "best", n_wrong: int = 16, data_dir=None, device: str = "auto"
+    run: Path, which: str = "best", n_wrong: int = 24, data_dir=None, device: str = "auto"
 ) -> dict:
     """Test-set metrics (the same evaluation as ``cnnlab eval``: :func:`inference.score`),
-    the most confidently wrong images and the model summary."""
+    the worst mistakes (the ``n_wrong`` highest-loss images and the most-confused class
+    pairs with examples) and the model summary."""
     sc = score(run, data_dir=data_dir, device=device, which=which, download=False)
     res, logits, y, meta, ds = dict(sc.metrics), sc.logits, sc.labels, sc.meta, sc.dataset
     model = sc.model.cpu()
-    probs = logits.softmax(1)
-    conf, pred = probs.max(1)
-    wrong = (pred != y).nonzero().flatten()
-    top = wrong[conf[wrong].argsort(descending=True)[:n_wrong]]
     cls = meta["classes"]
+    # the worst mistakes: per-image losses from the same logits `cnnlab eval` scores
+    res["worst"] = worst_mistakes(logits, y, cls, n_wrong)
+    res["confused_pairs"] = confused_pairs(logits, y, cls, top=5, examples=4)
     res["wrong"] = {
-        "images": ds.test_x[top].numpy(),
-        "captions": [
-            f"#{int(i)} {cls[int(pred[i])]} {float(conf[i]):.0%}\n(true {cls[int(y[i])]})"
-            for i in top
-        ],
+        "images": ds.test_x[[w["index"] for w in res["worst"]]].numpy(),
+        "captions": [mistake_caption(w) for w in res["worst"]],
     }
+    for pair in res["confused_pairs"]:
+        pair["images"] = ds.test_x[pair["examples"]].numpy()
     inp = meta["input"]
     layers = []
     for name, m in model.named_modules():
@@ -456,6 +487,33 @@ def _json_block(obj, limit: int = 6000) -> str:
     if len(text) > limit:
         text = text[:limit] + "\n… (truncated)"
     return f"<pre>{html.escape(text)}</pre>"
+
+
+def worst_mistakes_section(ev: dict) -> list[str]:
+    """The worst mistakes: a gallery of the highest-loss test images (true and predicted
+    class, confidence, loss) and the most-confused class pairs, a few examples each."""
+    parts = []
+    if len(ev["wrong"]["images"]):
+        parts.append(
+            f"<h3>Worst mistakes: the {len(ev['worst'])} highest-loss test images</h3>"
+            '<p class="note">Caption: image index, predicted class and its probability; '
+            "the true class and the image's cross-entropy loss.</p>"
+            + _img(plot_wrong(ev["wrong"]["images"], ev["wrong"]["captions"]), "worst mistakes")
+        )
+    pairs = ev.get("confused_pairs") or []
+    if pairs:
+        parts.append(
+            "<h3>Most-confused class pairs</h3>"
+            + _table(
+                [[p["true"], p["predicted"], p["count"], _pct(p["rate"])] for p in pairs],
+                ["true class", "predicted as", "images", "of the true class"],
+            )
+        )
+        parts.append(
+            '<p class="note">One row per pair, in the order of the table: its highest-loss '
+            "examples.</p>" + _img(plot_pairs(pairs), "most-confused pairs")
+        )
+    return parts
 
 
 def render_report(
@@ -575,13 +633,7 @@ def render_report(
             + _img(plot_per_class(ev["per_class"]), "per-class accuracy")
             + _table([[c, _pct(a)] for c, a in ev["per_class"].items()], ["class", "accuracy"])
         )
-        if len(ev["wrong"]["images"]):
-            parts.append(
-                "<h3>Most confidently wrong test images</h3>"
-                + _img(
-                    plot_wrong(ev["wrong"]["images"], ev["wrong"]["captions"]), "confidently wrong"
-                )
-            )
+        parts += worst_mistakes_section(ev)
         parts.append(
             "<h3>Calibration (reliability diagram)</h3>"
             + _img(plot_reliability(ev["reliability"], ev["ece"]), "reliability")

@@ -389,6 +389,8 @@ class ClassifyTask(Task):
                 "std": self.train_loader.std.flatten().tolist(),
                 "grayscale": cfg.data.grayscale,
             },
+            # what training augmented with ('auto' resolved): test-time augmentation's views
+            "augment": list(getattr(self, "augment", None) or getattr(self.trainer, "augment", ())),
         }
 
     def describe(self) -> str:
