@@ -678,3 +678,29 @@ def load_imagefolder(
             raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
         ds.decode([split])
     return ds
+
+
+def class_folder_name(name: str) -> str:
+    """A class name as a folder name ("T-shirt/top" → "T-shirt_top")."""
+    safe = "".join(ch if ch not in "/\\\0:" else "_" for ch in str(name)).strip()
+    return safe if safe not in ("", ".", "..") else f"class_{safe or 'x'}"
+
+
+def write_image_folder(
+    root: str | os.PathLike, x: torch.Tensor, y: torch.Tensor, classes: Sequence[str],
+    ext: str = "png", start: int = 0,
+) -> list[Path]:  # fmt: skip
+    """Write uint8 images (N, C, H, W) as ``root/<class>/<index>.<ext>`` files (index from
+    ``start``: a dataset's own image numbers), a folder this module reads back — PNG
+    losslessly, so the decoded tensors equal ``x``."""
+    root = Path(root)
+    names = [class_folder_name(c) for c in classes]
+    for n in names:
+        (root / n).mkdir(parents=True, exist_ok=True)
+    out = []
+    arr = x.numpy()
+    for i, (a, label) in enumerate(zip(arr, y.tolist(), strict=True)):
+        p = root / names[label] / f"{start + i:05d}.{ext}"
+        Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(p)
+        out.append(p)
+    return out
