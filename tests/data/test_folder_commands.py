@@ -104,3 +104,18 @@ def test_ablate_and_sweep_train_on_the_folder(folder_run, tmp_path):
             "--trials", "2", "--study", "sw", "--no-baseline"]  # fmt: skip
     assert main(argv) == 0
     assert (tmp_path / "sw" / "best.yaml").is_file()
+
+
+def test_eval_on_a_folder_that_lost_test_files_is_one_line(folder_run, tmp_path, capsys):
+    import shutil
+
+    _, root, run = folder_run
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    gone = json.loads((run / "split.json").read_text())["parts"]["test"][0][0]
+    (moved / gone).unlink()
+    assert main(["eval", str(run), "--data-dir", str(moved)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlab: error: imagefolder: 1 file(s)")
+    assert gone in err[0]
+    assert main(["eval", str(run), "--data-dir", str(root), "--json"]) == 0  # the original

@@ -221,9 +221,15 @@ class FolderSplit:
             "digest": self.digest(),
             "counts": {k: len(v) for k, v in self.parts.items()},
             "skipped": self.skipped,
-            "parts": {k: [[r, y] for r, y in v] for k, v in self.parts.items()},
         }
-        return json.dumps(d, indent=1) + "\n"
+        # one file a line: readable and diffable even with a million files
+        parts = ",\n".join(
+            f"  {json.dumps(k)}: [\n"
+            + ",\n".join(f"   {json.dumps([r, y])}" for r, y in v)
+            + "\n  ]"
+            for k, v in self.parts.items()
+        )
+        return json.dumps(d, indent=1)[:-2] + ',\n "parts": {\n' + parts + "\n }\n}\n"
 
     @classmethod
     def load(cls, path: str | os.PathLike, root: str | os.PathLike | None = None) -> FolderSplit:
