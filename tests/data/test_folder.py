@@ -176,6 +176,10 @@ def test_bad_options(tmp_path):
         load_dataset("imagefolder", root, sise=32)
     with pytest.raises(ConfigError, match="channels must be 1 or 3"):
         load_dataset("imagefolder", root, channels=2)
+    with pytest.raises(ConfigError, match="split_seed"):
+        load_dataset("imagefolder", root, split_seed=-1)
+    with pytest.raises(ConfigError, match="mean and data.std need 1 or 3 values"):
+        load_dataset("imagefolder", root, mean=[0.5, 0.5], std=[0.2, 0.2])
 
 
 def test_fifos_and_symlink_loops_neither_hang_nor_multiply_images(tmp_path):
@@ -213,6 +217,11 @@ def test_split_file_keeps_the_test_set_when_files_come_and_go(tmp_path):
         load_dataset("imagefolder", root, split_file=rec, split="test")
     with pytest.raises(DataError, match="split file"):
         load_dataset("imagefolder", root, split_file=root / "cat" / "0.png")
+    d = json.loads(rec.read_text())
+    d["parts"]["test"][0][0] = "../../etc/passwd"
+    rec.write_text(json.dumps(d))
+    with pytest.raises(DataError, match="outside the image folder"):
+        load_dataset("imagefolder", root, split_file=rec, split="test")
 
 
 def test_a_run_read_back_decodes_only_its_test_files(tmp_path, monkeypatch):

@@ -257,6 +257,11 @@ class FolderSplit:
             raise _err(f"cannot read the split file {path} ({e.strerror})") from None
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise _err(f"{path} is not a split file cnnlab wrote ({type(e).__name__})") from None
+        bad = [
+            r for v in fs.parts.values() for r, _ in v if os.path.isabs(r) or ".." in Path(r).parts
+        ]
+        if bad:
+            raise _err(f"{path} names a file outside the image folder ({bad[0]})")
         if d.get("digest") not in (None, fs.digest()):
             raise _err(f"{path} was edited: its file lists do not match its digest")
         if not fs.root.is_dir():
@@ -661,15 +666,20 @@ def load_imagefolder(
         raise ConfigError(f"data.size must be an integer in [8, 4096] pixels, got {size!r}")
     if resident not in (True, False, "auto"):
         raise ConfigError(f"data.resident must be auto, true or false, got {resident!r}")
+    if not (isinstance(split_seed, int) and not isinstance(split_seed, bool) and split_seed >= 0):
+        raise ConfigError(f"data.split_seed must be an integer ≥ 0, got {split_seed!r}")
+    if not (isinstance(max_resident_mb, (int, float)) and max_resident_mb >= 0):
+        raise ConfigError(f"data.max_resident_mb must be a number ≥ 0, got {max_resident_mb!r}")
     if split_file is not None:
         fs = FolderSplit.load(split_file, folder)
     else:
         fs = plan_split(Path(folder), test_fraction, split_seed)
         settle_decoding(fs, size, channels)
         if mean is not None or std is not None:
-            if mean is None or std is None or len(mean) != len(std) or min(std) <= 0:
+            n = len(mean or ()), len(std or ())
+            if n[0] != n[1] or n[0] not in (1, fs.channels) or min(std or [0]) <= 0:
                 raise ConfigError(
-                    "data.mean and data.std need one value per channel each (std > 0)"
+                    f"data.mean and data.std need 1 or {fs.channels} values each (std > 0)"
                 )
             fs.mean, fs.std = tuple(map(float, mean)), tuple(map(float, std))
         need = sum(len(v) for v in fs.parts.values()) * fs.channels * fs.size**2
