@@ -290,8 +290,10 @@ def _idx_dataset(name, classes, mean, std, augment):
         paths = [_find_variant(folder, f) for f in MNIST_FILES]
         xte, yte = _idx_images(paths[2]), _idx_labels(paths[3])
         _check_pair(xte, yte, paths[2].name, paths[3].name, len(classes))
-        if split == "test":  # evaluation: the t10k files only
+        n_train = None
+        if split == "test":  # evaluation: the t10k images only (and the count of the others)
             xtr, ytr = xte[:0], yte[:0]
+            n_train = len(_idx_labels(paths[1])) if paths[1] is not None else 0
         else:
             xtr, ytr = _idx_images(paths[0]), _idx_labels(paths[1])
             _check_pair(xtr, ytr, paths[0].name, paths[1].name, len(classes))
@@ -309,6 +311,7 @@ def _idx_dataset(name, classes, mean, std, augment):
             std,
             augment,
             str(folder),
+            n_train,
         )
 
     return loader

@@ -22,6 +22,12 @@ class Dataset:
     std: tuple[float, ...]
     augment: str = "none"  # the dataset's default training augmentation
     source: str = ""
+    n_train: int | None = None  # loaded for evaluation only: the training set's size
+
+    @property
+    def num_train(self) -> int:
+        """Training images, whether or not they were loaded (``split="test"``)."""
+        return self.n_train if self.n_train is not None else len(self.train_x)
 
     @property
     def channels(self) -> int:

@@ -468,6 +468,10 @@ class FolderData(Dataset):
         return self.split.channels
 
     @property
+    def num_train(self) -> int:
+        return len(self.split.parts["train"])
+
+    @property
     def size(self) -> int:
         return self.split.size
 
