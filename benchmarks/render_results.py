@@ -426,6 +426,29 @@ def finetune(rs: list[dict]) -> list[str]:
     return lines
 
 
+def folder_parity(rs: list[dict]) -> list[str]:
+    lines = []
+    for d in (d for d in rs if d["kind"] == "folder_parity"):
+        same = " and ".join(f"{k} {'bit-identical' if v else 'DIFFERENT'}" for k, v in
+                            d["bit_identical"].items())  # fmt: skip
+        lines += [
+            "## A folder of PNGs against the IDX files",
+            "",
+            f"{d['model']} trained on the first {d['n_train']:,} Fashion-MNIST training "
+            f"images, once from the IDX files and once from PNG files written from them "
+            f"(`imagefolder`, resident), {d['epochs']} epochs, batch {d['batch_size']}; "
+            f"final-epoch accuracy on the same {d['n_test']:,} test images, mean ± sd over "
+            f"seeds {', '.join(map(str, d['seeds']))} ({where(d)}). Decoded tensors: {same} "
+            f"({d['decode_seconds']} s to decode {d['n_train'] + d['n_test']:,} PNGs).",
+            "",
+            "| source | test accuracy |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {mean_sd(v['test_acc'])} |" for k, v in d["rows"].items()]
+        lines.append("")
+    return lines
+
+
 def sources(rs: list[dict]) -> list[str]:
     lines = [
         "## Sources",
@@ -468,6 +491,7 @@ def render(rs: list[dict] | None = None) -> str:
         + gans(rs)
         + tta(rs)
         + finetune(rs)
+        + folder_parity(rs)
     )
     return "\n".join(head + body + sources(rs)).rstrip() + "\n"
 

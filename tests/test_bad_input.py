@@ -63,7 +63,24 @@ def world(tmp_path_factory, tiny_trained_run):
     (w / "empty.png").write_bytes(b"")
     Image.fromarray(np.full((28, 28), 200, np.uint8)).save(w / "ok.png")
     (w / "space.yaml").write_text("optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n")
+    image_folders(w / "folders")
     return w
+
+
+def image_folders(d: Path) -> None:
+    """Folders of images that are not a dataset: one class, an empty class, no class
+    folders, a class folder that only loops back to its parent."""
+    img = Image.fromarray(np.full((8, 8), 90, np.uint8))
+    for name, classes in (("one", ["a"]), ("empty", ["a", "b"]), ("looped", ["a"])):
+        for c in classes:
+            (d / name / c).mkdir(parents=True)
+            if name != "empty" or c == "a":
+                img.save(d / name / c / "0.png")
+    (d / "empty" / "b" / "notes.txt").write_text("no images here")
+    (d / "looped" / "b").mkdir()
+    os.symlink("..", d / "looped" / "b" / "up")
+    (d / "loose").mkdir()
+    img.save(d / "loose" / "0.png")
 
 
 def fake_gan(d: Path) -> Path:
@@ -112,6 +129,7 @@ def check_one_line_error(capsys, argv: list[str], roots: tuple[Path, ...]) -> st
 
 SYN = ["--set", "data.name=synthetic", "--set", "train.device=cpu"]
 R = "{w}"  # stands for the world folder in the cases below
+FOLDER = ["train", "--dataset", "imagefolder", "--data-dir"]
 
 # (command, mistake class, argv, words the error must hold)
 CASES = [
@@ -130,6 +148,13 @@ CASES = [
     ("train", "missing run", ["train", "--resume", f"{R}/nosuch"], "nosuch"),
     ("train", "input too small", ["train", *SYN, "--set", "data.size=8"], "data.resize=12"),
     ("train", "input too small", ["train", *SYN, "--model", "alexnet"], "data.resize="),
+    ("train", "bad folder", ["train", "--dataset", "imagefolder"], "needs --data-dir"),
+    ("train", "bad folder", [*FOLDER, f"{R}/nosuch"], "not found"),
+    ("train", "bad folder", [*FOLDER, f"{R}/ok.png"], "is a file"),
+    ("train", "bad folder", [*FOLDER, f"{R}/folders/loose"], "no class sub-folders"),
+    ("train", "bad folder", [*FOLDER, f"{R}/folders/one"], "only one class"),
+    ("train", "bad folder", [*FOLDER, f"{R}/folders/empty"], "no image files"),
+    ("train", "bad folder", [*FOLDER, f"{R}/folders/looped"], "no image files"),
     # eval
     ("eval", "missing run", ["eval", f"{R}/nosuch"], "not found"),
     ("eval", "empty run", ["eval", f"{R}/empty"], "no checkpoint"),

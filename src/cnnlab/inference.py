@@ -68,7 +68,7 @@ def score(
     if split not in ("test", "train"):
         raise CnnlabError(f"unknown split {split!r}; choose test or train")
     dev = resolve_device(device)
-    model, meta, ds, run_dir = open_run(target, which, dev, data_dir, dataset, download)
+    model, meta, ds, run_dir = open_run(target, which, dev, data_dir, dataset, download, split)
     name = own_dataset(meta) if dataset is None else dataset
     if list(ds.classes) != list(meta["classes"]):
         raise CnnlabError(

@@ -35,3 +35,14 @@ def test_8bit_and_rgba_unchanged():
     assert (load_image(encode(grey), 1, 8)[0] == grey).all()
     rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent: white after compositing
     assert (load_image(encode(rgba, "RGBA"), 1, 8) == 255).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    a = np.zeros((8, 16), np.uint8)
+    a[:, :4] = 255  # a bright left edge, in a landscape image
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    im.save(tmp_path / "side.jpg", exif=exif, quality=100)
+    x = load_image(tmp_path / "side.jpg", 1, 16)[0]
+    assert x[:4].mean() > 200 and x[-4:].mean() < 50  # the edge is now on top

@@ -10,7 +10,9 @@ offline, the error says which files to put where.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import os
 import shutil
 import tarfile
@@ -23,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.data.datatypes import Dataset
 from cnnlab.data.download import check_digest, download
+from cnnlab.data.folder import channel_stats as _stats
 from cnnlab.data.folder import load_imagefolder
 from cnnlab.data.formats import read_cifar_batch, read_cifar_meta, read_idx
 from cnnlab.errors import ConfigError, DataError
@@ -36,40 +40,6 @@ except ImportError:  # a bare image: the XDG default
 
 
 @dataclass
-class Dataset:
-    """A small image dataset held as uint8 tensors (N, C, H, W)."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: str = "none"  # the dataset's default training augmentation
-    source: str = ""
-
-    @property
-    def channels(self) -> int:
-        return int(self.train_x.shape[1])
-
-    @property
-    def size(self) -> int:
-        return int(self.train_x.shape[-1])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __repr__(self) -> str:
-        return (
-            f"Dataset({self.name!r}, train={tuple(self.train_x.shape)}, "
-            f"test={tuple(self.test_x.shape)}, classes={self.num_classes})"
-        )
-
-
-@dataclass
 class DatasetSpec:
     name: str
     description: str
@@ -79,7 +49,9 @@ class DatasetSpec:
     subdirs: tuple[str, ...] = ()  # extra folder names the files may sit in
     archive: tuple[str, str] | None = None  # (archive file, checksum) holding `files`
     embedded: bool = False  # needs no files
-    dirs: tuple[str, ...] = ()  # sub-folders that must exist (imagefolder: train/)
+    dirs: tuple[str, ...] = ()  # sub-folders that must exist
+    folder_only: bool = False  # the files are --data-dir itself (imagefolder): no look-up
+    test_files: tuple[str, ...] = ()  # what the test split alone needs (eval reads only those)
 
     def folders(self) -> tuple[str, ...]:
         return (self.name, *self.subdirs)
@@ -244,13 +216,23 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     mirrors: list[str] | None = None,
+    split: str | None = None,
     **options,
 ) -> Dataset:
-    """Load a dataset by name (see ``list_datasets()``)."""
+    """Load a dataset by name (see ``list_datasets()``). ``split="test"``: only what the
+    test split needs is found, read and decoded (the training tensors may be empty)."""
     spec = DATASETS.get(name)
-    check_kwargs("dataset", spec.name, spec.loader, options, skip=("folder",))
+    check_kwargs("dataset", spec.name, spec.loader, options, skip=("folder", "split"))
+    if split is not None and "split" in inspect.signature(spec.loader).parameters:
+        options["split"] = split
+        if split == "test" and spec.test_files:
+            spec = dataclasses.replace(spec, files={f: spec.files[f] for f in spec.test_files})
     if spec.embedded:
         return spec.loader(**options)
+    if spec.folder_only:
+        if not data_dir:
+            raise DataError(f"dataset {spec.name!r} needs --data-dir PATH (the folder of images)")
+        return spec.loader(folder=Path(data_dir).expanduser(), **options)
     folder = fetch(spec, data_dir, download, mirrors)
     return spec.loader(folder=folder, **options)
 
@@ -260,6 +242,9 @@ def dataset_status(name: str, data_dir=None) -> tuple[str, str]:
     spec = DATASETS.get(name)
     if spec.embedded:
         return "yes", "built in"
+    if spec.folder_only:
+        d = Path(data_dir).expanduser() if data_dir else None
+        return ("yes", str(d)) if d and d.is_dir() else ("no", "pass --data-dir PATH")
     found = locate(spec, data_dir)
     if found:
         return "yes", str(found)
@@ -269,12 +254,6 @@ def dataset_status(name: str, data_dir=None) -> tuple[str, str]:
 
 
 # --- helpers --------------------------------------------------------------------------
-
-
-def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    xf = x.float().div_(255)
-    dims = (0, 2, 3)
-    return tuple(xf.mean(dims).tolist()), tuple(xf.std(dims).clamp_min(1e-3).tolist())
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, xs: str, ys: str, num_classes: int) -> None:
@@ -307,12 +286,17 @@ MNIST_FILES = (
 
 
 def _idx_dataset(name, classes, mean, std, augment):
-    def loader(folder: Path) -> Dataset:
+    def loader(folder: Path, split: str | None = None) -> Dataset:
         paths = [_find_variant(folder, f) for f in MNIST_FILES]
-        xtr, ytr = _idx_images(paths[0]), _idx_labels(paths[1])
         xte, yte = _idx_images(paths[2]), _idx_labels(paths[3])
-        _check_pair(xtr, ytr, paths[0].name, paths[1].name, len(classes))
         _check_pair(xte, yte, paths[2].name, paths[3].name, len(classes))
+        n_train = None
+        if split == "test":  # evaluation: the t10k images only (and the count of the others)
+            xtr, ytr = xte[:0], yte[:0]
+            n_train = len(_idx_labels(paths[1])) if paths[1] is not None else 0
+        else:
+            xtr, ytr = _idx_images(paths[0]), _idx_labels(paths[1])
+            _check_pair(xtr, ytr, paths[0].name, paths[1].name, len(classes))
         if xtr.shape[1:] != xte.shape[1:]:
             raise DataError(f"{folder}: train images {xtr.shape[1:]} vs test {xte.shape[1:]}")
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
@@ -327,6 +311,7 @@ def _idx_dataset(name, classes, mean, std, augment):
             std,
             augment,
             str(folder),
+            n_train,
         )
 
     return loader
@@ -349,6 +334,7 @@ register_dataset(
             "http://yann.lecun.com/exdb/mnist/",
         ],
         subdirs=("MNIST/raw",),
+        test_files=MNIST_FILES[2:],
     )
 )
 
@@ -378,6 +364,7 @@ register_dataset(
         },
         mirrors=["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
         subdirs=("FashionMNIST/raw",),
+        test_files=MNIST_FILES[2:],
     )
 )
 
@@ -585,8 +572,9 @@ register_dataset(
 register_dataset(
     DatasetSpec(
         "imagefolder",
-        "image files in train/<class>/, val/<class>/ (ImageNet layout), streamed; needs --data-dir",
+        "your images: PATH/<class>/* (split for you) or PATH/{train,val,test}/<class>/*; "
+        "needs --data-dir",
         load_imagefolder,
-        dirs=("train",),
+        folder_only=True,
     )
 )

@@ -8,12 +8,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cnnlab.errors import CnnlabError
 
 MAX_IMAGE_PIXELS = 1 << 26  # 67 Mpx (8192 × 8192): above any photo, below a memory bomb
 MAX_IMAGE_FILE = 256 << 20  # bytes
+EXIF_ORIENTATION = 0x0112
 
 
 def load_image(
@@ -52,6 +53,8 @@ def load_image(
                 )
             im.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG: decode smaller
             im.load()
+            if im.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a phone photo taken sideways
+                im = ImageOps.exif_transpose(im)
             return pil_to_input(im, channels, size)
     except CnnlabError:
         raise

@@ -500,10 +500,10 @@ def read_export_metadata(path) -> dict:
 # --------------------------------------------------------------------------- data
 
 
-def run_test_data(meta: dict, data_dir=None, limit: int | None = None):
+def run_test_data(meta: dict, data_dir=None, limit: int | None = None, run_dir=None):
     """(pixels01 float (N, C, S, S), normalised (N, C, S, S), labels) from the run's test split,
     prepared exactly as evaluation prepares them."""
-    ds = load_run_dataset(meta, data_dir)
+    ds = load_run_dataset(meta, data_dir, run_dir=run_dir, split="test")
     x, y = ds.test_x, ds.test_y
     if limit:
         x, y = x[:limit], y[:limit]
@@ -645,7 +645,7 @@ def export(
 
     report: dict = {"export": str(out), "format": fmt, "exporter": exporter}
     if check or int8:
-        pix, norm, y, ds = run_test_data(meta, data_dir, parity_images)
+        pix, norm, y, ds = run_test_data(meta, data_dir, parity_images, run_dir_of(run))
         if input_kind == "uint8" and invert:  # the reference sees what the graph's invert does
             border = torch.cat(
                 [pix[:, :, 0, :], pix[:, :, -1, :], pix[:, :, :, 0], pix[:, :, :, -1]], dim=2

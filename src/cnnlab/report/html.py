@@ -394,7 +394,7 @@ def evaluate_run(
     }
     res["checkpoint_file"] = sc.checkpoint.stem  # best, or last where no best was kept
     d = meta.get("config", {}).get("data", {})
-    n = len(ds.train_x)
+    n = ds.num_train  # the test split alone was loaded
     if isinstance(d.get("train_limit"), int) and d["train_limit"] > 0:
         n = min(n, d["train_limit"])
     vf = d.get("val_fraction", 0)

@@ -67,15 +67,29 @@ def load_model(target, which: str = "best", device="cpu") -> tuple[torch.nn.Modu
     return model_from_checkpoint(ck, device), ck.meta
 
 
-def load_run_dataset(meta: dict, data_dir=None, name: str | None = None, download: bool = True):
+def load_run_dataset(
+    meta: dict,
+    data_dir=None,
+    name: str | None = None,
+    download: bool = True,
+    run_dir: str | os.PathLike | None = None,
+    split: str | None = None,
+):
     """The dataset a run was trained on, loaded with the loader options its config recorded
-    (``name`` picks another dataset, loaded with its defaults)."""
+    (``name`` picks another dataset, loaded with its defaults). An image-folder run reads
+    its recorded split (``run_dir/split.json``): the same test images as in training, even
+    after files were added to the folder. ``split="test"``: only the test split is read
+    (IDX datasets skip their training files, folders decode only their test files)."""
     cfg = meta.get("config", {}).get("data", {})
     own = meta.get("dataset") or cfg.get("name")
     name = name or own
     known = {f.name for f in dataclasses.fields(DataConfig)}  # the rest are loader options
     args = {k: v for k, v in cfg.items() if k not in known} if name == cfg.get("name") else {}
-    return load_dataset(name, data_dir or cfg.get("data_dir"), download, **args)
+    if name == own and run_dir is not None and (Path(run_dir) / "split.json").is_file():
+        args["split_file"] = str(Path(run_dir) / "split.json")
+    return load_dataset(
+        name, data_dir or cfg.get("data_dir"), download, split=split or "lazy", **args
+    )
 
 
 def run_dir_of(target) -> Path:
@@ -115,9 +129,12 @@ def open_run(
     data_dir=None,
     dataset: str | None = None,
     download: bool = True,
+    split: str | None = None,
 ) -> OpenRun:
     """A run ready to analyse: its model (eval mode, on ``device``), checkpoint metadata,
-    the dataset it was trained on (or ``dataset``) and its directory."""
+    the dataset it was trained on (or ``dataset``; ``split="test"``: its test split only)
+    and its directory."""
     model, meta = load_model(target, which, device)
-    ds = load_run_dataset(meta, data_dir, dataset, download)
-    return OpenRun(model, meta, ds, run_dir_of(target))
+    run_dir = run_dir_of(target)
+    ds = load_run_dataset(meta, data_dir, dataset, download, run_dir, split)
+    return OpenRun(model, meta, ds, run_dir)

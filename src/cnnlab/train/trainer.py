@@ -155,9 +155,11 @@ class Trainer:
                 if isinstance(cb, Progress):
                     cb.quiet = True
         if self.dataset is None:
-            self.dataset = load_dataset(
-                cfg.data.name, cfg.data.data_dir, cfg.data.download, **cfg.data.args
-            )
+            args = dict(cfg.data.args)
+            split = self.resume_from / "split.json" if self.resume_from is not None else None
+            if split is not None and split.is_file():  # an image folder: the run's own split
+                args["split_file"] = str(split)
+            self.dataset = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, **args)
         self._check_pad()
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
         self.task.build(self)
@@ -776,6 +778,8 @@ class Trainer:
             if self._metrics_dirty:
                 self._rewrite_metrics()
         atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+        if hasattr(self.dataset, "split_record"):  # an image folder: which file is in which split
+            atomic_write_text(self.run_dir / "split.json", self.dataset.split_record())
         return created
 
     def _remove_new_run_dir(self) -> None:

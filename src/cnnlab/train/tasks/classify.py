@@ -17,6 +17,7 @@ import torch
 
 from cnnlab.data.augment import parse_augment
 from cnnlab.data.loader import ResidentLoader
+from cnnlab.data.split import split_train_val
 from cnnlab.errors import ConfigError
 from cnnlab.models import MODELS, count_params, create_model
 from cnnlab.runtime.device import pool_before_activation, settle_precision
@@ -26,28 +27,6 @@ from cnnlab.train.adversarial import make_adversary
 from cnnlab.train.losses import build_loss
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
-
-
-def split_train_val(
-    n: int, fraction: float, seed: int, labels: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint (train, val) index sets carved from the training set, fixed by ``seed``:
-    ``round(n · fraction)`` images for validation. Given ``labels``, the split is stratified:
-    each class gives its share (its images are drawn in a seeded order and the classes
-    interleaved by rank within the class, so even a tiny split holds every class it can)."""
-    g = torch.Generator().manual_seed(10_000 + seed)
-    perm = torch.randperm(n, generator=g)
-    nv = int(round(n * fraction))
-    if labels is not None and n:
-        y = labels[perm].long()
-        order = torch.argsort(y, stable=True)  # by class, seeded order within the class
-        counts = torch.bincount(y)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.empty(n, dtype=torch.float64)
-        rank[order] = torch.arange(n, dtype=torch.float64) - starts[y[order]].double()
-        key = (rank + 0.5) / counts[y].double()  # where in its class an image sits, in (0, 1)
-        perm = perm[torch.argsort(key, stable=True)]
-    return perm[nv:].sort().values, perm[:nv].sort().values
 
 
 def _fits(name: str, channels: int, classes: int, size: int, options: dict):
@@ -142,7 +121,9 @@ class ClassifyTask(Task):
             xtr, ytr = xtr[: cfg.data.train_limit], ytr[: cfg.data.train_limit]
         self.val = None
         xva = None
-        if cfg.data.val_fraction > 0:
+        if getattr(ds, "val_x", None) is not None:  # a folder's own val/ split
+            xva, yva = ds.val_x, ds.val_y
+        elif cfg.data.val_fraction > 0:
             tr_idx, va_idx = split_train_val(len(xtr), cfg.data.val_fraction, t.seed, ytr)
             xva, yva = xtr[va_idx], ytr[va_idx]
             xtr, ytr = xtr[tr_idx], ytr[tr_idx]
