@@ -29,6 +29,7 @@ from PIL import Image
 
 from cnnlab.data.augment import parse_augment
 from cnnlab.data.images import MAX_IMAGE_PIXELS
+from cnnlab.data.loader import BalancedSampler
 from cnnlab.errors import ConfigError, DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -279,7 +280,11 @@ class FolderDataset:
         bs = min(t.batch_size, len(perm))
         dist = getattr(trainer, "dist", None)
         sampler = dist.sampler(train_set, True, t.seed, drop_last=True) if dist else None
-        if sampler is not None:  # train.batch_size is the global batch
+        sharded = sampler is not None
+        if cfg.data.sampler == "balanced":  # class-balanced draws (this rank's share)
+            rank, world = (dist.rank, dist.world) if sharded else (0, 1)
+            sampler = BalancedSampler(train_set.targets, t.seed, rank, world)
+        if sharded:  # train.batch_size is the global batch
             bs = max(1, bs // dist.world)
         trainer.train_loader = StreamingLoader(
             train_set, bs, shuffle=True, drop_last=True, sampler=sampler, **common
@@ -309,6 +314,11 @@ class _Transformed(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def targets(self) -> list[int]:
+        """The class index of every image of the subset (class counts, balanced sampling)."""
+        return [self.files.targets[i] for i in self.indices]
 
     def __getitem__(self, i: int):
         path, y = self.files.samples[self.indices[i]]
