@@ -97,9 +97,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
-    # per-class loss weights: none, auto (inverse class frequency, mean 1 over the training
+    # per-class loss weights: none (null), auto (inverse class frequency, mean 1 over the training
     # images) or a list of one number > 0 per class
-    class_weights: list[float] | str | None = "none"
+    class_weights: list[float] | str | None = None
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
