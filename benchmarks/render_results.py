@@ -449,6 +449,45 @@ def folder_parity(rs: list[dict]) -> list[str]:
     return lines
 
 
+def imbalance(rs: list[dict]) -> list[str]:
+    lines = []
+    for d in (d for d in rs if d["kind"] == "imbalance"):
+        counts = d["train_counts"]
+        minor = ", ".join(d["minority_classes"])
+        n_min = min(counts.values())
+        n_maj = max(counts.values())
+        t = d["test_sets"]
+
+        def ms(row: dict, split: str, key: str) -> str:
+            v = row[split][key]
+            return f"{100 * v['mean']:.2f} ± {100 * v['sd']:.2f} %"
+
+        lines += [
+            "## Class imbalance",
+            "",
+            f"{d['model']} on a Fashion-MNIST folder where four classes ({minor}) keep "
+            f"{n_min:,} training images and the other six {n_maj:,} (imbalance "
+            f"{n_maj / n_min:.0f}×): {d['epochs']} epochs, batch {d['batch_size']}, final-epoch "
+            f"metrics, mean ± sd over seeds {', '.join(map(str, d['seeds']))} ({where(d)}). "
+            f"*Official test*: the {t['official']:,} test images, 1,000 per class, where "
+            "accuracy is balanced accuracy; *imbalanced test*: the "
+            f"{t['imbalanced']:,} of them with the training mix.",
+            "",
+            "| setting | official test: balanced accuracy | macro-F1 | minority recall | "
+            "majority recall | imbalanced test: accuracy | macro-F1 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for k, r in d["rows"].items():
+            lines.append(
+                f"| {k} | {ms(r, 'official', 'accuracy')} | {ms(r, 'official', 'macro_f1')} | "
+                f"{ms(r, 'official', 'minority_recall')} | "
+                f"{ms(r, 'official', 'majority_recall')} | "
+                f"{ms(r, 'imbalanced', 'accuracy')} | {ms(r, 'imbalanced', 'macro_f1')} |"
+            )
+        lines.append("")
+    return lines
+
+
 def sources(rs: list[dict]) -> list[str]:
     lines = [
         "## Sources",
@@ -492,6 +531,7 @@ def render(rs: list[dict] | None = None) -> str:
         + tta(rs)
         + finetune(rs)
         + folder_parity(rs)
+        + imbalance(rs)
     )
     return "\n".join(head + body + sources(rs)).rstrip() + "\n"
 

@@ -58,6 +58,9 @@ class DataConfig:
     # semi-supervised: keep N labelled images per class (chosen by train.seed), the rest of
     # the training set is unlabelled (its labels are dropped)
     labels_per_class: int | None = None
+    # how a training epoch draws its images: random (a permutation) or balanced (every
+    # class equally often, with replacement; seeded, so a resumed run draws the same)
+    sampler: str = "random"
     args: dict = field(default_factory=dict)  # dataset options (synthetic: size, channels, ...)
 
 
@@ -94,6 +97,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
+    # per-class loss weights: none (null), auto (inverse class frequency, mean 1 over the training
+    # images) or a list of one number > 0 per class
+    class_weights: list[float] | str | None = None
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -312,6 +318,7 @@ def check_values(cfg: Config) -> Config:
             f"data.resize must be at most 4096 pixels, got {short(d.resize, 30)}",
         ),
     ]
+    checks += imbalance_checks(cfg)
     size = d.args.get("size")
     if size is not None:
         ok = isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 4096
@@ -324,6 +331,31 @@ def check_values(cfg: Config) -> Config:
     if cfg.run.name is not None:
         check_run_name(cfg.run.name)
     return cfg
+
+
+SAMPLERS = ("random", "balanced")
+
+
+def imbalance_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """data.sampler and train.class_weights (a list's length is checked against the
+    classes when the data is loaded)."""
+    w = cfg.train.class_weights
+    named = w is None or (isinstance(w, str) and w.strip().lower() in ("none", "auto"))
+    listed = isinstance(w, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        for v in w
+    )
+    return [
+        (
+            cfg.data.sampler in SAMPLERS,
+            choices_msg("data.sampler", cfg.data.sampler, SAMPLERS),
+        ),
+        (
+            named or (listed and len(w) > 0),
+            "train.class_weights must be none, auto or a list of numbers > 0 (one per class), "
+            f"got {short(w, 40)}",
+        ),
+    ]
 
 
 def _section_cls(name: str):

@@ -51,3 +51,42 @@ def test_flip_and_erase():
         torch.ones(200, 1, 16, 16), p=1.0, generator=torch.Generator().manual_seed(0)
     )
     assert (e == 0).any((1, 2, 3)).all()
+
+
+def test_balanced_order_draws_classes_equally_and_replays_from_the_generator():
+    from cnnlab.data.loader import ResidentLoader
+
+    y = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    x = torch.zeros(1000, 1, 2, 2, dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    ld = ResidentLoader(x, y, 100, 0.0, 1.0, shuffle=True, drop_last=True, generator=g,
+                        balanced=True)  # fmt: skip
+    state = g.get_state()
+    order = ld.order()
+    assert len(order) == 1000 and len(ld) == 10
+    share = torch.bincount(y[order], minlength=3) / 1000
+    assert (share - 1 / 3).abs().max() < 0.05  # 90 % / 9 % / 1 % in the data
+    g.set_state(state)  # a resumed epoch: the generator's state at its start
+    assert torch.equal(ld.order(), order)
+    plain = ResidentLoader(x, y, 100, 0.0, 1.0, shuffle=True, generator=g)
+    assert sorted(plain.order().tolist()) == list(range(1000))  # random: a permutation
+
+
+def test_balanced_sampler_is_seeded_by_epoch_and_shares_one_draw_between_ranks():
+    from cnnlab.data.loader import BalancedSampler
+
+    y = [0] * 300 + [1] * 30
+    one = BalancedSampler(y, seed=3)
+    one.set_epoch(1)
+    full = one.indices()
+    assert len(one) == 330 and torch.equal(one.indices(), full)
+    share = torch.bincount(torch.tensor(y)[full], minlength=2) / 330
+    assert (share - 0.5).abs().max() < 0.1
+    one.set_epoch(2)
+    assert not torch.equal(one.indices(), full)
+    ranks = [BalancedSampler(y, seed=3, rank=r, world=2) for r in (0, 1)]
+    for s in ranks:
+        s.set_epoch(1)
+    a, b = (list(s) for s in ranks)
+    assert len(a) == len(b) == 165
+    assert torch.equal(torch.stack([torch.tensor(a), torch.tensor(b)], 1).flatten(), full)

@@ -15,7 +15,9 @@ ORDER = 20
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "eval", help="accuracy, top-5, per-class accuracy, confusion matrix of a run"
+        "eval",
+        help="accuracy, balanced accuracy, macro-F1, top-5, per-class precision/recall, "
+        "confusion matrix of a run",
     )
     add_run_arg(p)
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -23,6 +25,14 @@ def register(sub) -> None:
     add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
     add_tta_arg(p)
     p.set_defaults(func=run)
+
+
+def per_class_rows(r: dict) -> list[list[str]]:
+    """class, precision, recall (= the class's accuracy), F1, test images."""
+    return [
+        [c, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", f"{m['support']:,}"]
+        for c, m in r["per_class_metrics"].items()
+    ]
 
 
 def run(args) -> int:
@@ -41,9 +51,10 @@ def run(args) -> int:
     def show():
         print(
             f"{r['dataset']} {r['split']} ({r['n']:,} images): accuracy {r['accuracy']:.4f}  "
+            f"balanced accuracy {r['balanced_accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
             f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}  ECE {r['ece']:.4f}"
         )
-        table([[c, f"{a:.4f}"] for c, a in r["per_class"].items()], ["class", "accuracy"])
+        table(per_class_rows(r), ["class", "precision", "recall", "F1", "images"])
         print("wrote " + ", ".join(r["outputs"]))
         if "tta" in r:
             print_tta(r["tta"])

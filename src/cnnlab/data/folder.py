@@ -52,7 +52,7 @@ from PIL import Image
 from cnnlab.data.augment import parse_augment
 from cnnlab.data.datatypes import Dataset
 from cnnlab.data.images import load_image
-from cnnlab.data.loader import ResidentLoader
+from cnnlab.data.loader import BalancedSampler, ResidentLoader
 from cnnlab.data.split import split_train_val
 from cnnlab.errors import CnnlabError, ConfigError, DataError
 from cnnlab.progress import progress
@@ -495,6 +495,11 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    @property
+    def targets(self) -> list[int]:
+        """The class index of every file (class counts, balanced sampling)."""
+        return [y for _, y in self.files]
+
     def __getitem__(self, i: int):
         rel, y = self.files[i]
         a = decode_one(self.root / rel, self.channels, self.size)
@@ -629,7 +634,11 @@ class StreamingFolder:
         dist = getattr(task, "dist", None)
         train_set = files(train)
         sampler = dist.sampler(train_set, True, t.seed, drop_last=True) if dist else None
-        if sampler is not None:  # train.batch_size is the global batch
+        sharded = sampler is not None
+        if cfg.data.sampler == "balanced":  # class-balanced draws (this rank's share)
+            rank, world = (dist.rank, dist.world) if sharded else (0, 1)
+            sampler = BalancedSampler(train_set.targets, t.seed, rank, world)
+        if sharded:  # train.batch_size is the global batch
             bs = max(1, bs // dist.world)
         common = dict(workers=self.workers, seed=t.seed)
         task.train_loader = StreamingLoader(

@@ -40,6 +40,7 @@ class ResidentLoader:
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
         train: bool | None = None,
+        balanced: bool = False,
     ):
         self.device = torch.device(device)
         self.x = x.to(self.device, non_blocking=True)
@@ -52,6 +53,9 @@ class ResidentLoader:
         self.channels_last = channels_last
         self.dtype = dtype
         self.train = shuffle if train is None else train  # augment only when training
+        # data.sampler=balanced: each draw picks a class uniformly, then one of its images
+        self.balanced = balanced
+        self.weights = balanced_weights(self.y).to(self.device) if balanced else None
         c = 1 if grayscale else x.shape[1]
         mean = torch.as_tensor(mean, dtype=torch.float32).flatten()
         std = torch.as_tensor(std, dtype=torch.float32).flatten()
@@ -75,10 +79,16 @@ class ResidentLoader:
         return len(self) * self.batch_size if self.drop_last else int(self.x.shape[0])
 
     def order(self) -> torch.Tensor:
+        """The epoch's indices: a permutation, or (balanced) as many class-balanced draws
+        with replacement — both from ``generator``, so every rank of a sharded run draws
+        the same global order and a resumed epoch (the generator's state restored) too."""
         n = self.x.shape[0]
         if self.shuffle:
             g = self.generator
             dev = g.device if g is not None else self.device
+            if self.balanced:
+                w = self.weights.to(dev)
+                return torch.multinomial(w, n, replacement=True, generator=g).to(self.device)
             return torch.randperm(n, generator=g, device=dev).to(self.device)
         return torch.arange(n, device=self.device)
 
@@ -166,3 +176,41 @@ class ResidentLoader:
                 yield self.prepare(self.x[j], train), self.y[j]
             else:
                 yield self.prepare(self.x[i : i + b], train), self.y[i : i + b]
+
+
+def balanced_weights(y: torch.Tensor) -> torch.Tensor:
+    """Per-image sampling weights 1 / (images of its class), float64 on ``y``'s device:
+    every class is drawn equally often."""
+    y = y.long()
+    counts = torch.bincount(y)
+    return 1.0 / counts.index_select(0, y).double()
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """``data.sampler=balanced`` for a streaming (DataLoader) loader: each epoch draws as
+    many indices as there are images, class-balanced, with replacement, from a generator
+    seeded by (seed, epoch) — so a resumed epoch draws the same. Under DDP every rank draws
+    the same global order and takes every ``world``-th index from its ``rank`` on (its
+    ``1/world`` share, as DistributedSampler with drop_last)."""
+
+    def __init__(self, labels, seed: int, rank: int = 0, world: int = 1):
+        self.weights = balanced_weights(torch.as_tensor(labels).cpu())
+        self.seed, self.rank, self.world = int(seed), int(rank), int(world)
+        self.total = len(self.weights)
+        self.per_rank = self.total // self.world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's indices for the current epoch."""
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        idx = torch.multinomial(self.weights, self.total, replacement=True, generator=g)
+        return idx[self.rank : self.per_rank * self.world : self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank

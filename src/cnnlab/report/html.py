@@ -393,6 +393,7 @@ def evaluate_run(
         "epoch": meta.get("epoch"),
     }
     res["checkpoint_file"] = sc.checkpoint.stem  # best, or last where no best was kept
+    res["class_counts"] = meta.get("class_counts")  # training images per class, if recorded
     d = meta.get("config", {}).get("data", {})
     n = ds.num_train  # the test split alone was loaded
     if isinstance(d.get("train_limit"), int) and d["train_limit"] > 0:
@@ -401,6 +402,47 @@ def evaluate_run(
     res["n_val"] = int(round(n * vf)) if isinstance(vf, (int, float)) and 0 < vf < 1 else 0
     res["n_train"] = n - res["n_val"]
     return res
+
+
+def balance_rows(ev: dict) -> list[list[str]]:
+    """Balanced accuracy and macro-F1 rows of the test-set table (an evaluation from before
+    they were computed has none)."""
+    rows = []
+    if "balanced_accuracy" in ev:
+        rows.append(["balanced accuracy (mean per-class recall)", _pct(ev["balanced_accuracy"])])
+    if "macro_f1" in ev:
+        rows.append(["macro-F1", _pct(ev["macro_f1"])])
+    return rows
+
+
+def per_class_table(ev: dict) -> str:
+    """Per class: training images (when the run recorded them), precision, recall (its
+    accuracy), F1 and test images; with the imbalance ratio of the training set."""
+    pcm = ev.get("per_class_metrics")
+    if not pcm:
+        return _table([[c, _pct(a)] for c, a in ev["per_class"].items()], ["class", "accuracy"])
+    counts = ev.get("class_counts") or {}
+    head = ["class", *(["train images"] if counts else []), "precision", "recall", "F1"]
+    rows = [
+        [
+            c,
+            *([f"{counts.get(c, 0):,}"] if counts else []),
+            _pct(m["precision"]),
+            _pct(m["recall"]),
+            _pct(m["f1"]),
+            f"{m['support']:,}",
+        ]
+        for c, m in pcm.items()
+    ]
+    note = ""
+    if counts:
+        lo, hi = min(counts.values()), max(counts.values())
+        ratio = f"{hi / lo:.1f}" if lo else "∞"
+        note = (
+            f"<p>Training images per class: {lo:,} to {hi:,}, an imbalance ratio (largest "
+            f"over smallest) of {ratio}. Recall is the class's accuracy.</p>"
+        )
+    return note + _table(rows, [*head, "test images"])
 
 
 def find_baseline(run: Path, cfg: dict) -> Path | None:
@@ -617,6 +659,7 @@ def render_report(
             + _table(
                 [
                     ["accuracy", _pct(ev["accuracy"])],
+                    *balance_rows(ev),
                     ["top-5", _pct(ev["top5"])],
                     ["loss", f"{ev['loss']:.4f}"],
                     ["ECE (15 bins)", f"{ev['ece']:.4f}"],
@@ -631,7 +674,7 @@ def render_report(
         parts.append(
             "<h3>Per-class accuracy</h3>"
             + _img(plot_per_class(ev["per_class"]), "per-class accuracy")
-            + _table([[c, _pct(a)] for c, a in ev["per_class"].items()], ["class", "accuracy"])
+            + per_class_table(ev)
         )
         parts += worst_mistakes_section(ev)
         parts.append(

@@ -45,6 +45,9 @@ class Progress(Callback):
         if self.quiet:
             return
         self.print(f"run {trainer.run_dir}  |  {trainer.describe()}")
+        line = getattr(trainer.task, "class_line", None)  # train images per class
+        if line is not None and line():
+            self.print(line())
         if self.tty:
             from rich.progress import (
                 BarColumn,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.errors import ConfigError
 from cnnlab.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -57,5 +59,69 @@ def kl_div(num_classes: int, label_smoothing: float = 0.0) -> LossFn:
     return fn
 
 
-def build_loss(name: str, num_classes: int, label_smoothing: float = 0.0) -> LossFn:
-    return LOSSES.get(name)(num_classes, label_smoothing)
+def build_loss(
+    name: str,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    class_weights: torch.Tensor | None = None,
+) -> LossFn:
+    """The loss ``name``; with ``class_weights`` (one per class) each image's loss is
+    multiplied by its class's weight and the batch mean taken over images (Keras'
+    ``class_weight``), so weights whose mean over the training images is 1 keep the loss's
+    scale and the learning rate's meaning. Label smoothing applies as without weights."""
+    if class_weights is None:
+        return LOSSES.get(name)(num_classes, label_smoothing)
+    entry = LOSSES.get(name)
+    if entry not in (cross_entropy, nll):
+        raise ConfigError(
+            f"train.class_weights works with the losses cross_entropy and nll, not {name!r}"
+        )
+    w = class_weights
+
+    def weighted(logits, y):
+        if entry is nll:
+            per = F.nll_loss(F.log_softmax(logits.float(), 1), y, reduction="none")
+        else:
+            per = F.cross_entropy(logits, y, label_smoothing=label_smoothing, reduction="none")
+        return (per * w.to(per.dtype).index_select(0, y)).mean()
+
+    return weighted
+
+
+def class_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Training images per class (int64, on the CPU)."""
+    return torch.bincount(torch.as_tensor(y).long().flatten().cpu(), minlength=num_classes)
+
+
+def class_weights(spec, counts: torch.Tensor) -> torch.Tensor | None:
+    """The per-class loss weights ``train.class_weights`` asks for, from the training
+    images per class: ``none`` → None; ``auto`` → inverse frequency n / (k · n_c) over the k
+    classes that have images (so the mean weight over the training images is 1; a class
+    without images gets 0, it never weighs anything); a list → as given (checked: one
+    number > 0 per class). Derived from the data alone: a resumed run gets the same."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "none"):
+        return None
+    counts = counts.double()
+    k = len(counts)
+    if isinstance(spec, str) and spec.strip().lower() == "auto":
+        present = counts > 0
+        w = torch.zeros(k, dtype=torch.float64)
+        w[present] = counts.sum() / (int(present.sum()) * counts[present])
+        return w.float()
+    values = list(spec) if isinstance(spec, (list, tuple)) else None
+    if values is None or len(values) != k or not all(_positive(v) for v in values):
+        got = f"{len(values)} values" if values is not None else repr(spec)
+        raise ConfigError(
+            f"train.class_weights must be none, auto or a list of {k} numbers > 0 (one per "
+            f"class), got {got[:60]}"
+        )
+    return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def _positive(v) -> bool:
+    return (
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(float(v))
+        and float(v) > 0
+    )

@@ -65,6 +65,11 @@ def validate(cfg: Config) -> Config:
             cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
             "data.labels_per_class must be ≥ 1",
         ),
+        (
+            cfg.data.sampler != "balanced" or not cfg.data.labels_per_class,
+            "data.sampler=balanced has nothing to balance with data.labels_per_class: the "
+            "labelled images are already the same number per class",
+        ),
         (t.steps_per_epoch >= 0, "train.steps_per_epoch must be ≥ 0"),
         (t.early_stop >= 0, "train.early_stop must be ≥ 0 epochs"),
         (0 < t.semi_threshold <= 1, "train.semi_threshold must be in (0, 1]"),
@@ -162,6 +167,11 @@ def check_gan(cfg: Config) -> Config:
         ),
         (not cfg.data.labels_per_class, "a GAN takes no data.labels_per_class"),
         (t.adversarial.strip().lower() == "none", "a GAN takes no train.adversarial"),
+        (cfg.data.sampler == "random", "a GAN takes no data.sampler"),
+        (
+            t.class_weights is None or str(t.class_weights).strip().lower() == "none",
+            "a GAN takes no train.class_weights",
+        ),
     ]
     for ok, msg in checks:
         if not ok:

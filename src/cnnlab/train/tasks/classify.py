@@ -24,7 +24,7 @@ from cnnlab.runtime.device import pool_before_activation, settle_precision
 from cnnlab.runtime.graphs import GraphedForward
 from cnnlab.train import finetune, whole_step
 from cnnlab.train.adversarial import make_adversary
-from cnnlab.train.losses import build_loss
+from cnnlab.train.losses import build_loss, class_counts, class_weights
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
 
@@ -106,6 +106,7 @@ class ClassifyTask(Task):
         else:
             self._resident_loaders()
         trainer.generator = self.generator  # a streaming set draws its order on the CPU
+        self.class_counts = self._class_counts()
         self._build_model()
 
     def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +152,7 @@ class ClassifyTask(Task):
             augment=self.augment,
             pad=cfg.data.pad,
             generator=self.generator,
+            balanced=cfg.data.sampler == "balanced",
             **common,
         )
         if self.dist.enabled:
@@ -167,6 +169,43 @@ class ClassifyTask(Task):
         )
         if xva is not None:
             self.val = ResidentLoader(xva[r::w], yva[r::w], t.eval_batch_size, **common)
+
+    def _class_counts(self) -> torch.Tensor | None:
+        """Training images per class (after train_limit, the validation split and the
+        task's selection), or None when the loader does not expose its labels."""
+        ld = self.train_loader
+        y = getattr(ld, "y", None)
+        if y is None:  # a streaming loader: its dataset's labels
+            y = getattr(getattr(ld, "dataset", None), "targets", None)
+        if y is None:
+            return None
+        return class_counts(y, self.trainer.dataset.num_classes)
+
+    def class_line(self) -> str | None:
+        """One line of the training images per class and the imbalance ratio (largest over
+        smallest class), for the start of a run; every class up to 12, else the extremes."""
+        counts = getattr(self, "class_counts", None)
+        if counts is None:
+            return None
+        names = list(self.trainer.dataset.classes)
+        c = counts.tolist()
+        lo, hi = min(c), max(c)
+        ratio = f"{hi / lo:.1f}×" if lo else "∞ (a class has no images)"
+        if len(c) <= 12:
+            body = " · ".join(f"{n} {v:,}" for n, v in zip(names, c, strict=True))
+        else:
+            body = (
+                f"min {lo:,} ({names[c.index(lo)]}), median {sorted(c)[len(c) // 2]:,}, "
+                f"max {hi:,} ({names[c.index(hi)]})"
+            )
+        extra = []
+        if self.cfg.data.sampler == "balanced":
+            extra.append("sampler balanced")
+        if getattr(self, "class_weight", None) is not None:
+            given = isinstance(self.cfg.train.class_weights, (list, tuple))
+            extra.append("class weights " + ("as given" if given else "auto"))
+        tail = f"; {', '.join(extra)}" if extra else ""
+        return f"train images per class: {body} — imbalance {ratio}{tail}"
 
     def _build_model(self) -> None:
         cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
@@ -191,7 +230,18 @@ class ClassifyTask(Task):
         self.optimizer = build_optimizer(
             self.model, cfg.optim, dev, finetune.param_groups(self.model, cfg)
         )
-        self.loss_fn = build_loss(t.loss, ds.num_classes, t.label_smoothing)
+        w = None
+        if self.class_counts is not None:
+            w = class_weights(t.class_weights, self.class_counts)
+        elif str(t.class_weights).strip().lower() not in ("none", "null"):
+            raise ConfigError(
+                "train.class_weights needs the training labels, which this dataset's "
+                "loader does not expose"
+            )
+        self.class_weight = w  # per-class loss weights (train.class_weights), or None
+        self.loss_fn = build_loss(
+            t.loss, ds.num_classes, t.label_smoothing, None if w is None else w.to(dev)
+        )
         # DDP: the step runs the wrapped model (gradient all-reduce in backward) while
         # self.model stays the plain module for checkpoints and evaluation.
         raw = self.model
@@ -363,6 +413,7 @@ class ClassifyTask(Task):
             "model": self.model_args,
             "classes": ds.classes,
             "dataset": ds.name,
+            **self._imbalance_meta(),
             "input": {
                 "channels": 1 if cfg.data.grayscale else ds.channels,
                 "size": cfg.data.resize or ds.size,
@@ -373,6 +424,19 @@ class ClassifyTask(Task):
             # what training augmented with ('auto' resolved): test-time augmentation's views
             "augment": list(getattr(self, "augment", None) or getattr(self.trainer, "augment", ())),
         }
+
+    def _imbalance_meta(self) -> dict:
+        """The training images per class (and the loss weights, when used), as recorded in
+        every checkpoint (the report reads them)."""
+        counts = getattr(self, "class_counts", None)
+        if counts is None:
+            return {}
+        names = self.trainer.dataset.classes
+        out = {"class_counts": dict(zip(names, counts.tolist(), strict=True))}
+        w = getattr(self, "class_weight", None)
+        if w is not None:
+            out["class_weights"] = [round(float(v), 6) for v in w]
+        return out
 
     def describe(self) -> str:
         ds = self.trainer.dataset
