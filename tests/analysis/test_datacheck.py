@@ -97,6 +97,14 @@ def test_a_dataset_by_name(tmp_path):
     assert main([*argv, "--json"]) == 0
     s = json.loads((out / "datacheck.json").read_text())["summary"]
     assert s["splits"] == {"train": 60, "test": 60} and "label_issues" not in s
+    # without --out: under --runs-dir, a second check numbered rather than overwriting
+    runs = tmp_path / "runs"
+    argv = ["data", "check", "synthetic", "--limit", "30", "--no-labels", "--runs-dir", str(runs)]
+    assert main(argv) == 0 and main(argv) == 0
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "datacheck-synthetic",
+        "datacheck-synthetic-2",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,15 @@ def run(args) -> int:
             f"{args.target!r} is neither a folder nor a dataset; "
             + choices_msg("dataset", args.target, DATASETS.names()).split("; ", 1)[1]
         )
-    out = Path(args.out or f"datacheck-{target.name if is_folder else args.target}")
-    if out.exists() and not out.is_dir():
-        raise CnnlabError(f"--out {str(out)!r} is a file; give a folder")
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise CnnlabError(f"--out {str(out)!r} is a file; give a folder")
+    else:  # under the runs folder, never over an earlier check
+        out = Path(args.runs_dir) / f"datacheck-{target.name if is_folder else args.target}"
+        stem, i = out.name, 2
+        while out.exists():
+            out, i = out.with_name(f"{stem}-{i}"), i + 1
     with Phases(quiet=args.json) as bar:
         if is_folder:
             im = dc.scan_folder(target, args.limit, progress=lambda d, t: bar("reading", d, t))

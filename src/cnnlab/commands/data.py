@@ -61,7 +61,12 @@ def add_check_parser(sub) -> None:
     c.add_argument("--folds", type=int, default=3, help="label check: k-fold (default 3)")
     c.add_argument("--no-labels", action="store_true", help="skip the label-error check")
     c.add_argument("--top", type=int, default=48, help="suspects per contact sheet (default 48)")
-    c.add_argument("--out", help="output folder (default datacheck-<name>)")
+    c.add_argument(
+        "--out",
+        help="output folder (default <runs-dir>/datacheck-<name>, numbered rather than "
+        "overwriting an earlier check)",
+    )
+    c.add_argument("--runs-dir", default="runs", help="where the default --out goes (runs)")
     c.add_argument("--json", action="store_true", help="print the full result as JSON")
     c.set_defaults(func=run_check)
 
