@@ -21,11 +21,8 @@ Writes ``benchmarks/results/<date>-<machine>/finetune.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +33,9 @@ import torch
 from PIL import Image
 
 import cnnlab
+from _record import record, result_path
 from cnnlab.data.datasets import Dataset, load_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMON = ["train.diagnostics=false", "train.device=cpu", "train.batch_size=32"]
 
 
@@ -78,6 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="result file (default benchmarks/results/<date>-cpu2/...)")
     p.add_argument("--tiny", action="store_true", help="a smoke run (marked tiny)")
     a = p.parse_args(argv)
+    head = record(
+        "finetune", "finetune.py", argv, a.seeds, a.data_dir
+    )  # at the start: the code that runs
     t0 = time.time()
     fm = load_dataset("fashion-mnist", a.data_dir)
     work = Path(tempfile.mkdtemp(prefix="cnnlab-finetune-"))
@@ -141,21 +141,8 @@ def main(argv=None) -> int:
             "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "overrides": extra,
         }
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    today = datetime.date.today().isoformat()
     result = {
-        "kind": "finetune",
-        "command": "python benchmarks/finetune.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": commit,
-        "date": today,
-        "machine": "2-core AMD EPYC VM, 24 GiB (shared development machine)",
-        "device": "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "seeds": a.seeds,
+        **head,
         "model": "lenet5",
         "target": f"{a.per_class} Fashion-MNIST training images per class (PNG folder), "
         "official test set",
@@ -169,7 +156,7 @@ def main(argv=None) -> int:
     }
     if a.tiny:
         result["tiny"] = True
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"{today}-cpu2" / "finetune.json")
+    out = result_path(a.out, "finetune.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -1,6 +1,6 @@
 """Training on a folder of PNGs against training on the IDX files they were written from.
 
-    python benchmarks/folder_parity.py --data-dir /work/shared/data/fashion-mnist --seeds 0 1 2
+    python benchmarks/folder_parity.py --data-dir DATA --seeds 0 1 2
 
 The first ``--n-train`` Fashion-MNIST training images and all 10,000 test images are
 written as PNG files into ``<tmp>/fashion-png/{train,test}/<class>/<index>.png`` and read
@@ -19,11 +19,8 @@ Writes ``benchmarks/results/<date>-cpu2/folder_parity.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +29,9 @@ from pathlib import Path
 import torch
 
 import cnnlab
+from _record import record, result_path
 from cnnlab.data.datasets import load_dataset
 from cnnlab.data.folder import class_folder_name, write_image_folder
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_folder(fm, n_train: int, root: Path) -> float:
@@ -67,6 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", help="result file (default benchmarks/results/<date>-cpu2/...)")
     a = p.parse_args(argv)
+    head = record(
+        "folder_parity", "folder_parity.py", argv, a.seeds, a.data_dir
+    )  # at the start: the code that runs
     t_all = time.time()
     fm = load_dataset("fashion-mnist", a.data_dir)
     root = Path(tempfile.mkdtemp(prefix="cnnlab-folder-parity-")) / "fashion-png"
@@ -103,21 +102,8 @@ def main(argv=None) -> int:
             "sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "seconds": [round(t, 1) for t in secs],
         }
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    today = datetime.date.today().isoformat()
     result = {
-        "kind": "folder_parity",
-        "command": "python benchmarks/folder_parity.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": commit,
-        "date": today,
-        "machine": "2-core AMD EPYC VM, 24 GiB (shared development machine)",
-        "device": "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "seeds": a.seeds,
+        **head,
         "model": "lenet5",
         "n_train": a.n_train,
         "n_test": len(folder.test_x),
@@ -132,7 +118,7 @@ def main(argv=None) -> int:
         "folder's statistics, class numbering and training order are its own (see the "
         "script's docstring); CPU shared with other jobs",
     }
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"{today}-cpu2" / "folder_parity.json")
+    out = result_path(a.out, "folder_parity.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -27,11 +27,8 @@ Writes ``benchmarks/results/<date>-cpu2/imbalance.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ import torch
 from PIL import Image
 
 import cnnlab
+from _record import record, result_path
 from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.inference import score
 from cnnlab.metrics import metrics_from_logits
@@ -49,7 +47,6 @@ from cnnlab.metrics import metrics_from_logits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import read_folder  # noqa: E402  (PNG folder → tensors, as there)
 
-ROOT = Path(__file__).resolve().parent.parent
 COMMON = [
     "train.diagnostics=false",
     "train.device=cpu",
@@ -109,6 +106,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="result file (default benchmarks/results/<date>-cpu2/...)")
     p.add_argument("--tiny", action="store_true", help="a smoke run (marked tiny)")
     a = p.parse_args(argv)
+    head = record(
+        "imbalance", "imbalance.py", argv, a.seeds, a.data_dir
+    )  # at the start: the code that runs
     t0 = time.time()
     fm = load_dataset("fashion-mnist", a.data_dir)
     minority = sorted(a.minority_classes)
@@ -165,21 +165,8 @@ def main(argv=None) -> int:
             },
             "per_seed": per_seed,
         }
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    today = datetime.date.today().isoformat()
     result = {
-        "kind": "imbalance",
-        "command": "python benchmarks/imbalance.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": commit,
-        "date": today,
-        "machine": "2-core AMD EPYC VM, 24 GiB (shared development machine)",
-        "device": "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "seeds": a.seeds,
+        **head,
         "model": "lenet5",
         "epochs": a.epochs,
         "batch_size": 64,
@@ -196,7 +183,7 @@ def main(argv=None) -> int:
     }
     if a.tiny:
         result["tiny"] = True
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"{today}-cpu2" / "imbalance.json")
+    out = result_path(a.out, "imbalance.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -1,6 +1,6 @@
 """Test-time augmentation on Fashion-MNIST: accuracy with and without TTA, over seeds.
 
-    python benchmarks/tta.py --data-dir /work/shared/data/fashion-mnist --seeds 0 1 2
+    python benchmarks/tta.py --data-dir DATA --seeds 0 1 2
 
 Each seed trains LeNet-5 with the shipped recipe ``lenet5-fashion-mnist`` (crop + flip
 augmentation, 10 % of the training images held out as validation) for a short budget
@@ -16,21 +16,15 @@ Writes ``benchmarks/results/<date>-cpu2/tta.json``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import cnnlab
-
-ROOT = Path(__file__).resolve().parent.parent
+from _record import record, result_path
 
 
 def main(argv=None) -> int:
@@ -40,10 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--out", help="result file (default benchmarks/results/<date>-cpu2/tta.json)")
     a = p.parse_args(argv)
+    head = record("tta", "tta.py", argv, a.seeds, a.data_dir)  # at the start: the code that runs
     t0 = time.time()
-    commit = subprocess.run(  # the code that runs: HEAD when the measurement starts
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     runs = Path(tempfile.mkdtemp(prefix="cnnlab-tta-"))
     overrides = [
         f"train.epochs={a.epochs}",
@@ -91,18 +83,8 @@ def main(argv=None) -> int:
         v = [r[key] for r in rows]
         return {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
 
-    today = datetime.date.today().isoformat()
     result = {
-        "kind": "tta",
-        "command": "nice -n 5 python benchmarks/tta.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": commit,
-        "date": today,
-        "machine": "2-core AMD EPYC VM, 24 GiB (shared development machine)",
-        "device": "cpu",
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "seeds": a.seeds,
+        **head,
         "recipe": "lenet5-fashion-mnist",
         "overrides": overrides[:1],
         "views": ev["tta"]["views"],
@@ -114,7 +96,7 @@ def main(argv=None) -> int:
         "note": "best checkpoint (by validation accuracy) of each run, official test set; "
         "plain and TTA accuracy from one cnnlab.evaluate(..., tta=True) call",
     }
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"{today}-cpu2" / "tta.json")
+    out = result_path(a.out, "tta.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
