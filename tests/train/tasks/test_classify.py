@@ -178,7 +178,7 @@ def test_streaming_folder_takes_the_balanced_sampler(tmp_path):
 
     cnnlab.fit(model="mlp", dataset="imagefolder", data_dir=str(tmp_path / "f"), epochs=1,
                runs_dir=str(tmp_path / "runs"), quiet=True, callbacks=[Peek()],
-               overrides=["data.size=8", "data.workers=0", "train.batch_size=5",
+               overrides=["data.size=8", "data.workers=0", "data.max_resident_mb=0", "train.batch_size=5",
                           "data.val_fraction=0", "data.sampler=balanced",
                           "train.class_weights=auto", "train.device=cpu"])  # fmt: skip
     assert isinstance(captured["sampler"], BalancedSampler) and len(captured["sampler"]) == 15
