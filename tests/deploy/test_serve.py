@@ -291,3 +291,30 @@ def test_serve_cli_errors(tiny_run, tmp_path, capsys):
         f.write(b"not onnx")
     assert main(["serve", str(tmp_path / "m.onnx")]) == 2
     assert capsys.readouterr().err.startswith("cnnlab: error:")
+
+
+def test_fast_path_answers_as_the_documented_route(tiny_run):
+    """POST /v1/predict is answered by FastPredict ahead of the framework; the documented
+    route alone gives the same answers, errors included."""
+    backend, cfg = open_backend(tiny_run), ServeConfig(max_body_mb=1, max_images=4)
+    cases = [
+        (png(), "image/png", ""),
+        (png(40, "RGB"), "image/png", "?top_k=2&invert=auto"),
+        (png(), "image/png", "?top_k=2&top_k=1"),  # a repeated name: the last, as Starlette
+        (b"not an image", "image/png", ""),  # 400
+        (png(), "text/plain", ""),  # 415
+        (png(), "image/png", "?nosuch=1"),  # unknown option: 400
+        (b'{"pixels": [[[0]]], "top_k": 1e999}', "application/json", ""),
+        (b"x" * (2 << 20), "image/png", ""),  # 413
+    ]
+    answers = []
+    for fast in (True, False):
+        with TestClient(create_app(backend, cfg, fast_predict=fast)) as c:
+            got = []
+            for body, ctype, qs in cases:
+                r = c.post("/v1/predict" + qs, content=body, headers={"content-type": ctype})
+                got.append((r.status_code, r.json()))
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert [a[0] for a in answers[0]] == [200, 200, 200, 400, 415, 400, 400, 413]
+    assert len(answers[0][1][1]["predictions"][0]["top"]) == 2
