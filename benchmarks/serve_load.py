@@ -148,7 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each load point")
     ap.add_argument("--backends", default="torch,onnx")
     ap.add_argument("--batching", default="on,off", help="adaptive micro-batching on, off or both")
-    ap.add_argument("--threads", type=int, default=1, help="model threads in the server")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="model threads in the server (0: its default)"
+    )
     ap.add_argument("--note", default="", help="what else ran on the machine")
     ap.add_argument("--out", help="write the result JSON here")
     args = ap.parse_args(argv)

@@ -548,13 +548,14 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
             sc_, fl = ood_flags(torch.from_numpy(np.ascontiguousarray(logits)), ood)
             scores = list(zip(sc_.tolist(), fl.tolist(), strict=True))
         out = []
-        for i, pi in enumerate(p):
-            top = np.argsort(-pi)[:k]
+        # whole-batch numpy, then plain Python: per-row numpy calls cost more than the model
+        tops = np.argsort(-p, axis=1)[:, :k].tolist()
+        for i, (pi, top) in enumerate(zip(p.tolist(), tops, strict=True)):
             r = {
-                "class": classes[int(top[0])],
-                "index": int(top[0]),
-                "probability": float(pi[top[0]]),
-                "top": [{"class": classes[int(j)], "probability": float(pi[j])} for j in top],
+                "class": classes[top[0]],
+                "index": top[0],
+                "probability": pi[top[0]],
+                "top": [{"class": classes[j], "probability": pi[j]} for j in top],
                 "inverted": flags[i],
             }
             if scores is not None:
