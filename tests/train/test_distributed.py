@@ -17,7 +17,7 @@ from cnnlab.runtime.distributed import Dist, from_env
 
 SETS = [
     "data.name=synthetic",
-    # 28 to the validation split, 256 to train. Adam turns the all-reduce's ~1e-7 rounding
+    # 28 to the validation split, 256 to train. Adam turns the all-reduce's rounding
     # into ±lr moves of weights whose gradient is nearly zero; on some sets (230 training
     # images: max |Δw| 6e-3, with SGD 2.5e-6) that breaks a tight tolerance. This set has no
     # such weight (docs/scale-out.md, "How close data-parallel comes to one process").
