@@ -1,10 +1,11 @@
 """The head of a result file for the benchmark scripts here: ``record(kind, script, argv,
 seeds, data_dir)`` — kind, the command (with the data folder written ``DATA``, so no
 path of this machine lands in the results), commit, date, machine, device, torch and
-Python versions, seeds — and where the file goes (``result_path``)."""
+Python versions, seeds — and writing it (``write_result``)."""
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from datetime import date
@@ -28,3 +29,12 @@ def result_path(out: str | None, name: str) -> Path:
     """``--out`` or benchmarks/results/<date>-cpu<cores>/<name>."""
     folder = f"{date.today().isoformat()}-cpu{available_cores()}"
     return Path(out) if out else ROOT / "benchmarks" / "results" / folder / name
+
+
+def write_result(result: dict, out: str | None, name: str) -> Path:
+    """Write ``result`` as JSON to ``--out`` or benchmarks/results/<date>-cpu<cores>/<name>."""
+    path = result_path(out, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+    return path

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/<date>-<machine>/finetune.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import torch
 from PIL import Image
 
 import cnnlab
-from _record import record, result_path
+from _record import record, write_result
 from cnnlab.data.datasets import Dataset, load_dataset
 
 COMMON = ["train.diagnostics=false", "train.device=cpu", "train.batch_size=32"]
@@ -156,10 +155,7 @@ def main(argv=None) -> int:
     }
     if a.tiny:
         result["tiny"] = True
-    out = result_path(a.out, "finetune.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(result, a.out, "finetune.json")
     for arm, r in rows.items():
         print(f"{arm:24s} {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} %")
     return 0

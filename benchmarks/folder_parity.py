@@ -19,7 +19,6 @@ Writes ``benchmarks/results/<date>-cpu2/folder_parity.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 
 import cnnlab
-from _record import record, result_path
+from _record import record, write_result
 from cnnlab.data.datasets import load_dataset
 from cnnlab.data.folder import class_folder_name, write_image_folder
 
@@ -118,10 +117,7 @@ def main(argv=None) -> int:
         "folder's statistics, class numbering and training order are its own (see the "
         "script's docstring); CPU shared with other jobs",
     }
-    out = result_path(a.out, "folder_parity.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(result, a.out, "folder_parity.json")
     for arm, r in rows.items():
         print(f"{arm:7s} {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} %")
     return 0

@@ -27,7 +27,6 @@ Writes ``benchmarks/results/<date>-cpu2/imbalance.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import torch
 from PIL import Image
 
 import cnnlab
-from _record import record, result_path
+from _record import record, write_result
 from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.inference import score
 from cnnlab.metrics import metrics_from_logits
@@ -183,10 +182,7 @@ def main(argv=None) -> int:
     }
     if a.tiny:
         result["tiny"] = True
-    out = result_path(a.out, "imbalance.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(result, a.out, "imbalance.json")
     for arm, r in rows.items():
         o, i = r["official"], r["imbalanced"]
         print(

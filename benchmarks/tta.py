@@ -16,7 +16,6 @@ Writes ``benchmarks/results/<date>-cpu2/tta.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 import cnnlab
-from _record import record, result_path
+from _record import record, write_result
 
 
 def main(argv=None) -> int:
@@ -96,10 +95,7 @@ def main(argv=None) -> int:
         "note": "best checkpoint (by validation accuracy) of each run, official test set; "
         "plain and TTA accuracy from one cnnlab.evaluate(..., tta=True) call",
     }
-    out = result_path(a.out, "tta.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_result(result, a.out, "tta.json")
     print(
         f"accuracy {100 * result['accuracy']['mean']:.2f} ± {100 * result['accuracy']['sd']:.2f}"
         f" %, with TTA {100 * result['accuracy_tta']['mean']:.2f} ± "
