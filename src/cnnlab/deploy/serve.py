@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import numpy as np
 import torch
@@ -339,6 +340,18 @@ class Guard:
             self.m["latency"].labels(endpoint).observe(time.perf_counter() - t0)
 
 
+def error_reply(exc: Exception, path: str, metrics: dict) -> tuple[int, str, bool]:
+    """How the server answers an exception raised by a request on ``path``: the status (a
+    user's mistake its own, 400 by default; anything else 500), the message, and whether the
+    connection must close (a body left unread, too large or too slow: 408, 413). Counted in
+    ``cnnlab_errors_total``."""
+    metrics["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
+    if isinstance(exc, CnnlabError):
+        status = getattr(exc, "status", 400)
+        return status, str(exc), status in (408, 413)
+    return 500, f"internal error ({type(exc).__name__}); the server keeps running", False
+
+
 class FastPredict:
     """``POST /v1/predict`` answered straight from ASGI, ahead of the framework's routing,
     request and response objects (which cost more than the model: a bare ASGI answer runs
@@ -357,8 +370,6 @@ class FastPredict:
             and scope.get("method") == "POST"
         ):
             return await self.app(scope, receive, send)
-        from urllib.parse import parse_qsl
-
         ctype = ""
         for k, v in scope.get("headers", []):
             if k == b"content-type":
@@ -372,16 +383,11 @@ class FastPredict:
             more = msg.get("more_body", False)
         try:
             out = await self.answer(b"".join(chunks), ctype, query)
-        except CnnlabError as e:  # as the app's handler: the error shape, counted
-            status = getattr(e, "status", 400)
-            self.m["errors"].labels("/v1/predict", type(e).__name__).inc()
-            close = [(b"connection", b"close")] if status in (408, 413) else []
-            return await send_error(send, status, str(e), close)
-        except Exception as e:  # noqa: BLE001 - a model failure: a 500, the server lives on
-            log.exception("predict failed")
-            self.m["errors"].labels("/v1/predict", type(e).__name__).inc()
-            msg = f"internal error ({type(e).__name__}); the server keeps running"
-            return await send_error(send, 500, msg)
+        except Exception as e:  # noqa: BLE001 - as the app's handlers: one shape, counted
+            if not isinstance(e, CnnlabError):  # a model failure: a 500, the server lives on
+                log.exception("predict failed")
+            status, msg, close = error_reply(e, "/v1/predict", self.m)
+            return await send_error(send, status, msg, [(b"connection", b"close")] if close else [])
         body = json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         body = body.encode()
         await send(
@@ -490,12 +496,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
 
     @app.exception_handler(CnnlabError)
     async def _user_error(request, exc: CnnlabError):
-        status = getattr(exc, "status", 400)
-        path = request.url.path
-        m["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
-        # a body left unread (too large, too slow): the connection cannot be reused
-        close = {"connection": "close"} if status in (408, 413) else None
-        return JSONResponse({"error": str(exc)}, status_code=status, headers=close)
+        status, msg, close = error_reply(exc, request.url.path, m)
+        headers = {"connection": "close"} if close else None
+        return JSONResponse({"error": msg}, status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, exc: HTTPException):  # 404, 405: the same error shape
@@ -509,12 +512,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
 
     @app.exception_handler(Exception)
     async def _server_error(request, exc: Exception):
-        path = request.url.path
-        m["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
-        return JSONResponse(
-            {"error": f"internal error ({type(exc).__name__}); the server keeps running"},
-            status_code=500,
-        )
+        status, msg, _ = error_reply(exc, request.url.path, m)
+        return JSONResponse({"error": msg}, status_code=status)
 
     def decode(body: bytes, ctype: str, query: dict):
         p = parse_request(body, ctype, query, limits, c, s)
