@@ -111,8 +111,14 @@ class TrainConfig:
     # CUDA graphs: step = the whole step (batch, augmentation, forward, backward, optimiser)
     # in one graph; model = forward/backward only; auto/true = step where it can, else model
     cuda_graph: str = "auto"
-    threads: int = 0  # CPU threads (0 = every available core; 1 when measured busy)
+    # CPU threads: 0 = every available core (the same on every run of this machine, so the
+    # same numbers whatever its load); auto-measure = one thread when a quick measurement
+    # finds the cores busy (faster under load, but the numbers then follow the load)
+    threads: int | typing.Literal["auto-measure"] = 0
     grad_clip: float = 0.0
+    # --resume reuses the numerics a run trained with (threads, precision, layout, library
+    # versions) and refuses when they cannot be had here; false: continue anyway, warned
+    exact_resume: bool = True
     checkpoint_every_steps: int = 0  # also checkpoint mid-epoch every N steps (0 = epochs only)
     nan_policy: str = "stop"  # non-finite loss: stop (free) or skip the step + lower LR (syncs)
     nan_lr_factor: float = 0.5  # skip: LR multiplier applied at each skipped step

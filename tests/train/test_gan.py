@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,6 +26,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.layout import read_metrics
 from cnnlab.runtime.device import make_runtime
+from cnnlab.train.task import TaskContext
 from cnnlab.train.tasks.gan import GanTask
 from cnnlab.train.validate import check_gan, validate
 
@@ -47,19 +47,17 @@ def gan_config(*extra) -> Config:
     return validate(apply_overrides(load_recipe("dcgan"), [*SMALL, *extra]))
 
 
-def fake_trainer(cfg: Config, run_dir: Path):
-    """What a Task reads of the Trainer: cfg, dataset, rt, dist, generator, run_dir."""
+def fake_trainer(cfg: Config, run_dir: Path) -> TaskContext:
+    """What a Task sees of the Trainer: its TaskContext (the default optimiser step)."""
     torch.manual_seed(cfg.train.seed)
     rt = make_runtime(cfg.train)
     ds = load_dataset(cfg.data.name, cfg.data.data_dir, False, **cfg.data.args)
-    return SimpleNamespace(
+    return TaskContext(
         cfg=cfg,
         dataset=ds,
         rt=rt,
-        dist=SimpleNamespace(enabled=False, main=True, rank=0, world=1),
         generator=torch.Generator(device=rt.device).manual_seed(cfg.train.seed),
         run_dir=run_dir,
-        history=[],
     )
 
 

@@ -115,21 +115,26 @@ def test_default_threads_take_every_available_core_whatever_the_load(monkeypatch
     assert seen == [3, 1, 2] and "OMP_NUM_THREADS" in rt.describe()
 
 
-def test_busy_cores_are_measured_and_give_one_thread(monkeypatch):
-    """Oversubscription is decided by a measurement now (n threads no faster than one),
-    and said; a deterministic run keeps every core (its reduction order must not follow
-    the machine's load) and measures nothing."""
+def test_the_default_thread_count_never_follows_the_load(monkeypatch):
+    """The default takes every available core and measures nothing, so the same command
+    computes with the same thread count (and reduction order) however busy the machine
+    is; only train.threads=auto-measure measures, and says so."""
     from cnnlab.runtime import device
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(device, "threads_pay", lambda n: 0.3)
     monkeypatch.setattr(device, "_MEASURED", {})
-    n, why = device.choose_threads(TrainConfig(device="cpu"))
-    assert n == 1 and "measured 2 threads at 0.3×" in why
     monkeypatch.setattr(device, "threads_pay", lambda n: pytest.fail("measured"))
-    assert device.choose_threads(TrainConfig(device="cpu", deterministic=True))[0] == 2
-    assert device.choose_threads(TrainConfig(device="cpu"))[0] == 1  # cached for a minute
+    for t in (TrainConfig(device="cpu"), TrainConfig(device="cpu", deterministic=True)):
+        assert device.choose_threads(t) == (2, "all 2 available cores; set train.threads to change")
+    monkeypatch.setattr(device, "threads_pay", lambda n: 0.3)
+    n, why = device.choose_threads(TrainConfig(device="cpu", threads="auto-measure"))
+    assert n == 1 and "auto-measure: 2 threads ran at 0.3×" in why and "follow" in why
+    monkeypatch.setattr(device, "threads_pay", lambda n: pytest.fail("measured again"))
+    assert device.choose_threads(TrainConfig(threads="auto-measure"))[0] == 1  # for a minute
+    monkeypatch.setattr(device, "_MEASURED", {})
+    monkeypatch.setattr(device, "threads_pay", lambda n: 1.8)
+    assert device.choose_threads(TrainConfig(threads="auto-measure"))[0] == 2
 
 
 def test_threads_pay_is_a_quick_ratio_and_restores_the_thread_count():

@@ -124,8 +124,9 @@ def threads_pay(n: int, rounds: int = 5) -> float:
         torch.set_num_threads(before)
 
 
-# n threads no faster than one: the cores are busy, all of them are not worth their
-# barriers; one thread then. Measured at most once a minute per process.
+# train.threads=auto-measure: n threads no faster than one means the cores are busy and
+# all of them are not worth their barriers; one thread then. Measured at most once a
+# minute per process.
 THREADS_PAY_MIN = 1.0
 _MEASURED: dict[int, tuple[float, float]] = {}  # cores → (time.monotonic(), speed-up)
 
@@ -140,31 +141,37 @@ def measured_speedup(n: int, max_age: float = 60.0) -> float:
 
 def choose_threads(t: TrainConfig) -> tuple[int, str]:
     """(intra-op threads, why): ``train.threads`` when set, else OMP_NUM_THREADS when
-    set, else every available core — unless a quick measurement shows the cores busy
-    (then one thread; deterministic runs skip the measurement and take every core, so
-    their reduction order does not depend on the machine's load)."""
+    set, else every available core. None of these follows the machine's load, so the same
+    command gives the same numbers whatever else runs (the thread count sets the order of
+    float reductions). ``train.threads=auto-measure`` asks for the one load-dependent
+    choice: one thread when a quick measurement finds the cores busy."""
+    if t.threads == "auto-measure":
+        n = default_threads()
+        if n == 1:
+            return 1, "auto-measure: 1 available core"
+        speedup = measured_speedup(n)
+        if speedup < THREADS_PAY_MIN:
+            return 1, (
+                f"auto-measure: {n} threads ran at {speedup:.1f}× one thread's speed (other "
+                "jobs hold the cores), so 1; the numbers follow the machine's load"
+            )
+        return n, (
+            f"auto-measure: {n} threads ran at {speedup:.1f}× one thread's speed; the "
+            "numbers follow the machine's load"
+        )
     if t.threads > 0:
         return t.threads, "train.threads"
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env), "OMP_NUM_THREADS"
     n = default_threads()
-    why = f"all {n} available core{'s' if n > 1 else ''}; set train.threads to change"
-    if n == 1 or t.deterministic:
-        return n, why
-    speedup = measured_speedup(n)
-    if speedup < THREADS_PAY_MIN:
-        return 1, (
-            f"measured {n} threads at {speedup:.1f}× one thread's speed: other jobs hold "
-            "the cores; set train.threads to override"
-        )
-    return n, why
+    return n, f"all {n} available core{'s' if n > 1 else ''}; set train.threads to change"
 
 
 def make_runtime(t: TrainConfig) -> Runtime:
     dev = resolve_device(t.device)
     threads_why = ""
-    if dev.type == "cpu" or t.threads > 0:
+    if dev.type == "cpu" or t.threads != 0:
         n, threads_why = choose_threads(t)
         torch.set_num_threads(n)
     prec = t.precision
@@ -181,8 +188,10 @@ def make_runtime(t: TrainConfig) -> Runtime:
     # in NCHW (the whole recipe step 1.45× slower), and AlexNet's step 1.1-1.8× slower
     # (AVX2 EPYC, docs/performance.md); auto keeps the plain layout there.
     channels_last = dev.type == "cuda" if cl == "auto" else cl == "true"
+    # set either way: the flag is the process's, and a run after a deterministic one (the
+    # Python API, a test session) must not inherit it
+    torch.use_deterministic_algorithms(bool(t.deterministic), warn_only=True)
     if t.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif dev.type == "cuda":

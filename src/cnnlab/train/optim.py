@@ -97,6 +97,77 @@ def build_optimizer(
     return OPTIMIZERS.get(c.name)(params, c, device)
 
 
+class OptimizerStep:
+    """Backward, gradient clipping, fp16 loss scaling and the optimiser step: the one
+    update every Task's step goes through (``Trainer.step_optimizer``), so a policy added
+    here (clipping, GradScaler, the NaN skip) reaches every Task at once.
+
+    ``skip_nonfinite`` (``train.nan_policy=skip``): gradients are checked before the
+    optimiser moves (one host sync per step); a non-finite one skips the update and sets
+    ``skipped`` for the Trainer to read. With fp16 the GradScaler does its own skipping of
+    inf/NaN steps (that is how it finds its scale) and the check is left to it."""
+
+    def __init__(self, clip: float = 0.0, fp16: bool = False, skip_nonfinite: bool = False):
+        self.clip = float(clip)
+        self.fp16 = bool(fp16)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skipped = False
+        self._scalers: dict[int, torch.amp.GradScaler] = {}  # id(optimizer) → its scaler
+
+    def scaler(self, opt: torch.optim.Optimizer) -> torch.amp.GradScaler | None:
+        """The optimiser's GradScaler (fp16 only), on the device of its parameters."""
+        if not self.fp16:
+            return None
+        if id(opt) not in self._scalers:
+            dev = next(p.device.type for g in opt.param_groups for p in g["params"])
+            self._scalers[id(opt)] = torch.amp.GradScaler(dev)
+        return self._scalers[id(opt)]
+
+    def __call__(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params=None,
+                 foreach: bool | None = None) -> None:  # fmt: skip
+        params = list(params) if params is not None else [
+            p for g in opt.param_groups for p in g["params"]
+        ]  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        scaler = self.scaler(opt)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None and self.clip > 0:
+            scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+        if self.skip_nonfinite and scaler is None and not grads_finite(opt):
+            opt.zero_grad(set_to_none=True)
+            self.skipped = True
+            return
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.clip, foreach=foreach)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
+    def state(self, optimizers: list) -> list[dict | None]:
+        """The scalers' states in the optimisers' order (JSON-able; None: no scaler)."""
+        out = []
+        for opt in optimizers:
+            sc = self._scalers.get(id(opt))
+            out.append({k: float(v) for k, v in sc.state_dict().items()} if sc else None)
+        return out
+
+    def load_state(self, optimizers: list, states) -> None:
+        for opt, st in zip(optimizers, states or [], strict=False):
+            sc = self.scaler(opt)
+            if sc is not None and isinstance(st, dict):
+                st = dict(st)
+                st["_growth_tracker"] = int(st.get("_growth_tracker", 0))
+                sc.load_state_dict(st)
+
+
+def grads_finite(opt: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimiser would apply is finite (one host sync)."""
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
 def set_lr(group: dict, lr: float) -> None:
     """Set an optimiser group's LR in place (a captured step reads a tensor LR on the device)."""
     if isinstance(group["lr"], torch.Tensor):

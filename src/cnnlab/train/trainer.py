@@ -57,7 +57,7 @@ from cnnlab.runs.checkpoint import (
 from cnnlab.runs.files import atomic_write_text, fault, io_error, unlink_quietly
 from cnnlab.runs.layout import new_run_dir, scan_metrics
 from cnnlab.runs.lock import RunLock
-from cnnlab.runtime import distributed
+from cnnlab.runtime import distributed, numerics
 from cnnlab.runtime.device import make_runtime
 from cnnlab.train.callbacks import (
     Callback,
@@ -68,8 +68,8 @@ from cnnlab.train.callbacks import (
     ReportOnEnd,
 )
 from cnnlab.train.diagnostics import GradientFlow
-from cnnlab.train.optim import Schedule
-from cnnlab.train.task import Task
+from cnnlab.train.optim import OptimizerStep, Schedule
+from cnnlab.train.task import Task, TaskContext
 from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
 
@@ -162,20 +162,28 @@ class Trainer:
             self.dataset = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, **args)
         self._check_pad()
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
-        self.task.build(self)
+        fp16 = self.rt.amp_dtype is torch.float16
+        self.stepper = OptimizerStep(t.grad_clip, fp16, skip_nonfinite=t.nan_policy == "skip")
+        self.ctx = TaskContext(
+            cfg=cfg, dataset=self.dataset, rt=self.rt, generator=self.generator,
+            step_optimizer=self.step_optimizer, dist=self.dist, warn=self.warn,
+            reduce_eval=self.reduce_eval, quiet=self.quiet, resume_from=self.resume_from,
+            callbacks=self.callbacks,
+        )  # fmt: skip
+        self.task.build(self.ctx)
+        self.generator = self.ctx.generator  # a streaming data set draws its order on the CPU
         self.model = next(iter(self.task.modules().values()))
         self._check_input()
         self.optimizers = self.task.optimizers()
         self.steps_per_epoch = self.task.steps_per_epoch()
-        self.schedule = Schedule(self.optimizers, cfg.sched, t.epochs, self.steps_per_epoch)
+        self.schedule = self.ctx.schedule = Schedule(
+            self.optimizers, cfg.sched, t.epochs, self.steps_per_epoch
+        )
         self.base_lrs = list(self.schedule.base)
-        self.lr_scale, self.skipped_steps, self._skip_now = 1.0, 0, False
-        if t.nan_policy == "skip":
-            for opt in self.optimizers:
-                self._guard_optimizer(opt)
+        self.lr_scale, self.skipped_steps = 1.0, 0
         stem = f"{cfg.model.name}-{cfg.data.name}"
         run_dir = self.resume_from or new_run_dir(cfg.run.runs_dir, cfg.run.name, stem)
-        self.run_dir = Path(self.dist.broadcast(str(run_dir)))
+        self.run_dir = self.ctx.run_dir = Path(self.dist.broadcast(str(run_dir)))
         self.start_epoch = 1
         self.best_metric = -math.inf
         # per-step losses of the current epoch on the device: written without a sync, read
@@ -183,6 +191,14 @@ class Trainer:
         self._losses = torch.zeros(max(1, self.steps_per_epoch), device=self.rt.device)
         if self.resume_from is not None:
             self._resume()
+        self.ctx.history = self.history
+
+    def step_optimizer(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params=None,
+                       foreach: bool | None = None) -> None:  # fmt: skip
+        """The one update of every Task's step: backward, gradient clipping
+        (``train.grad_clip`` over ``params``, default the optimiser's), the GradScaler
+        under fp16, the NaN skip (``train.nan_policy=skip``) and the optimiser step."""
+        self.stepper(loss, opt, params, foreach)
 
     def describe(self) -> str:
         par = f", {self.dist.describe()}" if self.dist.enabled else ""
@@ -232,21 +248,6 @@ class Trainer:
             model.train(was)
 
     # -- NaN/inf --------------------------------------------------------------------------
-
-    def _guard_optimizer(self, opt: torch.optim.Optimizer) -> None:
-        """nan_policy=skip: before the optimiser moves, check the gradients (one host sync
-        per step); a non-finite one skips the update and scales the LR down."""
-        step = opt.step
-
-        def guarded_step(*args, **kwargs):
-            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
-                opt.zero_grad(set_to_none=True)
-                self._skip_now = True
-                return None
-            return step(*args, **kwargs)
-
-        opt.step = guarded_step
 
     def _apply_lr_scale(self) -> None:
         self.schedule.base = [b * self.lr_scale for b in self.base_lrs]
@@ -346,6 +347,8 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "skipped_steps": self.skipped_steps,
             "rng": plain_rng,
+            "numerics": numerics.record(self.rt),
+            "scalers": self.stepper.state(self.optimizers),
         }
 
     def _saved_module(self) -> nn.Module:
@@ -438,11 +441,8 @@ class Trainer:
         was = ck.meta.get("config")
         was = was if isinstance(was, dict) else {}
         now = self.cfg.to_dict()
-        # (section, keys or None for all): what the saved state's shapes depend on
-        frozen = [("model", None), ("optim", ("name",)),
-                  ("gan", ("conditional", "aux_weight", "z_dim", "width"))]  # fmt: skip
         changed, old = [], {}
-        for sec, keys in frozen:
+        for sec, keys in self.task.resume_keys:  # what the saved state's shapes depend on
             a = was.get(sec) if isinstance(was.get(sec), dict) else {}
             b = now.get(sec, {})
             if not a:
@@ -471,6 +471,13 @@ class Trainer:
             self._metrics_dirty = (self.run_dir / "metrics.jsonl").exists()
             return
         self._check_same_run(ck)
+        was = ck.meta.get("config") if isinstance(ck.meta.get("config"), dict) else {}
+        was_threads = (was.get("train") or {}).get("threads", self.cfg.train.threads)
+        for note in numerics.reuse(
+            self.rt, ck.meta.get("numerics"), threads_asked=was_threads != self.cfg.train.threads,
+            exact=self.cfg.train.exact_resume, run=str(self.run_dir),
+        ):  # fmt: skip
+            self.warn(note)
         try:
             self._saved_module().load_state_dict(ck.model_state)
         except RuntimeError as e:
@@ -500,6 +507,7 @@ class Trainer:
             ck.meta.get("task", {}),
         )
         self.schedule.load_state_dict(ck.meta["schedule"])
+        self.stepper.load_state(self.optimizers, ck.meta.get("scalers"))
         self.lr_scale = float(ck.meta.get("lr_scale", 1.0))
         self.skipped_steps = int(ck.meta.get("skipped_steps", 0))
         self._apply_lr_scale()
@@ -652,8 +660,8 @@ class Trainer:
         for i in range(step, self.steps_per_epoch):
             loss, k, extra = self.task.step(i)
             self.schedule.step()
-            if skip_policy and self._skip_now:
-                self._skip_now = False
+            if skip_policy and self.stepper.skipped:
+                self.stepper.skipped = False
                 self.skipped_steps += 1
                 self._epoch_skips += 1
                 if self._epoch_skips == 1:

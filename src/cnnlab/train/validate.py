@@ -159,7 +159,10 @@ def check_gan(cfg: Config) -> Config:
             cfg.data.train_limit is None or cfg.data.train_limit >= 2,
             f"data.train_limit must be ≥ 2 for a GAN, got {cfg.data.train_limit}",
         ),
-        (t.threads >= 0, f"train.threads must be ≥ 0, got {t.threads}"),
+        (
+            t.threads == "auto-measure" or t.threads >= 0,
+            f"train.threads must be ≥ 0 or auto-measure, got {t.threads}",
+        ),
         # settings the GAN task does not read: refused rather than silently ignored
         (
             cfg.data.resize is None and not cfg.data.grayscale,

@@ -41,6 +41,8 @@ def unsupported_reason(task) -> str | None:
         return "the training set is not device-resident in one process"
     if cfg.train.nan_policy == "skip":
         return "train.nan_policy=skip decides on the host every step"
+    if task.rt.amp_dtype is torch.float16:
+        return "fp16 loss scaling decides on the host every step"
     if getattr(cfg.train, "adversarial", "none") not in ("none", "", None):
         return "adversarial training computes input gradients per step"
     if task.dist.enabled:
@@ -60,7 +62,7 @@ class WholeStep:
         self.rt = task.rt
         self.loader = ld = task.train_loader
         self.generator = task.generator
-        self.clip = task.cfg.train.grad_clip
+        self.step_optimizer = task.ctx.step_optimizer
         dev = self.rt.device
         self.bs, self.steps = ld.batch_size, len(ld)
         self.perm = torch.zeros(self.steps, self.bs, dtype=torch.long, device=dev)
@@ -89,14 +91,10 @@ class WholeStep:
         j = self.perm.index_select(0, self.counter).view(-1)
         x = ld.prepare(ld.x.index_select(0, j), train=True)
         y = ld.y.index_select(0, j)
-        self.opt.zero_grad(set_to_none=True)
         with self.rt.autocast():
             out = self.model(x)
             loss = self.loss_fn(out, y)
-        loss.backward()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=True)
-        self.opt.step()
+        self.step_optimizer(loss, self.opt, self.params, foreach=True)
         # the step's outputs: static tensors a replay overwrites (the trainer adds them to
         # the epoch's sums before the next step)
         self.loss = loss.detach().float()

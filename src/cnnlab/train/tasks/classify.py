@@ -96,16 +96,16 @@ class ClassifyTask(Task):
 
     # -- set-up -------------------------------------------------------------------------
 
-    def build(self, trainer) -> None:
-        self.trainer = trainer
-        self.cfg, self.rt, self.dist = trainer.cfg, trainer.rt, trainer.dist
-        self.generator = trainer.generator
-        ds = trainer.dataset
+    def build(self, ctx) -> None:
+        self.ctx = ctx
+        self.cfg, self.rt, self.dist = ctx.cfg, ctx.rt, ctx.dist
+        self.generator = ctx.generator
+        ds = ctx.dataset
         if getattr(ds, "streaming", False):  # files streamed by workers (imagefolder)
             ds.attach_loaders(self)
         else:
             self._resident_loaders()
-        trainer.generator = self.generator  # a streaming set draws its order on the CPU
+        ctx.generator = self.generator  # a streaming set draws its order on the CPU
         self.class_counts = self._class_counts()
         self._build_model()
 
@@ -116,7 +116,7 @@ class ClassifyTask(Task):
 
     def _resident_loaders(self) -> None:
         cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
-        ds = self.trainer.dataset
+        ds = self.ctx.dataset
         xtr, ytr = ds.train_x, ds.train_y
         if cfg.data.train_limit:
             xtr, ytr = xtr[: cfg.data.train_limit], ytr[: cfg.data.train_limit]
@@ -179,7 +179,7 @@ class ClassifyTask(Task):
             y = getattr(getattr(ld, "dataset", None), "targets", None)
         if y is None:
             return None
-        return class_counts(y, self.trainer.dataset.num_classes)
+        return class_counts(y, self.ctx.dataset.num_classes)
 
     def class_line(self) -> str | None:
         """One line of the training images per class and the imbalance ratio (largest over
@@ -187,7 +187,7 @@ class ClassifyTask(Task):
         counts = getattr(self, "class_counts", None)
         if counts is None:
             return None
-        names = list(self.trainer.dataset.classes)
+        names = list(self.ctx.dataset.classes)
         c = counts.tolist()
         lo, hi = min(c), max(c)
         ratio = f"{hi / lo:.1f}×" if lo else "∞ (a class has no images)"
@@ -209,7 +209,7 @@ class ClassifyTask(Task):
 
     def _build_model(self) -> None:
         cfg, t, dev = self.cfg, self.cfg.train, self.rt.device
-        ds = self.trainer.dataset
+        ds = self.ctx.dataset
         in_ch = 1 if cfg.data.grayscale else ds.channels
         size = cfg.data.resize or ds.size
         self.model = model_for_input(
@@ -221,7 +221,7 @@ class ClassifyTask(Task):
             hint="--set data.resize={n}",
         )
         self.model_args = self.model.cnnlab_args
-        finetune.prepare(self.trainer, self.model)  # model.init_from, train.freeze
+        finetune.prepare(self.ctx, self.model)  # model.init_from, train.freeze
         pool_before_activation(self.model)  # exact; the activation then sees 4× fewer values
         settle_precision(self.rt, t, self.model)
         self.model.to(dev)
@@ -253,7 +253,7 @@ class ClassifyTask(Task):
 
     def make_step(self):
         model, opt, loss_fn, rt = self.model, self.optimizer, self.loss_fn, self.rt
-        clip = self.cfg.train.grad_clip
+        step_optimizer = self.ctx.step_optimizer
         adversary = self.adversary
         # the whole step in one CUDA graph where it can be; on CPU cuda_graph=step runs
         # the same device-state step eagerly
@@ -263,7 +263,7 @@ class ClassifyTask(Task):
             if why is None:
                 self.whole = whole_step.WholeStep(self)
             elif mode == "step":
-                self.trainer.warn(f"warning: whole-step CUDA graph off ({why})")
+                self.ctx.warn(f"warning: whole-step CUDA graph off ({why})")
 
         fwd = model
         # graphs are captured for plain inputs of one module: not for attacked batches
@@ -277,11 +277,7 @@ class ClassifyTask(Task):
             with rt.autocast():
                 out = fwd(x)
                 loss = loss_fn(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
+            step_optimizer(loss, opt, model.parameters())
             return loss.detach(), (out.detach().argmax(1) == y).sum()
 
         if rt.compile:
@@ -301,7 +297,7 @@ class ClassifyTask(Task):
                     model, (x.detach().requires_grad_(False),), num_warmup_iters=3
                 )
         except Exception as e:  # capture is an optimisation, never a reason to fail
-            self.trainer.warn(f"warning: CUDA graph capture failed ({e}); training eagerly")
+            self.ctx.warn(f"warning: CUDA graph capture failed ({e}); training eagerly")
             rt.cuda_graph = False
             model.zero_grad(set_to_none=True)
             return model
@@ -338,9 +334,7 @@ class ClassifyTask(Task):
             self.capture_seconds = ws.capture_seconds
         except Exception as e:
             ws.graph = None  # an optimisation, never a reason to fail: run it eagerly
-            self.trainer.warn(
-                f"warning: whole-step CUDA graph capture failed ({e}); stepping eagerly"
-            )
+            self.ctx.warn(f"warning: whole-step CUDA graph capture failed ({e}); stepping eagerly")
             self.rt.cuda_graph = False
 
     def batches(self, start: int):
@@ -371,10 +365,8 @@ class ClassifyTask(Task):
     def evaluate(self, epoch: int) -> dict:
         m = {}
         if self.val is not None:
-            m["val_loss"], m["val_acc"] = self.trainer.reduce_eval(*self.eval_loader(self.val))
-        m["test_loss"], m["test_acc"] = self.trainer.reduce_eval(
-            *self.eval_loader(self.test_loader)
-        )
+            m["val_loss"], m["val_acc"] = self.ctx.reduce_eval(*self.eval_loader(self.val))
+        m["test_loss"], m["test_acc"] = self.ctx.reduce_eval(*self.eval_loader(self.test_loader))
         return m
 
     def eval_model(self) -> torch.nn.Module:
@@ -408,7 +400,7 @@ class ClassifyTask(Task):
         return self._forwards[id(model)]
 
     def meta(self) -> dict:
-        ds, cfg = self.trainer.dataset, self.cfg
+        ds, cfg = self.ctx.dataset, self.cfg
         return {
             "model": self.model_args,
             "classes": ds.classes,
@@ -422,7 +414,7 @@ class ClassifyTask(Task):
                 "grayscale": cfg.data.grayscale,
             },
             # what training augmented with ('auto' resolved): test-time augmentation's views
-            "augment": list(getattr(self, "augment", None) or getattr(self.trainer, "augment", ())),
+            "augment": list(getattr(self, "augment", None) or getattr(self.ctx, "augment", ())),
         }
 
     def _imbalance_meta(self) -> dict:
@@ -431,7 +423,7 @@ class ClassifyTask(Task):
         counts = getattr(self, "class_counts", None)
         if counts is None:
             return {}
-        names = self.trainer.dataset.classes
+        names = self.ctx.dataset.classes
         out = {"class_counts": dict(zip(names, counts.tolist(), strict=True))}
         w = getattr(self, "class_weight", None)
         if w is not None:
@@ -439,7 +431,7 @@ class ClassifyTask(Task):
         return out
 
     def describe(self) -> str:
-        ds = self.trainer.dataset
+        ds = self.ctx.dataset
         return (
             f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
             f"[{n_images(self.train_loader):,} train / "

@@ -36,14 +36,18 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 class GanTask(Task):
     kind = "gan"
     monitor = None
+    resume_keys = (
+        *Task.resume_keys,
+        ("gan", ("conditional", "aux_weight", "z_dim", "width")),
+    )
 
     # -- set-up -------------------------------------------------------------------------
 
-    def build(self, trainer) -> None:
-        self.trainer = trainer
-        cfg, ds, dev = trainer.cfg, trainer.dataset, trainer.rt.device
+    def build(self, ctx) -> None:
+        self.ctx = ctx
+        cfg, ds, dev = ctx.cfg, ctx.dataset, ctx.rt.device
         g = cfg.gan
-        if trainer.dist.enabled:
+        if ctx.dist.enabled:
             raise ConfigError("a GAN trains in one process: run it without torchrun")
         if getattr(ds, "streaming", False) or ds.size not in SIZES:
             raise ConfigError(
@@ -52,9 +56,9 @@ class GanTask(Task):
             )
         self.cfg, self.dataset, self.device = cfg, ds, dev
         # the step runs eagerly: the runtime's description must not claim graphs or compile
-        trainer.rt.cuda_graph = trainer.rt.compile = False
-        self.autocast = trainer.rt.autocast
-        self.generator = trainer.generator
+        ctx.rt.cuda_graph = ctx.rt.compile = False
+        self.autocast = ctx.rt.autocast
+        self.generator = ctx.generator
         self.classes = list(ds.classes)
         xtr, ytr = ds.train_x, ds.train_y
         if cfg.data.train_limit:
@@ -79,7 +83,6 @@ class GanTask(Task):
         self.conditional = bool(self.G.num_classes)
         self.aux = g.aux_weight if self.D.aux_classes else 0.0
         self.opt_g = build_optimizer(self.G, cfg.optim, dev)
-        self.clip = cfg.train.grad_clip  # per network, as a classifier's step clips its model
         self.opt_d = build_optimizer(self.D, cfg.optim, dev)
         self._fixed_noise()
         self._setup_judge()
@@ -90,7 +93,7 @@ class GanTask(Task):
 
     def _fixed_noise(self) -> None:
         """The same noise (and labels) every epoch, so the grids show progress. Drawn from
-        its own generator: the training stream (trainer.generator) is left untouched."""
+        its own generator: the training stream (ctx.generator) is left untouched."""
         g, dev = self.cfg.gan, self.device
         gen = torch.Generator().manual_seed(self.cfg.train.seed + 1)
         if self.conditional:
@@ -166,7 +169,7 @@ class GanTask(Task):
     # -- the step -----------------------------------------------------------------------
 
     def begin_epoch(self, epoch: int) -> None:
-        self._order = self.loader.order()  # from trainer.generator
+        self._order = self.loader.order()  # from ctx.generator
         self._batches = None
 
     def _batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,11 +197,7 @@ class GanTask(Task):
                 d_real = D(x, yc)
                 d_fake = D(fake.detach(), yc)
                 loss_d = bce(d_real, rl) + bce(d_fake, 0.0)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        if self.clip > 0:
-            nn.utils.clip_grad_norm_(D.parameters(), self.clip)
-        self.opt_d.step()
+        self.ctx.step_optimizer(loss_d, self.opt_d, D.parameters())
         # G step, non-saturating: make D call the fakes real (and of their class)
         with self.autocast():
             if aux:
@@ -206,11 +205,7 @@ class GanTask(Task):
                 loss_g = bce(g_adv, 1.0) + aux * F.cross_entropy(g_cls, y)
             else:
                 loss_g = bce(D(fake, yc), 1.0)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        if self.clip > 0:
-            nn.utils.clip_grad_norm_(G.parameters(), self.clip)
-        self.opt_g.step()
+        self.ctx.step_optimizer(loss_g, self.opt_g, G.parameters())
         # The Trainer adds loss·b to loss_sum and these to its device sums; every sum is
         # per image, so a resumed part of an epoch adds up. loss = loss_d + loss_g: a
         # non-finite value in either network shows in the Trainer's NaN check.
@@ -260,7 +255,7 @@ class GanTask(Task):
 
     def evaluate(self, epoch: int) -> dict:
         m = self.score() if self.judge is not None else {}
-        tr = self.trainer
+        tr = self.ctx
         if tr.dist.main:
             run_dir = Path(tr.run_dir)
             png = grid_png(self.sample_fixed(), self.grid_cols)

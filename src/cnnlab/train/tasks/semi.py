@@ -151,6 +151,13 @@ class SemiTask(ClassifyTask):
     """Trains on ``data.labels_per_class`` labelled images (+ the unlabelled rest with
     ``train.semi``); evaluation and everything around the step are the classifier's."""
 
+    # the labelled split, the EMA teacher and the class prior are saved state
+    resume_keys = (
+        *ClassifyTask.resume_keys,
+        ("train", ("semi", "ema")),
+        ("data", ("labels_per_class",)),
+    )
+
     def select_train(self, x, y):
         t = self.cfg.train
         lab, unl = split_labelled(y, self.cfg.data.labels_per_class, t.seed)
@@ -158,8 +165,8 @@ class SemiTask(ClassifyTask):
         self.unlabelled_x = x[unl]  # no labels kept for these
         return x[lab], y[lab]
 
-    def build(self, trainer) -> None:
-        super().build(trainer)
+    def build(self, ctx) -> None:
+        super().build(ctx)
         t = self.cfg.train
         self.method = t.semi
         if self.method not in METHODS:
@@ -188,7 +195,7 @@ class SemiTask(ClassifyTask):
             self.ema_model = copy.deepcopy(self.model)
             for p in self.ema_model.parameters():
                 p.requires_grad_(False)
-        nc = trainer.dataset.num_classes
+        nc = ctx.dataset.num_classes
         self.p_model = torch.full((nc,), 1.0 / nc, device=dev)  # running mean prediction
 
     def make_step(self):
@@ -254,7 +261,7 @@ class SemiTask(ClassifyTask):
         t = self.cfg.train
         if t.semi_rampup <= 0:
             return t.semi_weight
-        sch = self.trainer.schedule
+        sch = self.ctx.schedule
         r = min(1.0, sch.step_num / max(1, t.semi_rampup * sch.total))
         return t.semi_weight * math.exp(-5 * (1 - r) ** 2)  # Laine & Aila's sigmoid ramp
 
@@ -326,11 +333,7 @@ class SemiTask(ClassifyTask):
                 out, out_s = out_all[: len(x)], out_all[len(x) :]
                 lu = (F.cross_entropy(out_s.float(), target, reduction="none") * mask).mean()
                 loss = loss_fn(out, y) + self.unlabelled_weight() * lu
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.train.grad_clip)
-        opt.step()
+        self.ctx.step_optimizer(loss, opt, model.parameters())  # clipped per model
         if self.ema_model is not None:
             self.update_ema()
         m = None if mask is None else mask.mean()
