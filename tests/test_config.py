@@ -80,10 +80,10 @@ def test_a_billion_laughs_recipe_is_refused_at_once(tmp_path):
     for under in ("train:\n  loss", "model:\n  activation"):
         p = tmp_path / "bomb.yaml"
         p.write_text(billion_laughs(10, under))  # 9**10 values once expanded
-        t = time.perf_counter()
+        t = time.process_time()  # this process's CPU, whatever else the machine runs
         with pytest.raises(ConfigError, match="expands to more than") as e:
             load_recipe(p)
-        assert time.perf_counter() - t < 2 and len(str(e.value)) < 300
+        assert time.process_time() - t < 2 and len(str(e.value)) < 300
     # a smaller bomb that fits the node bound is still never expanded into a message
     p.write_text(billion_laughs(4))  # 6,561 strings
     with pytest.raises(ConfigError) as e:
