@@ -7,8 +7,17 @@ the ``cnnlab`` command start without importing torch until a name is used.
 from __future__ import annotations
 
 import importlib
+import os
 
 from cnnlab._version import __version__
+
+# OpenMP threads that reach a barrier sleep rather than spin. The thread count is fixed
+# (same count, same numbers, whatever the load), so on a busy machine a spinning thread
+# burns the time slice its partner needs: LeNet-5's step ran 9-13× slower on 2 threads
+# at load average 10 with spinning than with sleeping, with bit-identical results. Read
+# by the OpenMP runtime when torch loads, so set before any torch import; a user's own
+# OMP_WAIT_POLICY wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # public name -> the module that defines it
 _API = {
