@@ -152,6 +152,8 @@ class RunConfig:
     name: str | None = None
     runs_dir: str = "runs"
     save_best: bool = True
+    # experiment trackers: none, or tensorboard and/or mlflow, comma-separated
+    report_to: str = "none"
 
 
 @dataclass

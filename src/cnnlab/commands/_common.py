@@ -82,6 +82,16 @@ def add_output_args(
     )
 
 
+def add_report_to_arg(p) -> None:
+    """``--report-to``: the experiment trackers a training run logs to (run.report_to)."""
+    p.add_argument(
+        "--report-to",
+        metavar="TRACKERS",
+        help="log the run to experiment trackers: tensorboard, mlflow (comma-separated) or "
+        "none (default); MLflow uses $MLFLOW_TRACKING_URI or <runs-dir>/mlflow.db",
+    )
+
+
 def add_analysis_args(p, dataset: str | None = None) -> None:
     """What every analysis of a run takes: ``--data-dir`` (and ``--dataset``), ``--device``
     and ``--json``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cnnlab.commands._common import add_report_to_arg
+
 ORDER = 70
 
 HELP = """\
@@ -54,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--name", help="run name (default: <model>-<dataset>-<time>)")
     p.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    add_report_to_arg(p)
     p.add_argument("--resume", metavar="RUN", help="continue a GAN run from its last checkpoint")
     p.add_argument(
         "--set",
@@ -140,6 +143,7 @@ def run(args) -> int:
         seed=args.seed,
         name=args.name,
         runs_dir=args.runs_dir,
+        report_to=args.report_to,
     )
     if res.interrupted:
         return 0  # the trainer said how to resume

@@ -9,6 +9,7 @@ from cnnlab.commands._common import (
     add_device_arg,
     add_output_args,
     add_recipe_args,
+    add_report_to_arg,
 )
 
 ORDER = 10
@@ -49,6 +50,7 @@ def register(sub) -> None:
     add_device_arg(p, default=None)
     p.add_argument("--seed", type=int, help="random seed (data order, init, augmentation)")
     add_output_args(p)
+    add_report_to_arg(p)
     p.add_argument(
         "--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint"
     )
@@ -77,6 +79,7 @@ def run(args) -> int:
         seed=args.seed,
         name=args.name,
         runs_dir=args.runs_dir,
+        report_to=args.report_to,
     )
     if args.print_config:
         from cnnlab.train.validate import validate

@@ -189,8 +189,10 @@ def make_runtime(t: TrainConfig) -> Runtime:
     # (AVX2 EPYC, docs/performance.md); auto keeps the plain layout there.
     channels_last = dev.type == "cuda" if cl == "auto" else cl == "true"
     # set either way: the flag is the process's, and a run after a deterministic one (the
-    # Python API, a test session) must not inherit it
-    torch.use_deterministic_algorithms(bool(t.deterministic), warn_only=True)
+    # Python API, a test session) must not inherit it (only when it changes: the call
+    # imports part of torch's compiler, seconds of start-up)
+    if torch.are_deterministic_algorithms_enabled() != bool(t.deterministic):
+        torch.use_deterministic_algorithms(bool(t.deterministic), warn_only=True)
     if t.deterministic:
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

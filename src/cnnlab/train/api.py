@@ -22,6 +22,7 @@ SHORTCUTS = {
     "seed": "train.seed",
     "name": "run.name",
     "runs_dir": "run.runs_dir",
+    "report_to": "run.report_to",
 }
 
 

@@ -70,6 +70,7 @@ from cnnlab.train.callbacks import (
 from cnnlab.train.diagnostics import GradientFlow
 from cnnlab.train.optim import OptimizerStep, Schedule
 from cnnlab.train.task import Task, TaskContext
+from cnnlab.train.trackers import Trackers, parse_report_to
 from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
 
@@ -106,6 +107,9 @@ def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
         cbs.append(GradientFlow())
     if t.report and kind == "classify":
         cbs.append(ReportOnEnd())
+    trackers = parse_report_to(cfg.run.report_to)
+    if trackers:  # after the report: the figures the trackers take are drawn by then
+        cbs.append(Trackers(trackers))
     return cbs
 
 

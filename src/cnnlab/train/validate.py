@@ -27,6 +27,8 @@ def validate(cfg: Config) -> Config:
     from cnnlab.registry import check_kwargs
     from cnnlab.train.losses import LOSSES
     from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
+    from cnnlab.train.trackers import parse_report_to
+    from cnnlab.train.trackers import require as require_trackers
 
     task = resolve_task(cfg)
     if task not in TASKS:
@@ -46,6 +48,7 @@ def validate(cfg: Config) -> Config:
     fields = [f"data.{k}" for k in vars(cfg.data) if k != "args"]  # what a typo may mean
     check_kwargs("dataset", spec.name, spec.loader, cfg.data.args, skip=("folder",), also=fields)
     parse_augment(cfg.data.augment)
+    require_trackers(parse_report_to(cfg.run.report_to))
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULES.get(cfg.sched.name)
     LOSSES.get(cfg.train.loss)
