@@ -24,9 +24,9 @@ def scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    } | {"_images": acc.Tags()["images"]}
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]} | {
+        "_images": acc.Tags()["images"]
+    }
 
 
 @pytest.fixture(scope="module")

@@ -70,8 +70,8 @@ from cnnlab.train.callbacks import (
 from cnnlab.train.diagnostics import GradientFlow
 from cnnlab.train.optim import OptimizerStep, Schedule
 from cnnlab.train.task import Task, TaskContext
-from cnnlab.train.trackers import Trackers, parse_report_to
 from cnnlab.train.tasks import make_task
+from cnnlab.train.trackers import Trackers, parse_report_to
 from cnnlab.train.validate import validate
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
