@@ -149,6 +149,9 @@ def test_explain_command_end_to_end(tiny_trained_run, tmp_path, capsys):
     assert (run / "explain" / "attributions.png").read_bytes()[:4] == b"\x89PNG"
     res = json.loads((run / "explain" / "explain.json").read_text())
     assert res["indices"] == [0, 1, 2, 3] and res["methods"] == list(METHODS)
+    # the synthetic images are noise, with no plain background: no share on the object
+    assert res["object_area"] is None and res["on_object_fraction"] == {}
+    assert "attribution on object: not measured" in out
     page = (run / "explain.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<img" in page
     assert main(["explain", str(run), "--indices", "5,7", "--methods", "saliency", "--json"]) == 0
@@ -209,3 +212,18 @@ def test_every_registered_model_can_be_explained(name):
     png = plot_attention(m01, x[:1])
     has_attention = any(hasattr(m, "last_attention") for m in model.modules())
     assert (png is not None) == has_attention
+
+
+def test_attribution_on_object_only_on_a_plain_background():
+    """Digits and garments lie on a plain background; a photo does not, and there the
+    "attribution on object" share would measure nothing."""
+    from cnnlab.analysis.explain import plain_background
+
+    digits = load_dataset("mnist-sample").test_x[:32].float() / 255
+    assert plain_background(digits, dark_background=True)
+    assert plain_background(1 - digits, dark_background=False)  # dark ink on white
+    photos = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert not plain_background(photos, dark_background=True)
+    assert not plain_background(photos, dark_background=False)
+    ramp = torch.linspace(0, 1, 64).expand(4, 3, 64, 64)  # a smooth scene, no plain border
+    assert not plain_background(ramp, dark_background=True)

@@ -98,14 +98,18 @@ def run(args) -> int:
             f"{len(r['indices'])} {r['dataset']} test images ({r['select']}), "
             f"{sum(p == t for p, t in zip(r['pred'], r['true'], strict=True))} correctly classified"
         )
+        on = r["on_object_fraction"]
         table(
             [
-                [SHORT[m], f"{r['method_seconds'][m]:.2f}", f"{r['on_object_fraction'][m]:.2f}"]
+                [SHORT[m], f"{r['method_seconds'][m]:.2f}", *([f"{on[m]:.2f}"] if on else [])]
                 for m in r["methods"]
             ],
-            ["method", "seconds", "attribution on object"],
+            ["method", "seconds", *(["attribution on object"] if on else [])],
         )
-        print(f"object area (mean share of the image): {r['object_area']:.2f}")
+        if r["object_area"] is not None:
+            print(f"object area (mean share of the image): {r['object_area']:.2f}")
+        else:
+            print("attribution on object: not measured (no plain background to find the object)")
         print(f"{r['seconds']:.1f}s; wrote " + ", ".join(r["outputs"]))
 
     print_json_or(args, r, show)

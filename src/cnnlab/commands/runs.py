@@ -11,22 +11,35 @@ def register(sub) -> None:
     p = sub.add_parser(
         "runs",
         help="table of runs with their validation and test accuracy",
-        description="One row per run: model, dataset, epochs done, the best validation "
-        "accuracy (what the best checkpoint was chosen on), the last test accuracy, time "
-        "and whether a checkpoint exists. GAN runs show their last Fréchet distance.",
+        description="One row per run: model, dataset, epochs done, the validation-selected "
+        "epoch (the best checkpoint) with its validation and test accuracy, the last epoch's "
+        "test accuracy, training and wall seconds, and whether a checkpoint exists. GAN runs "
+        "show their last Fréchet distance.",
     )
     add_output_args(p, name=None, runs_dir_default="runs")
     p.set_defaults(func=run)
 
 
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+HEADER = [
+    "run",
+    "model",
+    "dataset",
+    "epochs",
+    "best epoch (by val acc)",
+    "val acc (best)",
+    "test acc (best)",
+    "test acc (last)",
+    "train s",
+    "wall s",
+    "ckpt",
+]
 
 
 def row(d) -> list[str]:
     """A run's row; a damaged config.yaml or metrics.jsonl shows as '?'."""
     from cnnlab.report.html import is_gan_run, run_config
     from cnnlab.runs.layout import read_metrics
+    from cnnlab.runs.summary import best_epoch, run_seconds
 
     cfg = run_config(d)
     m = [r for r in read_metrics(d) if isinstance(r, dict)]
@@ -35,23 +48,30 @@ def row(d) -> list[str]:
     data = str(cfg.get("data", {}).get("name", "?"))
     epochs = cfg.get("train", {}).get("epochs", "?")
     done = m[-1].get("epoch", len(m)) if m else 0
-    secs = sum(r["seconds"] for r in m if _num(r.get("seconds")))
-    val = [r["val_acc"] for r in m if _num(r.get("val_acc"))]
-    test = [r["test_acc"] for r in m if _num(r.get("test_acc"))]
+    train_s, wall_s = run_seconds(m)
+    times = [f"{train_s:.1f}", f"{wall_s:.1f}"] if m else ["-", "-"]
     if is_gan_run(d, cfg, m):
         fd = [r["fd"] for r in m if _num(r.get("fd"))]
         last = f"FD {fd[-1]:.2f}" if fd else "(GAN)"
-        return [d.name, model, data, f"{done}/{epochs}", "-", last, f"{secs:.0f}s", ck]
+        return [d.name, model, data, f"{done}/{epochs}", "-", "-", "-", last, *times, ck]
+    best = best_epoch(m)
+    test = [r["test_acc"] for r in m if _num(r.get("test_acc"))]
     return [
         d.name,
         model,
         data,
         f"{done}/{epochs}",
-        f"{max(val):.4f}" if val else "-",
+        str(best["epoch"]) if best else "- (no val split)" if m else "-",
+        f"{best['val_acc']:.4f}" if best else "-",
+        f"{best['test_acc']:.4f}" if best and _num(best.get("test_acc")) else "-",
         f"{test[-1]:.4f}" if test else "-",
-        f"{secs:.0f}s" if m else "-",
+        *times,
         ck,
     ]
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def run(args) -> int:
@@ -61,8 +81,5 @@ def run(args) -> int:
     if not rows:
         print(f"no runs in {args.runs_dir}/ yet; start one with `cnnlab train`")
         return 0
-    table(
-        rows,
-        ["run", "model", "dataset", "epochs", "best val acc", "last test acc", "time", "ckpt"],
-    )
+    table(rows, HEADER)
     return 0

@@ -66,6 +66,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from cnnlab.runs.summary import time_text
     from cnnlab.train.api import build_config, fit
 
     shortcuts = dict(
@@ -116,7 +117,6 @@ def run(args) -> int:
         )
         return 0
     f = res.final
-    total = sum(m["seconds"] + m.get("eval_seconds", 0) for m in res.history)
     if "test_acc" in f:  # a classifier (a resumed GAN run has no test accuracy)
         b = res.best  # chosen on validation accuracy, never on the test set
         best = (
@@ -127,7 +127,7 @@ def run(args) -> int:
         )
         print(
             f"test accuracy {f['test_acc']:.4f} after {f['epoch']} epochs ({best}); "
-            f"{total:.1f}s training"
+            + time_text(res.history)
         )
     print(f"run directory: {res.run_dir}")
     return 0

@@ -45,6 +45,7 @@ from cnnlab.inference import confused_pairs, confusion_figure, score, worst_mist
 from cnnlab.models import count_macs, count_params
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.layout import read_metrics
+from cnnlab.runs.summary import best_epoch, run_seconds, time_text
 
 OVERFIT_LOSS_RISE = 1.10
 OVERFIT_GAP = 0.02
@@ -599,7 +600,6 @@ def render_report(
         info["evaluation"] = ev
     if hist:
         last = hist[-1]
-        total = sum(m.get("seconds", 0) + m.get("eval_seconds", 0) for m in hist)
         rows = []
         if ev is not None:  # the number `cnnlab eval` prints: the same function
             rows.append(
@@ -615,12 +615,12 @@ def render_report(
             ["train accuracy, last epoch", _pct(last["train_acc"])],
         ]
         if "val_acc" in last:
-            best = max(hist, key=lambda m: m["val_acc"])
+            best = best_epoch(hist)
             rows.append(["validation accuracy, last epoch", _pct(last["val_acc"])])
             rows.append(["best epoch (by validation accuracy)", f"{best['epoch']}"])
         else:
             rows.append(["best epoch", "none: no validation split (the last epoch is used)"])
-        rows.append(["training time", f"{total:.1f} s"])
+        rows.append(["time (training; wall: training + per-epoch evaluation)", time_text(hist)])
         parts.append("<h2>Summary</h2>" + _table(rows, ["metric", "value"]))
     parts.append(f'<p class="verdict {v["kind"]}"><b>Verdict:</b> {html.escape(v["text"])}</p>')
     parts.append(
@@ -867,31 +867,37 @@ def render_compare(runs: list[str | os.PathLike]) -> tuple[str, list[list], list
             )
         name = p.name if p.name not in hists else str(p)
         hists[name], cfgs[name] = h, run_config(p)
+    # the validation-selected epoch and the last one, never a maximum over test epochs
     header = [
         "run",
         "epochs",
-        "final test acc",
-        "best test acc",
-        "final train acc",
-        "val acc",
-        "gap (pts, train − held-out)",
-        "time (s)",
+        "best epoch (by val acc)",
+        "val acc (best)",
+        "test acc (best)",
+        "test acc (last)",
+        "train acc (last)",
+        "gap (pts, train − held-out, last)",
+        "train s",
+        "wall s",
         "verdict",
     ]
     rows = []
     for name, h in hists.items():
-        last = h[-1]
+        last, best = h[-1], best_epoch(h)
         v = verdict(h)
+        train_s, wall_s = run_seconds(h)
         rows.append(
             [
                 name,
                 last["epoch"],
+                best["epoch"] if best else "– (no val split)",
+                f"{best['val_acc']:.4f}" if best else "–",
+                f"{best['test_acc']:.4f}" if best else "–",
                 f"{last['test_acc']:.4f}",
-                f"{max(m['test_acc'] for m in h):.4f}",
                 f"{last['train_acc']:.4f}",
-                f"{last['val_acc']:.4f}" if "val_acc" in last else "–",
                 f"{v['gap'] * 100:.1f}",
-                f"{sum(m.get('seconds', 0) + m.get('eval_seconds', 0) for m in h):.0f}",
+                f"{train_s:.1f}",
+                f"{wall_s:.1f}",
                 v["kind"],
             ]
         )
