@@ -17,6 +17,11 @@ def register(sub) -> None:
         "show their last Fréchet distance.",
     )
     add_output_args(p, name=None, runs_dir_default="runs")
+    p.add_argument(
+        "--to-csv",
+        metavar="FILE",
+        help="also write the table as CSV (one header row, then one row per run; - for stdout)",
+    )
     p.set_defaults(func=run)
 
 
@@ -78,8 +83,30 @@ def run(args) -> int:
     from cnnlab.runs.layout import list_runs
 
     rows = [row(d) for d in list_runs(args.runs_dir)]
+    if args.to_csv:
+        write_csv(args.to_csv, rows)
+        if args.to_csv == "-":
+            return 0
     if not rows:
         print(f"no runs in {args.runs_dir}/ yet; start one with `cnnlab train`")
         return 0
     table(rows, HEADER)
     return 0
+
+
+def write_csv(dest: str, rows: list[list[str]]) -> None:
+    """The table as CSV, written all or nothing."""
+    import csv
+    import io
+    import sys
+
+    from cnnlab.runs.files import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(HEADER)
+    w.writerows(rows)
+    if dest == "-":
+        sys.stdout.write(buf.getvalue())
+        return
+    atomic_write_text(dest, buf.getvalue())  # an unwritable path: one CheckpointError line
