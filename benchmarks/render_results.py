@@ -143,7 +143,7 @@ def time_to_accuracy(rs: list[dict]) -> list[str]:
                 f"### {entry['dataset']}: `cnnlab train` with {what} ({dev}, {src(d)})",
                 "",
                 "| loop | s/epoch | " + " | ".join(f"to {100 * t:g} %" for t in ths)
-                + " | best test acc | epochs |",
+                + " | final test acc | epochs |",
                 "|---|---:|" + "---:|" * len(ths) + "---:|---:|",
             ]  # fmt: skip
             for loop, v in entry["loops"].items():
@@ -151,7 +151,7 @@ def time_to_accuracy(rs: list[dict]) -> list[str]:
                 cells = [_secs(dict(sm["to"][f"{t:g}"], of=sm["seeds"]), sm["epochs"]) for t in ths]
                 lines.append(
                     f"| {loop} | {sm['median_s_per_epoch']:.2f} | " + " | ".join(cells)
-                    + f" | {pct(sm['best_acc'])} | {sm['epochs']} |"
+                    + f" | {pct(sm['final_acc'])} | {sm['epochs']} |"
                 )  # fmt: skip
             ratios = ", ".join(f"{k} {r:.2f}×" for k, r in entry.get("epoch_ratios", {}).items())
             lines += ["", f"Epoch time, reference over cnnlab: {ratios}; {load}.", ""]

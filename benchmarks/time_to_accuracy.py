@@ -86,7 +86,6 @@ def run_point(args, bs: int, lr: float, variant: list[str] = ()) -> dict:
         # growth after the first epoch (allocator warm-up) to the last
         "rss_growth_mb": rows[-1]["rss_mb"] - rows[0]["rss_mb"],
         "gpu_growth_mb": (rows[-1].get("gpu_mb", 0) - rows[0].get("gpu_mb", 0)),
-        "best_acc": max(r["test_acc"] for r in rows),
         "epochs": rows,
     }
     for t in (0.90, 0.91, 0.92):

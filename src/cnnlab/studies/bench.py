@@ -279,7 +279,6 @@ def summarize(epochs: list[dict]) -> dict:
         "median_cpu_s_per_epoch": cpu,
         "images_per_s": imgs / med if med > 0 else None,
         "test_acc": epochs[-1]["test_acc"],
-        "best_test_acc": max(m["test_acc"] for m in epochs),
         "peak_rss_mb": max(m["peak_rss_mb"] for m in epochs),
         "rss_growth_mb": rss[-1] - rss[min(1, len(rss) - 1)],  # after the warm-up epoch
         "gpu_peak_mb": epochs[-1]["gpu_peak_mb"],
@@ -706,7 +705,6 @@ def tta_summary(epochs: list[dict], thresholds) -> dict:
         "epochs": len(epochs),
         "median_s_per_epoch": statistics.median(m["seconds"] for m in epochs) if epochs else None,
         "final_acc": epochs[-1]["test_acc"] if epochs else None,
-        "best_acc": max((m["test_acc"] for m in epochs), default=None),
         "to": {
             f"{t:g}": {"wall": wall_to(epochs, t), "train": time_to(epochs, t)} for t in thresholds
         },
@@ -721,7 +719,6 @@ def aggregate(runs: list[dict], thresholds) -> dict:
         "seeds": len(runs),
         "median_s_per_epoch": statistics.median(s["median_s_per_epoch"] for s in sums),
         "final_acc": statistics.mean(s["final_acc"] for s in sums),
-        "best_acc": statistics.mean(s["best_acc"] for s in sums),
         "epochs": max(s["epochs"] for s in sums),
         "to": {},
     }
@@ -859,7 +856,7 @@ def tta_rows(entry: dict) -> tuple[list[list], list[str]]:
     """The time-to-accuracy table of one target: a row per loop; a cell is the wall
     seconds from launch (start-up included) with the training seconds in brackets."""
     ths = entry["thresholds"]
-    header = ["loop", "s/epoch", *[f"→ {100 * t:g} %" for t in ths], "best acc", "epochs"]
+    header = ["loop", "s/epoch", *[f"→ {100 * t:g} %" for t in ths], "final test acc", "epochs"]
     rows = []
     for loop, v in entry["loops"].items():
         s = v["summary"]
@@ -874,7 +871,7 @@ def tta_rows(entry: dict) -> tuple[list[list], list[str]]:
                 cell += f" {c['reached']}/{s['seeds']} seeds"
             cells.append(cell)
         rows.append(
-            [loop, fmt(s["median_s_per_epoch"]), *cells, fmt(s["best_acc"], "{:.4f}"), s["epochs"]]
+            [loop, fmt(s["median_s_per_epoch"]), *cells, fmt(s["final_acc"], "{:.4f}"), s["epochs"]]
         )
     return rows, header
 
