@@ -69,6 +69,7 @@ from cnnlab.train.callbacks import (
 )
 from cnnlab.train.diagnostics import GradientFlow
 from cnnlab.train.optim import Schedule
+from cnnlab.train.snapshots import WeightSnapshots
 from cnnlab.train.task import Task
 from cnnlab.train.tasks import make_task
 from cnnlab.train.validate import validate
@@ -106,6 +107,7 @@ def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
         cbs.append(GradientFlow())
     if t.report and kind == "classify":
         cbs.append(ReportOnEnd())
+    cbs += [WeightSnapshots()] if t.snapshots and kind == "classify" else []
     return cbs
 
 
