@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastapi import Request
 
 from cnnlab.analysis.explore import (
     ATTRIBUTION_METHODS,
@@ -124,14 +125,32 @@ def build_bundle(
     if isinstance(images, bool) or not isinstance(images, int) or images < 0:
         raise CnnlabError(f"--images must be a whole number ≥ 0, got {images!r}")
     model, meta = load_model(run, which, "cpu")
+    run_dir = run_dir_of(run)
+    bundle = model_bundle(model, meta, mode, attribution, served, run_dir.name)
+    bundle["snapshots"] = snapshots_of(run_dir, {layer["name"] for layer in bundle["layers"]})
+    if images:
+        try:
+            ds = load_run_dataset(meta, data_dir, None, download, run_dir, split="test")
+        except CnnlabError as e:
+            bundle["samples_note"] = f"no test images: {e}"
+            return bundle
+        add_samples(bundle, model, meta, ds.test_x, ds.test_y, images)
+    return bundle
+
+
+def model_bundle(
+    model, meta: dict, mode: str = "auto", attribution: bool = True, served: bool = False,
+    name: str = "model",
+) -> dict:  # fmt: skip
+    """The bundle of a model without images or snapshots (:func:`build_bundle` adds them)."""
     mean, std = norm_stats(meta)
     c, s = int(meta["input"]["channels"]), int(meta["input"]["size"])
     if len(mean) != c:
-        raise CnnlabError(f"{run}: normalisation has {len(mean)} channels, the model {c}")
+        raise CnnlabError(f"{name}: normalisation has {len(mean)} channels, the model {c}")
     try:
         ops = operations(model)
     except ValueError as e:
-        raise CnnlabError(f"{run}: {e}") from None
+        raise CnnlabError(f"{name}: {e}") from None
     opaque = [spec.get("what", "?") for _, _, spec in ops if spec["type"] == "opaque"]
     nparams = sum(p.numel() for p in model.parameters())
     runnable = not opaque
@@ -143,14 +162,12 @@ def build_bundle(
         mode = "weights" if runnable and nparams <= WEIGHTS_LIMIT else "activations"
     if served and mode == "activations":
         mode = "server"
-    mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-    std_t = torch.tensor(std).view(1, -1, 1, 1)
     zero_out = trace(model, torch.zeros(1, c, s, s), ops)
     layers, counts = [], {}
-    for i, ((name, mod, spec), out) in enumerate(zip(ops, zero_out, strict=True)):
+    for i, ((op_name, mod, spec), out) in enumerate(zip(ops, zero_out, strict=True)):
         layer = {
             "index": i,
-            "name": name,
+            "name": op_name,
             "label": _label(spec, counts),
             "spec": spec,
             "shape": list(out.shape[1:]),
@@ -164,12 +181,11 @@ def build_bundle(
                 layer["params"] = _params(mod)
         layers.append(layer)
 
-    run_dir = run_dir_of(run)
-    bundle = {
+    return {
         "format": FORMAT,
         "mode": mode,
         "served": served,
-        "run": run_dir.name,
+        "run": name,
         "model": meta["model"],
         "parameters": nparams,
         "dataset": meta.get("dataset"),
@@ -183,36 +199,25 @@ def build_bundle(
         "attribution_methods": list(ATTRIBUTION_METHODS) if attribution else [],
         "samples": [],
         "samples_note": "",
-        "snapshots": snapshots_of(run_dir, {n for n, _, _ in ops}),
+        "snapshots": [],
     }
 
-    if images:
-        try:
-            ds = load_run_dataset(meta, data_dir, None, download, run_dir, split="test")
-        except CnnlabError as e:
-            bundle["samples_note"] = f"no test images: {e}"
-            ds = None
-        if ds is not None:
-            idx = pick_samples(ds.test_y, images)
-            loader = loader_for(meta, ds.test_x[idx], ds.test_y[idx], "cpu")
-            x01 = loader.pixels(ds.test_x[idx], False)
-            u8 = (x01 * 255).round().clamp(0, 255).to(torch.uint8)
-            for k, i in enumerate(track(idx, "explore: test images")):
-                bundle["samples"].append(
-                    sample(
-                        model,
-                        ops,
-                        u8[k],
-                        int(ds.test_y[i]),
-                        i,
-                        meta,
-                        mean_t,
-                        std_t,
-                        mode,
-                        attribution,
-                    )  # fmt: skip
-                )
-    return bundle
+
+def add_samples(bundle: dict, model, meta: dict, x: torch.Tensor, y: torch.Tensor, n: int):
+    """Append ``n`` of the images ``x`` (uint8, the dataset's own size; labels ``y``) to
+    the bundle, preprocessed as the run's inputs were."""
+    ops = operations(model)
+    mean, std = norm_stats(meta)
+    mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    idx = pick_samples(y, n)
+    x01 = loader_for(meta, x[idx], y[idx], "cpu").pixels(x[idx], False)
+    u8 = (x01 * 255).round().clamp(0, 255).to(torch.uint8)
+    attribution = bool(bundle["attribution_methods"])
+    for k, i in enumerate(track(idx, "explore: test images")):
+        rec = sample(
+            model, ops, u8[k], int(y[i]), i, meta, mean_t, std_t, bundle["mode"], attribution
+        )
+        bundle["samples"].append(rec)
 
 
 def sample(model, ops, u8, label, index, meta, mean_t, std_t, mode, attribution) -> dict:
@@ -339,20 +344,32 @@ def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
     """``GET /explore`` (the page), ``GET /v1/explore/bundle``, ``POST /v1/explore/trace``
     (every operation's output for posted pixels), ``GET /v1/explore/weights?layer=&unit=``
     (one unit's weights) and ``POST /v1/explore/attribution``. ``run_model(fn, *args)``
-    runs model work on the server's model thread."""
+    runs model work on the server's model thread. The endpoints serve the page and stay out
+    of the OpenAPI schema (they are not a stable API)."""
     import asyncio
 
-    from fastapi import Request
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    model, meta = load_model(run, which, "cpu")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    ops = operations(model)
-    mean, std = norm_stats(meta)
-    c, s = int(meta["input"]["channels"]), int(meta["input"]["size"])
-    mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     state: dict = {}
+
+    def opened():
+        """The model, loaded on the first explore request (a server that only classifies
+        never pays for it)."""
+        if "model" not in state:
+            model, meta = load_model(run, which, "cpu")
+            for p in model.parameters():
+                p.requires_grad_(False)
+            mean, std = norm_stats(meta)
+            state.update(
+                model=model,
+                meta=meta,
+                ops=operations(model),
+                c=int(meta["input"]["channels"]),
+                s=int(meta["input"]["size"]),
+                mean=torch.tensor(mean).view(1, -1, 1, 1),
+                std=torch.tensor(std).view(1, -1, 1, 1),
+            )
+        return state
 
     async def call(fn, *args):
         if run_model is not None:
@@ -377,21 +394,23 @@ def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
     async def explore_page():
         return HTMLResponse(page_html(None))
 
-    @app.get("/v1/explore/bundle", summary="the explore page's model, images and snapshots")
+    @app.get("/v1/explore/bundle", include_in_schema=False)
     async def explore_bundle():
         return JSONResponse(await call(bundle))
 
-    def do_trace(u8: torch.Tensor) -> dict:
-        outs = trace(model, (u8.float() / 255 - mean_t) / std_t, ops)
-        return {"logits": outs[-1][0].tolist(), **activations_record(model, ops, outs)}
+    def do_trace(body: dict) -> dict:
+        st = opened()
+        u8 = pixels_from(body, st["c"], st["s"])
+        outs = trace(st["model"], (u8.float() / 255 - st["mean"]) / st["std"], st["ops"])
+        return {"logits": outs[-1][0].tolist(), **activations_record(st["model"], st["ops"], outs)}
 
-    @app.post("/v1/explore/trace", summary="every layer's output for one image (pixels)")
+    @app.post("/v1/explore/trace", include_in_schema=False)
     async def explore_trace(request: Request):
-        u8 = pixels_from(await body_of(request), c, s)
-        return JSONResponse(await call(do_trace, u8))
+        return JSONResponse(await call(do_trace, await body_of(request)))
 
-    @app.get("/v1/explore/weights", summary="one unit's weights and bias")
+    @app.get("/v1/explore/weights", include_in_schema=False)
     async def explore_weights(layer: int, unit: int):
+        ops = (await call(opened))["ops"]
         if not 0 <= layer < len(ops):
             raise InputError(f"layer must be 0-{len(ops) - 1}, got {layer}")
         _, mod, spec = ops[layer]
@@ -404,17 +423,17 @@ def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
         bias = float(mod.bias[unit]) if mod.bias is not None else 0.0
         return JSONResponse({"shape": list(w.shape), "data": b64(w), "bias": bias})
 
-    def do_attr(u8: torch.Tensor, k: int, method: str) -> dict:
-        with torch.enable_grad():
-            return attribution_record(model, meta, u8.float() / 255, [k], method)
-
-    @app.post("/v1/explore/attribution", summary="saliency or Grad-CAM map for one class")
-    async def explore_attribution(request: Request):
-        body = await body_of(request)
-        u8 = pixels_from(body, c, s)
-        k, method = body.get("class"), body.get("method", "saliency")
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(meta["classes"]):
-            raise InputError(f"'class' must be a class index 0-{len(meta['classes']) - 1}")
+    def do_attr(body: dict) -> dict:
+        st = opened()
+        u8 = pixels_from(body, st["c"], st["s"])
+        k, method, n = body.get("class"), body.get("method", "saliency"), len(st["meta"]["classes"])
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
+            raise InputError(f"'class' must be a class index 0-{n - 1}")
         if method not in ATTRIBUTION_METHODS:
             raise InputError(f"'method' must be one of: {', '.join(ATTRIBUTION_METHODS)}")
-        return JSONResponse(await call(do_attr, u8, k, method))
+        with torch.enable_grad():
+            return attribution_record(st["model"], st["meta"], u8.float() / 255, [k], method)
+
+    @app.post("/v1/explore/attribution", include_in_schema=False)
+    async def explore_attribution(request: Request):
+        return JSONResponse(await call(do_attr, await body_of(request)))

@@ -707,6 +707,7 @@
     return setInput(u, k);
   }
   X.pick = pickSample;
+  X.setPixels = (arr) => setInput(Uint8Array.from(arr), null);
   X.select = select;
   X.unitCenter = (layer, unit) => { // page coordinates of a unit's cell, for tests
     const v = views[layer + 1], [x, y, w, h] = unitRect(v.g, unit), r = v.canvas.getBoundingClientRect();
