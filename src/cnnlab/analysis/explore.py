@@ -119,7 +119,8 @@ def trace(model: nn.Module, x: torch.Tensor, ops=None) -> list[torch.Tensor]:
     ops = operations(model) if ops is None else ops
     outs, h = [], x
     for _, mod, _spec in ops:
-        h = mod(h)
+        # an in-place activation would overwrite the output kept for the layer before it
+        h = mod(h.clone() if getattr(mod, "inplace", False) else h)
         outs.append(h)
     return outs
 

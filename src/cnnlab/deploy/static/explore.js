@@ -612,7 +612,7 @@
     $("input-note").textContent = sample !== null ? `test image #${B.samples[sample].index}, true label: ${B.classes[B.samples[sample].label]}` : "your drawing, scaled to " + S + "×" + S;
     if (B.mode === "weights") {
       acts = forward(input);
-    } else if (sample !== null) {
+    } else if (sample !== null && B.samples[sample].activations) {
       const a = B.samples[sample].activations;
       acts = a.outputs.map((o) => f16(bytes(o)));
       fcTop = decodeTop(a.fc_top);
