@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.analysis.explore import trace
+from cnnlab.analysis.explore import attribution_maps, trace
 from cnnlab.deploy import explore as ex
 from cnnlab.models.base import Classifier
 from cnnlab.models.layers import LeCunTanh
@@ -165,6 +165,29 @@ def test_draw_then_click_a_conv_unit_and_an_fc_unit(browser, exported, tiny_run,
     for k, p in probs:
         assert p == pytest.approx(float(ref[int(k)]), abs=1e-6)
     page.screenshot(path=str(tmp_path / "fc-unit.png"), full_page=True)
+    assert not errors, errors
+
+
+def test_attribution_of_a_drawing_is_captums(browser, exported, tiny_run):
+    """Saliency and Grad-CAM of a drawn image, computed in the page by back-propagation,
+    equal cnnlab explain's (Captum) maps."""
+    path, bundle = exported
+    model, _ = load_model(tiny_run)
+    page, errors = open_page(browser, path.as_uri())
+    draw_stroke(page)
+    x01 = torch.tensor(page.evaluate("explore.pixels"), dtype=torch.float32).view(1, 1, 28, 28)
+    x01 = x01 / 255
+    mean, std = bundle["input"]["mean"], bundle["input"]["std"]
+    for method, k in (("saliency", 3), ("gradcam", 6), ("saliency", 0)):
+        page.select_option("#attr-method", method)
+        page.select_option("#attr-class", str(k))
+        page.wait_for_function(
+            f"document.getElementById('attr-note').textContent.includes('“class{k}”')"
+        )
+        got = np.array(page.evaluate("explore.attrMap"))
+        ref = attribution_maps(model, mean, std, x01, [k], method)[0].flatten().numpy()
+        assert np.abs(got - ref).max() < 1e-4, method
+        assert "computed in this page" in page.inner_text("#attr-note")
     assert not errors, errors
 
 

@@ -175,6 +175,128 @@
     return { value: sum / div, sum, div, cells };
   }
 
+  // ---------------------------------------------------------------- gradients (attribution)
+  // The gradient of one logit flows back through the operations (weights mode), for
+  // saliency |∂ logit / ∂ pixel| and Grad-CAM on the last conv layer, as Captum computes
+  // them in cnnlab explain.
+  function backOp(l, x, inSh, out, g) {
+    const sp = l.spec, P = l.P, [c, h, w] = dims(inSh), [oc, oh, ow] = dims(l.shape);
+    const gi = new Float64Array(x.length);
+    switch (sp.type) {
+      case "linear": {
+        const W = P.weight.data, n = sp.in;
+        for (let j = 0; j < sp.out; j++) { const gj = g[j]; if (gj) for (let i = 0; i < n; i++) gi[i] += W[j * n + i] * gj; }
+        return gi;
+      }
+      case "act": {
+        const f = sp.fn;
+        for (let i = 0; i < x.length; i++) {
+          const v = x[i], o = out[i];
+          const d = f === "relu" ? (v > 0 ? 1 : 0) : f === "tanh" ? 1 - o * o : f === "sigmoid" ? o * (1 - o)
+            : f === "lecun_tanh" ? 1.7159 * (2 / 3) * (1 - Math.tanh(v * (2 / 3)) ** 2) : f === "elu" ? (v > 0 ? 1 : sp.alpha * Math.exp(v))
+              : f === "leaky_relu" ? (v > 0 ? 1 : sp.slope) : f === "gelu" ? 0.5 * (1 + erf(v / Math.SQRT2)) + v * Math.exp(-v * v / 2) / Math.sqrt(2 * Math.PI) : 1;
+          gi[i] = g[i] * d;
+        }
+        return gi;
+      }
+      case "conv2d": {
+        const W = P.weight.data, [kh, kw] = sp.kernel, [sh, sw] = sp.stride, [ph, pw] = sp.padding, [dh, dw] = sp.dilation;
+        const cpg = c / sp.groups, opg = oc / sp.groups;
+        for (let o = 0; o < oc; o++) {
+          const c0 = Math.floor(o / opg) * cpg;
+          for (let y = 0; y < oh; y++) for (let xx = 0; xx < ow; xx++) {
+            const gv = g[(o * oh + y) * ow + xx];
+            if (!gv) continue;
+            for (let ci = 0; ci < cpg; ci++) for (let ky = 0; ky < kh; ky++) {
+              const iy = y * sh - ph + ky * dh;
+              if (iy < 0 || iy >= h) continue;
+              for (let kx = 0; kx < kw; kx++) {
+                const ix = xx * sw - pw + kx * dw;
+                if (ix >= 0 && ix < w) gi[((c0 + ci) * h + iy) * w + ix] += W[((o * cpg + ci) * kh + ky) * kw + kx] * gv;
+              }
+            }
+          }
+        }
+        return gi;
+      }
+      case "maxpool2d": case "avgpool2d": {
+        const kw = sp.kernel[1];
+        for (let ch = 0; ch < oc; ch++) for (let y = 0; y < oh; y++) for (let xx = 0; xx < ow; xx++) {
+          const gv = g[(ch * oh + y) * ow + xx], r = poolWindow(sp, x, [c, h, w], ch, y, xx);
+          const y0 = y * sp.stride[0] - sp.padding[0], x0 = xx * sp.stride[1] - sp.padding[1];
+          r.cells.forEach((cell, q) => {
+            if (cell.pad) return;
+            const iy = y0 + Math.floor(q / kw), ix = x0 + (q % kw), at = (ch * h + iy) * w + ix;
+            if (sp.type === "maxpool2d") { if (q === r.arg) gi[at] += gv; } else gi[at] += gv / r.div;
+          });
+        }
+        return gi;
+      }
+      case "adaptiveavgpool2d": {
+        for (let ch = 0; ch < oc; ch++) for (let y = 0; y < oh; y++) for (let xx = 0; xx < ow; xx++) {
+          const y0 = Math.floor((y * h) / oh), y1 = Math.ceil(((y + 1) * h) / oh), x0 = Math.floor((xx * w) / ow), x1 = Math.ceil(((xx + 1) * w) / ow);
+          const gv = g[(ch * oh + y) * ow + xx] / ((y1 - y0) * (x1 - x0));
+          for (let iy = y0; iy < y1; iy++) for (let ix = x0; ix < x1; ix++) gi[(ch * h + iy) * w + ix] += gv;
+        }
+        return gi;
+      }
+      case "zeropad2d": {
+        const [pl, , pt] = sp.padding;
+        for (let ch = 0; ch < c; ch++) for (let y = 0; y < h; y++) for (let xx = 0; xx < w; xx++) gi[(ch * h + y) * w + xx] = g[(ch * oh + y + pt) * ow + xx + pl];
+        return gi;
+      }
+      case "batchnorm": {
+        const hw = h * w;
+        for (let ch = 0; ch < c; ch++) { const [a] = bnCoef(sp, P, ch); for (let i = 0; i < hw; i++) gi[ch * hw + i] = g[ch * hw + i] * a; }
+        return gi;
+      }
+      case "flatten": gi.set(g); return gi;
+      default: throw new Error("the page cannot differentiate " + (sp.what || sp.type));
+    }
+  }
+  function gradients(k) { // ∂ logit_k / ∂ (every operation's input), back from the last
+    const grads = new Array(L.length);
+    let g = new Float64Array(L[L.length - 1].shape[0]);
+    g[k] = 1;
+    for (let i = L.length - 1; i >= 0; i--) {
+      grads[i] = g; // ∂ logit / ∂ output of operation i
+      g = backOp(L[i], inAct(i), inShape(i), acts[i], g);
+    }
+    return { input: g, outputs: grads };
+  }
+  function heat(m) { // as cnnlab.analysis.explain.heat: scaled by the 99th percentile
+    const s = Float64Array.from(m).sort(), pos = 0.99 * (s.length - 1), lo = Math.floor(pos);
+    let q = s[lo] + (s[Math.min(lo + 1, s.length - 1)] - s[lo]) * (pos - lo);
+    if (!(q > 0)) q = Math.max(s[s.length - 1], 1e-12);
+    return Float64Array.from(m, (v) => Math.min(1, Math.max(0, v / q)));
+  }
+  function attributionJS(k, method) { // a [0, 1] map (S×S)
+    const gr = gradients(k), hw = S * S, m = new Float64Array(hw);
+    if (method === "saliency") { // on [0, 1] pixels: ∂/∂pixel = ∂/∂x_normalised / std
+      for (let ch = 0; ch < C; ch++) for (let i = 0; i < hw; i++) m[i] += Math.abs(gr.input[ch * hw + i] / B.input.std[ch]);
+      return heat(m);
+    }
+    let i = -1;
+    L.forEach((l, j) => { if (l.spec.type === "conv2d") i = j; });
+    const [oc, oh, ow] = L[i].shape, A = acts[i], G = gr.outputs[i], cam = new Float64Array(oh * ow);
+    for (let o = 0; o < oc; o++) {
+      let a = 0;
+      for (let q = 0; q < oh * ow; q++) a += G[o * oh * ow + q];
+      a /= oh * ow;
+      for (let q = 0; q < oh * ow; q++) cam[q] += a * A[o * oh * ow + q];
+    }
+    for (let q = 0; q < cam.length; q++) cam[q] = Math.max(0, cam[q]);
+    const src = (d, n, N) => Math.max(0, ((d + 0.5) * n) / N - 0.5); // bilinear, align_corners=False
+    for (let y = 0; y < S; y++) {
+      const sy = src(y, oh, S), y0 = Math.floor(sy), y1 = Math.min(y0 + 1, oh - 1), ly = sy - y0;
+      for (let x = 0; x < S; x++) {
+        const sx = src(x, ow, S), x0 = Math.floor(sx), x1 = Math.min(x0 + 1, ow - 1), lx = sx - x0;
+        m[y * S + x] = (1 - ly) * ((1 - lx) * cam[y0 * ow + x0] + lx * cam[y0 * ow + x1]) + ly * ((1 - lx) * cam[y1 * ow + x0] + lx * cam[y1 * ow + x1]);
+      }
+    }
+    return heat(m);
+  }
+
   function forward(x, upto = L.length, params = null) {
     const out = [];
     let h = x, shape = [C, S, S];
@@ -475,7 +597,7 @@
   async function showAttribution() {
     const method = $("attr-method").value, k = +$("attr-class").value, cv = $("attr"), note = $("attr-note");
     const mine = ++attrSeq;
-    let map = null, size = 0;
+    let map = null, size = 0, how = "Captum, as cnnlab explain";
     note.textContent = "";
     if (!B.attribution_methods.length) { note.textContent = "attribution maps were left out of this page"; return; }
     if (sampleIdx !== null) {
@@ -486,7 +608,7 @@
         const j = a.classes.indexOf(k), all = bytes(a.maps);
         map = all.subarray(j * size * size, (j + 1) * size * size);
       } else note.textContent = "precomputed for the top-5 classes and the true class only";
-    } else if (B.served) {
+    } else if (B.served && B.mode !== "weights") {
       try {
         const r = await fetch("/v1/explore/attribution", { method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ pixels: Array.from(inputU8), class: k, method }) });
         const j = await r.json();
@@ -494,10 +616,17 @@
         if (j.error) throw new Error(j.error);
         size = j.size; map = bytes(j.maps);
       } catch (e) { note.textContent = "error: " + e.message; }
+    } else if (B.mode === "weights") {
+      try {
+        const f = attributionJS(k, method);
+        X.attrMap = Array.from(f);
+        how = "computed in this page, as Captum does for cnnlab explain";
+        size = S; map = Uint8Array.from(f, (v) => Math.round(255 * v));
+      } catch (e) { note.textContent = e.message; }
     } else note.textContent = "For a drawn or uploaded image the maps come from the server: run `cnnlab serve RUN` and open /explore. Pick a test image to see its precomputed maps.";
     if (mine !== attrSeq) return;
     drawOverlay(cv, map, size);
-    if (map) note.textContent = `${method === "gradcam" ? "Grad-CAM on the last conv layer" : "saliency |∂ logit / ∂ pixel|"} for “${B.classes[k]}” (Captum, as cnnlab explain)`;
+    if (map) note.textContent = `${method === "gradcam" ? "Grad-CAM on the last conv layer" : "saliency |∂ logit / ∂ pixel|"} for “${B.classes[k]}” (${how})`;
   }
   let attrSeq = 0;
   function drawOverlay(cv, map, size) {
@@ -633,7 +762,7 @@
     if ($("attr-class").dataset.user !== "1") $("attr-class").value = String(logits.indexOf(Math.max(...logits)));
     showAttribution();
     if (B.snapshots.length) epochView();
-    X.input = Array.from(input); X.acts = acts; X.logits = logits; X.sample = sample;
+    X.input = Array.from(input); X.pixels = Array.from(inputU8); X.acts = acts; X.logits = logits; X.sample = sample;
     X.updates = (X.updates || 0) + 1;
   }
   let traceSeq = 0;
