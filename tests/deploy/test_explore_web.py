@@ -95,10 +95,10 @@ def assert_layers_match(page, outs):
         assert err <= TOL * max(1.0, np.abs(ref).max()), f"operation {i}: off by {err}"
 
 
-@pytest.fixture
-def exported(tiny_run):
-    path, bundle = ex.export_page(tiny_run, images=3)
-    return path, bundle
+@pytest.fixture(scope="module")
+def exported(tiny_trained_run, tmp_path_factory):
+    """The tiny run's page (written outside the shared run directory)."""
+    return ex.export_page(tiny_trained_run, tmp_path_factory.mktemp("page") / "e.html", images=3)
 
 
 def test_draw_then_click_a_conv_unit_and_an_fc_unit(browser, exported, tiny_run, tmp_path):
@@ -165,6 +165,26 @@ def test_draw_then_click_a_conv_unit_and_an_fc_unit(browser, exported, tiny_run,
     for k, p in probs:
         assert p == pytest.approx(float(ref[int(k)]), abs=1e-6)
     page.screenshot(path=str(tmp_path / "fc-unit.png"), full_page=True)
+    assert not errors, errors
+
+
+def test_upload_a_photo(browser, exported, tiny_run, tmp_path):
+    from PIL import Image
+
+    a = np.zeros((90, 60), np.uint8)
+    a[10:80, 25:35] = 255  # a bright bar on black, taller than wide
+    Image.fromarray(a).save(tmp_path / "bar.png")
+    path, _ = exported
+    page, errors = open_page(browser, path.as_uri())
+    n0 = page.evaluate("explore.updates")
+    page.set_input_files("#file", str(tmp_path / "bar.png"))
+    page.wait_for_function(f"explore.updates > {n0} && explore.sample === null")
+    settle(page)
+    px = np.array(page.evaluate("explore.pixels")).reshape(28, 28)
+    cols = px.mean(0)
+    assert px.max() > 200 and cols[12:16].mean() > 5 * max(cols[:6].mean(), 1)  # centred bar
+    model, _ = load_model(tiny_run)
+    assert_layers_match(page, trace(model, page_input(page)))
     assert not errors, errors
 
 
@@ -329,3 +349,73 @@ def test_served_page_of_a_large_model_asks_the_server(
         assert int(outs[-1][0].argmax()) == k
         page.screenshot(path=str(tmp_path / "served.png"), full_page=True)
         assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def alexnet_run(tmp_path_factory):
+    """An AlexNet for 32×32 colour images (7.5 M parameters), one epoch on a tiny CIFAR."""
+    import cnnlab
+    from cnnlab.data.formats import write_cifar_batch
+
+    root = tmp_path_factory.mktemp("alex")
+    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [*((f"data_batch_{i}", 8) for i in range(1, 6)), ("test_batch", 12)]:
+        write_cifar_batch(
+            folder / name, rng.integers(0, 256, (n, 3, 32, 32)), rng.integers(0, 10, n)
+        )
+    return cnnlab.fit(
+        overrides=[
+            "model.name=alexnet-cifar",
+            "data.name=cifar10",
+            f"data.data_dir={root}",
+            "data.val_fraction=0",
+            "train.batch_size=8",
+            "train.device=cpu",
+            "train.diagnostics=false",
+        ],
+        epochs=1,
+        runs_dir=str(root / "runs"),
+        name="alex",
+        quiet=True,
+    ).run_dir
+
+
+@pytest.mark.slow
+def test_alexnet_static_page_uses_precomputed_activations(browser, alexnet_run, tmp_path):
+    model, _ = load_model(alexnet_run)
+    path, bundle = ex.export_page(alexnet_run, tmp_path / "alex.html", images=2)
+    assert bundle["mode"] == "activations" and bundle["input"]["channels"] == 3
+    page, errors = open_page(browser, path.as_uri())
+    assert "pick a test image" in page.inner_text("#draw-note")  # no drawing without weights
+    page.click('#samples figure[data-sample="1"]')
+    page.wait_for_function("explore.sample === 1")
+    settle(page)
+    x = page_input(page, 3, 32)
+    outs = trace(model, x)
+    acts = page.evaluate("explore.acts.map(a => Array.from(a))")
+    for a, o in zip(acts, outs, strict=True):  # stored as float16
+        ref = o[0].flatten().numpy()
+        assert np.abs(np.array(a) - ref).max() <= 2e-3 * max(1.0, np.abs(ref).max())
+    convs = [i for i, layer in enumerate(bundle["layers"]) if layer["spec"]["type"] == "conv2d"]
+    i = convs[1]  # conv2: 64 input channels; the 8 largest partial sums are shown
+    shape = bundle["layers"][i]["shape"]
+    u = 5 * shape[1] * shape[2] + 3 * shape[2] + 4
+    click_unit(page, i, u)
+    assert len(values(page, "#unit .chan .part")) == 8
+    assert "56 more input channels" in page.inner_text("#unit")
+    z = float(outs[i][0].flatten()[u])
+    assert value(page, "u-z") == pytest.approx(z, abs=2e-2 * max(1.0, abs(z)))
+    fc = [i for i, layer in enumerate(bundle["layers"]) if layer["spec"]["type"] == "linear"][0]
+    assert "params" not in bundle["layers"][fc]  # 4 M weights: not in the page
+    click_unit(page, fc, 17)
+    rows = page.eval_on_selector_all(
+        "#unit tr.contrib", "els => els.map(e => [+e.dataset.i, +e.dataset.prod])"
+    )
+    W = model.head[np.argmax([isinstance(m, nn.Linear) for m in model.head])].weight.detach()
+    prods = W[17] * outs[fc - 1][0].flatten()
+    assert [int(r[0]) for r in rows] == prods.abs().topk(8).indices.tolist()
+    assert np.allclose([r[1] for r in rows], prods[[int(r[0]) for r in rows]].numpy(), atol=1e-5)
+    page.screenshot(path=str(tmp_path / "alexnet.png"), full_page=True)
+    assert not errors, errors

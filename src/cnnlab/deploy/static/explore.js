@@ -852,7 +852,7 @@
     $("model-info").textContent = `${B.run} · ${B.model.name} · ${B.dataset} · ${B.classes.length} classes · input ${C}×${S}×${S} · ${B.parameters.toLocaleString("en")} parameters${acc} · ${{ weights: "the forward pass runs in this page", activations: "precomputed activations", server: "activations from the server" }[B.mode]}`;
     buildLayers();
     clearPad();
-    if (!drawable()) $("input-note").textContent = "This model is too large to run in a static page: pick a test image (precomputed), or run `cnnlab serve RUN` and open /explore to draw.";
+    if (!drawable()) $("draw-note").textContent = "This model is too large to run in a static page: pick a test image (precomputed), or run `cnnlab serve RUN` and open /explore to draw.";
     const sbox = $("samples");
     B.samples.forEach((sm, k) => {
       const fig = document.createElement("figure"), cv = document.createElement("canvas"), cap = document.createElement("figcaption");
