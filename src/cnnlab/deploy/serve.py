@@ -799,7 +799,8 @@ def serve(
     app = create_app(be, cfg)
     print(
         f"serving {be.meta['model'].get('name')} ({be.name} backend, max batch {cfg.max_batch}) "
-        f"on http://{host}:{port}  (docs: /docs)",
+        f"on http://{host}:{port}  (docs: /docs"
+        + (", explore the model: /explore)" if isinstance(be, TorchBackend) else ")"),
         flush=True,
     )
     uvicorn.run(
