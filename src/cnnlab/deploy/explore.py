@@ -315,10 +315,10 @@ def export_page(
 ) -> tuple[Path, dict]:
     """Write the self-contained explore page of ``run`` (default ``<run>/explore.html``);
     returns its path and the bundle."""
-    bundle = build_bundle(run, which, images, mode, data_dir, download, attribution)
     path = Path(out) if out else run_dir_of(run) / "explore.html"
     if path.is_dir():
         raise CnnlabError(f"{path} is a directory; give a file name for --out")
+    bundle = build_bundle(run, which, images, mode, data_dir, download, attribution)
     atomic_write_text(path, page_html(bundle))
     return path, bundle
 
