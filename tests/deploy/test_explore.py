@@ -102,6 +102,14 @@ def test_activations_mode_stores_every_output(tiny_trained_run, monkeypatch):
     assert np.allclose(prod, ref_prod.numpy())
 
 
+def test_activations_mode_caps_the_number_of_images(tiny_trained_run, monkeypatch):
+    per = 6 * 28 * 28 * 2 + 6 * 14 * 14 + 16 * 10 * 10 * 2 + 16 * 5 * 5 + 400
+    per += 256 * 2 + 128 * 2 + 10
+    monkeypatch.setattr(ex, "ACTIVATIONS_BUDGET", 3 * per + 5)
+    b = ex.build_bundle(tiny_trained_run, images=8, mode="activations", attribution=False)
+    assert len(b["samples"]) == 3 and "3 test images" in b["samples_note"]
+
+
 def test_exported_page_is_self_contained(tiny_run, capsys):
     assert main(["explore", str(tiny_run), "--images", "2", "--no-attribution"]) == 0
     out = capsys.readouterr().out

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 from pathlib import Path
 
@@ -51,7 +52,9 @@ STATIC = Path(__file__).with_name("static")
 FORMAT = "cnnlab-explore/1"
 MODES = ("auto", "weights", "activations")
 WEIGHTS_LIMIT = 2_000_000  # parameters: up to this the page runs the model itself
-LAYER_LIMIT = 1_000_000  # activations mode: a layer's weights are embedded up to this size
+LAYER_LIMIT = 1_000_000  # activations mode: a layer's weights are embedded up to this size,
+WEIGHTS_BUDGET = 2_500_000  # and while all embedded weights stay under this
+ACTIVATIONS_BUDGET = 6_000_000  # activations mode: stored outputs (float16) of all test images
 MAP_SIZE = 64  # attribution maps are stored at most this many pixels a side
 MAX_ATTR_CLASSES = 20  # more classes: maps for the top 5 and the true class only
 
@@ -163,6 +166,7 @@ def model_bundle(
     if served and mode == "activations":
         mode = "server"
     zero_out = trace(model, torch.zeros(1, c, s, s), ops)
+    embedded = embedded_layers(ops)
     layers, counts = [], {}
     for i, ((op_name, mod, spec), out) in enumerate(zip(ops, zero_out, strict=True)):
         layer = {
@@ -173,7 +177,7 @@ def model_bundle(
             "shape": list(out.shape[1:]),
         }
         size = sum(p.numel() for p in mod.parameters())
-        if mode == "weights" or (mode == "activations" and size <= LAYER_LIMIT):
+        if mode == "weights" or (mode == "activations" and i in embedded):
             layer["params"] = _params(mod)
         elif mode == "server":
             layer["params_on_server"] = size > 0
@@ -203,12 +207,33 @@ def model_bundle(
     }
 
 
+def embedded_layers(ops) -> set[int]:
+    """Activations mode: the operations whose weights the page carries (each up to
+    ``LAYER_LIMIT`` values, in order while the total stays under ``WEIGHTS_BUDGET``)."""
+    out, total = set(), 0
+    for i, (_, mod, _spec) in enumerate(ops):
+        size = sum(p.numel() for p in mod.parameters())
+        if size <= LAYER_LIMIT and total + size <= WEIGHTS_BUDGET:
+            out.add(i)
+            total += size
+    return out
+
+
 def add_samples(bundle: dict, model, meta: dict, x: torch.Tensor, y: torch.Tensor, n: int):
     """Append ``n`` of the images ``x`` (uint8, the dataset's own size; labels ``y``) to
     the bundle, preprocessed as the run's inputs were."""
     ops = operations(model)
     mean, std = norm_stats(meta)
     mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+    if bundle["mode"] == "activations":  # every output of every image is stored
+        per = sum(math.prod(layer["shape"]) for layer in bundle["layers"])
+        cap = max(1, ACTIVATIONS_BUDGET // per)
+        if n > cap:
+            bundle["samples_note"] = (
+                f"{cap} test image{'s' if cap > 1 else ''}: each one's activations take "
+                f"{per * 2 / 1e6:.1f} MB here; `cnnlab serve RUN` (/explore) takes any image"
+            )
+            n = cap
     idx = pick_samples(y, n)
     x01 = loader_for(meta, x[idx], y[idx], "cpu").pixels(x[idx], False)
     u8 = (x01 * 255).round().clamp(0, 255).to(torch.uint8)
@@ -235,7 +260,7 @@ def sample(model, ops, u8, label, index, meta, mean_t, std_t, mode, attribution)
         "pred": int(probs.argmax()),
     }
     if mode == "activations":
-        rec["activations"] = activations_record(model, ops, outs)
+        rec["activations"] = activations_record(model, ops, outs, embedded_layers(ops))
     if attribution:
         k = len(meta["classes"])
         classes = list(range(k))
@@ -248,13 +273,13 @@ def sample(model, ops, u8, label, index, meta, mean_t, std_t, mode, attribution)
     return rec
 
 
-def activations_record(model, ops, outs) -> dict:
+def activations_record(model, ops, outs, embedded: set[int] | None = None) -> dict:
     """Every operation's output (float16) and, for a linear layer whose weights are not
-    embedded, each unit's largest contributions."""
+    ``embedded`` in the page (None: any), each unit's largest contributions."""
     rec = {"outputs": [b64(o[0].float().clamp(-65504, 65504), "<f2") for o in outs]}
     fc = {}
     for i, (_, mod, spec) in enumerate(ops):
-        if spec["type"] == "linear" and mod.weight.numel() > LAYER_LIMIT:
+        if spec["type"] == "linear" and embedded is not None and i not in embedded:
             x = outs[i - 1][0].flatten() if i else None
             idx, prod = fc_contributions(mod.weight.detach().float(), x.float(), 8)
             fc[str(i)] = {"index": b64(idx, "<i4"), "product": b64(prod), "k": idx.shape[1]}

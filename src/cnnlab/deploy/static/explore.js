@@ -869,6 +869,7 @@
     });
     $("samples-note").textContent = B.samples.length ? "" : B.samples_note || "no test images in this page";
     const ms = $("attr-method");
+    ms.hidden = $("attr-class").hidden = !B.attribution_methods.length;
     ms.innerHTML = B.attribution_methods.map((m) => `<option value="${m}">${m === "gradcam" ? "Grad-CAM" : "saliency"}</option>`).join("");
     const cs = $("attr-class");
     cs.innerHTML = B.classes.map((c, k) => `<option value="${k}">${esc(c)}</option>`).join("");
