@@ -755,13 +755,13 @@
       fcTop = decodeTop(j.fc_top);
     } else return;
     logits = Array.from(acts[acts.length - 1]);
-    X.computeMs.push(performance.now() - t0);
     paintLayers();
     showSoftmax();
     if (selected) await select(selected.layer, selected.unit);
     if ($("attr-class").dataset.user !== "1") $("attr-class").value = String(logits.indexOf(Math.max(...logits)));
     showAttribution();
     if (B.snapshots.length) epochView();
+    X.computeMs.push(performance.now() - t0); // forward, grids, softmax, attribution, epoch view
     X.input = Array.from(input); X.pixels = Array.from(inputU8); X.acts = acts; X.logits = logits; X.sample = sample;
     X.updates = (X.updates || 0) + 1;
   }
