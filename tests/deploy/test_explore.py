@@ -226,3 +226,14 @@ def test_bad_requests_are_4xx(client, method, path, kw):
 def test_onnx_backend_has_no_explore_page(tiny_run):
     with TestClient(create_app(open_backend(tiny_run, "onnx"))) as c:
         assert c.get("/explore").status_code == 404
+
+
+def test_with_an_api_key_only_the_page_shell_is_open(tiny_run):
+    from cnnlab.deploy.serve import ServeConfig
+
+    app = create_app(open_backend(tiny_run), ServeConfig(api_key="k" * 12))
+    with TestClient(app) as c:
+        assert c.get("/explore").status_code == 200  # holds no data: the page asks with the key
+        assert c.get("/v1/explore/bundle").status_code == 401
+        ok = c.get("/v1/explore/bundle", headers={"authorization": "Bearer " + "k" * 12})
+        assert ok.status_code == 200 and ok.json()["classes"]
