@@ -328,6 +328,7 @@ def test_served_page_of_a_large_model_asks_the_server(
     from cnnlab.deploy.serve import create_app, open_backend
 
     monkeypatch.setattr(ex, "WEIGHTS_LIMIT", 0)
+    monkeypatch.setattr(ex, "LAYER_LIMIT", 100)  # conv1's 156 weights and bias: from the server
     model, _ = load_model(tiny_run)
     with served(create_app(open_backend(tiny_run))) as (host, port):
         page, errors = open_page(browser, f"http://{host}:{port}/explore")

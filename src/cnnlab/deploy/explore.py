@@ -14,8 +14,9 @@ Three modes, picked by size:
   precomputed for the embedded test images; kernels of layers up to a size are embedded
   for the unit arithmetic.
 - ``server``: the page served by ``cnnlab serve`` at ``/explore`` for a large model: the
-  server computes the activations of any drawn or uploaded image and hands out a unit's
-  weights on request (``/v1/explore/*``).
+  server computes the activations of any drawn or uploaded image and hands out the
+  weights of a unit of a large layer on request (``/v1/explore/*``); small layers'
+  weights are in the bundle as in activations mode.
 
 :func:`export_page` writes the static, self-contained HTML (no CDN, no network);
 :func:`add_explore_routes` adds the page and its endpoints to the server.
@@ -177,12 +178,10 @@ def model_bundle(
             "shape": list(out.shape[1:]),
         }
         size = sum(p.numel() for p in mod.parameters())
-        if mode == "weights" or (mode == "activations" and i in embedded):
+        if mode == "weights" or i in embedded:  # (the first layers, for the epoch slider)
             layer["params"] = _params(mod)
         elif mode == "server":
             layer["params_on_server"] = size > 0
-            if spec["type"] == "batchnorm":  # small; the page needs it for the arithmetic
-                layer["params"] = _params(mod)
         layers.append(layer)
 
     return {
