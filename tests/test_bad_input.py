@@ -27,7 +27,7 @@ import cnnlab
 from cnnlab.cli import main
 
 COMMANDS = (
-    "train eval predict runs data models inspect ablate bench explain robustness report "
+    "train eval predict runs data models inspect ablate bench explain explore robustness report "
     "compare sweep export serve gan generate verify lr-find"
 ).split()
 
@@ -195,6 +195,15 @@ CASES = [
     # bench
     ("bench", "unknown name", ["bench", "--recipe", "nosuch"], "recipe"),
     ("bench", "wrong type", ["bench", "--epochs", "x"], "invalid int"),
+    # explore
+    ("explore", "GAN run", ["explore", f"{R}/gan"], "GAN run"),
+    ("explore", "missing run", ["explore", f"{R}/nosuch"], "not found"),
+    ("explore", "empty run", ["explore", f"{R}/empty"], "no checkpoint"),
+    ("explore", "corrupt checkpoint", ["explore", f"{R}/corrupt"], "corrupt"),
+    ("explore", "negative", ["explore", f"{R}/cls", "--images", "-1"], "--images"),
+    ("explore", "wrong type", ["explore", f"{R}/cls", "--images", "x"], "invalid int"),
+    ("explore", "unknown name", ["explore", f"{R}/cls", "--mode", "pixels"], "invalid choice"),
+    ("explore", "bad output", ["explore", f"{R}/cls", "--out", f"{R}/cls"], "is a directory"),
     # explain
     ("explain", "missing run", ["explain", f"{R}/nosuch"], "not found"),
     ("explain", "GAN run", ["explain", f"{R}/gan"], "GAN run"),
@@ -273,6 +282,7 @@ QUICK = {
     "ablate": "unknown key",
     "bench": "wrong type",
     "explain": "GAN run",
+    "explore": "GAN run",
     "robustness": "zero",
     "report": "GAN run",
     "compare": "GAN run",

@@ -132,6 +132,7 @@ class TrainConfig:
     early_stop: int = 0  # patience in epochs on val_acc (needs data.val_fraction > 0); 0 = off
     diagnostics: bool = True  # gradient flow + activation stats → <run>/gradients.jsonl
     report: bool = False  # write <run>/report.html when training ends (`cnnlab train`: on)
+    snapshots: bool = True  # first layers' weights each epoch → <run>/snapshots/ (explore)
     # semi-supervised (with data.labels_per_class): none, pseudo_label, mean_teacher, fixmatch
     semi: str = "none"
     semi_threshold: float = 0.95  # pseudo_label/fixmatch: confidence to keep a pseudo-label

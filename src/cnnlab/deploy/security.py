@@ -16,7 +16,7 @@ import math
 import time
 
 OPEN_PATHS = ("/healthz", "/favicon.ico")
-DOC_PATHS = ("/", "/docs", "/openapi.json")
+DOC_PATHS = ("/", "/explore", "/docs", "/openapi.json")
 DOC_PREFIXES = ("/static/", "/docs-assets/")
 
 

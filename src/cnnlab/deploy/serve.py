@@ -36,6 +36,7 @@ import torch
 from fastapi import Request
 
 from cnnlab.deploy.bodies import InputError, Limits, parse_request, to_batch
+from cnnlab.deploy.explore import add_explore_routes
 from cnnlab.deploy.export import (
     example_pixels,
     export_metadata,
@@ -123,6 +124,7 @@ class TorchBackend(Backend):
     saliency_available = True
 
     def __init__(self, run, which: str = "best"):
+        self.run, self.which = run, which  # the explore page reads the run itself
         self.model, meta = pixel_model(run, which)
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -724,6 +726,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
         return app.openapi_schema
 
     app.openapi = openapi
+    if isinstance(backend, TorchBackend):  # the explore page needs the run's own weights
+        add_explore_routes(app, backend.run, backend.which, batcher.run_alone)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if assets is not None:
         app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
@@ -795,7 +799,8 @@ def serve(
     app = create_app(be, cfg)
     print(
         f"serving {be.meta['model'].get('name')} ({be.name} backend, max batch {cfg.max_batch}) "
-        f"on http://{host}:{port}  (docs: /docs)",
+        f"on http://{host}:{port}  (docs: /docs"
+        + (", explore the model: /explore)" if isinstance(be, TorchBackend) else ")"),
         flush=True,
     )
     uvicorn.run(

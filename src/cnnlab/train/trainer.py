@@ -69,6 +69,7 @@ from cnnlab.train.callbacks import (
 )
 from cnnlab.train.diagnostics import GradientFlow
 from cnnlab.train.optim import OptimizerStep, Schedule
+from cnnlab.train.snapshots import WeightSnapshots
 from cnnlab.train.task import Task, TaskContext
 from cnnlab.train.tasks import make_task
 from cnnlab.train.trackers import Trackers, parse_report_to
@@ -107,6 +108,7 @@ def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
         cbs.append(GradientFlow())
     if t.report and kind == "classify":
         cbs.append(ReportOnEnd())
+    cbs += [WeightSnapshots()] if t.snapshots and kind == "classify" else []
     trackers = parse_report_to(cfg.run.report_to)
     if trackers:  # after the report: the figures the trackers take are drawn by then
         cbs.append(Trackers(trackers))
