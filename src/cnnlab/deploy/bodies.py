@@ -24,7 +24,14 @@ from PIL import Image
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from cnnlab.data.images import load_image, maybe_invert, pil_to_input
+from cnnlab.data.images import (
+    StructureError,
+    check_structure,
+    decoded_size,
+    load_image,
+    maybe_invert,
+    pil_to_input,
+)
 from cnnlab.errors import CnnlabError, choices_msg
 
 INVERT_MODES = ("auto", "always", "never")
@@ -57,6 +64,11 @@ class Parsed:
 
 
 # --------------------------------------------------------------------------- options
+
+
+def short(text: str, n: int = 80) -> str:
+    """A client's value as error messages and logs quote it: at most ``n`` characters."""
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def parse_top_k(v) -> int:
@@ -102,24 +114,31 @@ def _check_count(n: int, limits: Limits) -> None:
         )
 
 
-def header_pixels(data: bytes, name: str, limits: Limits) -> int:
-    """Width × height from an image's header (nothing decoded); refuses big ones."""
+def header_pixels(data: bytes, name: str, limits: Limits, channels: int = 3, size: int = 0) -> int:
+    """The pixels an image will decode to, from its header (nothing decoded; a JPEG at its
+    reduced draft size for a ``size`` × ``size`` model); refuses big ones and metadata
+    floods (:func:`~cnnlab.data.images.check_structure`)."""
     if not data:
         raise InputError(f"{name}: empty image")
     try:
+        check_structure(data, name)
+    except StructureError as e:
+        raise InputError(str(e), 413) from None
+    try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
+            dw, dh = decoded_size(im, channels, size) if size else (w, h)
     except Image.DecompressionBombError as e:
         raise InputError(f"{name}: image too large ({e})", 413) from None
     except Exception as e:  # noqa: BLE001 - any failure of a parser fed untrusted bytes
         raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
-    if w * h > limits.max_pixels:
+    if dw * dh > limits.max_pixels:
         raise InputError(
-            f"{name}: image has {w}×{h} pixels, more than the limit of {limits.max_pixels}; "
-            "send a smaller image (--max-pixels)",
+            f"{name}: image has {w}×{h} pixels ({dw}×{dh} decoded), more than the limit of "
+            f"{limits.max_pixels}; send a smaller image (--max-pixels)",
             413,
         )
-    return w * h
+    return dw * dh
 
 
 def decode_bytes(data: bytes, channels: int, size: int, limits: Limits, name: str) -> np.ndarray:
@@ -235,9 +254,10 @@ def parse_multipart(body: bytes, content_type: str):
 
     def on_part_end():
         disp = parse_options_header(part.get(b"content-disposition", b""))[1]
-        key = disp.get(b"name", b"").decode("utf-8", "replace")
+        key = short(disp.get(b"name", b"").decode("utf-8", "replace"))
         if b"filename" in disp:
-            files.append((disp[b"filename"].decode("utf-8", "replace") or key, b"".join(data)))
+            fname = short(disp[b"filename"].decode("utf-8", "replace"))
+            files.append((fname or key, b"".join(data)))
         elif len(fields) < 16:
             fields[key] = b"".join(data)[:256].decode("utf-8", "replace")
 
@@ -370,7 +390,7 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
     _check_count(len(raw) + len(pixels), limits)
 
     # sizes first, from headers and list shapes: refuse before decoding or converting anything
-    total = sum(header_pixels(data, name, limits) for name, data in raw)
+    total = sum(header_pixels(data, name, limits, channels, size) for name, data in raw)
     values = 0
     for i, px in enumerate(pixels):
         shp = check_pixel_shape(px, f"pixels[{i}]")
