@@ -54,6 +54,32 @@ def register(sub) -> None:
     p.add_argument(
         "--read-timeout", type=float, default=10.0, help="seconds a request body may take to arrive"
     )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send its request headers (slow clients: 408)",
+    )
+    p.add_argument("--max-header-kb", type=int, default=32, help="request header size limit")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections (kept below the file-descriptor limit); at the limit a new "
+        "one replaces the oldest still waiting for its headers",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=16,
+        help="requests waiting to be decoded; beyond this: 503 with Retry-After",
+    )
+    p.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=256.0,
+        help="request bodies held in memory at once, all clients together (then 503)",
+    )
     g = p.add_argument_group("access")
     g.add_argument(
         "--api-key",
@@ -76,6 +102,12 @@ def register(sub) -> None:
         type=float,
         default=0.0,
         help="requests/s per client address on /v1/* (bursts of twice that; 0 = off)",
+    )
+    g.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="proxy addresses (comma-separated, or *) whose X-Forwarded-For names the client "
+        "for the rate limit; default: none, the connection's address counts",
     )
     add_checkpoint_arg(p)
     p.add_argument("--log-level", default="warning")
@@ -100,6 +132,12 @@ def run(args) -> int:
         threads=args.threads,
         decode_workers=args.decode_workers,
         read_timeout_s=args.read_timeout,
+        header_timeout_s=args.header_timeout,
+        max_header_kb=args.max_header_kb,
+        max_connections=args.max_connections,
+        max_pending=args.max_pending,
+        max_inflight_mb=args.max_inflight_mb,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         api_key=args.api_key or os.environ.get("CNNLAB_API_KEY") or None,
         public_metrics=args.public_metrics,
         cors_origins=tuple(args.cors_origin),

@@ -43,9 +43,10 @@ _DIGITS = re.compile(r"[0-9]{1,7}")
 class InputError(CnnlabError):
     """A bad request: ``status`` is the HTTP code it is answered with."""
 
-    def __init__(self, msg: str, status: int = 400):
+    def __init__(self, msg: str, status: int = 400, retry_after: int | None = None):
         super().__init__(msg)
         self.status = status
+        self.retry_after = retry_after  # seconds, sent as Retry-After (503: busy)
 
 
 @dataclass(frozen=True)

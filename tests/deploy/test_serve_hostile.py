@@ -1,0 +1,351 @@
+"""The server against a handful of crafted requests (each one a reported attack, run for
+real against a live uvicorn server configured as ``cnnlab serve`` configures it):
+metadata floods, abandoned uploads, a full decode queue, slowloris, huge headers,
+spoofed X-Forwarded-For, NaN in ood.json, and every export kind served."""
+
+import contextlib
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cnnlab.deploy.serve as serve_mod
+from cnnlab.deploy.serve import ServeConfig, create_app, open_backend, uvicorn_config
+
+from ..data.test_image_floods import ICCP, jpeg_com_flood, photo_jpeg, png_flood
+from .conftest import http
+
+
+def png(side=28, value=None, seed=0) -> bytes:
+    a = (
+        np.full((side, side), value, np.uint8)
+        if value is not None
+        else np.random.default_rng(seed).integers(0, 256, (side, side), dtype=np.uint8)
+    )
+    buf = io.BytesIO()
+    Image.fromarray(a, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_trained_run):
+    return open_backend(tiny_trained_run)
+
+
+@contextlib.contextmanager
+def serving(app, cfg: ServeConfig):
+    """``app`` under the uvicorn configuration of ``cnnlab serve`` on a free port."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn_config(app, cfg, "127.0.0.1", port))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.started, "server did not start"
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        t.join(10)
+
+
+def raw_post(port: int, body: bytes, ctype: str = "image/png", extra: str = "") -> bytes:
+    return (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def metric(port: int, name: str) -> float:
+    _, txt = http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    for line in txt.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# ------------------------------------------------------------------- decoding work
+
+
+@pytest.mark.parametrize(
+    "kind,body",
+    [
+        ("iCCP", lambda: png_flood(ICCP, 400)),
+        ("COM", lambda: jpeg_com_flood(300_000)),
+    ],
+)
+def test_metadata_flood_is_refused_before_decoding(backend, kind, body):
+    """A valid 28 × 28 image with a flood of metadata: 413 from the structure guard (was
+    decoded: ~0.6 ms per iCCP chunk, seconds per request at full size)."""
+    data = body()
+    with serving(create_app(backend, ServeConfig()), ServeConfig()) as port:
+        status, out = http(port, raw_post(port, data))
+    assert status == 413 and "limit" in json.loads(out)["error"], out[:200]
+
+
+def test_phone_photo_is_accepted_under_the_pixel_guard(backend):
+    """A 12 MP JPEG (4032 × 3024) was refused 413 by the 4 MP guard; it is decoded at
+    1/8 size now. A PNG of the same pixel count is still refused from its header."""
+    photo = photo_jpeg(4032, 3024)
+    cfg = ServeConfig()
+    with serving(create_app(backend, cfg), cfg) as port:
+        status, out = http(port, raw_post(port, photo, "image/jpeg"))
+        assert status == 200, out[:300]
+        assert json.loads(out)["predictions"][0]["class"]
+        big = io.BytesIO()
+        Image.new("L", (4032, 3024)).save(big, "PNG")
+        status, out = http(port, raw_post(port, big.getvalue()))
+        assert status == 413 and "--max-pixels" in json.loads(out)["error"]
+
+
+# ------------------------------------------------------------------- decode queue
+
+
+def test_abandoned_uploads_are_dropped_and_a_full_queue_answers_503(backend, monkeypatch):
+    """One decode worker held on a gate: two uploads whose clients hang up are never
+    decoded (they used to be, one after the other), and beyond --max-pending a request is
+    answered 503 with Retry-After at once instead of waiting in an unbounded queue."""
+    gate, calls = threading.Event(), []
+    real = serve_mod.parse_request
+
+    def gated(*a, **kw):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            gate.wait(20)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(serve_mod, "parse_request", gated)
+    cfg = ServeConfig(decode_workers=1, max_pending=3)
+    app = create_app(backend, cfg)
+    with serving(app, cfg) as port:
+        req = raw_post(port, png())
+        results = {}
+
+        def first():
+            results["first"] = http(port, req, timeout=30)
+
+        t = threading.Thread(target=first)
+        t.start()
+        while not calls:
+            time.sleep(0.01)
+        for _ in range(2):  # uploads whose clients give up while they wait
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(req)
+            time.sleep(0.2)
+            s.close()
+        time.sleep(0.3)
+        s2 = socket.create_connection(("127.0.0.1", port))  # waits in the queue (2 of 3)
+        s2.sendall(req)
+        s3 = socket.create_connection(("127.0.0.1", port))  # 3 of 3
+        s3.sendall(req)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s4:  # one too many
+            s4.sendall(req)
+            head = s4.recv(65536)
+        assert time.monotonic() - t0 < 2
+        assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head.lower(), head
+        assert b'"error"' in head
+        gate.set()
+        t.join(30)
+        for s in (s2, s3):
+            s.settimeout(10)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            s.close()
+        assert results["first"][0] == 200
+        assert len(calls) == 3, f"{len(calls)} decodes: the abandoned uploads were decoded"
+        assert metric(port, "cnnlab_abandoned_decodes_total") == 2.0
+
+
+# ------------------------------------------------------------------- connections
+
+
+def slowloris(port: int, n: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-a: ")  # and never the rest
+        socks.append(s)
+    return socks
+
+
+def closed_by_server(s: socket.socket, wait: float) -> bytes | None:
+    """What the server sent before closing, or None if it is still open after ``wait``."""
+    s.settimeout(wait)
+    data = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        return data
+
+
+def readable(socks: list[socket.socket]) -> set[int]:
+    """Indexes of the sockets the server has answered or closed (poll: no FD_SETSIZE)."""
+    import select
+
+    poller = select.poll()
+    fds = {s.fileno(): i for i, s in enumerate(socks)}
+    for fd in fds:
+        poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return {fds[fd] for fd, _ in poller.poll(50)}
+
+
+def _slowloris_case(backend, n: int, cap: int, timeout_s: float):
+    cfg = ServeConfig(max_connections=cap, header_timeout_s=timeout_s)
+    with serving(create_app(backend, cfg), cfg) as port:
+        t0 = time.monotonic()
+        socks = slowloris(port, n)
+        try:
+            assert time.monotonic() - t0 < timeout_s, "opening took longer than the timeout"
+            # real clients get in: each evicts the oldest connection still in its headers
+            for _ in range(5):
+                status, _ = http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+                assert status == 200
+            time.sleep(0.2)
+            closed = readable(socks)
+            assert len(closed) >= n - cap, (len(closed), n, cap)
+            # and the ones left open time out with a 408 in the error shape
+            alive = [s for i, s in enumerate(socks) if i not in closed]
+            got = closed_by_server(alive[-1], timeout_s + 5)
+            assert got is not None and got.startswith(b"HTTP/1.1 408") and b'"error"' in got
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_slowloris_does_not_lock_out_real_clients(backend):
+    _slowloris_case(backend, n=120, cap=40, timeout_s=1.5)
+
+
+@pytest.mark.slow
+def test_slowloris_at_scale(backend):
+    _slowloris_case(backend, n=3000, cap=500, timeout_s=20)
+
+
+def test_huge_headers_are_refused_while_they_arrive(backend):
+    """A 4 MiB header (64 MiB in the report) is cut off at --max-header-kb with a 431,
+    not buffered whole."""
+    cfg = ServeConfig(max_header_kb=16)
+    with serving(create_app(backend, cfg), cfg) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-big: ")
+            sent = 0
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < 4 << 20:
+                    s.sendall(b"a" * 65536)
+                    sent += 65536
+            got = closed_by_server(s, 5)
+        assert got is not None and got.startswith(b"HTTP/1.1 431"), (got or b"")[:100]
+        assert sent < 4 << 20 or b'"error"' in got
+        assert http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+
+
+def test_api_key_is_checked_before_the_body_is_read(backend):
+    cfg = ServeConfig(api_key="s3cret-key-1")
+    with serving(create_app(backend, cfg), cfg) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            t = time.monotonic()
+            s.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                b"Content-Type: image/png\r\nContent-Length: 8000000\r\n\r\n"
+            )
+            head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 401") and time.monotonic() - t < 2
+
+
+def test_malformed_http_and_cors_refusals_have_the_error_shape(backend):
+    cfg = ServeConfig(cors_origins=("https://ok.example",))
+    with serving(create_app(backend, cfg), cfg) as port:
+        status, body = http(port, b"GARBAGE\x01 / HTTP/1.1\r\n\r\n")
+        assert status == 400 and set(json.loads(body)) == {"error"}
+        status, body = http(
+            port,
+            b"OPTIONS /v1/predict HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n"
+            b"Access-Control-Request-Method: POST\r\n\r\n",
+        )
+        assert status == 400 and set(json.loads(body)) == {"error"}
+
+
+def test_rate_limit_ignores_x_forwarded_for_unless_a_proxy_is_named(backend):
+    """From loopback, a new X-Forwarded-For per request used to make a new client each
+    time (uvicorn trusts 127.0.0.1 by default): the limit never applied."""
+    cfg = ServeConfig(rate_limit=1)
+    with serving(create_app(backend, cfg), cfg) as port:
+        statuses = [
+            http(port, raw_post(port, png(), extra=f"X-Forwarded-For: 10.0.0.{i}\r\n"))[0]
+            for i in range(6)
+        ]
+    assert 429 in statuses, statuses
+
+
+def test_long_values_are_not_echoed_whole(backend):
+    cfg = ServeConfig()
+    name = "x" * 1_000_000
+    b = "bnd"
+    body = (
+        f'--{b}\r\nContent-Disposition: form-data; name="f"; filename="{name}"\r\n'
+        f"Content-Type: image/png\r\n\r\nnot an image\r\n--{b}--\r\n"
+    ).encode()
+    with serving(create_app(backend, cfg), cfg) as port:
+        status, out = http(port, raw_post(port, body, f"multipart/form-data; boundary={b}"))
+    assert status == 400 and len(out) < 400, len(out)
+
+
+def test_nan_ood_threshold_does_not_break_answers(tiny_trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    (run / "ood.json").write_text('{"method": "energy", "threshold": NaN, "tpr": 0.95}')
+    cfg = ServeConfig()
+    with serving(create_app(open_backend(run), cfg), cfg) as port:
+        status, out = http(port, raw_post(port, png()))
+    assert status == 200, out[:200]
+    assert "ood" not in json.loads(out)["predictions"][0]
+
+
+# ------------------------------------------------------------------- export kinds
+
+
+@pytest.mark.parametrize("layout,invert", [("NHWC", False), ("NCHW", True)])
+def test_uint8_export_is_served(tiny_trained_run, tmp_path, layout, invert):
+    """``cnnlab serve model.uint8.onnx``: /healthz answered 500 and every image 400."""
+    from cnnlab.deploy.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_trained_run, run)
+    r = export(
+        run, "onnx", parity_images=32, input_kind="uint8", layout=layout, invert=invert, golden=0
+    )
+    ref = open_backend(run)
+    onnx_be = open_backend(r["export"])
+    cfg = ServeConfig()
+    images = [png(seed=i) for i in range(4)] + [png(value=255 - 40 * invert)]
+    with (
+        serving(create_app(ref, cfg), cfg) as p_ref,
+        serving(create_app(onnx_be, cfg), cfg) as port,
+    ):
+        assert http(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+        for im in images:
+            s1, a = http(p_ref, raw_post(p_ref, im))
+            s2, b = http(port, raw_post(port, im))
+            assert s1 == s2 == 200, b[:200]
+            pa, pb = json.loads(a)["predictions"][0], json.loads(b)["predictions"][0]
+            if not invert:  # the graph and the server decide inversion alike
+                assert pa["class"] == pb["class"]
+                assert abs(pa["probability"] - pb["probability"]) < 1e-3
