@@ -35,7 +35,11 @@ def register(sub) -> None:
     p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit (MiB)")
     p.add_argument("--max-images", type=int, default=64, help="images per request")
     p.add_argument(
-        "--max-pixels", type=int, default=4_000_000, help="pixels per image (decompression bombs)"
+        "--max-pixels",
+        type=int,
+        default=4_000_000,
+        help="pixels decoded per image (a large JPEG counts at the reduced size it is decoded "
+        "at: a 12 MP photo is ~0.2 MP)",
     )
     p.add_argument(
         "--max-request-pixels",
