@@ -8,7 +8,8 @@ reduced size its DCT allows (draft mode: 1/2, 1/4 or 1/8, never below the model'
 so a 12 MP phone photo costs a 0.2 MP decode. The structure guard
 (:func:`check_structure`) walks a PNG's chunks and a JPEG's markers with a byte search and
 refuses floods of metadata (thousands of ``iCCP`` or ancillary chunks, millions of ``COM``
-markers, hundreds of scans) whose decoding costs seconds of CPU in a few bytes each."""
+markers, hundreds of scans, a million GIF comments) whose decoding costs seconds of CPU in a
+few bytes each."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ MAX_PNG_ANCILLARY = 256  # chunks other than IHDR, PLTE, IDAT, IEND
 MAX_PNG_COMPRESSED_META = 16  # iCCP (one at most, by the PNG spec), zTXt, iTXt
 MAX_JPEG_MARKERS = 1024  # segments (APPn, COM, DQT, DHT, SOS, ...); restart markers not counted
 MAX_JPEG_SCANS = 128  # progressive scans, each a pass over the whole image
+MAX_GIF_EXTENSIONS = 1024  # extension blocks (comments, application data) before the image
+MAX_GIF_SUBBLOCKS = 1 << 16  # their data sub-blocks, each a step of the decoder's Python loop
 PNG_SIG = b"\x89PNG\r\n\x1a\n"
 _PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
 _PNG_DEFLATED = (b"iCCP", b"zTXt", b"iTXt")
@@ -105,6 +108,30 @@ def _jpeg_markers(data) -> None:
             i = found.start()
 
 
+def _gif_blocks(data) -> None:
+    n = len(data)
+    flags = data[10]
+    i = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)  # past the colour table
+    extensions = subblocks = 0
+    while i < n and data[i] == 0x21:  # extensions before the first image descriptor
+        extensions += 1
+        i += 2
+        while i < n and data[i]:
+            subblocks += 1
+            i += data[i] + 1
+            if subblocks > MAX_GIF_SUBBLOCKS:
+                raise StructureError(
+                    f"GIF holds more than {MAX_GIF_SUBBLOCKS} metadata sub-blocks, over the "
+                    "limit for one image"
+                )
+        i += 1
+        if extensions > MAX_GIF_EXTENSIONS:
+            raise StructureError(
+                f"GIF holds more than {MAX_GIF_EXTENSIONS} extension blocks before its image, "
+                "over the limit for one image"
+            )
+
+
 def check_structure(data, label="image") -> None:
     """Refuse a PNG or JPEG whose chunk or marker structure is a flood (see the module
     docstring); other formats and malformed files pass through to the decoder. Walks
@@ -116,6 +143,8 @@ def check_structure(data, label="image") -> None:
             _png_chunks(data)
         elif head[:3] == b"\xff\xd8\xff":
             _jpeg_markers(data)
+        elif head[:6] in (b"GIF87a", b"GIF89a") and len(data) > 13:
+            _gif_blocks(data)
     except StructureError as e:
         raise StructureError(f"{label}: {e}; re-encode it without the extra metadata") from None
     except struct.error:

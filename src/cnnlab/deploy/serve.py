@@ -476,7 +476,7 @@ class FastPredict:
 
 
 def _metrics():
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     reg = CollectorRegistry()
     return {
@@ -503,6 +503,11 @@ def _metrics():
         "images": Counter("cnnlab_images", "images classified", registry=reg),
         "errors": Counter(
             "cnnlab_errors", "requests answered with an error", ["endpoint", "kind"], registry=reg
+        ),
+        "pending": Gauge(
+            "cnnlab_decode_pending",
+            "requests waiting for or in the decode pool (at --max-pending: 503)",
+            registry=reg,
         ),
         "abandoned": Counter(
             "cnnlab_abandoned_decodes",
@@ -612,6 +617,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
                 retry_after=1,
             )
         pending["n"] += 1
+        m["pending"].set(pending["n"])
         try:
             loop = asyncio.get_running_loop()
             work = loop.run_in_executor(decode_pool, decode, body, ctype, query)
@@ -630,6 +636,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
             raise gone.exception()  # ClientGone
         finally:
             pending["n"] -= 1
+            m["pending"].set(pending["n"])
 
     async def parts(request: Request) -> tuple[bytes, str, dict]:
         query = dict(request.query_params.items())  # unknown names: 400 (check_query)
@@ -737,6 +744,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
             "header_timeout_s": cfg.header_timeout_s,
             "max_header_bytes": cfg.max_header_kb * 1024,
             "max_pending": cfg.max_pending,
+            "decoded_to": [c, s, s],  # what images become before the model, any export kind
             "rate_limit": cfg.rate_limit,
         },
     }
