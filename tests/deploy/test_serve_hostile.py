@@ -120,10 +120,14 @@ def test_phone_photo_is_accepted_under_the_pixel_guard(backend):
 # ------------------------------------------------------------------- decode queue
 
 
-def test_abandoned_uploads_are_dropped_and_a_full_queue_answers_503(backend, monkeypatch):
-    """One decode worker held on a gate: two uploads whose clients hang up are never
-    decoded (they used to be, one after the other), and beyond --max-pending a request is
-    answered 503 with Retry-After at once instead of waiting in an unbounded queue."""
+@pytest.mark.parametrize("abandoned", [2, pytest.param(20, marks=pytest.mark.slow)])
+def test_abandoned_uploads_are_dropped_and_a_full_queue_answers_503(
+    backend, monkeypatch, abandoned
+):
+    """One decode worker held on a gate: uploads whose clients hang up are never decoded
+    (they used to be, one after the other: 20 of them delayed the next predict by 12.9 s),
+    and beyond --max-pending a request is answered 503 with Retry-After at once instead of
+    waiting in an unbounded queue."""
     gate, calls = threading.Event(), []
     real = serve_mod.parse_request
 
@@ -147,7 +151,7 @@ def test_abandoned_uploads_are_dropped_and_a_full_queue_answers_503(backend, mon
         t.start()
         while not calls:
             time.sleep(0.01)
-        for i in range(2):  # uploads whose clients give up while they wait
+        for i in range(abandoned):  # uploads whose clients give up while they wait
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(req)
             wait_for(port, "cnnlab_decode_pending", 2.0)
@@ -174,7 +178,7 @@ def test_abandoned_uploads_are_dropped_and_a_full_queue_answers_503(backend, mon
             s.close()
         assert results["first"][0] == 200
         assert len(calls) == 3, f"{len(calls)} decodes: the abandoned uploads were decoded"
-        assert metric(port, "cnnlab_abandoned_decodes_total") == 2.0
+        assert metric(port, "cnnlab_abandoned_decodes_total") == float(abandoned)
 
 
 # ------------------------------------------------------------------- connections
@@ -388,3 +392,32 @@ def test_bad_limits_are_one_line(tiny_trained_run, capsys, flag):
     assert main(["serve", str(tiny_trained_run), "--port", "1", *flag]) == 2
     err = capsys.readouterr().err
     assert err.startswith("cnnlab: error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_request_bodies_in_memory_are_bounded(backend, monkeypatch):
+    """Bodies held by requests in progress count against --max-inflight-mb: with one
+    0.9 MB upload held in decoding, a second one past the budget is a 503 + Retry-After
+    (each body used to stay in memory for as long as the queue took)."""
+    gate, calls = threading.Event(), []
+    real = serve_mod.parse_request
+
+    def gated(*a, **kw):
+        calls.append(1)
+        gate.wait(20)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(serve_mod, "parse_request", gated)
+    big = png(950)
+    assert 0.8e6 < len(big) < 1 << 20
+    cfg = ServeConfig(max_body_mb=1, max_inflight_mb=1.5, decode_workers=1)
+    with serving(create_app(backend, cfg), cfg) as port:
+        first = socket.create_connection(("127.0.0.1", port), timeout=30)
+        first.sendall(raw_post(port, big))
+        while not calls:
+            time.sleep(0.01)
+        status, out = http(port, raw_post(port, big))
+        assert status == 503 and "--max-inflight-mb" in json.loads(out)["error"]
+        gate.set()
+        assert first.recv(65536).startswith(b"HTTP/1.1 200")
+        first.close()
+        assert http(port, raw_post(port, big))[0] == 200  # the budget is given back
