@@ -2,6 +2,7 @@
 seconds of CPU in a few bytes each, and the decompression-bomb guard beside the photo rule
 (a large JPEG is decoded at reduced size and accepted)."""
 
+import functools
 import io
 import struct
 import time
@@ -112,6 +113,7 @@ def test_real_images_pass_the_structure_guard():
     assert load_image(io.BytesIO(png_flood(ICCP, 1)), 1, 28).shape == (1, 28, 28)
 
 
+@functools.cache
 def photo_jpeg(w: int, h: int) -> bytes:
     """A smooth (photo-like) JPEG: a few MB at 12 MP, as a phone writes."""
     y, x = np.mgrid[0:h, 0:w]

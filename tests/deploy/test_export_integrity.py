@@ -60,7 +60,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
 def test_full_disk_during_export_leaves_no_partial_set(tiny_run, tmp_path):
     """A disk with room for the model but not its sidecar: the model used to be written
     alone; now nothing is (and an earlier export in the folder stays whole)."""
-    size = len(Path(ex.export(tiny_run, "onnx", parity_images=16, golden=0)["export"]).read_bytes())
+    size = len(Path(ex.export(tiny_run, "onnx", check=False, golden=0)["export"]).read_bytes())
     mnt = tmp_path / "mnt"
     if not _mount_tmpfs(mnt, "2m"):
         pytest.skip("mounting a tmpfs is not allowed here (needs root)")
@@ -73,21 +73,17 @@ def test_full_disk_during_export_leaves_no_partial_set(tiny_run, tmp_path):
         with pytest.raises(ex.CnnlabError, match="nothing exported"):
             ex.export(tiny_run, "onnx", out=mnt / "m.onnx", parity_images=16, golden=8)
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
-        assert main(["export", str(tiny_run), "--out", str(mnt / "m.onnx")]) == 2
-        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_sidecar_names_exif_orientation_and_only_the_steps_in_the_graph(tiny_run):
-    r = ex.export(tiny_run, "onnx", parity_images=16, input_kind="uint8", golden=0)
+    r = ex.export(tiny_run, "onnx", check=False, input_kind="uint8", golden=0)
     steps = json.loads(ex.companion(Path(r["export"]), "meta").read_text())["preprocessing"]
     ops = [s["op"] for s in steps]
     assert ops.index("decode") < ops.index("exif_orientation") < ops.index("resize")
     assert not steps[ops.index("exif_orientation")]["in_graph"]
     assert not steps[ops.index("convert")]["in_graph"]  # a 1-channel graph: the client converts
-    r3 = ex.export(
-        tiny_run, "onnx", parity_images=16, input_kind="uint8", input_channels=3, golden=0
-    )
+    r3 = ex.export(tiny_run, "onnx", check=False, input_kind="uint8", input_channels=3, golden=0)
     steps3 = ex.read_export_metadata(r3["export"])["preprocessing"]
     assert next(s for s in steps3 if s["op"] == "convert")["in_graph"]  # RGB in: the graph

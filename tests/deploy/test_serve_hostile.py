@@ -345,7 +345,9 @@ def test_nan_ood_threshold_does_not_break_answers(tiny_trained_run, tmp_path):
 # ------------------------------------------------------------------- export kinds
 
 
-@pytest.mark.parametrize("layout,invert", [("NHWC", False), ("NCHW", True)])
+@pytest.mark.parametrize(
+    "layout,invert", [("NHWC", False), pytest.param("NCHW", True, marks=pytest.mark.slow)]
+)
 def test_uint8_export_is_served(tiny_trained_run, tmp_path, layout, invert):
     """``cnnlab serve model.uint8.onnx``: /healthz answered 500 and every image 400."""
     from cnnlab.deploy.export import export
