@@ -386,6 +386,7 @@ def test_uint8_export_is_served(tiny_trained_run, tmp_path, layout, invert):
         ["--max-header-kb", "0"],
         ["--header-timeout", "0"],
         ["--max-inflight-mb", "1"],  # below --max-body-mb
+        ["--decode-budget", "-1"],
     ],
 )
 def test_bad_limits_are_one_line(tiny_trained_run, capsys, flag):
@@ -423,3 +424,17 @@ def test_request_bodies_in_memory_are_bounded(backend, monkeypatch):
         assert first.recv(65536).startswith(b"HTTP/1.1 200")
         first.close()
         assert http(port, raw_post(port, big))[0] == 200  # the budget is given back
+
+
+def test_decode_cpu_budget_cuts_a_request_short(backend):
+    """Within every size limit, a request of many large images could still hold a decode
+    worker for seconds: past --decode-budget of CPU the rest of it is refused."""
+    from fastapi.testclient import TestClient
+
+    files = [("f", (f"{i}.png", png(1000, seed=i))) for i in range(4)]
+    with TestClient(create_app(backend, ServeConfig(decode_budget_s=0.001))) as c:
+        r = c.post("/v1/predict", files=files)
+    assert r.status_code == 413 and "--decode-budget" in r.json()["error"], r.text
+    assert "after 1 of 4" in r.json()["error"]
+    with TestClient(create_app(backend, ServeConfig())) as c:  # the default: 2 s
+        assert c.post("/v1/predict", files=files).status_code == 200

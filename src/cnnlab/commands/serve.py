@@ -56,6 +56,13 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0 = default)")
     p.add_argument("--decode-workers", type=int, default=2, help="threads decoding request bodies")
     p.add_argument(
+        "--decode-budget",
+        type=float,
+        default=2.0,
+        help="CPU seconds one request's images may take to decode; the rest of a request "
+        "past it is refused with 413 (0 = no budget)",
+    )
+    p.add_argument(
         "--read-timeout", type=float, default=10.0, help="seconds a request body may take to arrive"
     )
     p.add_argument(
@@ -135,6 +142,7 @@ def run(args) -> int:
         max_json_values=args.max_json_values,
         threads=args.threads,
         decode_workers=args.decode_workers,
+        decode_budget_s=args.decode_budget,
         read_timeout_s=args.read_timeout,
         header_timeout_s=args.header_timeout,
         max_header_kb=args.max_header_kb,

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ class Limits:
     max_pixels: int = 4_000_000  # per image, from its header
     max_request_pixels: int = 16_000_000  # all images of a request together, from headers
     max_json_values: int = 262_144  # numbers in all JSON pixel arrays of a request
+    decode_budget_s: float = 0.0  # CPU seconds to decode one request's images (0: no budget)
 
 
 @dataclass
@@ -411,7 +413,17 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
         )
     if pixels and (b"true" in body or b"false" in body) and _has_bool(pixels):
         raise InputError("pixel values must be numbers 0–255, not booleans")
-    images = [decode_bytes(data, channels, size, limits, name) for name, data in raw]
+    budget = limits.decode_budget_s
+    t0 = time.thread_time()  # this decode thread's CPU: other requests' work does not count
+    images = []
+    for name, data in raw:
+        images.append(decode_bytes(data, channels, size, limits, name))
+        if budget and time.thread_time() - t0 > budget and len(images) < len(raw):
+            raise InputError(
+                f"decoding this request's images took more than {budget:g} s of CPU after "
+                f"{len(images)} of {len(raw)} (--decode-budget); send fewer or smaller images",
+                413,
+            )
     images += [
         decode_pixels(px, channels, size, limits, f"pixels[{i}]") for i, px in enumerate(pixels)
     ]

@@ -67,6 +67,7 @@ class ServeConfig:
     top_k: int = 3
     threads: int = 0  # torch / ORT intra-op threads (0 = library default)
     decode_workers: int = 2  # threads that parse and decode request bodies
+    decode_budget_s: float = 2.0  # CPU seconds to decode one request's images (0: none)
     read_timeout_s: float = 10.0  # the whole body must arrive within this
     header_timeout_s: float = 10.0  # a connection's request headers must arrive within this
     max_header_kb: int = 32  # request headers, counted while they arrive
@@ -98,6 +99,8 @@ class ServeConfig:
             raise CnnlabError("--max-wait-ms must be ≥ 0, --max-body-mb and --read-timeout > 0")
         if self.header_timeout_s <= 0 or self.max_inflight_mb < self.max_body_mb:
             raise CnnlabError("--header-timeout must be > 0 and --max-inflight-mb ≥ --max-body-mb")
+        if self.decode_budget_s < 0:
+            raise CnnlabError("--decode-budget must be ≥ 0 (0 = no budget)")
         if self.rate_limit < 0:
             raise CnnlabError("--rate-limit must be ≥ 0 (0 = off)")
         if self.api_key is not None and len(self.api_key) < 8:
@@ -106,7 +109,11 @@ class ServeConfig:
 
     def limits(self) -> Limits:
         return Limits(
-            self.max_images, self.max_pixels, self.max_request_pixels, self.max_json_values
+            self.max_images,
+            self.max_pixels,
+            self.max_request_pixels,
+            self.max_json_values,
+            self.decode_budget_s,
         )
 
 
@@ -744,6 +751,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
             "header_timeout_s": cfg.header_timeout_s,
             "max_header_bytes": cfg.max_header_kb * 1024,
             "max_pending": cfg.max_pending,
+            "decode_budget_s": cfg.decode_budget_s,
             "decoded_to": [c, s, s],  # what images become before the model, any export kind
             "rate_limit": cfg.rate_limit,
         },
