@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from fastapi import Request
 
-from cnnlab.deploy.bodies import InputError, Limits, parse_request, to_batch
+from cnnlab.deploy.bodies import InputError, Limits, parse_request, short, to_batch
 from cnnlab.deploy.export import (
     example_pixels,
     export_metadata,
@@ -392,7 +392,11 @@ class Guard:
             self.m["disconnects"].labels(endpoint).inc()
             client = (scope.get("client") or ("?", 0))[0]
             log.info(
-                "client %s hung up during %s %s after %d bytes", client, scope["method"], path, seen
+                "client %s hung up during %s %s after %d bytes",
+                client,
+                scope["method"],
+                short(path),
+                seen,
             )
         except InputError as e:
             if status["started"]:
