@@ -83,6 +83,14 @@ def start_server(run, backend, port, max_batch, threads) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -187,11 +195,7 @@ def main(argv=None) -> int:
                         flush=True,
                     )
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_server(proc)
     note = (
         f"load generator hey on the same machine; load average {min(load):.1f}-{max(load):.1f} "
         f"during the run ({os.cpu_count()} CPUs)" + (f"; {args.note}" if args.note else "")

@@ -4,6 +4,7 @@ probabilities averaged over the flips and shifts the run was trained with."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from contextlib import contextmanager
@@ -357,13 +358,25 @@ def evaluate(
     if save:
         out = Path(out_dir) if out_dir else sc.run_dir
         stem = eval_name(sc.meta, dataset, split)
+        fig = out / f"confusion{stem[4:]}.png"
         try:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / f"{stem}.json", json.dumps(res, indent=1))
-            fig = out / f"confusion{stem[4:]}.png"
             plot_confusion(res["confusion"], res["classes"], fig)
-        except OSError as e:
-            raise CnnlabError(f"cannot write into {out}: {e.strerror}") from None
+        except (OSError, CnnlabError) as e:
+            # the reason alone (runs.files words it for train, with a --runs-dir hint)
+            why = getattr(e, "strerror", None) or str(e).rpartition(": ")[2].split(" (")[0]
+            if out_dir is None:  # a read-only (or full) run: the numbers, not the files
+                for p in (out / f"{stem}.json", fig):
+                    with contextlib.suppress(OSError):
+                        if p.is_file() and p.stat().st_size == 0:
+                            p.unlink()
+                res["outputs"] = []
+                res["not_saved"] = (
+                    f"cannot write into {out} ({why}); pass --out-dir DIR to keep them"
+                )
+                return res
+            raise CnnlabError(f"cannot write into {out}: {why}; choose another --out-dir") from None
         res["outputs"] = [str(out / f"{stem}.json"), str(fig)]
     return res
 

@@ -34,7 +34,8 @@ def test_export_parity_metadata_dynamic_batch(tiny_run, fmt):
     assert md["normalization"]["folded"] and len(md["normalization"]["mean"]) == 1
     assert md["source_run"] == tiny_run.name and md["cnnlab_version"]  # no local paths
     assert md["checkpoint"] == "checkpoints/best.safetensors"
-    assert json.loads((out.parent / (out.name + ".json")).read_text()) == md  # the sidecar
+    side = json.loads((out.parent / (out.name + ".json")).read_text())  # the sidecar:
+    assert side.pop("sha256") == ex.file_sha256(out) and side == md  # + the file's hash
 
     # the export takes [0,1] pixels: it equals model((x - mean) / std) for any batch size
     from cnnlab.runs.load import load_model
@@ -65,7 +66,16 @@ def test_onnx_metadata_props(tiny_run):
     assert json.loads(props["input_range"]) == [0.0, 1.0]
     assert "logits" in json.loads(props["output_meaning"])["logits"]
     steps = [st["op"] for st in json.loads(props["preprocessing"])]
-    assert steps == ["decode", "alpha_composite", "convert", "resize", "invert", "scale", "layout"]
+    assert steps == [
+        "decode",
+        "exif_orientation",
+        "alpha_composite",
+        "convert",
+        "resize",
+        "invert",
+        "scale",
+        "layout",
+    ]
     assert "/" not in props["source_run"]
     assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
 
@@ -188,7 +198,8 @@ def test_uint8_export_has_the_preprocessing_in_the_graph(tiny_run, fmt, layout):
     assert md["input"]["dtype"] == "uint8" and md["input"]["layout"] == layout
     assert [o["name"] for o in md["outputs"]] == ["logits", "probabilities"]
     in_graph = {st["op"] for st in md["preprocessing"] if st["in_graph"]}
-    assert {"resize", "scale", "convert"} <= in_graph
+    assert {"resize", "scale"} <= in_graph  # grey in, grey model: no conversion in the graph
+    assert "convert" not in in_graph and md["input"]["shape"][1 if layout == "NCHW" else 3] == 1
     # any size: a 40 × 50 uint8 image gives logits and probabilities that sum to 1
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (2, 40, 50, 1) if layout == "NHWC" else (2, 1, 40, 50), np.uint8)

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab.data.folder import printable
 from cnnlab.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -129,8 +131,11 @@ def scan_folder(root: str | os.PathLike, limit: int | None = None, progress=None
     im = Images(root.name, classes, np.zeros(0, int), np.zeros(0, str), [], np.zeros(0), [])
     labels, splits, grey = [], [], []
     for k, (split, f, c) in enumerate(todo):
-        rel = str(f.relative_to(root))
+        rel = printable(str(f.relative_to(root)))
         try:
+            if not stat.S_ISREG(os.stat(f).st_mode):  # a FIFO named x.png: open() never returns
+                im.unreadable.append((rel, "not a regular file"))
+                continue
             with Image.open(f) as img:
                 img.load()
                 im.sizes[f"{img.width}×{img.height}"] += 1

@@ -11,6 +11,7 @@ and stored in ``<run>/ood.json``; ``predict`` and the server flag inputs scoring
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def load_ood(run_dir: str | os.PathLike) -> dict | None:
         return None
     try:
         d = json.loads(p.read_text())
-        if d.get("method") in METHODS and isinstance(d.get("threshold"), (int, float)):
-            return d
+        t = d.get("threshold")
+        if d.get("method") in METHODS and isinstance(t, (int, float)) and math.isfinite(t):
+            return d  # a NaN threshold (JSON allows it) would flag nothing and break answers
     except (json.JSONDecodeError, AttributeError):
         pass
     return None

@@ -24,6 +24,11 @@ def register(sub) -> None:
     add_checkpoint_arg(p, "--checkpoint")
     add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
     add_tta_arg(p)
+    p.add_argument(
+        "--out-dir",
+        help="write eval.json and the confusion matrix here (default: the run directory; "
+        "a read-only run is evaluated without writing)",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,7 +51,12 @@ def run(args) -> int:
         device=args.device,
         which=args.checkpoint,
         tta=getattr(args, "tta", False),
+        out_dir=args.out_dir,
     )
+    if r.get("not_saved"):
+        import sys
+
+        print(f"cnnlab: note: results not saved: {r['not_saved']}", file=sys.stderr)
 
     def show():
         print(
@@ -55,7 +65,8 @@ def run(args) -> int:
             f"top-5 {r['top5']:.4f}  loss {r['loss']:.4f}  ECE {r['ece']:.4f}"
         )
         table(per_class_rows(r), ["class", "precision", "recall", "F1", "images"])
-        print("wrote " + ", ".join(r["outputs"]))
+        if r["outputs"]:
+            print("wrote " + ", ".join(r["outputs"]))
         if "tta" in r:
             print_tta(r["tta"])
 

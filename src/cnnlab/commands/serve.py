@@ -35,7 +35,11 @@ def register(sub) -> None:
     p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit (MiB)")
     p.add_argument("--max-images", type=int, default=64, help="images per request")
     p.add_argument(
-        "--max-pixels", type=int, default=4_000_000, help="pixels per image (decompression bombs)"
+        "--max-pixels",
+        type=int,
+        default=4_000_000,
+        help="pixels decoded per image (a large JPEG counts at the reduced size it is decoded "
+        "at: a 12 MP photo is ~0.2 MP)",
     )
     p.add_argument(
         "--max-request-pixels",
@@ -52,7 +56,40 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0 = default)")
     p.add_argument("--decode-workers", type=int, default=2, help="threads decoding request bodies")
     p.add_argument(
+        "--decode-budget",
+        type=float,
+        default=2.0,
+        help="CPU seconds one request's images may take to decode; the rest of a request "
+        "past it is refused with 413 (0 = no budget)",
+    )
+    p.add_argument(
         "--read-timeout", type=float, default=10.0, help="seconds a request body may take to arrive"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send its request headers (slow clients: 408)",
+    )
+    p.add_argument("--max-header-kb", type=int, default=32, help="request header size limit")
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=1000,
+        help="open connections (kept below the file-descriptor limit); at the limit a new "
+        "one replaces the oldest still waiting for its headers",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=16,
+        help="requests waiting to be decoded; beyond this: 503 with Retry-After",
+    )
+    p.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=256.0,
+        help="request bodies held in memory at once, all clients together (then 503)",
     )
     g = p.add_argument_group("access")
     g.add_argument(
@@ -77,6 +114,12 @@ def register(sub) -> None:
         default=0.0,
         help="requests/s per client address on /v1/* (bursts of twice that; 0 = off)",
     )
+    g.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="proxy addresses (comma-separated, or *) whose X-Forwarded-For names the client "
+        "for the rate limit; default: none, the connection's address counts",
+    )
     add_checkpoint_arg(p)
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run)
@@ -99,7 +142,14 @@ def run(args) -> int:
         max_json_values=args.max_json_values,
         threads=args.threads,
         decode_workers=args.decode_workers,
+        decode_budget_s=args.decode_budget,
         read_timeout_s=args.read_timeout,
+        header_timeout_s=args.header_timeout,
+        max_header_kb=args.max_header_kb,
+        max_connections=args.max_connections,
+        max_pending=args.max_pending,
+        max_inflight_mb=args.max_inflight_mb,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         api_key=args.api_key or os.environ.get("CNNLAB_API_KEY") or None,
         public_metrics=args.public_metrics,
         cors_origins=tuple(args.cors_origin),

@@ -158,8 +158,22 @@ def _check_classes(where: Path, classes: list[str]) -> None:
         )
 
 
-def _scan(root: Path, part: Path, classes: list[str], others: list[Path]) -> list[tuple]:
-    files = scan_split(part, classes, [root, *others])
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) shown
+    as ``\\xff`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _scan(
+    root: Path, part: Path, classes: list[str], others: list[Path], bad_names: list[str]
+) -> list[tuple]:
+    files = []
+    for p, y in scan_split(part, classes, [root, *others]):
+        try:
+            p.encode("utf-8")
+            files.append((p, y))
+        except UnicodeEncodeError:  # a name that is not UTF-8 cannot go into split.json
+            bad_names.append(printable(os.path.relpath(p, root)))
     counts = np.bincount([y for _, y in files], minlength=len(classes))
     empty = [classes[i] for i in np.flatnonzero(counts == 0)]
     if empty:
@@ -290,7 +304,8 @@ def plan_split(root: Path, test_fraction: float = 0.2, split_seed: int = 0) -> F
     classes = _class_names(base)
     _check_classes(base, classes)
     others = [p for p in present.values() if p != base]
-    parts = {"train": _scan(root, base, classes, others)}
+    bad_names: list[str] = []
+    parts = {"train": _scan(root, base, classes, others, bad_names)}
     for s in ("val", "test"):
         if s in present:
             got = _class_names(present[s])
@@ -301,7 +316,11 @@ def plan_split(root: Path, test_fraction: float = 0.2, split_seed: int = 0) -> F
                     f"(not in both: {', '.join(extra[:4])}); each split needs the same classes"
                 )
             parts[s] = _scan(
-                root, present[s], classes, [p for p in present.values() if p != present[s]]
+                root,
+                present[s],
+                classes,
+                [p for p in present.values() if p != present[s]],
+                bad_names,
             )
     layout = "/".join(present) if "all" not in present else "flat"
     test_from = "carved"
@@ -326,8 +345,17 @@ def plan_split(root: Path, test_fraction: float = 0.2, split_seed: int = 0) -> F
     g = torch.Generator().manual_seed(int(split_seed))
     perm = torch.randperm(len(parts["train"]), generator=g).tolist()
     parts["train"] = [parts["train"][i] for i in perm]
+    if bad_names:
+        warn_unreadable([f"{n} (file name is not UTF-8: rename it)" for n in bad_names], root)
     return FolderSplit(
-        root, layout, classes, parts, int(split_seed), float(test_fraction), test_from
+        root,
+        layout,
+        classes,
+        parts,
+        int(split_seed),
+        float(test_fraction),
+        test_from,
+        skipped=list(bad_names),
     )
 
 

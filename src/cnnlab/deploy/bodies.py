@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,14 @@ from PIL import Image
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from cnnlab.data.images import load_image, maybe_invert, pil_to_input
+from cnnlab.data.images import (
+    StructureError,
+    check_structure,
+    decoded_size,
+    load_image,
+    maybe_invert,
+    pil_to_input,
+)
 from cnnlab.errors import CnnlabError, choices_msg
 
 INVERT_MODES = ("auto", "always", "never")
@@ -36,9 +44,10 @@ _DIGITS = re.compile(r"[0-9]{1,7}")
 class InputError(CnnlabError):
     """A bad request: ``status`` is the HTTP code it is answered with."""
 
-    def __init__(self, msg: str, status: int = 400):
+    def __init__(self, msg: str, status: int = 400, retry_after: int | None = None):
         super().__init__(msg)
         self.status = status
+        self.retry_after = retry_after  # seconds, sent as Retry-After (503: busy)
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class Limits:
     max_pixels: int = 4_000_000  # per image, from its header
     max_request_pixels: int = 16_000_000  # all images of a request together, from headers
     max_json_values: int = 262_144  # numbers in all JSON pixel arrays of a request
+    decode_budget_s: float = 0.0  # CPU seconds to decode one request's images (0: no budget)
 
 
 @dataclass
@@ -57,6 +67,11 @@ class Parsed:
 
 
 # --------------------------------------------------------------------------- options
+
+
+def short(text: str, n: int = 80) -> str:
+    """A client's value as error messages and logs quote it: at most ``n`` characters."""
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def parse_top_k(v) -> int:
@@ -102,24 +117,31 @@ def _check_count(n: int, limits: Limits) -> None:
         )
 
 
-def header_pixels(data: bytes, name: str, limits: Limits) -> int:
-    """Width × height from an image's header (nothing decoded); refuses big ones."""
+def header_pixels(data: bytes, name: str, limits: Limits, channels: int = 3, size: int = 0) -> int:
+    """The pixels an image will decode to, from its header (nothing decoded; a JPEG at its
+    reduced draft size for a ``size`` × ``size`` model); refuses big ones and metadata
+    floods (:func:`~cnnlab.data.images.check_structure`)."""
     if not data:
         raise InputError(f"{name}: empty image")
     try:
+        check_structure(data, name)
+    except StructureError as e:
+        raise InputError(str(e), 413) from None
+    try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
+            dw, dh = decoded_size(im, channels, size) if size else (w, h)
     except Image.DecompressionBombError as e:
         raise InputError(f"{name}: image too large ({e})", 413) from None
     except Exception as e:  # noqa: BLE001 - any failure of a parser fed untrusted bytes
         raise InputError(f"{name}: not a readable image ({type(e).__name__})") from None
-    if w * h > limits.max_pixels:
+    if dw * dh > limits.max_pixels:
         raise InputError(
-            f"{name}: image has {w}×{h} pixels, more than the limit of {limits.max_pixels}; "
-            "send a smaller image (--max-pixels)",
+            f"{name}: image has {w}×{h} pixels ({dw}×{dh} decoded), more than the limit of "
+            f"{limits.max_pixels}; send a smaller image (--max-pixels)",
             413,
         )
-    return w * h
+    return dw * dh
 
 
 def decode_bytes(data: bytes, channels: int, size: int, limits: Limits, name: str) -> np.ndarray:
@@ -235,9 +257,10 @@ def parse_multipart(body: bytes, content_type: str):
 
     def on_part_end():
         disp = parse_options_header(part.get(b"content-disposition", b""))[1]
-        key = disp.get(b"name", b"").decode("utf-8", "replace")
+        key = short(disp.get(b"name", b"").decode("utf-8", "replace"))
         if b"filename" in disp:
-            files.append((disp[b"filename"].decode("utf-8", "replace") or key, b"".join(data)))
+            fname = short(disp[b"filename"].decode("utf-8", "replace"))
+            files.append((fname or key, b"".join(data)))
         elif len(fields) < 16:
             fields[key] = b"".join(data)[:256].decode("utf-8", "replace")
 
@@ -370,7 +393,7 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
     _check_count(len(raw) + len(pixels), limits)
 
     # sizes first, from headers and list shapes: refuse before decoding or converting anything
-    total = sum(header_pixels(data, name, limits) for name, data in raw)
+    total = sum(header_pixels(data, name, limits, channels, size) for name, data in raw)
     values = 0
     for i, px in enumerate(pixels):
         shp = check_pixel_shape(px, f"pixels[{i}]")
@@ -390,7 +413,17 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
         )
     if pixels and (b"true" in body or b"false" in body) and _has_bool(pixels):
         raise InputError("pixel values must be numbers 0–255, not booleans")
-    images = [decode_bytes(data, channels, size, limits, name) for name, data in raw]
+    budget = limits.decode_budget_s
+    t0 = time.thread_time()  # this decode thread's CPU: other requests' work does not count
+    images = []
+    for name, data in raw:
+        images.append(decode_bytes(data, channels, size, limits, name))
+        if budget and time.thread_time() - t0 > budget and len(images) < len(raw):
+            raise InputError(
+                f"decoding this request's images took more than {budget:g} s of CPU after "
+                f"{len(images)} of {len(raw)} (--decode-budget); send fewer or smaller images",
+                413,
+            )
     images += [
         decode_pixels(px, channels, size, limits, f"pixels[{i}]") for i, px in enumerate(pixels)
     ]

@@ -28,6 +28,7 @@ version. Paths in it are relative to the run (no local absolute paths).
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -43,7 +44,13 @@ from torch import nn
 from cnnlab._version import __version__
 from cnnlab.analysis.ood import load_ood
 from cnnlab.errors import CnnlabError, choices_msg
-from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
+from cnnlab.runs.files import (
+    FILE_MODE,
+    atomic_write_text,
+    fsync_dir,
+    io_error,
+    unlink_quietly,
+)
 from cnnlab.runs.load import (
     load_model,
     load_run_dataset,
@@ -174,11 +181,16 @@ def light_on_dark(mean) -> bool:
 
 
 def preprocessing_steps(
-    meta: dict, input_kind: str = "float", layout: str = "NCHW", invert: bool = False
+    meta: dict,
+    input_kind: str = "float",
+    layout: str = "NCHW",
+    invert: bool = False,
+    in_channels: int | None = None,
 ) -> list[dict]:
     """What happens to an image file before the model, in order; ``in_graph`` says which
     steps the export does itself and which the client must do."""
     c, s = meta["input"]["channels"], meta["input"]["size"]
+    ic = in_channels or c
     mean, _ = norm_stats(meta)
     u8 = input_kind == "uint8"
     steps = [
@@ -188,12 +200,18 @@ def preprocessing_steps(
             "images scaled to 8 bits, not clipped",
             "in_graph": False,
         },
+        {
+            "op": "exif_orientation",
+            "detail": "rotate/flip by the EXIF Orientation tag (phone photos taken sideways), "
+            "as PIL.ImageOps.exif_transpose does",
+            "in_graph": False,
+        },
         {"op": "alpha_composite", "detail": "transparent pixels onto white", "in_graph": False},
         {
             "op": "convert",
             "mode": "grey" if c == 1 else "RGB",
             "detail": "grey = 0.299 R + 0.587 G + 0.114 B (ITU-R 601-2)" if c == 1 else "RGB",
-            "in_graph": u8 and c == 1,
+            "in_graph": u8 and c == 1 and ic == 3,  # a 1-channel graph takes grey already
         },
         {"op": "resize", "size": [s, s], "filter": "bilinear", "antialias": True, "in_graph": u8},
         {
@@ -284,7 +302,7 @@ def export_metadata(
         "classes": list(meta["classes"]),
         "input": input_md,
         "outputs": outputs,
-        "preprocessing": preprocessing_steps(meta, input_kind, layout, invert),
+        "preprocessing": preprocessing_steps(meta, input_kind, layout, invert, in_channels),
         "normalization": {"mean": mean, "std": std, "folded": True},
         "model": meta.get("model", {}),
         "dataset": meta.get("dataset"),
@@ -724,14 +742,55 @@ def export(
             f"(≤ {report['tolerance']:g}), top-1 agreement {report['top1_agreement']:.4%}; "
             f"nothing exported (report in {parity_path})"
         )
-    atomic_write_bytes(out, data)
-    atomic_write_text(companion(out, "meta"), json.dumps(md, indent=1))
+    digest = hashlib.sha256(data).hexdigest()
+    report["sha256"] = digest
     report["sidecar_file"] = str(companion(out, "meta"))
+    files = [(out, data), (companion(out, "meta"), {**md, "sha256": digest})]
     if gold is not None:
-        atomic_write_text(companion(out, "golden"), json.dumps(gold, indent=1))
+        files.append((companion(out, "golden"), {**gold, "model_sha256": digest}))
         report["golden_file"] = str(companion(out, "golden"))
-    atomic_write_text(parity_path, json.dumps(report, indent=1))
+    files.append((parity_path, report))
+    write_export_set(
+        [(p, b if isinstance(b, bytes) else json.dumps(b, indent=1).encode()) for p, b in files]
+    )
     return report
+
+
+def write_export_set(files: list[tuple[Path, bytes]]) -> None:
+    """An export's files (model, sidecar, golden set, parity report) as one set: each is
+    staged beside its target first (where a full disk fails), then all are renamed into
+    place. A failure removes what was staged and leaves an earlier export whole."""
+    staged: list[tuple[str, Path]] = []
+    path = files[0][0]
+    try:
+        for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, target in staged:
+            os.replace(tmp, target)
+    except OSError as e:
+        for tmp, _ in staged:
+            unlink_quietly(tmp)
+        raise CnnlabError(f"{io_error(path, e)}; nothing exported") from None
+    except BaseException:
+        for tmp, _ in staged:
+            unlink_quietly(tmp)
+        raise
+    fsync_dir(files[0][0].parent)
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class _Calibration:

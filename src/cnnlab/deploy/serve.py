@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from fastapi import Request
 
-from cnnlab.deploy.bodies import InputError, Limits, parse_request, to_batch
+from cnnlab.deploy.bodies import InputError, Limits, parse_request, short, to_batch
 from cnnlab.deploy.explore import add_explore_routes
 from cnnlab.deploy.export import (
     example_pixels,
@@ -44,6 +45,7 @@ from cnnlab.deploy.export import (
     ort_session,
     pixel_model,
     session_metadata,
+    to_layout,
 )
 from cnnlab.deploy.security import is_loopback, send_error
 from cnnlab.errors import CnnlabError, choices_msg
@@ -66,7 +68,14 @@ class ServeConfig:
     top_k: int = 3
     threads: int = 0  # torch / ORT intra-op threads (0 = library default)
     decode_workers: int = 2  # threads that parse and decode request bodies
+    decode_budget_s: float = 2.0  # CPU seconds to decode one request's images (0: none)
     read_timeout_s: float = 10.0  # the whole body must arrive within this
+    header_timeout_s: float = 10.0  # a connection's request headers must arrive within this
+    max_header_kb: int = 32  # request headers, counted while they arrive
+    max_connections: int = 1000  # open connections (kept below the fd limit)
+    max_pending: int = 16  # requests waiting for or in decoding; beyond: 503 + Retry-After
+    max_inflight_mb: float = 256.0  # request bodies held at once, all requests together
+    forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is believed
     api_key: str | None = None  # bearer token; None: no auth (loopback or --insecure)
     public_metrics: bool = False  # /metrics without the token
     cors_origins: tuple[str, ...] = ()  # no CORS headers unless origins are named
@@ -81,11 +90,18 @@ class ServeConfig:
             "max_json_values",
             "top_k",
             "decode_workers",
+            "max_header_kb",
+            "max_connections",
+            "max_pending",
         ):
             if int(getattr(self, k)) < 1:
                 raise CnnlabError(f"--{k.replace('_', '-')} must be ≥ 1")
         if self.max_wait_ms < 0 or self.max_body_mb <= 0 or self.read_timeout_s <= 0:
             raise CnnlabError("--max-wait-ms must be ≥ 0, --max-body-mb and --read-timeout > 0")
+        if self.header_timeout_s <= 0 or self.max_inflight_mb < self.max_body_mb:
+            raise CnnlabError("--header-timeout must be > 0 and --max-inflight-mb ≥ --max-body-mb")
+        if self.decode_budget_s < 0:
+            raise CnnlabError("--decode-budget must be ≥ 0 (0 = no budget)")
         if self.rate_limit < 0:
             raise CnnlabError("--rate-limit must be ≥ 0 (0 = off)")
         if self.api_key is not None and len(self.api_key) < 8:
@@ -94,7 +110,11 @@ class ServeConfig:
 
     def limits(self) -> Limits:
         return Limits(
-            self.max_images, self.max_pixels, self.max_request_pixels, self.max_json_values
+            self.max_images,
+            self.max_pixels,
+            self.max_request_pixels,
+            self.max_json_values,
+            self.decode_budget_s,
         )
 
 
@@ -146,15 +166,36 @@ class TorchBackend(Backend):
 
 
 class OnnxBackend(Backend):
+    """Any ONNX file ``cnnlab export`` writes: float pixels (B, C, S, S) in [0, 1], or the
+    ``--input uint8`` graph (8-bit images in its layout; it converts, resizes and scales
+    itself, and gives logits first)."""
+
     name = "onnx"
 
     def __init__(self, src, meta: dict | None = None, threads: int = 0):
         self.sess = ort_session(src, threads)
         self.input = self.sess.get_inputs()[0].name
         self.meta = session_metadata(self.sess, src) if meta is None else meta
+        inp = self.meta.get("input", {})
+        self.uint8_layout = inp.get("layout", "NCHW") if inp.get("dtype") == "uint8" else None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.uint8_layout is not None:  # the server's pixels are exact multiples of 1/255
+            x = to_layout(np.rint(x * 255).astype(np.uint8), self.uint8_layout)
         return self.sess.run(None, {self.input: x})[0]
+
+
+def served_input(md: dict) -> tuple[int, int, bool]:
+    """(channels, size) the server decodes images to for this model, and whether the
+    model inverts light-background images itself (a uint8 export made with --invert)."""
+    inp = md["input"]
+    if inp.get("dtype") != "uint8":
+        return int(inp["shape"][1]), int(inp["shape"][2]), False
+    c = inp["shape"][3] if inp.get("layout") == "NHWC" else inp["shape"][1]
+    inverts = any(
+        st.get("op") == "invert" and st.get("in_graph") for st in md.get("preprocessing", [])
+    )
+    return int(c), int(inp["model_size"][0]), inverts
 
 
 def open_backend(target, backend: str = "auto", threads: int = 0, which: str = "best") -> Backend:
@@ -219,6 +260,8 @@ class MicroBatcher:
         while True:
             first = carry if carry is not None else await q.get()
             carry = None
+            if first[1].done():  # its client is gone (the request was cancelled)
+                continue
             items, n = [first], len(first[0])
             deadline = loop.time() + self.max_wait
             while n < self.max_batch:
@@ -232,6 +275,8 @@ class MicroBatcher:
                         break
                 else:
                     nxt = q.get_nowait()
+                if nxt[1].done():
+                    continue
                 if n + len(nxt[0]) > self.max_batch:
                     carry = nxt  # starts the next batch
                     break
@@ -265,9 +310,18 @@ class Guard:
     """Pure-ASGI middleware around everything: body size limit (header and stream), read
     timeout, client disconnects, latency and status metrics."""
 
-    def __init__(self, app, max_bytes: int, read_timeout_s: float, metrics: dict):
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        read_timeout_s: float,
+        metrics: dict,
+        max_inflight_bytes: int | None = None,
+    ):
         self.app, self.max_bytes, self.m = app, max_bytes, metrics
         self.read_timeout = read_timeout_s
+        self.max_inflight = max_inflight_bytes or 32 * max_bytes
+        self.inflight = 0  # body bytes held by requests in progress, all together
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -290,7 +344,10 @@ class Guard:
         async def _receive():
             nonlocal seen, done
             if done:  # the body is in; what follows is a wait for the disconnect
-                return await receive()
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientGone
+                return msg
             try:
                 msg = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:  # not the builtin before 3.11
@@ -301,11 +358,20 @@ class Guard:
             if msg["type"] == "http.disconnect":
                 raise ClientGone
             if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
+                n = len(msg.get("body", b""))
+                seen += n
+                self.inflight += n
                 done = not msg.get("more_body", False)
                 if seen > limit:
                     raise InputError(
                         f"request body exceeds the limit of {limit} bytes (--max-body-mb)", 413
+                    )
+                if self.inflight > self.max_inflight:
+                    raise InputError(
+                        "server busy: too many request bodies in memory (--max-inflight-mb); "
+                        "retry shortly",
+                        503,
+                        retry_after=1,
                     )
             return msg
 
@@ -328,18 +394,33 @@ class Guard:
             self.m["disconnects"].labels(endpoint).inc()
             client = (scope.get("client") or ("?", 0))[0]
             log.info(
-                "client %s hung up during %s %s after %d bytes", client, scope["method"], path, seen
+                "client %s hung up during %s %s after %d bytes",
+                client,
+                scope["method"],
+                short(path),
+                seen,
             )
         except InputError as e:
             if status["started"]:
                 raise
-            extra = [(b"connection", b"close")] if e.status in (408, 413) else []
-            await send_error(send, e.status, str(e), extra)
+            await send_error(send, e.status, str(e), reply_headers(e))
             status["code"] = e.status
             self.m["errors"].labels(endpoint, type(e).__name__).inc()
         finally:
+            self.inflight -= seen
             self.m["requests"].labels(endpoint, str(status["code"])).inc()
             self.m["latency"].labels(endpoint).observe(time.perf_counter() - t0)
+
+
+def reply_headers(exc: Exception) -> list[tuple[bytes, bytes]]:
+    """The headers an error answer carries: ``connection: close`` where the body was left
+    unread (408, 413, and a 503 for memory), ``retry-after`` on a busy server's 503."""
+    status = getattr(exc, "status", 400)
+    out = [(b"connection", b"close")] if status in (408, 413, 503) else []
+    retry = getattr(exc, "retry_after", None)
+    if retry is not None:
+        out.append((b"retry-after", str(retry).encode()))
+    return out
 
 
 def error_reply(exc: Exception, path: str, metrics: dict) -> tuple[int, str, bool]:
@@ -350,7 +431,7 @@ def error_reply(exc: Exception, path: str, metrics: dict) -> tuple[int, str, boo
     metrics["errors"].labels(path if path in ENDPOINTS else "other", type(exc).__name__).inc()
     if isinstance(exc, CnnlabError):
         status = getattr(exc, "status", 400)
-        return status, str(exc), status in (408, 413)
+        return status, str(exc), status in (408, 413, 503)
     return 500, f"internal error ({type(exc).__name__}); the server keeps running", False
 
 
@@ -384,12 +465,14 @@ class FastPredict:
             chunks.append(msg.get("body", b""))
             more = msg.get("more_body", False)
         try:
-            out = await self.answer(b"".join(chunks), ctype, query)
+            out = await self.answer(b"".join(chunks), ctype, query, receive)
+        except ClientGone:
+            raise
         except Exception as e:  # noqa: BLE001 - as the app's handlers: one shape, counted
             if not isinstance(e, CnnlabError):  # a model failure: a 500, the server lives on
                 log.exception("predict failed")
-            status, msg, close = error_reply(e, "/v1/predict", self.m)
-            return await send_error(send, status, msg, [(b"connection", b"close")] if close else [])
+            status, msg, _ = error_reply(e, "/v1/predict", self.m)
+            return await send_error(send, status, msg, reply_headers(e))
         body = json.dumps(out, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         body = body.encode()
         await send(
@@ -406,7 +489,7 @@ class FastPredict:
 
 
 def _metrics():
-    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     reg = CollectorRegistry()
     return {
@@ -433,6 +516,16 @@ def _metrics():
         "images": Counter("cnnlab_images", "images classified", registry=reg),
         "errors": Counter(
             "cnnlab_errors", "requests answered with an error", ["endpoint", "kind"], registry=reg
+        ),
+        "pending": Gauge(
+            "cnnlab_decode_pending",
+            "requests waiting for or in the decode pool (at --max-pending: 503)",
+            registry=reg,
+        ),
+        "abandoned": Counter(
+            "cnnlab_abandoned_decodes",
+            "requests dropped from the decode queue because their client hung up",
+            registry=reg,
         ),
         "disconnects": Counter(
             "cnnlab_client_disconnects",
@@ -473,9 +566,9 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
     limits = cfg.limits()
     md = backend.meta
     classes = md["classes"]
-    c, s = md["input"]["shape"][1], md["input"]["shape"][2]
+    c, s, graph_inverts = served_input(md)
     mean = md["normalization"]["mean"]
-    ood = md.get("ood")
+    ood = usable_ood(md.get("ood"))
     m = _metrics()
     batcher = MicroBatcher(
         lambda x: backend.predict(np.ascontiguousarray(x, np.float32)),
@@ -498,8 +591,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
 
     @app.exception_handler(CnnlabError)
     async def _user_error(request, exc: CnnlabError):
-        status, msg, close = error_reply(exc, request.url.path, m)
-        headers = {"connection": "close"} if close else None
+        status, msg, _ = error_reply(exc, request.url.path, m)
+        headers = {k.decode(): v.decode() for k, v in reply_headers(exc)} or None
         return JSONResponse({"error": msg}, status_code=status, headers=headers)
 
     @app.exception_handler(HTTPException)
@@ -519,23 +612,52 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
 
     def decode(body: bytes, ctype: str, query: dict):
         p = parse_request(body, ctype, query, limits, c, s)
-        x, flags = to_batch(p.images, mean, p.invert)
+        x, flags = to_batch(p.images, mean, "never" if graph_inverts else p.invert)
         return x, flags, min(p.top_k or cfg.top_k, len(classes))
 
-    async def decoded(body: bytes, ctype: str, query: dict):
+    pending = {"n": 0}  # requests waiting for or in the decode pool
+
+    async def decoded(body: bytes, ctype: str, query: dict, receive=None):
         """The body parsed, decoded and batched in the decode pool (one hop off the loop)
-        → float pixels (B, C, S, S), inversion flags, top-k."""
-        return await asyncio.get_running_loop().run_in_executor(
-            decode_pool, decode, body, ctype, query
-        )
+        → float pixels (B, C, S, S), inversion flags, top-k. At most ``max_pending``
+        requests wait for the pool (then 503 + Retry-After); with ``receive``, a client
+        that hangs up while its request waits is dropped from the queue (ClientGone)."""
+        if pending["n"] >= cfg.max_pending:
+            raise InputError(
+                f"server busy: {pending['n']} requests waiting to be decoded (--max-pending); "
+                "retry in 1 s",
+                503,
+                retry_after=1,
+            )
+        pending["n"] += 1
+        m["pending"].set(pending["n"])
+        try:
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(decode_pool, decode, body, ctype, query)
+            del body  # the pool holds it; a dropped request frees it
+            if receive is None:
+                return await work
+            gone = asyncio.ensure_future(receive())  # returns only if the client hangs up
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                gone.cancel()
+                return work.result()
+            if gone.exception() is None:  # not a hang-up after all
+                return await work
+            work.cancel()  # not started: never decoded; started: its result is dropped
+            m["abandoned"].inc()
+            raise gone.exception()  # ClientGone
+        finally:
+            pending["n"] -= 1
+            m["pending"].set(pending["n"])
 
     async def parts(request: Request) -> tuple[bytes, str, dict]:
         query = dict(request.query_params.items())  # unknown names: 400 (check_query)
         return await request.body(), request.headers.get("content-type", ""), query
 
-    async def answer(body: bytes, ctype: str, query: dict) -> dict:
+    async def answer(body: bytes, ctype: str, query: dict, receive=None) -> dict:
         """A /v1/predict answer: decoded, classified in the micro-batcher, described."""
-        x, flags, k = await decoded(body, ctype, query)
+        x, flags, k = await decoded(body, ctype, query, receive)
         logits = await batcher.submit(x)
         m["images"].inc(len(x))
         return {"predictions": describe(logits, k, flags), "backend": backend.name}
@@ -632,6 +754,11 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
             "max_json_values": cfg.max_json_values,
             "max_body_bytes": int(cfg.max_body_mb * 2**20),
             "read_timeout_s": cfg.read_timeout_s,
+            "header_timeout_s": cfg.header_timeout_s,
+            "max_header_bytes": cfg.max_header_kb * 1024,
+            "max_pending": cfg.max_pending,
+            "decode_budget_s": cfg.decode_budget_s,
+            "decoded_to": [c, s, s],  # what images become before the model, any export kind
             "rate_limit": cfg.rate_limit,
         },
     }
@@ -739,10 +866,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
     if cfg.api_key:
         app.add_middleware(BearerAuth, api_key=cfg.api_key, public_metrics=cfg.public_metrics)
     if cfg.cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
         app.add_middleware(
-            CORSMiddleware,
+            json_cors(),
             allow_origins=list(cfg.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type"],
@@ -752,8 +877,68 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
         max_bytes=int(cfg.max_body_mb * 2**20),
         read_timeout_s=cfg.read_timeout_s,
         metrics=m,
+        max_inflight_bytes=int(cfg.max_inflight_mb * 2**20),
     )
     return app
+
+
+def usable_ood(ood: dict | None) -> dict | None:
+    """The stored OOD detector if its numbers are finite; a NaN or infinite threshold (a
+    hand-edited ood.json) is dropped with a warning instead of breaking every answer."""
+    if not ood:
+        return None
+    try:
+        ok = math.isfinite(float(ood["threshold"])) and math.isfinite(
+            float(ood.get("temperature", 1.0))
+        )
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        log.warning("ignoring the OOD detector: its threshold is not a finite number")
+        return None
+    return ood
+
+
+def json_cors():
+    """Starlette's CORS middleware with its refusals in the server's error shape."""
+    from fastapi.responses import JSONResponse
+    from starlette.middleware.cors import CORSMiddleware
+
+    class JsonCORS(CORSMiddleware):
+        def preflight_response(self, request_headers):
+            r = super().preflight_response(request_headers)
+            if r.status_code < 400:
+                return r
+            headers = {k: v for k, v in r.headers.items() if k.startswith("access-control")}
+            return JSONResponse(
+                {"error": r.body.decode("utf-8", "replace")}, r.status_code, headers=headers
+            )
+
+    return JsonCORS
+
+
+def uvicorn_config(app, cfg: ServeConfig, host: str, port: int, log_level: str = "warning"):
+    """The uvicorn configuration ``serve`` runs under: connection limits, header timeout
+    and size (:mod:`cnnlab.deploy.connections`), proxy headers only from named proxies."""
+    import uvicorn
+
+    from cnnlab.deploy.connections import fd_budget, guarded_protocol
+
+    proto = guarded_protocol(
+        cfg.header_timeout_s, cfg.max_header_kb * 1024, fd_budget(cfg.max_connections)
+    )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=proto,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=5,
+        server_header=False,
+        proxy_headers=cfg.forwarded_allow_ips is not None,
+        forwarded_allow_ips=cfg.forwarded_allow_ips,
+    )
 
 
 def check_exposure(host: str, cfg: ServeConfig, insecure: bool) -> None:
@@ -803,12 +988,4 @@ def serve(
         + (", explore the model: /explore)" if isinstance(be, TorchBackend) else ")"),
         flush=True,
     )
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        timeout_keep_alive=5,
-        server_header=False,
-    )
+    uvicorn.Server(uvicorn_config(app, cfg, host, port, log_level)).run()

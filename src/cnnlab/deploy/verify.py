@@ -5,7 +5,8 @@ images (uint8, (C, S, S)) with the top-k classes and logits the export itself pr
 Here the file is loaded in the runtime of its format — ONNX Runtime, TorchScript or
 torch.export — fed exactly as its metadata says (float32 in [0, 1] or uint8 in its
 layout), and every image must give the same top-k order and logits within the stored
-tolerance.
+tolerance. Before that, the file's SHA-256 must match the one ``export`` recorded in the
+golden set and the sidecar: a numeric check alone lets most single-bit weight flips pass.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cnnlab.deploy.export import (
     companion,
     export_input,
     export_path_kind,
+    file_sha256,
     load_runner,
     read_export_metadata,
 )
@@ -55,6 +57,18 @@ def verify(model, golden=None) -> dict:
         raise CnnlabError(f"{p}: not an export (.onnx, .pt or .pt2)")
     md = read_export_metadata(p)
     u8, g = load_golden(golden or companion(p, "golden"))
+    digest, recorded = file_sha256(p), {}
+    if g.get("model_sha256"):
+        recorded["golden set"] = g["model_sha256"]
+    sidecar = companion(p, "meta")
+    if sidecar.is_file():
+        try:
+            side = json.loads(sidecar.read_text())
+        except ValueError:
+            side = {}
+        if isinstance(side, dict) and side.get("sha256"):
+            recorded["sidecar"] = side["sha256"]
+    hash_bad = sorted(k for k, v in recorded.items() if v != digest)
     logits = np.asarray(load_runner(p, fmt)(export_input(u8, md)), np.float64)
     tol = float(g.get("logit_tolerance", 1e-3))
     rows, worst = [], 0.0
@@ -76,6 +90,9 @@ def verify(model, golden=None) -> dict:
         )
     bad = [r for r in rows if not r["ok"]]
     return {
+        "sha256": digest,
+        "sha256_checked": sorted(recorded),
+        "sha256_mismatch": hash_bad,
         "model": str(p),
         "format": fmt,
         "runtime": "onnxruntime" if fmt == "onnx" else "torch",
@@ -84,7 +101,7 @@ def verify(model, golden=None) -> dict:
         "tolerance": tol,
         "max_abs_logit_diff": worst,
         "mismatches": bad,
-        "passed": not bad,
+        "passed": not bad and not hash_bad,
         "classes": md["classes"],
     }
 
@@ -95,10 +112,21 @@ def format_verify(r: dict) -> str:
         f"{r['model']} ({r['format']}, {r['runtime']}): {r['images']} golden images, "
         f"max |Δlogit| {r['max_abs_logit_diff']:.2e} (≤ {r['tolerance']:g})"
     ]
+    if r.get("sha256_mismatch"):
+        lines.append(
+            f"  CHANGED: the file's SHA-256 {r['sha256'][:16]}… differs from the one recorded "
+            f"in the {' and the '.join(r['sha256_mismatch'])} at export"
+        )
+    elif r.get("sha256_checked"):
+        lines.append(f"  SHA-256 {r['sha256'][:16]}… as recorded at export")
     for m in r["mismatches"]:
         lines.append(
             f"  MISMATCH image {m['image']}: expected top {[cls[j] for j in m['expected']]}, "
             f"got {[cls[j] for j in m['got']]} (|Δlogit| {m['max_abs_logit_diff']:.2e})"
         )
-    lines.append("PASS" if r["passed"] else f"FAIL: {len(r['mismatches'])} mismatches")
+    n = len(r["mismatches"])
+    why = ([f"{n} mismatches"] if n else []) + (
+        ["file changed"] if r.get("sha256_mismatch") else []
+    )
+    lines.append("PASS" if r["passed"] else f"FAIL: {', '.join(why)}")
     return "\n".join(lines)

@@ -178,6 +178,7 @@ def save_checkpoint(
             if err is None:
                 raise CheckpointError(f"cannot write checkpoint {path}: {str(e)[:200]}") from None
             raise err from None
+        os.chmod(tmp, FILE_MODE)  # safetensors writes a new file (0600): as documented, 0644
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         # test hook: a kill halfway through writing the temp file

@@ -76,7 +76,8 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str | None, stem: str) -> Pat
     if name:
         check_run_name(name)
     d = root / (name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
-    if os.path.commonpath([os.path.abspath(root), os.path.abspath(d)]) != os.path.abspath(root):
+    real_root = os.path.realpath(root)  # links resolved: a planted runs/link -> / is no way out
+    if os.path.commonpath([real_root, os.path.realpath(d)]) != real_root:
         raise ConfigError(f"run {name!r} would be outside --runs-dir {root}")
     if d.exists() and any(d.iterdir()):
         if name:

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -43,10 +44,22 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # never through a link: a planted .lock -> elsewhere would be written and emptied
+            fd = os.open(
+                self.path,
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                0o644,
+            )
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise CheckpointError(
+                    f"{self.path} is a symbolic link, not the run's lock file: remove it "
+                    "(cnnlab never makes one) and run again"
+                ) from None
             raise CheckpointError(io_error(self.path, e, "lock the run directory at")) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CheckpointError(f"{self.path} is not a regular file: remove it and run again")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

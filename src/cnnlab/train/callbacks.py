@@ -6,7 +6,7 @@ import math
 import sys
 import time
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CheckpointError, CnnlabError
 
 
 class Callback:
@@ -157,7 +157,8 @@ class EarlyStopping(Callback):
 
 class ReportOnEnd(Callback):
     """Write ``<run>/report.html`` when training ends. A failure to plot never fails the
-    training run: it is logged as a warning."""
+    training run: it is one warning line on stderr; a disk that cannot take the file
+    (full, read-only) adds nothing to the run's own one-line error about that disk."""
 
     def on_fit_end(self, trainer) -> None:
         if not getattr(trainer, "history", None) or not trainer.dist.main:  # rank 0 writes
@@ -168,7 +169,11 @@ class ReportOnEnd(Callback):
             path = write_report(trainer.run_dir, model=trainer.model, quiet=True)
             if not getattr(trainer, "quiet", False):
                 print(f"report: {path}")
+        except CheckpointError:  # the disk: said once by the run (cnnlab report RUN redoes it)
+            pass
         except Exception as e:  # noqa: BLE001 - the run itself succeeded
-            import warnings
-
-            warnings.warn(f"could not write the run report: {type(e).__name__}: {e}", stacklevel=1)
+            print(
+                f"cnnlab: warning: run report not written ({type(e).__name__}: {e}); "
+                f"cnnlab report {trainer.run_dir} retries",
+                file=sys.stderr,
+            )

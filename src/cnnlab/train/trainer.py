@@ -791,9 +791,14 @@ class Trainer:
             self._clean_checkpoint_dir()
             if self._metrics_dirty:
                 self._rewrite_metrics()
-        atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-        if hasattr(self.dataset, "split_record"):  # an image folder: which file is in which split
-            atomic_write_text(self.run_dir / "split.json", self.dataset.split_record())
+        try:
+            atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            if hasattr(self.dataset, "split_record"):  # an image folder: which file where
+                atomic_write_text(self.run_dir / "split.json", self.dataset.split_record())
+        except CnnlabError:
+            if created:  # a full disk here left only .lock, which blocked the same --name
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         return created
 
     def _remove_new_run_dir(self) -> None:

@@ -182,9 +182,9 @@
   fetch("/v1/model", { headers: auth }).then((r) => r.json()).then((m) => {
     if (m.error) throw new Error(m.error + (apiKey ? "" : " (open this page as /#key=<your key>)"));
     model = m;
-    const inp = m.input.shape;
+    const inp = m.serving.decoded_to;  // C, S, S for every export kind (uint8 graphs too)
     document.getElementById("model-info").textContent =
-      `${m.model.name} · ${m.dataset} · ${m.classes.length} classes · input ${inp[1]}×${inp[2]}×${inp[3]} · ${m.backend}`;
+      `${m.model.name} · ${m.dataset} · ${m.classes.length} classes · input ${inp[0]}×${inp[1]}×${inp[2]} · ${m.backend}`;
     if (!m.saliency) document.getElementById("heat-note").textContent = "Saliency needs the torch backend (this server runs ONNX).";
     document.body.dataset.ready = "1";
   }).catch((e) => setStatus("cannot reach the server: " + e.message, true));
