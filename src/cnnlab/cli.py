@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what `pip install cnnlab[train]` adds to the serving-only install
+TRAIN_EXTRA = ("torch", "torchvision", "safetensors", "matplotlib", "mlxtend", "captum", "onnx",
+               "onnxscript", "optuna", "cleanlab", "sklearn")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise  # a broken install of something else: its traceback is the report
+        print(
+            f"cnnlab: error: `cnnlab {args.command}` needs {e.name.split('.')[0]}, which this "
+            "install lacks (a serving-only install serves exported .onnx files); install "
+            "the rest with: pip install 'cnnlab[train]'",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:  # `cnnlab runs | head`: the reader left; not an error
         sys.stdout = None  # nothing more to flush into the closed pipe at exit
         return 0

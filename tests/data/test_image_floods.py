@@ -93,10 +93,10 @@ def test_flood_refused_at_full_scale(kind):
         kind, 441_000
     )
     data = FLOODS[kind](n)
-    t = time.perf_counter()
+    t = time.process_time()  # this process's CPU: the machine's load does not move it
     with pytest.raises(StructureError):
         check_structure(data, "x")
-    assert time.perf_counter() - t < 1.0  # it stops at the limit: milliseconds
+    assert time.process_time() - t < 1.0  # it stops at the limit: milliseconds
 
 
 def test_real_images_pass_the_structure_guard():

@@ -98,9 +98,9 @@ def test_json_pixel_array_refused_before_conversion(backend):
     body = ("[" + ",".join(["0"] * 2000) + "]").encode()
     raw = b'{"pixels": [[' + b",".join([body] * 2000) + b"]]}"
     with TestClient(app) as c:
-        t = time.perf_counter()
+        t = time.process_time()  # the process's CPU (the app runs in its threads), not wall
         r = post_json(c, raw)
-        took = time.perf_counter() - t
+        took = time.process_time() - t
     assert r.status_code == 413 and "values" in r.json()["error"], r.text
     assert took < 1.0, took  # refused from a byte count, before parsing (was 1.6 s)
 
@@ -110,10 +110,10 @@ def test_request_pixel_cap_refuses_before_decoding(client):
     as a whole from their headers."""
     bomb = png(2000, value=0)
     assert len(bomb) < 8000
-    t = time.perf_counter()
+    t = time.process_time()  # the process's CPU, whatever else the machine runs
     r = client.post("/v1/predict", files=[("f", (f"{i}.png", bomb)) for i in range(64)])
     assert r.status_code == 413 and "pixels in all" in r.json()["error"], r.text
-    assert time.perf_counter() - t < 1.0
+    assert time.process_time() - t < 1.0
     b64 = base64.b64encode(bomb).decode()
     r = post_json(client, json.dumps({"images": [b64] * 64}).encode())
     assert r.status_code == 413
@@ -232,8 +232,10 @@ def test_slow_body_times_out(backend):
             b"Content-Length: 5000\r\n\r\n" + png()[:20],
         )
         took = time.perf_counter() - t
+    # the 408 itself says the server gave up (the client would wait for ever); only the
+    # lower bound is a time, and load can only lengthen it
     assert status == 408 and "read-timeout" in json.loads(body)["error"]
-    assert 0.4 < took < 3
+    assert took > 0.4
 
 
 def test_404_405_have_the_error_shape(client):

@@ -15,7 +15,7 @@ import math
 import os
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from cnnlab.errors import CnnlabError, choices_msg
 from cnnlab.runs.files import atomic_write_text
@@ -24,9 +24,21 @@ METHODS = ("msp", "energy")
 OOD_FILE = "ood.json"
 
 
-def ood_score(
-    logits: torch.Tensor, method: str = "energy", temperature: float = 1.0
-) -> torch.Tensor:
+def ood_score(logits, method: str = "energy", temperature: float = 1.0):
+    """Higher means more in-distribution: the max softmax probability (msp) or the energy
+    score T·logsumexp(z/T). A torch tensor gives a tensor; a numpy array gives an array by
+    the same formula (what a server without torch computes)."""
+    if method not in METHODS:
+        raise CnnlabError(choices_msg("OOD score", method, METHODS))
+    if isinstance(logits, np.ndarray):
+        z = logits.astype(np.float32) / (1.0 if method == "msp" else temperature)
+        top = z.max(1)
+        total = np.exp(z - top[:, None]).sum(1)
+        if method == "msp":
+            return 1.0 / total  # exp(max - max) / Σ exp(z - max)
+        return temperature * (top + np.log(total))
+    import torch
+
     logits = logits.float()
     if method == "msp":
         return torch.softmax(logits, 1).max(1).values
@@ -35,8 +47,10 @@ def ood_score(
     raise CnnlabError(choices_msg("OOD score", method, METHODS))
 
 
-def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
+def auroc(in_scores, out_scores) -> float:
     """Probability that a random in-distribution input scores above a random OOD one."""
+    import torch
+
     s = torch.cat([in_scores, out_scores]).double()
     ranks = torch.empty_like(s)
     order = s.argsort()
@@ -49,12 +63,14 @@ def auroc(in_scores: torch.Tensor, out_scores: torch.Tensor) -> float:
     return float((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
 
 
-def threshold_at_tpr(in_scores: torch.Tensor, tpr: float = 0.95) -> float:
+def threshold_at_tpr(in_scores, tpr: float = 0.95) -> float:
     """Score above which a fraction ``tpr`` of in-distribution inputs lie."""
+    import torch
+
     return float(torch.quantile(in_scores.double(), 1 - tpr))
 
 
-def fpr_at_tpr(in_scores: torch.Tensor, out_scores: torch.Tensor, tpr: float = 0.95) -> float:
+def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
     t = threshold_at_tpr(in_scores, tpr)
     return float((out_scores >= t).double().mean())
 
@@ -81,7 +97,7 @@ def load_ood(run_dir: str | os.PathLike) -> dict | None:
     return None
 
 
-def ood_flags(logits: torch.Tensor, ood: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scores, is_ood) for a batch of logits under a stored threshold."""
+def ood_flags(logits, ood: dict):
+    """(scores, is_ood) for a batch of logits (torch or numpy) under a stored threshold."""
     s = ood_score(logits, ood["method"], ood.get("temperature", 1.0))
     return s, s < ood["threshold"]

@@ -43,6 +43,12 @@ from torch import nn
 
 from cnnlab._version import __version__
 from cnnlab.analysis.ood import load_ood
+from cnnlab.deploy.onnx_runtime import (
+    META_KEY,
+    ort_session,
+    read_onnx_metadata,
+    to_layout,
+)
 from cnnlab.errors import CnnlabError, choices_msg
 from cnnlab.runs.files import (
     FILE_MODE,
@@ -62,7 +68,6 @@ from cnnlab.runs.load import (
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 QUANT_MODES = ("static", "dynamic")
 EXPORT_FORMAT = "cnnlab-export/1"
-META_KEY = "cnnlab"  # ONNX metadata_props key / extra-file name (cnnlab.json) holding metadata
 MAX_ABS_LOGIT_DIFF = 1e-4
 UINT8_LOGIT_DIFF = 1e-3  # the in-graph resize at scale 1 adds float rounding
 GOLDEN_TOL = 1e-3  # |Δlogit| a runtime may differ by on the golden images (fp32)
@@ -418,36 +423,6 @@ def _with_onnx_metadata(data: bytes, md: dict) -> bytes:
     return m.SerializeToString()
 
 
-def read_onnx_metadata(path_or_bytes) -> dict:
-    """The cnnlab metadata of an exported ONNX file (from its metadata_props)."""
-    return session_metadata(ort_session(path_or_bytes), path_or_bytes)
-
-
-def session_metadata(sess, source) -> dict:
-    """The cnnlab metadata of an ONNX Runtime session's model (``source`` names it)."""
-    md = sess.get_modelmeta().custom_metadata_map
-    if META_KEY not in md:
-        raise CnnlabError(f"{source}: not a cnnlab export (no '{META_KEY}' metadata)")
-    return json.loads(md[META_KEY])
-
-
-def ort_session(path_or_bytes, threads: int = 0):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
-    try:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise CnnlabError(
-            f"cannot load ONNX model {str(path_or_bytes)[:80]}: {str(e)[:160]}"
-        ) from None
-
-
 def _write_torchscript(wrapper, example, md) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -552,11 +527,6 @@ def default_out(run, fmt: str, int8: bool = False, input_kind: str = "float") ->
 def companion(out: Path, what: str) -> Path:
     """The files beside an export: ``<file>.json`` (sidecar), ``.golden.json``, ``.parity.json``."""
     return out.with_name(out.name + ("" if what == "meta" else f".{what}") + ".json")
-
-
-def to_layout(u8: np.ndarray, layout: str) -> np.ndarray:
-    """uint8 (B, C, S, S) → the export's layout."""
-    return np.ascontiguousarray(u8.transpose(0, 2, 3, 1) if layout == "NHWC" else u8)
 
 
 def export_input(u8: np.ndarray, md: dict) -> np.ndarray:

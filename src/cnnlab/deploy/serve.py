@@ -33,20 +33,10 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 import numpy as np
-import torch
 from fastapi import Request
 
 from cnnlab.deploy.bodies import InputError, Limits, parse_request, short, to_batch
-from cnnlab.deploy.explore import add_explore_routes
-from cnnlab.deploy.export import (
-    example_pixels,
-    export_metadata,
-    onnx_bytes,
-    ort_session,
-    pixel_model,
-    session_metadata,
-    to_layout,
-)
+from cnnlab.deploy.onnx_runtime import ort_session, session_metadata, to_layout
 from cnnlab.deploy.security import is_loopback, send_error
 from cnnlab.errors import CnnlabError, choices_msg
 
@@ -143,7 +133,11 @@ class TorchBackend(Backend):
     name = "torch"
     saliency_available = True
 
+    # torch loads with this backend only: an exported .onnx is served without it (a
+    # serving-only install has no torch at all)
     def __init__(self, run, which: str = "best"):
+        from cnnlab.deploy.export import export_metadata, pixel_model
+
         self.run, self.which = run, which  # the explore page reads the run itself
         self.model, meta = pixel_model(run, which)
         for p in self.model.parameters():
@@ -153,11 +147,14 @@ class TorchBackend(Backend):
         # saliency request, not at start: a server that only classifies never pays for it
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             return self.model(torch.from_numpy(x)).float().numpy()
 
     def saliency(self, x: np.ndarray, target: int) -> np.ndarray:
         """|∂ logit_target / ∂ pixels| (Simonyan et al. 2014) via Captum, max over channels."""
+        import torch
         from captum.attr import Saliency
 
         xt = torch.from_numpy(x).requires_grad_(True)
@@ -202,8 +199,6 @@ def open_backend(target, backend: str = "auto", threads: int = 0, which: str = "
     """A run directory / checkpoint (torch or ONNX backend) or an exported ``.onnx`` file."""
     if backend not in ("auto", "torch", "onnx"):
         raise CnnlabError(choices_msg("backend", backend, ("auto", "torch", "onnx")))
-    if threads:
-        torch.set_num_threads(threads)
     p = Path(target)
     if p.suffix == ".onnx":
         if backend == "torch":
@@ -215,6 +210,12 @@ def open_backend(target, backend: str = "auto", threads: int = 0, which: str = "
         raise CnnlabError(
             f"{target}: serve a run directory, a .safetensors checkpoint or a .onnx export"
         )
+    import torch  # a run (not an export) needs torch whichever backend serves it
+
+    from cnnlab.deploy.export import example_pixels, export_metadata, onnx_bytes, pixel_model
+
+    if threads:
+        torch.set_num_threads(threads)
     if backend in ("auto", "torch"):
         return TorchBackend(target, which)
     # ONNX from a run: export in memory (the same graph `cnnlab export` writes)
@@ -668,7 +669,7 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
         p /= p.sum(1, keepdims=True)
         scores = None
         if ood:
-            sc_, fl = ood_flags(torch.from_numpy(np.ascontiguousarray(logits)), ood)
+            sc_, fl = ood_flags(np.asarray(logits), ood)
             scores = list(zip(sc_.tolist(), fl.tolist(), strict=True))
         out = []
         # whole-batch numpy, then plain Python: per-row numpy calls cost more than the model
@@ -854,6 +855,8 @@ def create_app(backend: Backend, config: ServeConfig | None = None, fast_predict
 
     app.openapi = openapi
     if isinstance(backend, TorchBackend):  # the explore page needs the run's own weights
+        from cnnlab.deploy.explore import add_explore_routes
+
         add_explore_routes(app, backend.run, backend.which, batcher.run_alone)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if assets is not None:
