@@ -40,6 +40,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     argv = [sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--device", "cpu"]
     argv += sum((["--set", s] for s in SETS), [])
     argv += ["--epochs", "2", "--runs-dir", str(tmp_path), "--name", "two"]
+    argv += ["--report-to", "tensorboard"]  # rank 0 only
     p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "DDP 2 ranks (gloo)" in p.stdout
@@ -52,6 +53,14 @@ def test_two_gloo_processes_match_one(tmp_path):
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-4)
     ra, rb = read_metrics(one.run_dir), read_metrics(two)
     assert [m["epoch"] for m in rb] == [1, 2]  # one line per epoch: only rank 0 writes
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1  # one writer
+    acc = EventAccumulator(str(two / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("test_loss")] == [
+        (m["epoch"], pytest.approx(m["test_loss"], rel=1e-6)) for m in rb
+    ]
     for x, y in zip(ra, rb, strict=True):
         for k in ("train_loss", "test_loss"):
             assert y[k] == pytest.approx(x[k], rel=1e-5), k

@@ -56,6 +56,16 @@ def test_tensorboard_and_mlflow_hold_the_run(tmp_path, monkeypatch, mlflow_uri):
         assert [s for s, _ in tb[key]] == [1, 2]
         assert [v for _, v in tb[key]] == pytest.approx([r[key] for r in rows], rel=1e-6)
     assert {"confusion_matrix", "test_predictions"} <= set(tb["_images"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    hp = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["optim.name"].string_value == "adam"
+    exp = plugin_data_pb2.HParamsPluginData.FromString(hp["_hparams_/experiment"])
+    assert "test_acc" in {m.name.tag for m in exp.experiment.metric_infos}
 
     from mlflow.tracking import MlflowClient
 

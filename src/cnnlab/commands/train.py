@@ -146,6 +146,7 @@ _FLAGS = {
     "name": "--name",
     "runs_dir": "--runs-dir",
     "resume": "--resume",
+    "report_to": "--report-to",
 }
 
 

@@ -111,6 +111,9 @@ class Trackers(Callback):
         if not self.sinks:
             return
         try:
+            if trainer.history:  # the hyper-parameters beside the run's final numbers
+                for s in self.sinks:
+                    s.hparams(flat_params(trainer.cfg.to_dict()), numeric(trainer.history[-1]))
             figures = end_figures(trainer)
             for name, fig in figures:
                 for s in self.sinks:
@@ -212,6 +215,13 @@ class TensorBoardSink:
             self.w.add_scalar(k, v, step)
         self.w.flush()
 
+    def hparams(self, params: dict, final: dict) -> None:
+        """TensorBoard's HParams view: the config, with the epoch scalars as its metrics."""
+        from torch.utils.tensorboard.summary import hparams
+
+        for summary in hparams(params, final):  # experiment, session start, session end
+            self.w.file_writer.add_summary(summary)
+
     def figure(self, name: str, fig, step: int) -> None:
         self.w.add_figure(name, fig, step, close=False)
 
@@ -277,6 +287,9 @@ class MlflowSink:
         self.client.log_batch(
             self.run_id, metrics=[mlflow.entities.Metric(k, v, ts, step) for k, v in values.items()]
         )
+
+    def hparams(self, params: dict, final: dict) -> None:
+        pass  # logged as the run's params at its start
 
     def figure(self, name: str, fig, step: int) -> None:
         self.client.log_figure(self.run_id, fig, f"figures/{name}.png")
