@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from cnnlab.commands._common import add_data_args, add_device_arg, add_recipe_args
 
 ORDER = 11
@@ -77,6 +79,8 @@ def run(args) -> int:
         raise CnnlabError(f"--out {str(out)!r} is a file; give a folder")
     res = sweep_config(cfg, None, args.quiet, args.start_lr, args.end_lr, args.steps, args.method)
     path = write_result(res, out)
+    if res.warning:
+        print(res.warning, file=sys.stderr)
     print(
         f"suggested LR {res.suggestion:.2e} ({res.method}; "
         + (

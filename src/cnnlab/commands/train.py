@@ -116,9 +116,15 @@ def run(args) -> int:
     total = sum(m["seconds"] + m.get("eval_seconds", 0) for m in res.history)
     if "test_acc" in f:  # a classifier (a resumed GAN run has no test accuracy)
         b = res.best  # chosen on validation accuracy, never on the test set
+        how = (
+            f"mean val accuracy of epochs {b['epoch'] - 2}-{b['epoch']} {b['val_acc_smooth']:.4f}"
+            if b and "val_acc_smooth" in b
+            else f"val accuracy {b['val_acc']:.4f}"
+            if b
+            else ""
+        )
         best = (
-            f"best checkpoint: epoch {b['epoch']} by val accuracy {b['val_acc']:.4f}, "
-            f"test accuracy {b['test_acc']:.4f}"
+            f"best checkpoint: epoch {b['epoch']} by {how}, test accuracy {b['test_acc']:.4f}"
             if b
             else "no validation split, so no best checkpoint: `last` is used"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from cnnlab.config import Config, apply_overrides, from_dict, load_recipe
@@ -75,6 +76,16 @@ def fit(
             )
         config = load_recipe(run / "config.yaml")
     cfg = build_config(config, recipe, overrides, **shortcuts)
+    if ds_obj is None and resume is None:  # an image folder: settings chosen from the data
+        from cnnlab.train.auto import choose, explicit_keys
+
+        flags = [SHORTCUTS[k] for k, v in shortcuts.items() if v is not None and k in SHORTCUTS]
+        lines, warnings = choose(cfg, explicit_keys(config, recipe, overrides, flags))
+        if not quiet and os.environ.get("RANK", "0") == "0":
+            for line in lines:
+                print(line, flush=True)
+            for line in warnings:
+                print(line, file=sys.stderr, flush=True)
     if ds_obj is not None:
         cfg.data.name = cfg.data.name if cfg.data.name else ds_obj.name
     if cfg.optim.lr == "auto":  # an LR range test first; config.yaml records its choice
