@@ -75,7 +75,7 @@ def crop(rng, src: np.ndarray, w: int, h: int) -> np.ndarray:
 def object_mask(rng, kind: str, w: int, h: int) -> tuple[np.ndarray, tuple]:
     """A soft mask of the object (a ball: an ellipse close to a circle; a box: a rotated
     rectangle) and its centre and size."""
-    s = rng.uniform(0.2, 0.6) * min(w, h)
+    s = rng.uniform(0.25, 0.6) * min(w, h)
     cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
     m = Image.new("L", (w, h), 0)
     d = ImageDraw.Draw(m)
@@ -98,7 +98,7 @@ def scene(rng, pool: list[np.ndarray], kind: str, w: int, h: int) -> np.ndarray:
     surf = crop(rng, pool[obj_i], w, h)
     # the objects' colours overlap but differ on average (balls warmer, boxes cooler), as
     # real classes differ in more than shape
-    tint = np.clip(np.asarray(TINT[kind]) + rng.normal(0, 0.2, size=3), 0, 1).astype(np.float32)
+    tint = np.clip(np.asarray(TINT[kind]) + rng.normal(0, 0.12, size=3), 0, 1).astype(np.float32)
     surf = np.clip(surf * 0.5 + tint * 0.5, 0, 1)
     mask, (cx, cy, s) = object_mask(rng, kind, w, h)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

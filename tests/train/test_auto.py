@@ -134,3 +134,9 @@ def test_cli_one_liner_says_what_it_chose(tmp_path, capsys, monkeypatch):
 def test_choose_leaves_other_datasets_alone():
     cfg = Config()
     assert choose(cfg, set()) == ([], []) and cfg.to_dict() == Config().to_dict()
+
+
+def test_imagenet_start_gets_the_model_and_normalisation_its_weights_need():
+    c, _ = chosen(survey(), overrides=["model.init_from=imagenet"])
+    assert c["model.name"] == "alexnet-torchvision" and c["data.size"] == 224
+    assert c["data.mean"] == [0.485, 0.456, 0.406] and c["optim.lr"] == pytest.approx(1e-4)

@@ -14,6 +14,8 @@ The rules (measured on a folder of 398 photos, docs/your-own-images.md):
   (AlexNet's five convs with batch norm, 3×3 kernels) at 64 px for fewer than 1,000
   training images, 96 px below 5,000, else 128 px — a small input keeps a small data set's
   model small; Adam at 1e-3; crop padding of 1/8 of the side.
+* **pretrained** (``model.init_from=imagenet``): ``alexnet-torchvision`` at 224 px with
+  ImageNet's mean and std, Adam at 1e-4.
 * **batch**: at most :data:`MAX_BATCH`, and at most a quarter of the training images (a
   power of two, ≥ 4 steps per epoch) — batch 256 on 221 images is one step per epoch.
   Smaller images keep their model; a batch shrunk below 256 gets its LR scaled by
@@ -40,6 +42,7 @@ TARGET_STEPS = 300  # optimiser steps a small folder gets (the epochs follow)
 MIN_EPOCHS, MAX_EPOCHS = 15, 60
 SMALL_TRAIN = 2000  # below this, a larger validation share
 SMALL_VAL_FRACTION = 0.2
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SMOOTH_BELOW = 200  # validation images under which one epoch's accuracy is too noisy
 AUTO_KEYS = (
     "model.name",
@@ -119,7 +122,15 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
     n_train = max(1, n_pool - (0 if sv.n_val_given else n_val))
     if cfg.data.train_limit:
         n_train = min(n_train, int(cfg.data.train_limit))
-    if photos:
+    pretrained = str(cfg.model.init_from).lower() == "imagenet"
+    if pretrained:
+        pick("model.name", "alexnet-torchvision", "the model torchvision's ImageNet weights fit")
+        pick(
+            "data.size", min(224, sv.median_short), "the input size the ImageNet weights learnt at"
+        )
+        pick("data.mean", list(IMAGENET_MEAN), "the ImageNet weights' input normalisation")
+        pick("data.std", list(IMAGENET_STD), "the ImageNet weights' input normalisation")
+    elif photos:
         pick(
             "model.name",
             "alexnet-cifar",
@@ -133,9 +144,11 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
             f"{n_train:,} training images: a small input keeps the model small "
             f"(the photos' median shorter side is {sv.median_short:,} px)",
         )
-        size = int(get_value(cfg, "data.size", side) or side)
+    if pretrained or photos:
+        size = int(get_value(cfg, "data.size", 0) or sv.median_short)
         if "crop" in str(cfg.data.augment) or cfg.data.augment == "auto":
             pick("data.pad", max(2, size // 8), "random crops shift by up to 1/8 of the side")
+    photos = photos or pretrained
     cap = MAX_BATCH if photos else cfg.train.batch_size
     batch = min(cap, _pow2_at_most(n_train / 4))
     if batch != cfg.train.batch_size:
@@ -147,7 +160,9 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
         )
     bs = cfg.train.batch_size
     if cfg.optim.lr != "auto":
-        if photos and cfg.optim.name == "adam" and cfg.model.name.startswith("alexnet"):
+        if pretrained and cfg.optim.name == "adam":
+            pick("optim.lr", 1e-4, "Adam's fine-tuning rate: trained weights need small steps")
+        elif photos and cfg.optim.name == "adam" and cfg.model.name.startswith("alexnet"):
             pick("optim.lr", 1e-3, "Adam's rate for a batch-norm AlexNet at a small batch")
         elif bs < 256 and "train.batch_size" not in given and cfg.optim.name == "adam":
             lr = float(f"{cfg.optim.lr * math.sqrt(bs / 256):.2g}")
