@@ -33,13 +33,13 @@ def chosen(sv, given=(), overrides=()):
 
 def test_a_few_hundred_photos_get_a_photo_recipe():
     c, cfg = chosen(survey())
-    assert c["model.name"] == "alexnet-cifar" and c["data.size"] == 64
+    assert c["model.name"] == "alexnet-cifar" and c["data.size"] == 32
     assert c["data.val_fraction"] == 0.2 and c["train.select"] == "smooth"
     n_train = 247 - round(247 * 0.2)
     assert c["train.batch_size"] <= n_train / 4 and c["train.batch_size"] == 32
-    assert c["optim.lr"] == pytest.approx(1e-3)
+    assert c["optim.lr"] == pytest.approx(3e-4)
     assert MIN_EPOCHS <= c["train.epochs"] <= MAX_EPOCHS
-    assert cfg.train.batch_size == 32 and cfg.data.args["size"] == 64  # applied to the config
+    assert cfg.train.batch_size == 32 and cfg.data.args["size"] == 32  # applied to the config
 
 
 def test_batch_is_a_fraction_of_a_tiny_training_set():
@@ -140,3 +140,16 @@ def test_imagenet_start_gets_the_model_and_normalisation_its_weights_need():
     c, _ = chosen(survey(), overrides=["model.init_from=imagenet"])
     assert c["model.name"] == "alexnet-torchvision" and c["data.size"] == 224
     assert c["data.mean"] == [0.485, 0.456, 0.406] and c["optim.lr"] == pytest.approx(1e-4)
+
+
+def test_photos_recipe_leaves_the_folder_dependent_keys_to_the_folder(tmp_path):
+    from cnnlab.config import load_recipe
+
+    root = photo_folder(tmp_path / "p")
+    cfg = load_recipe("photos")
+    apply_overrides(cfg, [f"data.data_dir={root}"])
+    given = explicit_keys(None, "photos", [], ["data.data_dir"])
+    assert {"model.name", "optim.lr"} <= given and "train.batch_size" not in given
+    lines, _ = choose(cfg, given)
+    assert not any(ln.startswith(("auto: model.name", "auto: optim.lr")) for ln in lines)
+    assert cfg.train.batch_size <= 19 / 4 and cfg.data.args["size"] == 32
