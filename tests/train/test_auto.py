@@ -33,13 +33,13 @@ def chosen(sv, given=(), overrides=()):
 
 def test_a_few_hundred_photos_get_a_photo_recipe():
     c, cfg = chosen(survey())
-    assert c["model.name"] == "alexnet-cifar" and c["data.size"] == 32
+    assert c["model.name"] == "alexnet-cifar" and c["data.size"] == 64
     assert c["data.val_fraction"] == 0.2 and c["train.select"] == "smooth"
     n_train = 247 - round(247 * 0.2)
     assert c["train.batch_size"] <= n_train / 4 and c["train.batch_size"] == 32
-    assert c["optim.lr"] == pytest.approx(3e-4)
+    assert c["optim.lr"] == pytest.approx(1e-3)
     assert MIN_EPOCHS <= c["train.epochs"] <= MAX_EPOCHS
-    assert cfg.train.batch_size == 32 and cfg.data.args["size"] == 32  # applied to the config
+    assert cfg.train.batch_size == 32 and cfg.data.args["size"] == 64  # applied to the config
 
 
 def test_batch_is_a_fraction_of_a_tiny_training_set():
@@ -152,4 +152,13 @@ def test_photos_recipe_leaves_the_folder_dependent_keys_to_the_folder(tmp_path):
     assert {"model.name", "optim.lr"} <= given and "train.batch_size" not in given
     lines, _ = choose(cfg, given)
     assert not any(ln.startswith(("auto: model.name", "auto: optim.lr")) for ln in lines)
-    assert cfg.train.batch_size <= 19 / 4 and cfg.data.args["size"] == 32
+    assert cfg.train.batch_size <= 19 / 4 and cfg.data.args["size"] == 64
+
+
+def test_print_config_shows_what_the_folder_chose(tmp_path, capsys):
+    root = photo_folder(tmp_path / "p")
+    argv = ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--print-config"]
+    assert main([*argv, "--batch-size", "2"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)  # the YAML alone: the choices are in it
+    assert cfg["model"]["name"] == "alexnet-cifar" and cfg["train"]["batch_size"] == 2
+    assert cfg["data"]["size"] == 64 and cfg["train"]["select"] == "smooth"
