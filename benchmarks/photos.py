@@ -103,7 +103,8 @@ def main(argv=None) -> int:
                 cfg = yaml.safe_load((run / "config.yaml").read_text())
                 row["settings"] = {
                     "model": cfg["model"]["name"],
-                    "size": cfg["data"].get("size"),
+                    "size": cfg["data"].get("size")  # or the side the loader chose
+                    or json.loads((run / "split.json").read_text())["decode"]["size"],
                     "batch": cfg["train"]["batch_size"],
                     "lr": cfg["optim"]["lr"],
                     "epochs": cfg["train"]["epochs"],

@@ -162,3 +162,12 @@ def test_print_config_shows_what_the_folder_chose(tmp_path, capsys):
     cfg = yaml.safe_load(capsys.readouterr().out)  # the YAML alone: the choices are in it
     assert cfg["model"]["name"] == "alexnet-cifar" and cfg["train"]["batch_size"] == 2
     assert cfg["data"]["size"] == 64 and cfg["train"]["select"] == "smooth"
+
+
+def test_lr_find_on_a_folder_sweeps_the_model_the_run_would_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNLAB_PROGRESS", "0")
+    root = photo_folder(tmp_path / "p")
+    argv = ["lr-find", "--dataset", "imagefolder", "--data-dir", str(root), "--steps", "5",
+            "--quiet", "--device", "cpu", "--set", f"run.runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "runs" / "lr-find-alexnet-cifar-imagefolder" / "lr_find.json").is_file()

@@ -60,10 +60,7 @@ def run(args) -> int:
     from cnnlab.train.lr_find import sweep_config, write_result
     from cnnlab.train.validate import validate
 
-    cfg = build_config(
-        None,
-        args.recipe,
-        args.overrides,
+    shortcuts = dict(
         model=args.model,
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -71,6 +68,11 @@ def run(args) -> int:
         device=args.device,
         seed=args.seed,
     )
+    cfg = build_config(None, args.recipe, args.overrides, **shortcuts)
+    from cnnlab.train.api import flag_keys
+    from cnnlab.train.auto import apply
+
+    apply(cfg, None, args.recipe, args.overrides, flag_keys(shortcuts), args.quiet)  # a folder
     validate(cfg)
     out = Path(args.out or Path(cfg.run.runs_dir) / f"lr-find-{cfg.model.name}-{cfg.data.name}")
     if out.exists() and not out.is_dir():

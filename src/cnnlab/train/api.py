@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from cnnlab.config import Config, apply_overrides, from_dict, load_recipe
@@ -50,6 +49,11 @@ def build_config(
     return apply_overrides(cfg, extra)
 
 
+def flag_keys(shortcuts: dict) -> list[str]:
+    """The config keys the given shortcut arguments (``epochs=5`` …) set."""
+    return [SHORTCUTS[k] for k, v in shortcuts.items() if v is not None and k in SHORTCUTS]
+
+
 def fit(
     config: Config | dict | None = None,
     *,
@@ -77,15 +81,9 @@ def fit(
         config = load_recipe(run / "config.yaml")
     cfg = build_config(config, recipe, overrides, **shortcuts)
     if ds_obj is None and resume is None:  # an image folder: settings chosen from the data
-        from cnnlab.train.auto import choose, explicit_keys
+        from cnnlab.train.auto import apply
 
-        flags = [SHORTCUTS[k] for k, v in shortcuts.items() if v is not None and k in SHORTCUTS]
-        lines, warnings = choose(cfg, explicit_keys(config, recipe, overrides, flags))
-        if not quiet and os.environ.get("RANK", "0") == "0":
-            for line in lines:
-                print(line, flush=True)
-            for line in warnings:
-                print(line, file=sys.stderr, flush=True)
+        apply(cfg, config, recipe, overrides, flag_keys(shortcuts), quiet)
     if ds_obj is not None:
         cfg.data.name = cfg.data.name if cfg.data.name else ds_obj.name
     if cfg.optim.lr == "auto":  # an LR range test first; config.yaml records its choice
@@ -96,4 +94,4 @@ def fit(
     return Trainer(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
 
 
-__all__ = ["SHORTCUTS", "build_config", "fit"]
+__all__ = ["SHORTCUTS", "build_config", "fit", "flag_keys"]

@@ -31,6 +31,8 @@ The rules (measured on a folder of 398 photos, docs/your-own-images.md):
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,6 +225,18 @@ def choose(cfg: Config, given: set[str]) -> tuple[list[str], list[str]]:
             f"points of accuracy); {how}"
         )
     return lines, warnings
+
+
+def apply(cfg: Config, config=None, recipe=None, overrides=None, flag_keys=(), quiet=False):
+    """:func:`choose` with the keys the user gave (:func:`explicit_keys`), its lines printed
+    (stdout; warnings on stderr) unless ``quiet`` or not the first rank. Returns ``cfg``."""
+    lines, warnings = choose(cfg, explicit_keys(config, recipe, overrides, flag_keys))
+    if not quiet and os.environ.get("RANK", "0") == "0":
+        for line in lines:
+            print(line, flush=True)
+        for line in warnings:
+            print(line, file=sys.stderr, flush=True)
+    return cfg
 
 
 def describe(sv: FolderSurvey) -> str:
