@@ -504,7 +504,7 @@ def photos(rs: list[dict]) -> list[str]:
                     f"{st['model']}, {side}, batch {st['batch']}, Adam {st['lr']:g}, "
                     f"{st['epochs']} epochs, val {st['val_fraction']:g}, select {st['select']}"
                 )
-                groups.setdefault((name, what), []).append(r)
+                groups.setdefault((name, what), []).append({**r, "_commit": d["commit"][:7]})
     lines = [
         "## A folder of photos: the one-liner against hand-tuned runs",
         "",
@@ -515,13 +515,14 @@ def photos(rs: list[dict]) -> list[str]:
         "checkpoint the run serves (best where kept, else last) and of the last epoch, mean "
         "± sd over the seeds listed.",
         "",
-        "| arm | settings (as chosen or given) | seeds | test accuracy | last epoch |",
-        "|---|---|---|---:|---:|",
+        "| arm | settings (as chosen or given) | code | seeds | test accuracy | last epoch |",
+        "|---|---|---|---|---:|---:|",
     ]
     for (name, what), runs in groups.items():
         runs = sorted(runs, key=lambda r: r["seed"])
+        code = ", ".join(f"`{c}`" for c in dict.fromkeys(r["_commit"] for r in runs))
         lines.append(
-            f"| {name} | {what} | {', '.join(str(r['seed']) for r in runs)} | "
+            f"| {name} | {what} | {code} | {', '.join(str(r['seed']) for r in runs)} | "
             f"{mean_sd([r['test_acc'] for r in runs])} | "
             f"{mean_sd([r['last_test_acc'] for r in runs])} |"
         )

@@ -2,8 +2,7 @@
 
 ``val``: the epoch's validation accuracy. ``smooth``: its mean over the last
 :data:`WINDOW` epochs — on a small validation set one image moves a single epoch's
-accuracy by whole points, so a maximum over epochs picks noise (a run on 24 validation
-images kept an epoch at 45.8 % test accuracy while its last one had 64.7 %). The smoothed
+accuracy by whole points, so a maximum over epochs picks the luckiest epoch. The smoothed
 score exists only once a full window has been seen (or all epochs, in a shorter run), and
 is recorded in the epoch's metrics as ``val_acc_smooth``.
 """
