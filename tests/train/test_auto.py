@@ -140,6 +140,7 @@ def test_imagenet_start_gets_the_model_and_normalisation_its_weights_need():
     c, _ = chosen(survey(), overrides=["model.init_from=imagenet"])
     assert c["model.name"] == "alexnet-torchvision" and c["data.size"] == 224
     assert c["data.mean"] == [0.485, 0.456, 0.406] and c["optim.lr"] == pytest.approx(1e-4)
+    assert c["data.channels"] == 3
 
 
 def test_photos_recipe_leaves_the_folder_dependent_keys_to_the_folder(tmp_path):

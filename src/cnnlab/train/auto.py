@@ -56,6 +56,9 @@ AUTO_KEYS = (
     "optim.lr",
     "train.epochs",
     "train.select",
+    "data.channels",  # these three with model.init_from=imagenet
+    "data.mean",
+    "data.std",
 )
 
 
@@ -131,6 +134,7 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
         pick(
             "data.size", min(224, sv.median_short), "the input size the ImageNet weights learnt at"
         )
+        pick("data.channels", 3, "the ImageNet weights take colour input (grey is replicated)")
         pick("data.mean", list(IMAGENET_MEAN), "the ImageNet weights' input normalisation")
         pick("data.std", list(IMAGENET_STD), "the ImageNet weights' input normalisation")
     elif photos:
