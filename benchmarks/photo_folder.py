@@ -5,8 +5,8 @@
 Two classes, ``ball`` and ``box``: a round or a box-shaped object photographed on a real
 background. Every picture is built from the photographs shipped in scikit-image's
 ``skimage.data`` (astronaut, brick, camera, cat, coffee, coins, grass, gravel, Hubble deep
-field, motorcycle, rocket, …; public domain or CC0/CC-BY, see skimage's README in that
-module): a random crop of one, scaled, flipped and colour-shifted, is the background; a
+field, motorcycle, rocket, …; most are public domain or CC0 by their docstrings there, the
+rest as scikit-image distributes them; nothing is downloaded): a random crop of one, scaled, flipped and colour-shifted, is the background; a
 crop of another is the object's surface, shaded by a light from a random side, with a
 soft shadow. Then what a phone adds: a lighting gradient and vignette, defocus blur,
 sensor noise, JPEG compression at quality 70–95, and a size drawn from common camera
