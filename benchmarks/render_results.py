@@ -488,6 +488,47 @@ def imbalance(rs: list[dict]) -> list[str]:
     return lines
 
 
+def photos(rs: list[dict]) -> list[str]:
+    """One table from every ``photos`` record (one per arm and seed run of
+    ``benchmarks/photos.py``): runs grouped by arm and the settings the run used."""
+    recs = [d for d in rs if d["kind"] == "photos"]
+    if not recs:
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    for d in recs:
+        for name, a in d["arms"].items():
+            for r in a["runs"]:
+                st = r["settings"]
+                side = f"{st['size']} px" if st["size"] else "the loader's side"
+                what = (
+                    f"{st['model']}, {side}, batch {st['batch']}, Adam {st['lr']:g}, "
+                    f"{st['epochs']} epochs, val {st['val_fraction']:g}, select {st['select']}"
+                )
+                groups.setdefault((name, what), []).append({**r, "_commit": d["commit"][:7]})
+    lines = [
+        "## A folder of photos: the one-liner against hand-tuned runs",
+        "",
+        "398 phone-camera-like JPEGs of two classes (`benchmarks/photo_folder.py`: real "
+        "photographs from scikit-image as backgrounds and textures, 640 × 480 to 2592 × "
+        "1944; `train/` 247 files with one placeholder GIF, `val/` 152 = the test set), "
+        "each arm trained from scratch with `cnnlab train` on the CPU; test accuracy of the "
+        "checkpoint the run serves (best where kept, else last) and of the last epoch, mean "
+        "± sd over the seeds listed.",
+        "",
+        "| arm | settings (as chosen or given) | code | seeds | test accuracy | last epoch |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for (name, what), runs in groups.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        code = ", ".join(f"`{c}`" for c in dict.fromkeys(r["_commit"] for r in runs))
+        lines.append(
+            f"| {name} | {what} | {code} | {', '.join(str(r['seed']) for r in runs)} | "
+            f"{mean_sd([r['test_acc'] for r in runs])} | "
+            f"{mean_sd([r['last_test_acc'] for r in runs])} |"
+        )
+    return lines + [""]
+
+
 def sources(rs: list[dict]) -> list[str]:
     lines = [
         "## Sources",
@@ -532,6 +573,7 @@ def render(rs: list[dict] | None = None) -> str:
         + finetune(rs)
         + folder_parity(rs)
         + imbalance(rs)
+        + photos(rs)
     )
     return "\n".join(head + body + sources(rs)).rstrip() + "\n"
 

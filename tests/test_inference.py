@@ -61,6 +61,10 @@ def test_views_are_what_training_augmented_with():
     both = tta_views(_meta(["crop", "flip", "noise"]))
     assert len(both) == 10 and sum(v.flip for v in both) == 5  # noise has no view
     assert names(tta_views(_meta(["crop"], pad=4)))[1] == "shift(-2,+0)"
+    # proportional to the image: 224 px → 7 px (not half of a 2-px pad); 28 px → 1 px
+    photo = {**_meta(["crop"], pad=2), "input": {"size": 224, "channels": 3}}
+    assert names(tta_views(photo))[1] == "shift(-7,+0)"
+    assert names(tta_views({**_meta(["crop"]), "input": {"size": 28}}))[1] == "shift(-1,+0)"
     # older checkpoints: the config's data.augment, 'auto' → the dataset's default
     assert names(tta_views(_meta(config_augment="flip"))) == ["original", "flip"]
     assert len(tta_views(_meta(), dataset_default="crop,flip")) == 10

@@ -16,6 +16,7 @@ from cnnlab.train.validate import validate
         ("lenet5-cifar10", "lenet5"),
         ("lenet5-mnist", "lenet5"),
         ("lenet5-fashion-mnist", "lenet5"),
+        ("photos", "alexnet-cifar"),
     ],
 )
 def test_recipe(recipe, model):

@@ -130,6 +130,12 @@ class TrainConfig:
     adv_random_start: bool = True
     steps_per_epoch: int = 0  # labels_per_class runs: steps per epoch (0 = auto)
     early_stop: int = 0  # patience in epochs on val_acc (needs data.val_fraction > 0); 0 = off
+    # the best checkpoint: val (the epoch's validation accuracy) or smooth (its mean over the
+    # last 3 epochs: a small validation set's single epochs are noise)
+    select: str = "val"
+    # imagefolder: choose model, input size, batch, LR, epochs and the validation share from
+    # the folder for every such key not given (train/auto.py); false = the plain defaults
+    auto: bool = True
     diagnostics: bool = True  # gradient flow + activation stats → <run>/gradients.jsonl
     report: bool = False  # write <run>/report.html when training ends (`cnnlab train`: on)
     snapshots: bool = True  # first layers' weights each epoch → <run>/snapshots/ (explore)
@@ -343,6 +349,7 @@ def check_values(cfg: Config) -> Config:
 
 
 SAMPLERS = ("random", "balanced")
+SELECTS = ("val", "smooth")
 
 
 def imbalance_checks(cfg: Config) -> list[tuple[bool, str]]:
@@ -358,6 +365,10 @@ def imbalance_checks(cfg: Config) -> list[tuple[bool, str]]:
         (
             cfg.data.sampler in SAMPLERS,
             choices_msg("data.sampler", cfg.data.sampler, SAMPLERS),
+        ),
+        (
+            cfg.train.select in SELECTS,
+            choices_msg("train.select", cfg.train.select, SELECTS),
         ),
         (
             named or (listed and len(w) > 0),

@@ -112,6 +112,7 @@ class View(NamedTuple):
 
 
 TTA_OPS = ("flip", "crop")  # deterministic views exist for these; noise/erase have none
+TTA_SHIFT_DIV = 32  # TTA shifts are at least 1/32 of the image's side
 
 
 def trained_augment(meta: dict, dataset_default: str | None = None) -> tuple[str, ...]:
@@ -146,15 +147,19 @@ def _dataset_augment(meta: dict) -> str | None:
 
 def tta_views(meta: dict, dataset_default: str | None = None) -> list[View]:
     """The views TTA averages over: exactly what the run's training augmentation allows.
-    The original; its mirror image when trained with ``flip``; shifts by ±max(1, pad // 2)
-    pixels up, down, left and right (of each of those) when trained with ``crop`` (random
-    crops of a ``data.pad``-padded image). A run trained without flip or crop has no view
-    to add: an error that says so."""
+    The original; its mirror image when trained with ``flip``; shifts up, down, left and
+    right (of each of those) when trained with ``crop`` (random crops of a
+    ``data.pad``-padded image), by max(1, pad // 2, side / :data:`TTA_SHIFT_DIV`) pixels —
+    proportional to the image: a 224-px photo moves by 7 px, where half a 2-px pad would be
+    1 px and change nothing. A run trained without flip or crop has no view to add: an
+    error that says so."""
     ops = trained_augment(meta, dataset_default)
     pad = meta.get("config", {}).get("data", {}).get("pad", 2)
     pad = pad if isinstance(pad, int) and not isinstance(pad, bool) else 2
+    side = (meta.get("input") or {}).get("size")
+    side = side if isinstance(side, int) and not isinstance(side, bool) else 0
     flips = (False, True) if "flip" in ops else (False,)
-    s = max(1, pad // 2)
+    s = max(1, pad // 2, round(side / TTA_SHIFT_DIV))
     shifts = [(0, 0)]
     if "crop" in ops and pad > 0:
         shifts += [(-s, 0), (s, 0), (0, -s), (0, s)]

@@ -134,3 +134,73 @@ def test_a_file_is_not_a_folder(tmp_path):
     f.write_bytes(b"")
     with pytest.raises(DataError, match="is a file"):
         dc.folder_layout(f)
+
+
+def photo(c: int, rng, size=(160, 120)) -> np.ndarray:
+    """A colour 'photo': a textured background and a warm (class 0) or cool (class 1) disc."""
+    h, w = size[1], size[0]
+    a = rng.integers(40, 200, (h, w, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx, cy, r = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h, rng.uniform(0.2, 0.35) * h
+    disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+    a[disc] = [(230, 120, 40), (60, 90, 220)][c] + rng.normal(0, 20, (disc.sum(), 3))
+    return a.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Two classes of 30 colour JPEGs, plus planted junk: an 'image not found' GIF, a
+    near-constant grey JPEG, and a PNG named .jpg."""
+    root = tmp_path_factory.mktemp("photos") / "pics"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("warm", "cool")):
+        (root / name).mkdir(parents=True)
+        for i in range(30):
+            Image.fromarray(photo(c, rng)).save(root / name / f"IMG_{i}.jpg", quality=90)
+    ph = Image.new("P", (40, 30), 0)
+    ph.putpalette([230, 230, 230, 90, 90, 90] + [0] * 762)
+    ph.paste(1, (5, 12, 35, 16))
+    ph.save(root / "cool" / "not_found.gif")
+    Image.new("RGB", (160, 120), (128, 128, 128)).save(root / "warm" / "IMG_grey.jpg")
+    Image.fromarray(photo(0, rng)).save(root / "warm" / "IMG_png.jpg", format="PNG")
+    return root
+
+
+def test_photo_junk_is_named(photos):
+    im = dc.scan_folder(photos)
+    assert im.feats is not None and im.feats.shape == (len(im.labels), 240)
+    found = {j["id"]: " ".join(j["why"]) for j in dc.junk(im)}
+    assert set(found) == {"cool/not_found.gif", "warm/IMG_grey.jpg", "warm/IMG_png.jpg"}
+    assert (
+        "GIF among JPEG" in found["cool/not_found.gif"] and "colours" in found["cool/not_found.gif"]
+    )
+    assert "near-constant" in found["warm/IMG_grey.jpg"]
+    assert "named .jpg but is PNG" in found["warm/IMG_png.jpg"]
+
+
+def test_photo_features_see_colour_and_edges():
+    rng = np.random.default_rng(0)
+    f = dc.photo_features(
+        np.stack([dc._colour_thumb(Image.fromarray(photo(c, rng))) for c in (0, 1)])
+    )
+    assert f.shape == (2, 240) and np.isfinite(f).all()
+    assert f[0, :64].sum() == pytest.approx(1) and not np.allclose(f[0, :64], f[1, :64])
+
+
+@pytest.mark.slow  # scikit-learn and cleanlab
+def test_photo_labels_are_judged_with_an_interval_and_a_floor(photos, tmp_path):
+    im = dc.scan_folder(photos)
+    res = dc.check(im, folds=3)
+    v = res.verdict
+    assert v["ok"] and v["interval"][0] > v["chance"] and 0 <= v["ece"] <= 1
+    assert res.summary()["label_model_oof_accuracy"] > 0.9
+    assert "photo features" in res.settings["label_model"]
+    few = dc.scan_folder(photos, limit=20)  # 10 per class: below the floor
+    r = dc.check(few, folds=3)
+    assert not r.verdict["ok"] and r.verdict["why"].startswith("too few images to judge")
+    assert r.issues is None
+    shuffled = dc.scan_folder(photos)
+    shuffled.labels = np.random.default_rng(1).permutation(shuffled.labels)
+    r = dc.check(shuffled, folds=3)  # labels unrelated to the pictures
+    assert not r.verdict["ok"] and "no better than chance" in r.verdict["why"]
+    assert r.issues is None

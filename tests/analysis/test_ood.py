@@ -7,6 +7,7 @@ from cnnlab.analysis.ood import (
     load_ood,
     ood_flags,
     ood_score,
+    refuse_threshold,
     save_ood,
     threshold_at_tpr,
 )
@@ -34,3 +35,9 @@ def test_scores_and_threshold(tmp_path):
     assert flags.tolist() == [False, True]
     with pytest.raises(CnnlabError, match="unknown OOD score"):
         ood_score(logits, "bogus")
+
+
+def test_a_threshold_worse_than_chance_is_refused():
+    assert refuse_threshold("energy", {"noise": {"auroc": 0.93}}) is None
+    why = refuse_threshold("energy", {"noise": {"auroc": 0.075}, "cifar10": {"auroc": 0.8}})
+    assert "no better than chance" in why and "noise 0.075" in why and "cifar10" not in why

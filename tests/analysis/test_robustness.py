@@ -175,6 +175,21 @@ def test_ood_threshold_is_stored_and_predict_flags(tiny_run, tmp_path, capsys):
     assert isinstance(row["ood"], bool) and isinstance(row["inverted"], bool)
 
 
+def test_an_ood_threshold_no_better_than_chance_is_not_stored(tiny_run, monkeypatch, capsys):
+    """OOD images that are the test images themselves: AUROC 0.5 (chance) — no threshold
+    is stored, and the command says so."""
+    from cnnlab.analysis import robustness as rb
+
+    (tiny_run / "ood.json").unlink(missing_ok=True)
+    monkeypatch.setattr(rb, "_ood_images", lambda name, ev, *a: ev.loader.x)
+    assert main(["robustness", str(tiny_run), "--ood", "noise", "--ood-score", "energy"]) == 0
+    cap = capsys.readouterr()
+    assert "no better than chance" in cap.err and "stored threshold" not in cap.out
+    assert not (tiny_run / "ood.json").exists()
+    r = rb.ood(tiny_run, ["noise"], method="msp", device="cpu")
+    assert r["not_stored"] and r["outputs"] == []
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

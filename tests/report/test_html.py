@@ -224,3 +224,27 @@ def test_image_grids_are_one_png_for_gray_and_colour():
         {"true": "b", "predicted": "a", "examples": [0], "images": ims[:1]},
     ]
     assert base64.b64decode(plot_pairs(pairs)).startswith(b"\x89PNG")
+
+
+def test_folder_mistakes_are_named_by_file(tmp_path):
+    """An image-folder run's gallery captions name the test files, not their indices."""
+    import numpy as np
+    from PIL import Image
+
+    import cnnlab
+    from cnnlab.report.html import evaluate_run, mistake_caption
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for i in range(10):
+            a = rng.integers(0, 256, (16, 16), dtype=np.uint8)  # noise: plenty of mistakes
+            Image.fromarray(a).save(tmp_path / "f" / c / f"shot_{c}{i}.png")
+    run = cnnlab.fit(dataset="imagefolder", data_dir=str(tmp_path / "f"), epochs=1, quiet=True,
+                     runs_dir=str(tmp_path / "runs"), overrides=["train.device=cpu", "model.name=mlp",
+                     "train.diagnostics=false", "data.val_fraction=0"]).run_dir  # fmt: skip
+    ev = evaluate_run(run, "last", device="cpu")
+    assert ev["worst"] and all(w["file"].split("/")[1].startswith("shot_") for w in ev["worst"])
+    assert ev["wrong"]["captions"][0].startswith(ev["worst"][0]["file"].split("/")[1])
+    assert mistake_caption({"index": 7, "predicted": "a", "confidence": 0.9, "true": "b",
+                            "loss": 2.0}).startswith("#7 a 90%")  # fmt: skip

@@ -158,3 +158,70 @@ def test_mistakes(source, tmp_path, capsys, extra, match):
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnlab: error:") and "\n" not in err
     assert not (runs / "x").exists()
+
+
+@pytest.fixture
+def imagenet_cache(tmp_path, monkeypatch):
+    """A stand-in for torchvision's ImageNet AlexNet file: a torchvision-keyed state dict
+    the test makes, registered under its own SHA-256 prefix, with an empty cache."""
+    from cnnlab.models import create_model
+    from cnnlab.models.alexnet import to_torchvision_keys
+    from cnnlab.train import finetune as F
+
+    torch.manual_seed(0)
+    src = create_model("alexnet-torchvision", num_classes=1000, input_size=64)
+    made = tmp_path / "made.pth"
+    torch.save(to_torchvision_keys(src.state_dict()), made)
+    digest = F.sha256_prefix(made)
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(F, "weights_cache", lambda: cache)
+    url = f"https://download.invalid/alexnet-test-{digest}.pth"
+    monkeypatch.setitem(F.IMAGENET, "alexnet-torchvision", (url, digest))
+    return F, src, made, cache / f"alexnet-test-{digest}.pth"
+
+
+IMAGENET_RUN = ["model.name=alexnet-torchvision", "model.init_from=imagenet",
+                "data.channels=3", "data.size=64", "data.num_train=32"]  # fmt: skip
+
+
+def test_imagenet_weights_download_then_load(imagenet_cache, monkeypatch):
+    F, src, made, cached = imagenet_cache
+    fetched = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        fetched.append((url, hash_prefix))
+        cached.write_bytes(made.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    tr = built(*IMAGENET_RUN)
+    assert fetched and fetched[0][1] == F.IMAGENET["alexnet-torchvision"][1]  # checked hash
+    own, theirs = tr.model.state_dict(), src.state_dict()
+    assert all(torch.equal(own[k], theirs[k]) for k in own if not k.startswith("classifier."))
+    assert own["classifier.weight"].shape[0] == 10  # a fresh head for the 10 classes
+    built(*IMAGENET_RUN)  # second time: from the cache, no download
+    assert len(fetched) == 1
+
+
+def test_imagenet_offline_and_wrong_file_are_one_line(imagenet_cache, monkeypatch, capsys):
+    import urllib.error
+
+    F, _, _, cached = imagenet_cache
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(CheckpointError, match="place it as .*alexnet-test-") as e:
+        built(*IMAGENET_RUN)
+    assert str(cached) in str(e.value) and "\n" not in str(e.value)
+    runs = cached.parent.parent / "runs"
+    argv = ["train", "--quiet", "--runs-dir", str(runs)]
+    argv += [a for o in [*FAST, *IMAGENET_RUN] for a in ("--set", o)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("cnnlab: error: model.init_from=imagenet: cannot")
+    assert not runs.exists() or not any(runs.iterdir())  # nothing left behind
+    cached.write_bytes(b"not the weights")
+    with pytest.raises(CheckpointError, match="is not torchvision's file"):
+        built(*IMAGENET_RUN)
+    with pytest.raises(ConfigError, match="ImageNet weights exist for alexnet-torchvision"):
+        built("model.init_from=imagenet")

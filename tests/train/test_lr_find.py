@@ -107,3 +107,34 @@ def test_cli(tmp_path, capsys):
     assert not bad.exists()
     assert main([*argv, "--set", "optim.lr=fast", "--out", str(bad)]) == 2
     assert not bad.exists()
+
+
+def test_nonsense_suggestions_are_refused():
+    from cnnlab.train.lr_find import LRFindResult, fallback_lr, refuse_nonsense, sanity
+
+    lrs = list(np.logspace(-7, 1, 80))
+    flat = [0.69 + 0.01 * np.sin(i) for i in range(80)]  # never fell: nothing learned
+    assert "never fell" in sanity(flat, flat, 1e-3)
+    falling = list(np.linspace(2.3, 0.5, 80))
+    assert "outside the plausible range" in sanity(falling, falling, 5.8e-7)
+    assert sanity(falling, falling, 3e-3) is None
+    res = LRFindResult(lrs, flat, flat, 5.8e-7, "steepest", 5.8e-7, 1e-6, False)
+    out = refuse_nonsense(res, fallback_lr("adam"))
+    assert out.suggestion == 1e-3 and out.refused == 5.8e-7
+    assert out.warning.startswith("warning: lr-find: the loss never fell")
+    assert fallback_lr("sgd") == 1e-2
+
+
+def test_auto_lr_falls_back_with_a_warning(tmp_path, capsys, monkeypatch):
+    """A sweep over rates too small to learn anything (1e-7 → 1e-6) gives the fallback,
+    says so, and the run's config records the fallback."""
+    from cnnlab.train import lr_find as L
+
+    real = L.sweep_config
+    monkeypatch.setattr(
+        L, "sweep_config", lambda cfg, ds, q, a, b, steps, m: real(cfg, ds, q, 1e-7, 1e-6, 20, m)
+    )
+    res = cnnlab.fit(runs_dir=str(tmp_path), name="f", lr="auto", overrides=FAST, epochs=1)
+    assert "warning: lr-find:" in capsys.readouterr().err
+    cfg = yaml.safe_load((res.run_dir / "config.yaml").read_text())
+    assert cfg["optim"]["lr"] == 1e-3

@@ -12,11 +12,24 @@ built-in dataset:
 * **near-duplicates**: a 64-bit difference hash (dHash: the signs of horizontal gradients
   on a 9×8 grey thumbnail, Krawetz 2013) within ``near`` bits of each other — every pair
   compared, in chunks; ranked by their mean absolute pixel difference;
+* **junk**: files that are not photos of anything — near-constant images, drawings and
+  placeholders with a handful of colours, images far smaller than the rest, a format the
+  rest of the folder does not use (one GIF among JPEGs), a name that lies about the format,
+  animations;
 * **likely label errors**: out-of-fold predicted probabilities of a quick model
-  (multinomial logistic regression on grey pixels at most 28×28, k-fold, scikit-learn) fed
-  to cleanlab's ``find_label_issues`` (confident learning, Northcutt et al. 2021), ranked
-  by self-confidence. A suspect is an image to look at, not a proven error: many are
-  genuinely ambiguous.
+  (multinomial logistic regression, k-fold, scikit-learn) fed to cleanlab's
+  ``find_label_issues`` (confident learning, Northcutt et al. 2021), ranked by
+  self-confidence. Its features: for small grey images (digits, Fashion-MNIST) the grey
+  pixels at most 28×28; for photos (colour, or larger than :data:`PHOTO_SIDE`) features
+  that survive a change of viewpoint — a joint colour histogram, a 4×4 colour layout and
+  4×4 cells of gradient-orientation histograms (HOG-like) on a 64×64 thumbnail. The
+  model's out-of-fold accuracy comes with a 95 % interval, the chance level and its
+  calibration error (the photo model's strength is chosen by inner cross-validation on the
+  log loss, so its probabilities are calibrated); below :data:`MIN_PER_CLASS` images in a
+  class, or when the interval does not reach halfway from chance to 100 %, no suspects are
+  named ("too few images to judge" / "too weak to judge labels"): a weak model's
+  disagreements are not label errors. A suspect is an image
+  to look at, not a proven error: many are genuinely ambiguous.
 
 :func:`contact_sheet` draws the suspects (and near-duplicate pairs) with their labels.
 """
@@ -26,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +51,11 @@ from cnnlab.errors import DataError
 
 SPLITS = ("train", "val", "test")
 THUMB = 28  # the side images are reduced to for hashing, the model and the contact sheet
+PHOTO = 64  # the colour thumbnail the photo features are computed on
+PHOTO_SIDE = 64  # images larger than this (or in colour) get the photo features
+MIN_PER_CLASS = 20  # fewer images in a class: too few to judge its labels
+FLAT_STD = 4.0  # grey levels: a thumbnail with less spread is near-constant
+FEW_COLOURS = 16  # a photo thumbnail has hundreds of colours; a placeholder a handful
 
 
 @dataclass
@@ -53,6 +72,8 @@ class Images:
     sizes: Counter = field(default_factory=Counter)  # "W×H" → count
     modes: Counter = field(default_factory=Counter)  # Pillow mode → count
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    feats: np.ndarray | None = None  # (N, F) photo features (None: small grey images)
+    info: list[dict] = field(default_factory=list)  # per image: format, w, h, frames, colours
 
 
 def _digest(a: np.ndarray) -> str:
@@ -69,6 +90,49 @@ def _thumb(img) -> np.ndarray:
     if g.size != (THUMB, THUMB):
         g = g.resize((THUMB, THUMB), Image.Resampling.BOX)
     return np.asarray(g, dtype=np.uint8)
+
+
+def _colour_thumb(img) -> np.ndarray:
+    """A Pillow image → PHOTO×PHOTO RGB uint8 (area resampling; transparency on white)."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(
+        img.convert("RGB").resize((PHOTO, PHOTO), Image.Resampling.BOX), dtype=np.uint8
+    )
+
+
+def photo_features(rgb: np.ndarray) -> np.ndarray:
+    """(N, PHOTO, PHOTO, 3) uint8 → (N, 240) float32: a 4×4×4 joint colour histogram (64),
+    the mean colour of 4×4 cells (48) and, per 4×4 cell, an 8-bin histogram of gradient
+    orientations weighted by magnitude and L2-normalised (128; HOG-like, Dalal & Triggs
+    2005). What an object is made of and how its edges run, not where its pixels sit."""
+    x = rgb.astype(np.float32) / 255.0
+    n = len(x)
+    q = np.minimum((x * 4).astype(np.int64), 3)
+    code = q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]
+    hist = np.zeros((n, 64), np.float32)
+    np.add.at(hist, (np.repeat(np.arange(n), PHOTO * PHOTO), code.reshape(-1)), 1.0)
+    hist /= PHOTO * PHOTO
+    c = PHOTO // 4
+    layout = x.reshape(n, 4, c, 4, c, 3).mean((2, 4)).reshape(n, 48)
+    g = x.mean(-1)
+    gx = np.zeros_like(g)
+    gy = np.zeros_like(g)
+    gx[:, :, 1:-1] = g[:, :, 2:] - g[:, :, :-2]
+    gy[:, 1:-1] = g[:, 2:] - g[:, :-2]
+    mag = np.hypot(gx, gy)
+    ang = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned orientation
+    b = np.minimum((ang / np.pi * 8).astype(np.int64), 7)
+    cell = (np.arange(PHOTO) // c)[:, None] * 4 + (np.arange(PHOTO) // c)[None, :]
+    idx = cell[None] * 8 + b  # (N, H, W) → one of 16 cells × 8 bins
+    hog = np.zeros((n, 128), np.float32)
+    np.add.at(hog, (np.repeat(np.arange(n), PHOTO * PHOTO), idx.reshape(-1)), mag.reshape(-1))
+    hog = hog.reshape(n, 16, 8)
+    hog /= np.linalg.norm(hog, axis=2, keepdims=True) + 1e-6
+    return np.concatenate([hist, layout, hog.reshape(n, 128)], 1).astype(np.float32)
 
 
 def _class_dirs(d: Path) -> list[Path]:
@@ -129,7 +193,7 @@ def scan_folder(root: str | os.PathLike, limit: int | None = None, progress=None
             files = _spread(files, limit)
         todo += [(split, f, c) for f, c in files]
     im = Images(root.name, classes, np.zeros(0, int), np.zeros(0, str), [], np.zeros(0), [])
-    labels, splits, grey = [], [], []
+    labels, splits, grey, colour = [], [], [], []
     for k, (split, f, c) in enumerate(todo):
         rel = printable(str(f.relative_to(root)))
         try:
@@ -142,6 +206,17 @@ def scan_folder(root: str | os.PathLike, limit: int | None = None, progress=None
                 im.modes[img.mode] += 1
                 im.digests.append(_digest(np.asarray(img)))
                 grey.append(_thumb(img))
+                colour.append(_colour_thumb(img))
+                im.info.append(
+                    {
+                        "format": img.format or "?",
+                        "w": img.width,
+                        "h": img.height,
+                        "frames": int(getattr(img, "n_frames", 1) or 1),
+                        "colours": len(np.unique(colour[-1].reshape(-1, 3), axis=0)),
+                        "ext": f.suffix.lower(),
+                    }
+                )
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             im.unreadable.append((rel, type(e).__name__))
             continue
@@ -154,6 +229,10 @@ def scan_folder(root: str | os.PathLike, limit: int | None = None, progress=None
     if not grey:
         raise DataError(f"{root}: no readable image in it")
     im.labels, im.splits, im.grey = np.array(labels), np.array(splits), np.stack(grey)
+    sides = [min(i["w"], i["h"]) for i in im.info]
+    colourful = any(m not in ("1", "L", "LA", "I", "I;16", "F") for m in im.modes)
+    if colourful or np.median(sides) > PHOTO_SIDE:
+        im.feats = photo_features(np.stack(colour))
     return im
 
 
@@ -183,6 +262,9 @@ def scan_dataset(ds, limit: int | None = None) -> Images:
     grey = np.concatenate([_grey_tensor(x) for x in xs])
     c, h, w = xs[0].shape[1:]
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(c, f"{c} channels")
+    feats = None
+    if c == 3 or min(h, w) > PHOTO_SIDE:
+        feats = np.concatenate([_features_of_tensor(x) for x in xs])
     return Images(
         ds.name,
         list(ds.classes),
@@ -193,7 +275,25 @@ def scan_dataset(ds, limit: int | None = None) -> Images:
         digests,
         Counter({f"{w}×{h}": len(labels)}),
         Counter({mode: len(labels)}),
+        feats=feats,
     )
+
+
+def _features_of_tensor(x, chunk: int = 1024) -> np.ndarray:
+    """uint8 (N, C, H, W) → photo features, in chunks (a 64×64 float copy of 60,000
+    images would not fit in memory at once)."""
+    import torch.nn.functional as F
+
+    out = []
+    for a in range(0, len(x), chunk):
+        t = x[a : a + chunk].float()
+        t = t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t[:, :3]
+        t = F.interpolate(
+            t, size=(PHOTO, PHOTO), mode="area" if t.shape[-1] >= PHOTO else "bilinear"
+        )
+        rgb = t.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        out.append(photo_features(rgb))
+    return np.concatenate(out)
 
 
 def _grey_tensor(x) -> np.ndarray:
@@ -312,14 +412,29 @@ def near_duplicates(
     return sorted(out, key=lambda r: (r["pixel_mad"], r["bits"])), len(pairs)
 
 
+def label_model(im: Images) -> str:
+    """What the quick label model is fitted on, in words."""
+    if im.feats is not None:
+        return (
+            "logistic regression on photo features (colour histogram, colour layout, "
+            "gradient orientations; 64×64 thumbnails; strength by inner CV; out-of-fold)"
+        )
+    return "logistic regression on 28×28 grey pixels (out-of-fold)"
+
+
 def out_of_fold_probs(im: Images, folds: int = 3, seed: int = 0, progress=None) -> np.ndarray:
     """(N, classes) predicted probabilities, each image's from a model that did not see it:
-    multinomial logistic regression on its grey pixels, stratified k-fold."""
+    multinomial logistic regression on its photo features (standardised) or, for small
+    grey images, its grey pixels; stratified k-fold."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    x = im.grey.reshape(len(im.grey), -1).astype(np.float32) / 255.0
-    x -= x.mean(0)
+    if im.feats is not None:
+        x = im.feats.astype(np.float32)
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    else:
+        x = im.grey.reshape(len(im.grey), -1).astype(np.float32) / 255.0
+        x -= x.mean(0)
     y = im.labels
     k = len(im.classes)
     per_class = np.bincount(y, minlength=k)
@@ -329,6 +444,21 @@ def out_of_fold_probs(im: Images, folds: int = 3, seed: int = 0, progress=None) 
     probs = np.zeros((len(y), k))
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for f, (tr, te) in enumerate(skf.split(x, y)):
+        if im.feats is not None:  # few images, many features: the strength by inner CV on
+            # the log loss, so the probabilities cleanlab reads are calibrated, not overfit
+            from sklearn.linear_model import LogisticRegressionCV
+
+            inner = int(min(3, np.bincount(y[tr]).min()))
+            model = LogisticRegressionCV(
+                Cs=[1e-3, 1e-2, 1e-1, 1.0], cv=inner, scoring="neg_log_loss", max_iter=500
+            )
+            with warnings.catch_warnings():  # scikit-learn 1.9's notice of renamed attributes
+                warnings.simplefilter("ignore", FutureWarning)
+                model.fit(x[tr], y[tr])
+            probs[np.ix_(te, model.classes_)] = model.predict_proba(x[te])
+            if progress is not None:
+                progress(f + 1, folds)
+            continue
         model = LogisticRegression(max_iter=200, C=0.1)
         model.fit(x[tr], y[tr])
         probs[np.ix_(te, model.classes_)] = model.predict_proba(x[te])
@@ -358,6 +488,99 @@ def label_issues(im: Images, probs: np.ndarray) -> list[dict]:
 
 def oof_accuracy(im: Images, probs: np.ndarray) -> float:
     return float((probs.argmax(1) == im.labels).mean())
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / d
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return float(mid - half), float(mid + half)
+
+
+def label_verdict(im: Images, probs: np.ndarray | None) -> dict:
+    """Whether the quick model can judge labels: ``ok`` and, if not, ``why`` — too few
+    images in a class, or an out-of-fold accuracy whose 95 % interval does not reach
+    halfway from the chance level (the largest class's share) to 100 % (on two classes a
+    model right 62 % of the time disagrees with a third of the labels: those are its
+    errors, not the labels') — with the accuracy, its interval, chance and the expected
+    calibration error of the out-of-fold probabilities."""
+    counts = np.bincount(im.labels, minlength=len(im.classes))
+    present = counts[counts > 0]
+    chance = float(present.max() / present.sum())
+    if present.min() < MIN_PER_CLASS:
+        small = im.classes[int(np.flatnonzero(counts == present.min())[0])]
+        return {
+            "ok": False,
+            "chance": round(chance, 4),
+            "why": f"too few images to judge: class {small!r} has {int(present.min())} "
+            f"(at least {MIN_PER_CLASS} per class are needed)",
+        }
+    if probs is None:  # the floor is met: the model may be fitted
+        return {"ok": True, "chance": round(chance, 4)}
+    import torch
+
+    from cnnlab.metrics import expected_calibration_error
+
+    hits = int((probs.argmax(1) == im.labels).sum())
+    lo, hi = wilson(hits, len(im.labels))
+    ece, _ = expected_calibration_error(torch.from_numpy(probs), torch.from_numpy(im.labels))
+    need = chance + (1 - chance) / 2  # the model must remove half of chance's errors
+    out = {
+        "ok": lo >= need,
+        "accuracy": round(hits / len(im.labels), 4),
+        "interval": [round(lo, 4), round(hi, 4)],
+        "chance": round(chance, 4),
+        "ece": round(float(ece), 4),
+    }
+    if not out["ok"]:
+        verdict = "does no better than chance" if lo <= chance else "is too weak to judge labels"
+        out["why"] = (
+            f"the quick model {verdict} ({100 * hits / len(im.labels):.1f} % out of fold, "
+            f"95 % interval {100 * lo:.1f}-{100 * hi:.1f} %, chance {100 * chance:.1f} %; "
+            f"{100 * need:.0f} % needed): its disagreements would be noise, so no suspects "
+            "are named"
+        )
+    return out
+
+
+def junk(im: Images) -> list[dict]:
+    """Files that are probably not photos of anything, each with its reasons: near-constant
+    pixels, a handful of colours in a folder of photos, far smaller than the folder's
+    images, a format the folder otherwise does not use, an extension that names another
+    format, an animation. Built-in datasets (no file information) get the first only."""
+    out = []
+    std = im.grey.reshape(len(im.grey), -1).std(1)
+    info = im.info if len(im.info) == len(im.labels) else [{}] * len(im.labels)
+    fmts = Counter(i.get("format") for i in info if i)
+    main_fmt, main_n = fmts.most_common(1)[0] if fmts else (None, 0)
+    colours = np.median([i["colours"] for i in info if i]) if fmts else 0
+    longs = [max(i["w"], i["h"]) for i in info if i]
+    med_long = float(np.median(longs)) if longs else 0.0
+    ext_fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP",
+               ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}  # fmt: skip
+    for k, i in enumerate(info):
+        why = []
+        if std[k] < FLAT_STD:
+            why.append(f"near-constant (grey spread {std[k]:.1f} levels)")
+        if i:
+            if colours > 8 * FEW_COLOURS and i["colours"] <= FEW_COLOURS:
+                why.append(f"{i['colours']} colours (a drawing or placeholder, not a photo)")
+            if med_long >= 4 * PHOTO_SIDE and max(i["w"], i["h"]) * 4 < med_long:
+                why.append(f"{i['w']}×{i['h']} px, the folder's images are ~{med_long:.0f} px")
+            if main_n >= 0.9 * len(info) and i["format"] != main_fmt:
+                why.append(f"a {i['format']} among {main_fmt} files")
+            named = ext_fmt.get(i["ext"])
+            if named and i["format"] not in (named, "MPO"):  # MPO: a phone's JPEG
+                why.append(f"named {i['ext']} but is {i['format']}")
+            if i["frames"] > 1:
+                why.append(f"animated ({i['frames']} frames)")
+        if why:
+            out.append({"id": im.ids[k], "index": k, "split": str(im.splits[k]), "why": why})
+    return out
 
 
 # --- the contact sheet ---------------------------------------------------------------
@@ -403,6 +626,8 @@ class DataCheck:
     issues: list[dict] | None
     oof_acc: float | None
     settings: dict
+    junk: list[dict] = field(default_factory=list)
+    verdict: dict | None = None  # can the quick model judge labels (label_verdict)
 
     def summary(self) -> dict:
         im = self.images
@@ -428,8 +653,12 @@ class DataCheck:
                 p["labels"][0] != p["labels"][1] for p in self.near
             ),
         }
+        s["junk"] = len(self.junk)
+        if self.verdict is not None:
+            s["label_check"] = self.verdict
         if self.issues is not None:
             s["label_issues"] = len(self.issues)
+        if self.oof_acc is not None:
             s["label_model_oof_accuracy"] = round(self.oof_acc, 4)
         return s
 
@@ -444,6 +673,7 @@ class DataCheck:
                 {k: v for k, v in p.items() if k not in ("ia", "ib")} for p in self.near
             ],
             "label_issues": self.issues,
+            "junk": [{k: v for k, v in j.items() if k != "index"} for j in self.junk],
         }
 
     def sheets(self, n: int = 48) -> dict[str, bytes]:
@@ -463,6 +693,9 @@ class DataCheck:
                 tiles,
                 f"{im.name}: likely label errors (the given label; what the quick model sees)",
             )
+        if self.junk:
+            tiles = [([j["index"]], f"{j['id']}\n{j['why'][0]}") for j in self.junk[:n]]
+            out["junk"] = contact_sheet(im, tiles, f"{im.name}: probably not photos (junk)")
         if self.near:
             pairs = sorted(
                 self.near,
@@ -502,16 +735,19 @@ def check(
     counts = class_counts(im)
     exact = exact_duplicates(im)
     nd, candidates = near_duplicates(im, near, max_mad, progress=p("near-duplicates"))
-    issues = acc = None
+    issues = acc = verdict = None
     if labels:
-        probs = out_of_fold_probs(im, folds, seed, progress=p(f"labels ({folds}-fold)"))
-        issues, acc = label_issues(im, probs), oof_accuracy(im, probs)
+        verdict = label_verdict(im, None)  # the floor first: no model on a handful
+        if verdict["ok"]:
+            probs = out_of_fold_probs(im, folds, seed, progress=p(f"labels ({folds}-fold)"))
+            acc, verdict = oof_accuracy(im, probs), label_verdict(im, probs)
+            issues = label_issues(im, probs) if verdict["ok"] else None
     settings = {
         "near_bits": near,
         "near_max_mad": max_mad,
         "hash_candidates": candidates,  # pairs within `near` bits before the pixel check
         "folds": folds,
         "seed": seed,
-        "label_model": "logistic regression on 28×28 grey pixels (out-of-fold)",
+        "label_model": label_model(im),
     }
-    return DataCheck(im, counts, exact, nd, issues, acc, settings)
+    return DataCheck(im, counts, exact, nd, issues, acc, settings, junk(im), verdict)

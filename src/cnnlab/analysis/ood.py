@@ -6,6 +6,9 @@ Scores are "higher = more in-distribution":
 
 The threshold is chosen so that 95% of the in-distribution test images pass (TPR 0.95)
 and stored in ``<run>/ood.json``; ``predict`` and the server flag inputs scoring below it.
+A score that separates the sets no better than chance (AUROC ≤ :data:`MIN_AUROC` on an
+evaluated set: the out-of-distribution images score *higher*) is not stored — its
+threshold would flag in-distribution inputs and pass the others — and the run says so.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cnnlab.runs.files import atomic_write_text
 
 METHODS = ("msp", "energy")
 OOD_FILE = "ood.json"
+MIN_AUROC = 0.5  # chance: a detector at or below it is not stored
 
 
 def ood_score(logits, method: str = "energy", temperature: float = 1.0):
@@ -73,6 +77,20 @@ def threshold_at_tpr(in_scores, tpr: float = 0.95) -> float:
 def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95) -> float:
     t = threshold_at_tpr(in_scores, tpr)
     return float((out_scores >= t).double().mean())
+
+
+def refuse_threshold(method: str, evaluated: dict[str, dict]) -> str | None:
+    """Why the ``method`` score's threshold must not be stored (None: it may be):
+    ``evaluated`` maps each OOD set to its ``{"auroc": ...}`` for that score."""
+    bad = {k: v["auroc"] for k, v in evaluated.items() if v["auroc"] <= MIN_AUROC}
+    if not bad:
+        return None
+    sets = ", ".join(f"{k} {a:.3f}" for k, a in bad.items())
+    return (
+        f"the {method} score separates the test set from the out-of-distribution images no "
+        f"better than chance (AUROC {sets}; 0.5 is chance), so its threshold was not stored "
+        "and predictions are not flagged"
+    )
 
 
 def save_ood(run_dir: str | os.PathLike, method: str, threshold: float, **extra) -> Path:

@@ -26,7 +26,14 @@ import torch.nn.functional as F
 
 from cnnlab.analysis.attacks import Normalized, fgsm, pgd
 from cnnlab.analysis.ood import METHODS as OOD_METHODS
-from cnnlab.analysis.ood import auroc, fpr_at_tpr, ood_score, save_ood, threshold_at_tpr
+from cnnlab.analysis.ood import (
+    auroc,
+    fpr_at_tpr,
+    ood_score,
+    refuse_threshold,
+    save_ood,
+    threshold_at_tpr,
+)
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError, choices_msg
 from cnnlab.progress import progress
@@ -480,7 +487,9 @@ def ood(
     )
     thr = threshold_at_tpr(ood_score(in_logits, chosen), 0.95)
     res.update(method=chosen, threshold=thr)
-    if save:
+    res["not_stored"] = refuse_threshold(chosen, {k: v[chosen] for k, v in res["sets"].items()})
+    res["outputs"] = []
+    if save and res["not_stored"] is None:
         p = save_ood(
             ev.run_dir,
             chosen,

@@ -84,17 +84,25 @@ def _print(res, result: dict, out: Path, sheets: dict) -> None:
             f"splits, {s['near_duplicates_with_other_labels']} with other labels",
         ],
     ]
-    if "label_issues" in s:
+    rows.append(["junk (probably not photos)", s["junk"]])
+    v = s.get("label_check")
+    if v is not None and not v["ok"]:
+        rows.append(["likely label errors", f"not judged: {v['why']}"])
+    elif "label_issues" in s:
         rows.append(
             [
                 "likely label errors",
                 f"{s['label_issues']:,} (cleanlab; the quick model's out-of-fold accuracy "
-                f"{100 * s['label_model_oof_accuracy']:.1f} %)",
+                f"{100 * v['accuracy']:.1f} %, 95 % interval {100 * v['interval'][0]:.1f}-"
+                f"{100 * v['interval'][1]:.1f} %, chance {100 * v['chance']:.1f} %, "
+                f"calibration error {v['ece']:.3f})",
             ]
         )
     table(rows, ["check", "found"], title=f"data check: {s['dataset']}")
     for f in result["unreadable"][:10]:
         print(f"unreadable: {f['file']} ({f['error']})")
+    for j in result["junk"][:10]:
+        print(f"junk: {j['id']} ({'; '.join(j['why'])})")
     for k, v in result["class_counts"].items():
         if v["empty"]:
             print(f"{k}: empty classes: {', '.join(v['empty'])}")

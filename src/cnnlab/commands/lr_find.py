@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from cnnlab.commands._common import add_data_args, add_device_arg, add_recipe_args
 
 ORDER = 11
@@ -58,10 +60,7 @@ def run(args) -> int:
     from cnnlab.train.lr_find import sweep_config, write_result
     from cnnlab.train.validate import validate
 
-    cfg = build_config(
-        None,
-        args.recipe,
-        args.overrides,
+    shortcuts = dict(
         model=args.model,
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -69,6 +68,11 @@ def run(args) -> int:
         device=args.device,
         seed=args.seed,
     )
+    cfg = build_config(None, args.recipe, args.overrides, **shortcuts)
+    from cnnlab.train.api import flag_keys
+    from cnnlab.train.auto import apply
+
+    apply(cfg, None, args.recipe, args.overrides, flag_keys(shortcuts), args.quiet)  # a folder
     validate(cfg)
     out = Path(args.out or Path(cfg.run.runs_dir) / f"lr-find-{cfg.model.name}-{cfg.data.name}")
     if out.exists() and not out.is_dir():
@@ -77,6 +81,8 @@ def run(args) -> int:
         raise CnnlabError(f"--out {str(out)!r} is a file; give a folder")
     res = sweep_config(cfg, None, args.quiet, args.start_lr, args.end_lr, args.steps, args.method)
     path = write_result(res, out)
+    if res.warning:
+        print(res.warning, file=sys.stderr)
     print(
         f"suggested LR {res.suggestion:.2e} ({res.method}; "
         + (

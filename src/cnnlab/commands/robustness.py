@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from cnnlab.commands._common import (
     add_analysis_args,
     add_listing_arg,
@@ -83,10 +85,13 @@ def run(args) -> int:
         def show_ood():
             print(f"in-distribution: {r['in_dataset']} test ({r['n_in']:,} images)")
             table(*reversed(rb.ood_rows(r)))
-            print(
-                f"stored threshold {r['threshold']:.4f} on the {r['method']} score "
-                f"(95% of the test set passes) in {r['outputs'][0]}"
-            )
+            if r["not_stored"]:
+                print(f"warning: {r['not_stored']}", file=sys.stderr)
+            elif r["outputs"]:
+                print(
+                    f"stored threshold {r['threshold']:.4f} on the {r['method']} score "
+                    f"(95% of the test set passes) in {r['outputs'][0]}"
+                )
 
         print_json_or(args, r, show_ood)
         return 0

@@ -21,6 +21,8 @@ Config precedence: defaults → --recipe YAML → --set key=value → the flags 
 Examples:
   cnnlab train
   cnnlab train --recipe lenet5-fashion-mnist --data-dir DATA
+  cnnlab train --dataset imagefolder --data-dir PHOTOS   # model, size, batch, LR, epochs
+                                                         # chosen from the folder (printed)
   cnnlab train --model lenet5-1998 --dataset mnist --epochs 5 --set optim.name=sgd
   cnnlab train --resume runs/lenet5-fashion-mnist-20261126-101500 --epochs 30
   cnnlab train --nproc 2 --device cpu --set train.batch_size=128   # DDP on 2 processes
@@ -83,11 +85,13 @@ def run(args) -> int:
         report_to=args.report_to,
     )
     if args.print_config:
+        from cnnlab.train.api import flag_keys
+        from cnnlab.train.auto import apply
         from cnnlab.train.validate import validate
 
-        print(
-            validate(build_config(None, args.recipe, args.overrides, **shortcuts)).to_yaml(), end=""
-        )
+        cfg = build_config(None, args.recipe, args.overrides, **shortcuts)
+        apply(cfg, None, args.recipe, args.overrides, flag_keys(shortcuts), quiet=True)
+        print(validate(cfg).to_yaml(), end="")  # with what an image folder chose
         return 0
     if args.resume and args.recipe:
         from cnnlab.errors import ConfigError
@@ -119,9 +123,15 @@ def run(args) -> int:
     f = res.final
     if "test_acc" in f:  # a classifier (a resumed GAN run has no test accuracy)
         b = res.best  # chosen on validation accuracy, never on the test set
+        how = (
+            f"mean val accuracy of epochs {b['epoch'] - 2}-{b['epoch']} {b['val_acc_smooth']:.4f}"
+            if b and "val_acc_smooth" in b
+            else f"val accuracy {b['val_acc']:.4f}"
+            if b
+            else ""
+        )
         best = (
-            f"best checkpoint: epoch {b['epoch']} by val accuracy {b['val_acc']:.4f}, "
-            f"test accuracy {b['test_acc']:.4f}"
+            f"best checkpoint: epoch {b['epoch']} by {how}, test accuracy {b['test_acc']:.4f}"
             if b
             else "no validation split, so no best checkpoint: `last` is used"
         )

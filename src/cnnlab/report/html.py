@@ -255,8 +255,8 @@ def plot_pairs(pairs: list[dict]) -> str:
     return plot_grid(
         [
             [
-                (im, f"#{i} true {p['true']}\npredicted {p['predicted']}")
-                for im, i in zip(p["images"], p["examples"], strict=True)
+                (im, f"{_image_name(p, k, i)} true {p['true']}\npredicted {p['predicted']}")
+                for k, (im, i) in enumerate(zip(p["images"], p["examples"], strict=True))
             ]
             for p in pairs
         ]
@@ -354,12 +354,31 @@ def classifier_history(run: str | os.PathLike) -> list[dict]:
     return [m for m in rows if ("val_acc" in m) == with_val]
 
 
+def _short(name: str, limit: int = 18) -> str:
+    """A file's name for a caption: its base name, the middle cut when long."""
+    base = name.rsplit("/", 1)[-1]
+    return base if len(base) <= limit else base[: limit // 2 - 1] + "…" + base[-(limit // 2) :]
+
+
+def _image_name(pair: dict, k: int, index: int) -> str:
+    files = pair.get("files")
+    return _short(files[k]) if files else f"#{index}"
+
+
+def test_files(ds) -> list[str] | None:
+    """The test images' file names (relative to the folder) in the test set's order, for an
+    image folder; None for a built-in dataset (its images have only an index)."""
+    parts = getattr(getattr(ds, "split", None), "parts", None)
+    if isinstance(parts, dict) and isinstance(parts.get("test"), list):
+        return [rel for rel, _ in parts["test"]]
+    return None
+
+
 def mistake_caption(w: dict) -> str:
-    """``#index predicted 87% / true X, loss 2.31`` for one of :func:`worst_mistakes`."""
-    return (
-        f"#{w['index']} {w['predicted']} {w['confidence']:.0%}\n"
-        f"true {w['true']}, loss {w['loss']:.2f}"
-    )
+    """``#index predicted 87% / true X, loss 2.31`` for one of :func:`worst_mistakes` — the
+    file's name instead of the index for an image folder."""
+    where = _short(w["file"]) if w.get("file") else f"#{w['index']}"
+    return f"{where} {w['predicted']} {w['confidence']:.0%}\ntrue {w['true']}, loss {w['loss']:.2f}"
 
 
 def evaluate_run(
@@ -375,6 +394,12 @@ def evaluate_run(
     # the worst mistakes: per-image losses from the same logits `cnnlab eval` scores
     res["worst"] = worst_mistakes(logits, y, cls, n_wrong)
     res["confused_pairs"] = confused_pairs(logits, y, cls, top=5, examples=4)
+    files = test_files(ds)
+    if files is not None and len(files) == len(y):  # an image folder: name the files
+        for w in res["worst"]:
+            w["file"] = files[w["index"]]
+        for pair in res["confused_pairs"]:
+            pair["files"] = [files[i] for i in pair["examples"]]
     res["wrong"] = {
         "images": ds.test_x[[w["index"] for w in res["worst"]]].numpy(),
         "captions": [mistake_caption(w) for w in res["worst"]],
@@ -539,8 +564,9 @@ def worst_mistakes_section(ev: dict) -> list[str]:
     if len(ev["wrong"]["images"]):
         parts.append(
             f"<h3>Worst mistakes: the {len(ev['worst'])} highest-loss test images</h3>"
-            '<p class="note">Caption: image index, predicted class and its probability; '
-            "the true class and the image's cross-entropy loss.</p>"
+            '<p class="note">Caption: the image (its file name in an image folder, else '
+            "its index in the test set), predicted class and its probability; the true "
+            "class and the image's cross-entropy loss.</p>"
             + _img(plot_wrong(ev["wrong"]["images"], ev["wrong"]["captions"]), "worst mistakes")
         )
     pairs = ev.get("confused_pairs") or []

@@ -50,6 +50,11 @@ def build_config(
     return apply_overrides(cfg, extra)
 
 
+def flag_keys(shortcuts: dict) -> list[str]:
+    """The config keys the given shortcut arguments (``epochs=5`` …) set."""
+    return [SHORTCUTS[k] for k, v in shortcuts.items() if v is not None and k in SHORTCUTS]
+
+
 def fit(
     config: Config | dict | None = None,
     *,
@@ -76,6 +81,10 @@ def fit(
             )
         config = load_recipe(run / "config.yaml")
     cfg = build_config(config, recipe, overrides, **shortcuts)
+    if ds_obj is None and resume is None:  # an image folder: settings chosen from the data
+        from cnnlab.train.auto import apply
+
+        apply(cfg, config, recipe, overrides, flag_keys(shortcuts), quiet)
     if ds_obj is not None:
         cfg.data.name = cfg.data.name if cfg.data.name else ds_obj.name
     if cfg.optim.lr == "auto":  # an LR range test first; config.yaml records its choice
@@ -86,4 +95,4 @@ def fit(
     return Trainer(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
 
 
-__all__ = ["SHORTCUTS", "build_config", "fit"]
+__all__ = ["SHORTCUTS", "build_config", "fit", "flag_keys"]

@@ -2,8 +2,11 @@
 first epochs, then train that part at a lower learning rate (fastai's ``fine_tune``).
 
 * ``model.init_from``: a cnnlab run directory (its ``best`` checkpoint), a cnnlab
-  checkpoint file, a ``.safetensors`` state dict, or a ``.pth`` state dict (torchvision's
-  AlexNet keys are translated). Every tensor is loaded except the final ``classifier``
+  checkpoint file, a ``.safetensors`` state dict, a ``.pth`` state dict (torchvision's
+  AlexNet keys are translated), or ``imagenet``: torchvision's official ImageNet weights
+  for ``alexnet-torchvision`` (:data:`IMAGENET`), downloaded once into the user cache and
+  checked against the SHA-256 prefix torchvision publishes in the file's name; offline,
+  an error names the file to place there. Every tensor is loaded except the final ``classifier``
   layer when the classes differ (by name where the source records them, else by shape):
   that layer starts fresh. Anything else that does not fit (another model, other input
   channels or size) is an error naming the tensor.
@@ -29,6 +32,16 @@ from torch import nn
 
 from cnnlab.errors import CheckpointError, ConfigError, choices_msg
 from cnnlab.train.callbacks import Callback
+
+# model → (URL, SHA-256 prefix) of torchvision's ImageNet weights (AlexNet_Weights.IMAGENET1K_V1:
+# 56.5 % top-1 on ImageNet); torchvision names each file after the first 8 hex digits of its hash
+IMAGENET = {
+    "alexnet-torchvision": (
+        "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        "7be5be79",
+    )
+}
+PRETRAINED = ("imagenet",)  # init_from names that are not paths
 
 # what train.freeze freezes (and what optim.backbone_lr_mult slows down)
 BACKBONES = {"none": ("features",), "features": ("features",), "body": ("features", "head")}
@@ -124,6 +137,13 @@ def prepare(trainer, model: nn.Module) -> None:
     src = cfg.model.init_from
     if not src or trainer.resume_from is not None:
         return
+    if str(src).lower() in PRETRAINED:
+        path = imagenet_file(cfg.model.name, cfg.data.download, quiet=trainer.quiet)
+        state, classes, name = read_weights(str(path))
+        note = load_weights(model, state, None, trainer.dataset.classes, src, cfg.model.name)
+        if not trainer.quiet and trainer.dist.main:
+            print(f"init_from imagenet ({path.name}, torchvision's ImageNet weights): {note}")
+        return
     state, classes, name = read_weights(src)
     if name is not None and name != cfg.model.name:
         raise CheckpointError(
@@ -133,6 +153,59 @@ def prepare(trainer, model: nn.Module) -> None:
     note = load_weights(model, state, classes, trainer.dataset.classes, src, cfg.model.name)
     if not trainer.quiet and trainer.dist.main:
         print(f"init_from {src}: {note}")
+
+
+def weights_cache() -> Path:
+    """Where downloaded weights live: ``<user cache>/cnnlab/weights`` (next to the datasets)."""
+    from cnnlab.data.datasets import user_cache_dir
+
+    return user_cache_dir().parent / "weights"
+
+
+def sha256_prefix(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[: len(next(iter(IMAGENET.values()))[1])]
+
+
+def imagenet_file(model_name: str, download: bool = True, quiet: bool = False) -> Path:
+    """The cached ImageNet weights of ``model_name``, downloaded (with torchvision's
+    hash check) when absent and ``download`` allows. Errors are one line: no such
+    weights, offline (naming the file and the folder to place it in), a wrong file."""
+    if model_name not in IMAGENET:
+        raise ConfigError(
+            f"model.init_from=imagenet: ImageNet weights exist for {', '.join(IMAGENET)} only "
+            f"(this run trains {model_name}); add --model alexnet-torchvision"
+        )
+    url, digest = IMAGENET[model_name]
+    folder = weights_cache()
+    path = folder / url.rsplit("/", 1)[1]
+    if not path.is_file():
+        if not download:
+            raise CheckpointError(
+                f"model.init_from=imagenet: {path.name} is not in {folder} and data.download "
+                f"is false; download {url} and place it there"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=digest, progress=not quiet)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; a bad hash: RuntimeError
+            path.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"model.init_from=imagenet: cannot download {url} ({str(e)[:80]}); on a "
+                f"machine without internet, download it elsewhere and place it as {path}"
+            ) from None
+    got = sha256_prefix(path)
+    if got != digest:
+        raise CheckpointError(
+            f"model.init_from=imagenet: {path} is not torchvision's file (SHA-256 starts "
+            f"{got}, expected {digest}); delete it, or place the file from {url}"
+        )
+    return path
 
 
 def read_weights(src: str) -> tuple[dict[str, torch.Tensor], list | None, str | None]:

@@ -13,7 +13,11 @@ Suggested rate (``method``):
   for between the first 10 % of the sweep and the loss minimum;
 * ``min10``: the LR at the smoothed-loss minimum, divided by 10 (the older rule of thumb).
 
-Both are always computed and recorded. :func:`lr_range_test` puts every weight, buffer,
+Both are always computed and recorded. A suggestion is refused — a warning, and the
+optimiser's usual rate (:func:`fallback_lr`) instead — when the smoothed loss never fell
+clearly below where it started (:data:`MIN_DROP`: the sweep saw no learning, so its
+"steepest" point is noise) or when it lies outside :data:`PLAUSIBLE` (a rate of 5.8e-7
+trains nothing in a few hundred steps). :func:`lr_range_test` puts every weight, buffer,
 optimiser state, learning rate and random-number state back afterwards, so the run that
 follows is exactly the run it would have been; :func:`find_lr` sweeps a throwaway copy
 built from a config (``cnnlab lr-find``, and ``optim.lr=auto`` before training).
@@ -26,6 +30,7 @@ import io
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +44,9 @@ from cnnlab.train.callbacks import Callback
 from cnnlab.train.optim import set_lr
 
 METHODS = ("steepest", "min10")
+PLAUSIBLE = (1e-5, 1.0)  # the rates a suggestion may land in; outside: fall back
+MIN_DROP = 0.1  # the smoothed loss must fall at least 10 % below its starting level
+FALLBACK = {"sgd": 1e-2}  # the optimiser's usual rate when a suggestion is refused (else 1e-3)
 
 
 @dataclass
@@ -52,6 +60,8 @@ class LRFindResult:
     min10: float
     stopped_early: bool  # diverged before the last step
     settings: dict = field(default_factory=dict)
+    warning: str | None = None  # why the sweep's own suggestion was refused
+    refused: float | None = None  # that suggestion (``suggestion`` is then the fallback)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +81,26 @@ def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, float]:
     grad = np.gradient(sm, lo)
     i = start + int(np.argmin(grad[start : imin + 1]))
     return float(lrs[i]), min10
+
+
+def fallback_lr(optimizer: str) -> float:
+    """The usual starting rate of an optimiser: 1e-2 for SGD, 1e-3 for the adaptive ones."""
+    return FALLBACK.get(str(optimizer).lower(), 1e-3)
+
+
+def sanity(losses: list[float], smoothed: list[float], suggestion: float) -> str | None:
+    """Why a sweep's suggestion is nonsense, or None when it is usable."""
+    lo, hi = PLAUSIBLE
+    start = float(np.mean(losses[: max(1, len(losses) // 10)]))
+    fell = start - min(smoothed)
+    if not (math.isfinite(start) and fell > MIN_DROP * abs(start)):
+        return (
+            f"the loss never fell clearly during the sweep (from {start:.3g} to at best "
+            f"{min(smoothed):.3g}), so no rate can be read off it"
+        )
+    if not lo <= suggestion <= hi:
+        return f"the suggestion {suggestion:.2g} is outside the plausible range {lo:g} to {hi:g}"
+    return None
 
 
 def check_settings(start_lr, end_lr, steps, method="steepest", beta=0.98, diverge=4.0) -> None:
@@ -159,7 +189,7 @@ def lr_range_test(
         if saved["cuda"] is not None:
             torch.cuda.set_rng_state_all(saved["cuda"])
     steepest, min10 = suggest(lrs, smoothed)
-    return LRFindResult(
+    res = LRFindResult(
         lrs,
         losses,
         smoothed,
@@ -170,6 +200,17 @@ def lr_range_test(
         stopped,
         dict(start_lr=start_lr, end_lr=end_lr, steps=steps, beta=beta, diverge=diverge),
     )
+    return refuse_nonsense(res, fallback_lr(trainer.cfg.optim.name))
+
+
+def refuse_nonsense(res: LRFindResult, fallback: float) -> LRFindResult:
+    """``res`` with ``suggestion`` replaced by ``fallback`` (and ``warning`` saying why)
+    when :func:`sanity` finds it unusable."""
+    why = sanity(res.losses, res.smoothed, res.suggestion)
+    if why is not None:
+        res.refused, res.suggestion = res.suggestion, fallback
+        res.warning = f"warning: lr-find: {why}; using {fallback:g}, the optimiser's usual rate"
+    return res
 
 
 def find_lr(
@@ -285,7 +326,9 @@ def resolve_auto_lr(cfg, ds_obj=None, quiet: bool = False) -> tuple[object, Call
         )
     res = sweep_config(cfg, ds_obj, quiet, 1e-7, 10.0, 200, "steepest")
     cfg.optim.lr = float(f"{res.suggestion:.3g}")
-    if not quiet:
+    if res.warning:
+        print(res.warning, file=sys.stderr, flush=True)
+    elif not quiet:
         print(
             f"optim.lr=auto: {cfg.optim.lr:g} (lr-find, steepest descent of the smoothed loss; "
             f"min/10 would be {res.min10:.2g})",

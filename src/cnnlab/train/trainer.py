@@ -69,6 +69,7 @@ from cnnlab.train.callbacks import (
 )
 from cnnlab.train.diagnostics import GradientFlow
 from cnnlab.train.optim import OptimizerStep, Schedule
+from cnnlab.train.selection import selection_score
 from cnnlab.train.snapshots import WeightSnapshots
 from cnnlab.train.task import Task, TaskContext
 from cnnlab.train.tasks import make_task
@@ -91,10 +92,12 @@ class TrainResult:
 
     @property
     def best(self) -> dict:
-        """The epoch with the best validation accuracy ({} without a validation split)."""
+        """The epoch of the best checkpoint: the best validation accuracy, or its 3-epoch
+        mean with ``train.select=smooth`` ({} without a validation split)."""
         if not self.history or "val_acc" not in self.history[0]:
             return {}
-        return max(self.history, key=lambda m: m["val_acc"])
+        ranked = [m for m in self.history if "val_acc_smooth" in m] or self.history
+        return max(ranked, key=lambda m: m.get("val_acc_smooth", m["val_acc"]))
 
 
 def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
@@ -833,10 +836,14 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, m)
                 self.history.append(m)
-                # best: by validation accuracy; without a validation split no best is kept
-                # (choosing on the test set would leak it) and readers use last
-                if cfg.run.save_best and score is not None and score > self.best_metric:
-                    self.best_metric = score
+                # best: by validation accuracy (train.select: or its mean over epochs);
+                # without a validation split no best is kept (choosing on the test set
+                # would leak it) and readers use last
+                pick = selection_score(cfg.train.select, self.history, cfg.train.epochs, monitor)
+                if pick is not None and cfg.train.select == "smooth":
+                    m["val_acc_smooth"] = pick
+                if cfg.run.save_best and pick is not None and pick > self.best_metric:
+                    self.best_metric = pick
                     self.save("best", epoch, m)
                 self.save("last", epoch, m)
                 if self.dist.main:  # after the checkpoints: a line always has its checkpoint
