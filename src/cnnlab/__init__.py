@@ -11,13 +11,15 @@ import os
 
 from cnnlab._version import __version__
 
-# OpenMP threads that reach a barrier sleep rather than spin. The thread count is fixed
-# (same count, same numbers, whatever the load), so on a busy machine a spinning thread
-# burns the time slice its partner needs: LeNet-5's step ran 9-13× slower on 2 threads
-# at load average 10 with spinning than with sleeping, with bit-identical results. Read
-# by the OpenMP runtime when torch loads, so set before any torch import; a user's own
-# OMP_WAIT_POLICY wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP threads that reach a barrier spin only briefly, then sleep. The thread count is
+# fixed (same count, same numbers, whatever the load), so on a busy machine a spinning
+# thread burns the time slice its partner needs. LeNet-5's step on 2 threads
+# (benchmarks/omp_wait.py, results omp-wait.json): idle 0.33 s (libgomp's default spin)
+# vs 0.38 s; with 4 busy loops 4.27 vs 1.35 s; with 8, 14.8 vs 3.0 s; the same bits in
+# every case. Read by the OpenMP runtime when torch loads, so set before any torch
+# import; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 # public name -> the module that defines it
 _API = {
