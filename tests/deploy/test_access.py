@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.deploy.security import RateLimit, is_loopback
-from cnnlab.deploy.serve import ServeConfig, check_exposure, create_app, open_backend
+from cnnlab.deploy.serve import ServeConfig, check_exposure, create_app
 from cnnlab.errors import CnnlabError
 
 KEY = "s3cret-token-for-tests"
@@ -20,11 +20,6 @@ def png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((28, 28), np.uint8), "L").save(buf, "PNG")
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_trained_run):
-    return open_backend(tiny_trained_run)
 
 
 @pytest.mark.slow  # tens of seconds: `make test-slow`

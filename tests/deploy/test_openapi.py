@@ -8,16 +8,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from cnnlab.deploy.serve import ServeConfig, create_app, open_backend
+from cnnlab.deploy.serve import ServeConfig, create_app
 
 from .conftest import live_server
 
 schemathesis = pytest.importorskip("schemathesis")
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_trained_run):
-    return open_backend(tiny_trained_run)
 
 
 def test_spec_describes_bodies_responses_and_errors(backend):

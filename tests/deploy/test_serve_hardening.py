@@ -4,7 +4,6 @@ no read timeout) against the real ASGI app or a live uvicorn server."""
 
 import asyncio
 import base64
-import io
 import json
 import logging
 import socket
@@ -13,27 +12,10 @@ import time
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
-from cnnlab.deploy.serve import ServeConfig, create_app, open_backend
+from cnnlab.deploy.serve import ServeConfig, create_app
 
-from .conftest import http, live_server
-
-
-def png(side=28, value=None, seed=0) -> bytes:
-    a = (
-        np.full((side, side), value, np.uint8)
-        if value is not None
-        else np.random.default_rng(seed).integers(0, 256, (side, side), dtype=np.uint8)
-    )
-    buf = io.BytesIO()
-    Image.fromarray(a, "L").save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_trained_run):
-    return open_backend(tiny_trained_run)
+from .conftest import http, live_server, png
 
 
 @pytest.fixture

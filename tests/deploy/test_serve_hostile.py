@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -19,45 +18,14 @@ import cnnlab.deploy.serve as serve_mod
 from cnnlab.deploy.serve import ServeConfig, create_app, open_backend, uvicorn_config
 
 from ..data.test_image_floods import ICCP, jpeg_com_flood, photo_jpeg, png_flood
-from .conftest import http
-
-
-def png(side=28, value=None, seed=0) -> bytes:
-    a = (
-        np.full((side, side), value, np.uint8)
-        if value is not None
-        else np.random.default_rng(seed).integers(0, 256, (side, side), dtype=np.uint8)
-    )
-    buf = io.BytesIO()
-    Image.fromarray(a, "L").save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_trained_run):
-    return open_backend(tiny_trained_run)
+from .conftest import http, live_server, png
 
 
 @contextlib.contextmanager
 def serving(app, cfg: ServeConfig):
     """``app`` under the uvicorn configuration of ``cnnlab serve`` on a free port."""
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn_config(app, cfg, "127.0.0.1", port))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert srv.started, "server did not start"
-    try:
-        yield port
-    finally:
-        srv.should_exit = True
-        t.join(10)
+    with live_server(app, lambda port: uvicorn_config(app, cfg, "127.0.0.1", port)) as (_, p):
+        yield p
 
 
 def raw_post(port: int, body: bytes, ctype: str = "image/png", extra: str = "") -> bytes:
