@@ -21,15 +21,13 @@ from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.layout import read_metrics
 from cnnlab.runtime import device, numerics
 
+from .test_tasks import COMMON as TASK_COMMON
+from .test_tasks import assert_same_run
+
 SRC = str(Path(cnnlab.__file__).resolve().parents[1])
+# the Task tests' tiny setting, without their pinned thread count and deterministic mode
 COMMON = [
-    "data.name=synthetic",
-    "data.num_train=160",
-    "data.num_test=64",
-    "train.batch_size=32",
-    "train.eval_batch_size=64",
-    "train.device=cpu",
-    "train.diagnostics=false",
+    *(o for o in TASK_COMMON if o not in ("train.deterministic=true", "train.threads=1")),
     "train.checkpoint_every_steps=2",
 ]
 GAN = ["model.name=dcgan", "gan.width=8", "gan.z_dim=8", "gan.grid=2", "gan.eval_samples=32"]
@@ -45,7 +43,6 @@ TASKS = {  # each Task, with the default thread rule or the load-measuring one
     ],  # fmt: skip
     "gan": [*GAN, "sched.name=constant", "data.augment=none", "train.threads=auto-measure"],
 }
-DROP = ("seconds", "images_per_s", "eval_seconds")
 
 needs_two_cores = pytest.mark.skipif(
     device.available_cores() < 2, reason="needs 2 cores: the resume must be offered another count"
@@ -77,17 +74,6 @@ def killed_on_one_core(tmp_path, task) -> Path:
     return run
 
 
-def same_run(a: Path, b: Path) -> None:
-    ca = load_checkpoint(a / "checkpoints" / "last.safetensors")
-    cb = load_checkpoint(b / "checkpoints" / "last.safetensors")
-    for k, v in ca.tensors.items():
-        if not k.startswith("rng."):
-            assert torch.equal(v, cb.tensors[k]), k
-    ra = [{k: v for k, v in m.items() if k not in DROP} for m in read_metrics(a)]
-    rb = [{k: v for k, v in m.items() if k not in DROP} for m in read_metrics(b)]
-    assert ra == rb and len(ra) == 2
-
-
 @needs_two_cores
 @pytest.mark.parametrize("task", list(TASKS))
 def test_kill_then_resume_under_another_thread_offer_is_bit_identical(
@@ -107,7 +93,7 @@ def test_kill_then_resume_under_another_thread_offer_is_bit_identical(
     assert main(["train", "--resume", str(run)]) == 0
     out = capsys.readouterr().out
     assert "cpu (1 thread: as the run trained with; 2 would be chosen now)" in out
-    same_run(tmp_path / "ref", run)
+    assert_same_run(tmp_path / "ref", run)
 
 
 def test_thread_counts_change_the_numbers_so_the_record_matters(tmp_path):
