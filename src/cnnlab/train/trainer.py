@@ -1,25 +1,22 @@
 """The one training loop. A Task says *what* a step computes; the Trainer says *how*.
 
 For every Task alike: device, threads, precision and seeds (``runtime``); the run
-directory (``config.yaml``, ``metrics.jsonl``, ``checkpoints/``); per-step sums kept in
-device tensors and read once per epoch (no host sync inside the step loop); checkpoints
-at every epoch end and every ``train.checkpoint_every_steps`` steps, written atomically
-with optimiser, schedule, task and RNG state and the position inside the epoch, so a
-resumed run replays the same batches and ends bit-identical on CPU in deterministic mode;
-the replaced ``last`` is kept as ``prev``. An epoch's checkpoints are written before its
-``metrics.jsonl`` line, and a resume adds a line a crash left out from the checkpoint's
-own copy. One process writes a run directory at a time (``runs/lock.py``: rank 0 under
-DDP). The config is checked in full — names, ranges, the model against its input, a
-resume against the architecture and optimiser it continues — before anything is
-written; a new run that fails before its first checkpoint leaves no folder behind.
+directory (``train/rundir.py``: ``config.yaml``, ``metrics.jsonl``, one writer under a
+lock); per-step sums kept in device tensors and read once per epoch (no host sync inside
+the step loop); checkpoints at every epoch end and every ``train.checkpoint_every_steps``
+steps with everything an exact resume needs (``train/resume.py``). An epoch's
+checkpoints are written before its ``metrics.jsonl`` line. The config is checked in full
+— names, ranges, the model against its input, a resume against the architecture and
+optimiser it continues — before anything is written; a new run that fails before its
+first checkpoint leaves no folder behind.
 
-SIGINT/SIGTERM finish the current step, write a checkpoint and return (CLI exit 0).
-A non-finite loss stops the run naming epoch and step (policy ``stop``: no per-step host
-sync, the check runs where the sums are read anyway) or skips that step and lowers the
-LR (policy ``skip``: one host sync per step to decide before the optimiser moves; an
-epoch that skips more than half its steps stops the run). Weights are checked finite
-before every checkpoint, and a checkpoint whose weights produced the bad loss is set
-aside, so ``last`` is always one that was seen to give a finite loss.
+SIGINT/SIGTERM finish the current step, write a checkpoint and return (CLI exit 0;
+``train/signals.py``). A non-finite loss stops the run naming epoch and step (policy
+``stop``: no per-step host sync, the check runs where the sums are read anyway) or skips
+that step and lowers the LR (policy ``skip``: one host sync per step to decide before the
+optimiser moves; an epoch that skips more than half its steps stops the run). Weights
+are checked finite before every checkpoint, and a checkpoint whose weights produced the
+bad loss is set aside, so ``last`` is always one that was seen to give a finite loss.
 Under torchrun the data is sharded, the sums are added across ranks, and only rank 0
 writes.
 """
@@ -27,37 +24,21 @@ writes.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
-import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from cnnlab._version import __version__
-from cnnlab.config import Config, short
+from cnnlab.config import Config
 from cnnlab.data.datasets import Dataset, load_dataset
-from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
-from cnnlab.runs.checkpoint import (
-    load_checkpoint,
-    optim_join,
-    optim_split,
-    read_metadata,
-    restore_rng,
-    rng_state,
-    save_checkpoint,
-)
-from cnnlab.runs.files import atomic_write_text, fault, io_error, unlink_quietly
-from cnnlab.runs.layout import new_run_dir, scan_metrics
-from cnnlab.runs.lock import RunLock
-from cnnlab.runtime import distributed, numerics
+from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.runs.files import fault, io_error
+from cnnlab.runs.layout import new_run_dir
+from cnnlab.runtime import distributed
 from cnnlab.runtime.device import make_runtime
 from cnnlab.train.callbacks import (
     Callback,
@@ -69,12 +50,15 @@ from cnnlab.train.callbacks import (
 )
 from cnnlab.train.diagnostics import GradientFlow
 from cnnlab.train.optim import OptimizerStep, Schedule
+from cnnlab.train.resume import Checkpoints
+from cnnlab.train.rundir import RunDirectory, resume_hint
 from cnnlab.train.selection import selection_score
+from cnnlab.train.signals import GracefulStop
 from cnnlab.train.snapshots import WeightSnapshots
 from cnnlab.train.task import Task, TaskContext
 from cnnlab.train.tasks import make_task
 from cnnlab.train.trackers import Trackers, parse_report_to
-from cnnlab.train.validate import validate
+from cnnlab.train.validate import check_input, check_pad, validate
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
@@ -143,11 +127,10 @@ class Trainer:
         self.stop_reason = ""
         self.interrupted = False
         self.history: list[dict] = []
-        self._signal: int | None = None
-        self._pending: dict | None = None  # a mid-epoch position restored by _resume
-        self._lock: RunLock | None = None
-        self._last_is_bad = False  # resumed from prev: the next save must not rotate last
-        self._metrics_dirty = False  # resume changed metrics.jsonl's lines: rewrite it
+        self.signals = GracefulStop(self.warn)
+        self.checkpoints = Checkpoints(self)
+        self.files: RunDirectory | None = None  # the run directory, once known (or locked)
+        self._pending: dict | None = None  # a mid-epoch position a resume restored
         self._epoch_skips, self._epoch_first_skip = 0, 0  # nan_policy=skip, this epoch
 
     # -- set-up -------------------------------------------------------------------------
@@ -158,7 +141,7 @@ class Trainer:
         self.rt = make_runtime(t)
         self.dist, self.rt.device = distributed.from_env(self.rt.device)
         if self.resume_from is not None and self.dist.main:
-            self._lock = RunLock(self.resume_from).acquire()  # before anything is read
+            self.files = RunDirectory(self.resume_from, self.warn).acquire()  # before reading
         if not self.dist.main:
             for cb in self.callbacks:
                 if isinstance(cb, Progress):
@@ -169,7 +152,7 @@ class Trainer:
             if split is not None and split.is_file():  # an image folder: the run's own split
                 args["split_file"] = str(split)
             self.dataset = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, **args)
-        self._check_pad()
+        check_pad(cfg, self.dataset)
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
         fp16 = self.rt.amp_dtype is torch.float16
         self.stepper = OptimizerStep(t.grad_clip, fp16, skip_nonfinite=t.nan_policy == "skip")
@@ -182,7 +165,7 @@ class Trainer:
         self.task.build(self.ctx)
         self.generator = self.ctx.generator  # a streaming data set draws its order on the CPU
         self.model = next(iter(self.task.modules().values()))
-        self._check_input()
+        check_input(self.model, cfg)
         self.optimizers = self.task.optimizers()
         self.steps_per_epoch = self.task.steps_per_epoch()
         self.schedule = self.ctx.schedule = Schedule(
@@ -193,13 +176,15 @@ class Trainer:
         stem = f"{cfg.model.name}-{cfg.data.name}"
         run_dir = self.resume_from or new_run_dir(cfg.run.runs_dir, cfg.run.name, stem)
         self.run_dir = self.ctx.run_dir = Path(self.dist.broadcast(str(run_dir)))
+        if self.files is None:
+            self.files = RunDirectory(self.run_dir, self.warn)
         self.start_epoch = 1
         self.best_metric = -math.inf
         # per-step losses of the current epoch on the device: written without a sync, read
         # only to name the first bad step once a non-finite epoch sum has been seen
         self._losses = torch.zeros(max(1, self.steps_per_epoch), device=self.rt.device)
         if self.resume_from is not None:
-            self._resume()
+            self._pending = self.checkpoints.resume()
         self.ctx.history = self.history
 
     def step_optimizer(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params=None,
@@ -217,48 +202,9 @@ class Trainer:
         if self.dist.main:
             print(text, file=sys.stderr, flush=True)
 
-    # -- limits from the data and the model -----------------------------------------------
-
-    def _check_pad(self) -> None:
-        """data.pad pads every image on each side before a random crop: more than the
-        image's own side only adds zeros (and 1e6 would ask for terabytes)."""
-        side = getattr(self.dataset, "size", None)
-        pad = self.cfg.data.pad
-        if isinstance(side, int) and pad > side:
-            raise ConfigError(
-                f"data.pad={pad} is larger than the {side}-pixel images it pads; "
-                f"use at most {side} (the default is 2)"
-            )
-
-    def _check_input(self) -> None:
-        """One forward pass of a single blank image, so a model that cannot take the
-        data's image size fails here in one line instead of in the first step."""
-        args = getattr(self.model, "cnnlab_args", None)
-        if not isinstance(args, dict) or "input_size" not in args:
-            return
-        c, s = int(args.get("in_channels", 1)), int(args["input_size"])
-        model = getattr(self.model, "_orig_mod", self.model)
-        p = next(model.parameters(), None)
-        if p is None:
-            return
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                x = torch.zeros(1, c, s, s, device=p.device, dtype=p.dtype)
-                model(x)
-        except RuntimeError as e:
-            raise ConfigError(
-                f"model {args.get('name', self.cfg.model.name)} cannot take {c}×{s}×{s} "
-                f"images ({str(e).splitlines()[0][:160]}); give it larger images "
-                "(data.resize, or the dataset's size option)"
-            ) from None
-        finally:
-            model.train(was)
-
     # -- NaN/inf --------------------------------------------------------------------------
 
-    def _apply_lr_scale(self) -> None:
+    def apply_lr_scale(self) -> None:
         self.schedule.base = [b * self.lr_scale for b in self.base_lrs]
         self.schedule.apply()
 
@@ -301,7 +247,7 @@ class Trainer:
         NonFiniteLoss with advice that works when followed."""
         kept = "no checkpoint was written yet"
         if self.dist.main:
-            kept = self._set_aside(first_bad, keep=epoch > 1)
+            kept = self.files.set_aside(first_bad, keep=epoch > 1)
         lr = min(self.cfg.optim.lr / 10, 1e-3)
         raise NonFiniteLoss(
             f"{what} (global step {first_bad}); stopped, {kept}. Continue with a lower LR: "
@@ -309,305 +255,30 @@ class Trainer:
             "(or set train.grad_clip=1.0)"
         )
 
-    def _set_aside(self, first_bad: int, keep: bool) -> str:
-        ck = self.run_dir / "checkpoints"
-        last, prev = ck / "last.safetensors", ck / "prev.safetensors"
-
-        def usable(p: Path) -> bool:
-            try:
-                meta = json.loads(read_metadata(p)["cnnlab"])
-                return keep and int(meta["step"]) < first_bad - 1
-            except (OSError, CnnlabError, KeyError, ValueError, TypeError):
-                return False
-
-        try:
-            if last.exists() and not usable(last):
-                if prev.exists() and usable(prev):
-                    os.replace(prev, last)
-                else:
-                    os.replace(last, ck / "diverged-last.safetensors")
-            if prev.exists() and not usable(prev):
-                os.replace(prev, ck / "diverged-prev.safetensors")
-        except OSError as e:
-            return io_error(last, e, "set aside the diverged checkpoint")
-        if last.exists():
-            return f"the last checkpoint that gave a finite loss, {last}, is kept"
-        if ck.is_dir() and any(ck.glob("diverged-*")):
-            return (
-                "the checkpoints of the diverged first epoch are set aside as "
-                f"{ck}/diverged-*.safetensors and a resume starts the run again"
-            )
-        return "no checkpoint was written yet, so a resume starts the run again"
-
-    # -- checkpoints ---------------------------------------------------------------------
+    # -- checkpoints and signals -----------------------------------------------------------
 
     def meta(self, epoch: int, metrics: dict) -> dict:
-        _, plain_rng = rng_state()
-        return {
-            "cnnlab_version": __version__,
-            "kind": self.task.kind,
-            **self.task.meta(),
-            "epoch": epoch,
-            "step": self.schedule.step_num,
-            "metrics": metrics,
-            "best_metric": self.best_metric,
-            "config": self.cfg.to_dict(),
-            "schedule": self.schedule.state_dict(),
-            "lr_scale": self.lr_scale,
-            "skipped_steps": self.skipped_steps,
-            "rng": plain_rng,
-            "numerics": numerics.record(self.rt),
-            "scalers": self.stepper.state(self.optimizers),
-        }
-
-    def _saved_module(self) -> nn.Module:
-        mods = self.task.modules()
-        return next(iter(mods.values())) if len(mods) == 1 else nn.ModuleDict(mods)
+        """What a checkpoint records besides its tensors (``train/resume.py``)."""
+        return self.checkpoints.meta(epoch, metrics)
 
     def save(self, name: str, epoch: int, metrics: dict, position: dict | None = None) -> Path:
         """Write ``checkpoints/<name>`` (rank 0 only). ``position`` marks a mid-epoch
         checkpoint: ``epoch`` is then the last completed epoch."""
-        path = self.run_dir / "checkpoints" / f"{name}.safetensors"
-        if not self.dist.main:
-            return path
-        tensors, _ = rng_state(self.generator)
-        meta = self.meta(epoch, metrics)
-        task_tensors, task_meta = self.task.state()
-        tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
-        meta["task"] = task_meta
-        extra_opts = []
-        for k, opt in enumerate(self.optimizers[1:], 1):
-            ot, om = optim_split(opt.state_dict())
-            tensors.update({f"optim{k}." + key[len("optim.") :]: v for key, v in ot.items()})
-            extra_opts.append(om)
-        meta["optimizers"] = extra_opts
-        if position is not None:
-            tensors["rng.epoch_start"] = position.pop("epoch_rng")
-            for k, v in position.pop("sums").items():
-                tensors[f"acc.{k}"] = v
-            meta["position"] = position
-        # after a resume that fell back to prev, last is known to be corrupt: replace it
-        # without rotating it into prev (prev stays the good one)
-        rotate = name == "last" and not self._last_is_bad
-        try:
-            out = save_checkpoint(
-                path,
-                self._saved_module(),
-                meta,
-                self.optimizers[0],
-                tensors,
-                keep_prev=path.with_name("prev.safetensors") if rotate else None,
-            )
-            if name == "last":
-                self._last_is_bad = False
-            return out
-        except CheckpointError as e:
-            raise CheckpointError(
-                f"{e}; fix that and continue with: cnnlab train --resume {self.run_dir}"
-            ) from None
+        return self.checkpoints.save(name, epoch, metrics, position)
 
-    def _clean_checkpoint_dir(self) -> None:
-        """Temp files of a write that was killed: ours (.<name>.XXXX.tmp) and the one
-        safetensors' save_file writes through (.tmpXXXXXX, Rust's tempfile crate). Run
-        under the lock only (they may be a live writer's otherwise); a read-only file
-        system leaves them where they are."""
-        ck_dir = self.run_dir / "checkpoints"
-        for junk in [*ck_dir.glob(".*.tmp"), *ck_dir.glob(".tmp*")]:
-            unlink_quietly(junk)
-        unlink_quietly(ck_dir / ".prev.safetensors.link")
+    @property
+    def _signal(self) -> int | None:
+        """The stop signal received; a callback may set it to stop like SIGTERM does."""
+        return self.signals.signum
 
-    def _load_for_resume(self):
-        ck_dir = self.run_dir / "checkpoints"
-        last, prev = ck_dir / "last.safetensors", ck_dir / "prev.safetensors"
-        if not last.exists() and not prev.exists():
-            # stopped (or killed) before its first checkpoint was complete: an epoch line
-            # without a checkpoint cannot be continued, so the run starts again
-            n = len(scan_metrics(self.run_dir)[0])
-            lines = f"; its {n} epoch line(s) in metrics.jsonl are dropped" if n else ""
-            self.warn(
-                f"warning: {self.run_dir} has no checkpoint yet (stopped before its first "
-                f"one); starting it from the beginning{lines}"
-            )
-            return None
-        try:
-            return load_checkpoint(last)
-        except CheckpointError as first:
-            if prev.is_file():
-                self.warn(f"warning: {first}; resuming from the previous checkpoint {prev}")
-                self._last_is_bad = last.exists()
-                return load_checkpoint(prev)
-            raise
-
-    def _check_same_run(self, ck) -> None:
-        """What a checkpoint's state is made for cannot change on resume: the task, the
-        model (architecture, input, classes) and the optimiser. Checked before anything
-        is loaded or written."""
-        if ck.meta.get("kind", "classify") != self.task.kind:
-            raise CheckpointError(
-                f"{ck.path}: a {ck.meta.get('kind', 'classify')} run cannot be resumed as "
-                f"{self.task.kind}"
-            )
-        was = ck.meta.get("config")
-        was = was if isinstance(was, dict) else {}
-        now = self.cfg.to_dict()
-        changed, old = [], {}
-        for sec, keys in self.task.resume_keys:  # what the saved state's shapes depend on
-            a = was.get(sec) if isinstance(was.get(sec), dict) else {}
-            b = now.get(sec, {})
-            if not a:
-                continue  # a checkpoint without that section: nothing to compare
-            for k in keys or sorted(set(a) | set(b)):
-                if a.get(k) != b.get(k):
-                    changed.append(f"{sec}.{k}")
-                    old[f"{sec}.{k}"] = a.get(k)
-        mine = json.loads(json.dumps(self.task.meta().get("model"), default=str))  # as saved
-        if not changed and "model" in ck.meta and ck.meta["model"] != mine:
-            changed.append("model input or classes (data.*)")
-        if changed:
-            first = changed[0]
-            was_text = f"{first}={short(old[first], 40)}" if first in old else "other data"
-            raise CheckpointError(
-                f"cannot resume {self.run_dir} with a different {', '.join(changed[:4])} "
-                f"(it was trained with {was_text}): its saved state does not fit. "
-                f"Drop that --set, or start a new run from its config: cnnlab train --recipe "
-                f"{self.run_dir / 'config.yaml'} --name NEW_NAME --set ..."
-            )
-
-    def _resume(self) -> None:
-        ck = self._load_for_resume()
-        if ck is None:
-            self.history = []
-            self._metrics_dirty = (self.run_dir / "metrics.jsonl").exists()
-            return
-        self._check_same_run(ck)
-        was = ck.meta.get("config") if isinstance(ck.meta.get("config"), dict) else {}
-        was_threads = (was.get("train") or {}).get("threads", self.cfg.train.threads)
-        for note in numerics.reuse(
-            self.rt, ck.meta.get("numerics"), threads_asked=was_threads != self.cfg.train.threads,
-            exact=self.cfg.train.exact_resume, run=str(self.run_dir),
-        ):  # fmt: skip
-            self.warn(note)
-        try:
-            self._saved_module().load_state_dict(ck.model_state)
-        except RuntimeError as e:
-            raise CheckpointError(
-                f"{ck.path}: weights do not fit the model ({str(e).splitlines()[0]})"
-            ) from None
-        try:
-            st = ck.optimizer_state()
-            if st is not None:
-                self.optimizers[0].load_state_dict(st)
-            for k, (opt, om) in enumerate(
-                zip(self.optimizers[1:], ck.meta.get("optimizers", [])), 1
-            ):
-                pre = f"optim{k}."
-                ot = {
-                    "optim." + key[len(pre) :]: v
-                    for key, v in ck.tensors.items()
-                    if key[: len(pre)] == pre
-                }
-                opt.load_state_dict(optim_join(ot, om))
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(
-                f"{ck.path}: the optimiser state does not fit ({str(e).splitlines()[0][:120]})"
-            ) from None
-        self.task.load_state(
-            {k[5:]: v for k, v in ck.tensors.items() if k.startswith("task.")},
-            ck.meta.get("task", {}),
-        )
-        self.schedule.load_state_dict(ck.meta["schedule"])
-        self.stepper.load_state(self.optimizers, ck.meta.get("scalers"))
-        self.lr_scale = float(ck.meta.get("lr_scale", 1.0))
-        self.skipped_steps = int(ck.meta.get("skipped_steps", 0))
-        self._apply_lr_scale()
-        restore_rng(ck.tensors, ck.meta.get("rng", {}), self.generator)
-        self.start_epoch = int(ck.meta["epoch"]) + 1
-        pos = ck.meta.get("position")
-        if pos is not None:
-            self.start_epoch = int(pos["epoch"])
-            keep = self.dist.main  # the saved sums are global: one rank carries them on
-            sums = {k[4:]: v * keep for k, v in ck.tensors.items() if k.startswith("acc.")}
-            self._pending = dict(pos, epoch_rng=ck.tensors["rng.epoch_start"], sums=sums)
-        self.best_metric = float(ck.meta.get("best_metric", -math.inf))
-        self.history = self._reconciled_history(ck)
-
-    def _reconciled_history(self, ck) -> list[dict]:
-        """metrics.jsonl's lines that agree with the checkpoint: one per completed epoch.
-        Lines after the checkpoint (a crash between the two) and damaged lines are
-        dropped; the line of the checkpoint's own epoch, if a crash left it out, is taken
-        from the checkpoint."""
-        rows, bad = scan_metrics(self.run_dir)
-        by_epoch: dict[int, dict] = {}
-        for m in rows:
-            if m["epoch"] < self.start_epoch:
-                by_epoch.setdefault(m["epoch"], m)
-        done = int(ck.meta.get("epoch", 0))
-        own = ck.meta.get("metrics")
-        if done >= 1 and done not in by_epoch and isinstance(own, dict):
-            if own.get("epoch") == done:
-                by_epoch[done] = own
-        history = [by_epoch[e] for e in sorted(by_epoch)]
-        if bad:
-            self.warn(f"warning: {self.run_dir}/metrics.jsonl: {bad} damaged line(s) left out")
-        self._metrics_dirty = True
-        return history
-
-    def _rewrite_metrics(self) -> None:
-        atomic_write_text(
-            self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history)
-        )
-
-    def _append_metrics(self, m: dict) -> None:
-        """One fsynced line; a failed write is cut back so no torn line is left."""
-        p = self.run_dir / "metrics.jsonl"
-        try:
-            with open(p, "ab", buffering=0) as f:
-                size = f.seek(0, os.SEEK_END)
-                try:
-                    f.write((json.dumps(m) + "\n").encode())
-                    os.fsync(f.fileno())
-                except OSError:
-                    os.ftruncate(f.fileno(), size)
-                    raise
-        except OSError as e:
-            raise CheckpointError(
-                io_error(p, e, "append to")
-                + f"; fix that and continue with: cnnlab train --resume {self.run_dir}"
-            ) from None
-
-    # -- signals -------------------------------------------------------------------------
-
-    def _on_signal(self, signum, frame) -> None:
-        if self._signal is not None:  # a second Ctrl-C: stop now (the files stay consistent)
-            raise KeyboardInterrupt
-        self._signal = signum
-        self.warn(
-            f"received {signal.Signals(signum).name}: finishing the current step and writing "
-            "a checkpoint (send it again to stop at once)"
-        )
-
-    def _stop_requested(self) -> bool:
-        """Whether any rank got SIGINT/SIGTERM (all ranks must stop at the same step)."""
-        if not self.dist.enabled:
-            return self._signal is not None
-        flag = torch.tensor([float(self._signal is not None)], device=self.rt.device)
-        return bool(self.dist.all_reduce(flag, "max").item())
-
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    @_signal.setter
+    def _signal(self, signum: int | None) -> None:
+        self.signals.signum = signum
 
     def _stopped_at(self, epoch: int, step: int) -> None:
         self.interrupted = True
-        name = signal.Signals(self._signal).name if self._signal else "a signal"
-        where = f"epoch {epoch}, step {step}" if step else f"the end of epoch {epoch}"
         if self.dist.main:
-            print(
-                f"stopped by {name} at {where}; checkpoint saved. "
-                f"Resume with: cnnlab train --resume {self.run_dir}",
-                flush=True,
-            )
+            print(self.signals.stopped_message(epoch, step, self.run_dir), flush=True)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -676,7 +347,7 @@ class Trainer:
                 if self._epoch_skips == 1:
                     self._epoch_first_skip = (epoch - 1) * self.steps_per_epoch + i + 1
                 self.lr_scale *= self.cfg.train.nan_lr_factor
-                self._apply_lr_scale()
+                self.apply_lr_scale()
                 self.warn(
                     f"warning: non-finite loss at epoch {epoch}, step {i + 1}: step skipped, "
                     f"LR scaled to {self.lr_scale:g}× ({self.schedule.lr:.2e})"
@@ -700,7 +371,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_step(self, i, loss)
         fault("step")
-        stop = self._stop_requested()
+        stop = self.signals.requested(self.dist, self.rt.device)
         every = self.cfg.train.checkpoint_every_steps
         if stop or (every and self.schedule.step_num % every == 0 and i < self.steps_per_epoch):
             self._check_finite(epoch, i, sums["loss_sum"])
@@ -748,13 +419,15 @@ class Trainer:
         try:
             self.setup()
             if self.dist.main:
-                created = self._open_run_dir()
+                created = self.files.open(
+                    self.cfg.to_yaml(), self.dataset, self.history, self.resume_from is not None
+                )
             return self._fit()
         except CnnlabError as e:
             # a user mistake found at the start leaves nothing behind; a divergence or a
             # disk error keeps the folder, so the --resume its message advises works
             if created and not isinstance(e, (NonFiniteLoss, CheckpointError)):
-                self._remove_new_run_dir()
+                self.files.remove_if_new()
             raise
         except OSError as e:
             # a full disk or a read-only file system met by any other file the run
@@ -762,58 +435,15 @@ class Trainer:
             if e.errno not in _DISK_ERRNOS:
                 raise
             raise CheckpointError(
-                io_error(e.filename or self.run_dir, e)
-                + f"; fix that and continue with: cnnlab train --resume {self.run_dir}"
+                io_error(e.filename or self.run_dir, e) + resume_hint(self.run_dir)
             ) from None
         finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
-
-    def _open_run_dir(self) -> bool:
-        """Create (or take over) the run directory under its lock, then write what the
-        resume settled and config.yaml. True when this call created the directory."""
-        created = not self.run_dir.exists()
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(io_error(self.run_dir, e, "create run directory")) from None
-        if self._lock is None:
-            try:
-                self._lock = RunLock(self.run_dir).acquire()
-            except CnnlabError:
-                if created:
-                    shutil.rmtree(self.run_dir, ignore_errors=True)
-                raise
-            if (self.run_dir / "config.yaml").exists():  # another new run took the name
-                raise CheckpointError(
-                    f"run {self.run_dir} already exists; continue it with "
-                    f"--resume {self.run_dir} or choose another --name"
-                )
-        if self.resume_from is not None:
-            self._clean_checkpoint_dir()
-            if self._metrics_dirty:
-                self._rewrite_metrics()
-        try:
-            atomic_write_text(self.run_dir / "config.yaml", self.cfg.to_yaml())
-            if hasattr(self.dataset, "split_record"):  # an image folder: which file where
-                atomic_write_text(self.run_dir / "split.json", self.dataset.split_record())
-        except CnnlabError:
-            if created:  # a full disk here left only .lock, which blocked the same --name
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise
-        return created
-
-    def _remove_new_run_dir(self) -> None:
-        """A new run that failed before its first checkpoint leaves nothing behind."""
-        ck = self.run_dir / "checkpoints"
-        if ck.is_dir() and any(ck.glob("*.safetensors")):
-            return
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+            if self.files is not None:
+                self.files.release()
 
     def _fit(self) -> TrainResult:
         cfg = self.cfg
-        old_handlers = self._install_signals()
+        self.signals.install()
         for cb in self.callbacks:
             cb.on_fit_start(self)
         monitor = self.task.monitor
@@ -848,8 +478,8 @@ class Trainer:
                 self.save("last", epoch, m)
                 if self.dist.main:  # after the checkpoints: a line always has its checkpoint
                     fault("metrics")  # test hook: a kill between the two
-                    self._append_metrics(m)
-                if self._stop_requested():
+                    self.files.append_metrics(m)
+                if self.signals.requested(self.dist, self.rt.device):
                     self._stopped_at(epoch, 0)
                     break
                 if self.should_stop:
@@ -859,8 +489,7 @@ class Trainer:
                                 cb.print(self.stop_reason)
                     break
         finally:
-            for sig, h in old_handlers.items():
-                signal.signal(sig, h)
+            self.signals.restore()
             for cb in self.callbacks:
                 cb.on_fit_end(self)
         self.dist.finish()  # every rank ends together (a rank that failed never gets here)

@@ -1,5 +1,6 @@
 """A config checked against the registries (models, datasets, losses, optimisers,
-schedules) and the ranges of its values, before anything is built."""
+schedules) and the ranges of its values, before anything is built; then against the
+data it loaded and the model it built, before the first step."""
 
 from __future__ import annotations
 
@@ -185,3 +186,44 @@ def check_gan(cfg: Config) -> Config:
     g.conditional = g.conditional or name != "dcgan"
     cfg.model.name = gan_model_name(cfg)
     return cfg
+
+
+def check_pad(cfg: Config, dataset) -> None:
+    """data.pad pads every image on each side before a random crop: more than the
+    image's own side only adds zeros (and 1e6 would ask for terabytes)."""
+    side = getattr(dataset, "size", None)
+    pad = cfg.data.pad
+    if isinstance(side, int) and pad > side:
+        raise ConfigError(
+            f"data.pad={pad} is larger than the {side}-pixel images it pads; "
+            f"use at most {side} (the default is 2)"
+        )
+
+
+def check_input(model, cfg: Config) -> None:
+    """One forward pass of a single blank image, so a model that cannot take the
+    data's image size fails here in one line instead of in the first step."""
+    import torch
+
+    args = getattr(model, "cnnlab_args", None)
+    if not isinstance(args, dict) or "input_size" not in args:
+        return
+    c, s = int(args.get("in_channels", 1)), int(args["input_size"])
+    model = getattr(model, "_orig_mod", model)
+    p = next(model.parameters(), None)
+    if p is None:
+        return
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = torch.zeros(1, c, s, s, device=p.device, dtype=p.dtype)
+            model(x)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"model {args.get('name', cfg.model.name)} cannot take {c}×{s}×{s} "
+            f"images ({str(e).splitlines()[0][:160]}); give it larger images "
+            "(data.resize, or the dataset's size option)"
+        ) from None
+    finally:
+        model.train(was)
