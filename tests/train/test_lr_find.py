@@ -138,3 +138,32 @@ def test_auto_lr_falls_back_with_a_warning(tmp_path, capsys, monkeypatch):
     assert "warning: lr-find:" in capsys.readouterr().err
     cfg = yaml.safe_load((res.run_dir / "config.yaml").read_text())
     assert cfg["optim"]["lr"] == 1e-3
+
+
+def test_auto_lr_loads_the_dataset_once(tmp_path, monkeypatch):
+    """optim.lr=auto: the sweep and the run it chooses for train on one loading of the data."""
+    from cnnlab.train import lr_find as L
+    from cnnlab.train import trainer as T
+    from cnnlab.train.callbacks import Callback
+
+    loads, swept, trained = [], [], []
+    real_load, real_sweep = T.load_dataset, L.sweep_config
+    monkeypatch.setattr(
+        T, "load_dataset", lambda *a, **k: (loads.append(a[0]), real_load(*a, **k))[1]
+    )
+    monkeypatch.setattr(
+        L,
+        "sweep_config",
+        lambda cfg, ds, q, a, b, steps, m: (swept.append(ds), real_sweep(cfg, ds, q, a, b, 20, m))[
+            1
+        ],
+    )
+
+    class Seen(Callback):
+        def on_fit_start(self, trainer):
+            trained.append(trainer.dataset)
+
+    cnnlab.fit(runs_dir=str(tmp_path), name="once", lr="auto", overrides=FAST, epochs=1,
+               quiet=True, callbacks=[Seen()])  # fmt: skip
+    assert loads == ["synthetic"]
+    assert len(swept) == len(trained) == 1 and swept[0] is trained[0]

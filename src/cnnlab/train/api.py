@@ -90,7 +90,7 @@ def fit(
     if cfg.optim.lr == "auto":  # an LR range test first; config.yaml records its choice
         from cnnlab.train.lr_find import resolve_auto_lr
 
-        cfg, saver = resolve_auto_lr(cfg, ds_obj, quiet)
+        cfg, saver, ds_obj = resolve_auto_lr(cfg, ds_obj, quiet, resume)
         callbacks = [*(callbacks or []), saver]
     return Trainer(cfg, dataset=ds_obj, callbacks=callbacks, quiet=quiet, resume=resume).fit()
 

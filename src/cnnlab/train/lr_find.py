@@ -315,16 +315,22 @@ class SaveLRFind(Callback):
             write_result(self.res, trainer.run_dir)
 
 
-def resolve_auto_lr(cfg, ds_obj=None, quiet: bool = False) -> tuple[object, Callback]:
+def resolve_auto_lr(
+    cfg, ds_obj=None, quiet: bool = False, resume=None
+) -> tuple[object, Callback, object]:
     """``optim.lr=auto``: run the range test, put its suggestion into the config (the run's
     config.yaml records the number) and say so. Returns (config, a callback that saves the
-    sweep into the run)."""
+    sweep into the run, the dataset): the dataset is loaded once, here, when not given,
+    and the run trains on the same one."""
+    from cnnlab.train.trainer import load_data
+
     if os.environ.get("WORLD_SIZE", "1") != "1":
         raise ConfigError(
             "optim.lr=auto does not run under torchrun: run `cnnlab lr-find` first and pass "
             "its rate with --lr"
         )
-    res = sweep_config(cfg, ds_obj, quiet, 1e-7, 10.0, 200, "steepest")
+    ds = ds_obj if ds_obj is not None else load_data(cfg, resume)
+    res = sweep_config(cfg, ds, quiet, 1e-7, 10.0, 200, "steepest")
     cfg.optim.lr = float(f"{res.suggestion:.3g}")
     if res.warning:
         print(res.warning, file=sys.stderr, flush=True)
@@ -334,4 +340,4 @@ def resolve_auto_lr(cfg, ds_obj=None, quiet: bool = False) -> tuple[object, Call
             f"min/10 would be {res.min10:.2g})",
             flush=True,
         )
-    return cfg, SaveLRFind(res)
+    return cfg, SaveLRFind(res), ds

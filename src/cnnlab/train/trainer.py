@@ -102,6 +102,15 @@ def config_callbacks(cfg, kind: str = "classify") -> list[Callback]:
     return cbs
 
 
+def load_data(cfg: Config, resume: str | os.PathLike | None = None) -> Dataset:
+    """The config's dataset; for a resumed image-folder run, with the run's own split."""
+    args = dict(cfg.data.args)
+    split = Path(resume) / "split.json" if resume is not None else None
+    if split is not None and split.is_file():
+        args["split_file"] = str(split)
+    return load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, **args)
+
+
 class Trainer:
     def __init__(
         self,
@@ -147,11 +156,7 @@ class Trainer:
                 if isinstance(cb, Progress):
                     cb.quiet = True
         if self.dataset is None:
-            args = dict(cfg.data.args)
-            split = self.resume_from / "split.json" if self.resume_from is not None else None
-            if split is not None and split.is_file():  # an image folder: the run's own split
-                args["split_file"] = str(split)
-            self.dataset = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, **args)
+            self.dataset = load_data(cfg, self.resume_from)
         check_pad(cfg, self.dataset)
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
         fp16 = self.rt.amp_dtype is torch.float16
