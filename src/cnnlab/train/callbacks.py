@@ -1,12 +1,16 @@
-"""Trainer callbacks: progress display, early stopping, NaN guard."""
+"""Trainer callbacks: progress display, early stopping, NaN guard; and the run's report
+and figures (``ReportOnEnd``, ``write_gan_figures``): the one module of ``train/`` that
+reaches ``report/`` — everything else in ``train/`` goes through it."""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from pathlib import Path
 
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.runs.files import atomic_write_bytes
 
 
 class Callback:
@@ -177,3 +181,15 @@ class ReportOnEnd(Callback):
                 f"cnnlab report {trainer.run_dir} retries",
                 file=sys.stderr,
             )
+
+
+def write_gan_figures(run_dir, epoch: int, samples, nrow: int | None, history, fd_real) -> None:
+    """A GAN run's figures after epoch ``epoch``: the grid of ``samples`` (``nrow`` per
+    row) as ``samples/epoch_NNN.png`` and, given the ``history`` up to this epoch, its
+    curves (``losses.png``; with judge scores ``fid.png``, ``fd_real`` marked)."""
+    from cnnlab.report.gan import grid_png, plot_gan_history
+
+    run_dir = Path(run_dir)
+    atomic_write_bytes(run_dir / "samples" / f"epoch_{epoch:03d}.png", grid_png(samples, nrow))
+    if history:
+        plot_gan_history(run_dir, history, fd_real)

@@ -12,8 +12,6 @@ graph or compile: two networks, two optimisers, noise drawn each step).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,8 +21,7 @@ from cnnlab.analysis.generate import sample
 from cnnlab.data.loader import ResidentLoader
 from cnnlab.errors import ConfigError
 from cnnlab.models.gan import SIZES, create_gan
-from cnnlab.report.gan import grid_png, plot_gan_history
-from cnnlab.runs.files import atomic_write_bytes
+from cnnlab.train.callbacks import write_gan_figures
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
 
@@ -257,15 +254,13 @@ class GanTask(Task):
         m = self.score() if self.judge is not None else {}
         tr = self.ctx
         if tr.dist.main:
-            run_dir = Path(tr.run_dir)
-            png = grid_png(self.sample_fixed(), self.grid_cols)
-            atomic_write_bytes(run_dir / "samples" / f"epoch_{epoch:03d}.png", png)
+            history = None
             if self._last:
                 # the trainer's history holds the epochs before this one (resumed ones too)
                 past = [r for r in tr.history if r.get("epoch", 0) < epoch]
-                plot_gan_history(
-                    run_dir, [*past, {"epoch": epoch, **self._last, **m}], self.fd_real
-                )
+                history = [*past, {"epoch": epoch, **self._last, **m}]
+            samples = self.sample_fixed()
+            write_gan_figures(tr.run_dir, epoch, samples, self.grid_cols, history, self.fd_real)
         return m
 
     def meta(self) -> dict:
