@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_output_args, table
+from cnnlab.commands._common import add_command, add_output_args, table
 
 ORDER = 40
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "runs",
-        help="table of runs with their validation and test accuracy",
-        description="One row per run: model, dataset, epochs done, the validation-selected "
+        run,
+        "table of runs with their validation and test accuracy",
+        "One row per run: model, dataset, epochs done, the validation-selected "
         "epoch (the best checkpoint) with its validation and test accuracy, the last epoch's "
         "test accuracy, training and wall seconds, and whether a checkpoint exists. GAN runs "
         "show their last Fréchet distance.",
@@ -22,7 +24,6 @@ def register(sub) -> None:
         metavar="FILE",
         help="also write the table as CSV (one header row, then one row per run; - for stdout)",
     )
-    p.set_defaults(func=run)
 
 
 HEADER = [
