@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from cnnlab._version import __version__
-from cnnlab.config import Config, short
+from cnnlab.config import Config, check_pad, short
 from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 from cnnlab.runs.checkpoint import (
@@ -169,7 +169,7 @@ class Trainer:
             if split is not None and split.is_file():  # an image folder: the run's own split
                 args["split_file"] = str(split)
             self.dataset = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download, **args)
-        self._check_pad()
+        check_pad(cfg.data.pad, getattr(self.dataset, "size", None))
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
         fp16 = self.rt.amp_dtype is torch.float16
         self.stepper = OptimizerStep(t.grad_clip, fp16, skip_nonfinite=t.nan_policy == "skip")
@@ -218,17 +218,6 @@ class Trainer:
             print(text, file=sys.stderr, flush=True)
 
     # -- limits from the data and the model -----------------------------------------------
-
-    def _check_pad(self) -> None:
-        """data.pad pads every image on each side before a random crop: more than the
-        image's own side only adds zeros (and 1e6 would ask for terabytes)."""
-        side = getattr(self.dataset, "size", None)
-        pad = self.cfg.data.pad
-        if isinstance(side, int) and pad > side:
-            raise ConfigError(
-                f"data.pad={pad} is larger than the {side}-pixel images it pads; "
-                f"use at most {side} (the default is 2)"
-            )
 
     def _check_input(self) -> None:
         """One forward pass of a single blank image, so a model that cannot take the

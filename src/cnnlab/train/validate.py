@@ -61,8 +61,6 @@ def validate(cfg: Config) -> Config:
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (cfg.data.pad >= 0, "data.pad must be ≥ 0"),
-        (cfg.data.resize is None or cfg.data.resize >= 8, "data.resize must be ≥ 8 pixels"),
         (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
         (
             cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
