@@ -108,17 +108,12 @@ def sectioned(override: str) -> str:
 def require_gan_run(run: str) -> None:
     from pathlib import Path
 
-    from cnnlab.config import load_recipe, resolve_task
-    from cnnlab.errors import CheckpointError, ConfigError
+    from cnnlab.errors import CheckpointError
+    from cnnlab.runs.layout import run_kind
 
-    cfg_file = Path(run) / "config.yaml"
-    if not cfg_file.is_file():
+    if not (Path(run) / "config.yaml").is_file():
         return  # fit() says what is wrong with it
-    try:
-        task = resolve_task(load_recipe(cfg_file))
-    except ConfigError:
-        task = None
-    if task != "gan":
+    if run_kind(run) != "gan":
         raise CheckpointError(f"cannot resume {run!r}: not a GAN run (use `cnnlab train --resume`)")
 
 

@@ -43,8 +43,7 @@ HEADER = [
 
 def row(d) -> list[str]:
     """A run's row; a damaged config.yaml or metrics.jsonl shows as '?'."""
-    from cnnlab.report.html import is_gan_run, run_config
-    from cnnlab.runs.layout import read_metrics
+    from cnnlab.runs.layout import read_metrics, run_config, run_kind
     from cnnlab.runs.summary import best_epoch, run_seconds
 
     cfg = run_config(d)
@@ -56,7 +55,7 @@ def row(d) -> list[str]:
     done = m[-1].get("epoch", len(m)) if m else 0
     train_s, wall_s = run_seconds(m)
     times = [f"{train_s:.1f}", f"{wall_s:.1f}"] if m else ["-", "-"]
-    if is_gan_run(d, cfg, m):
+    if run_kind(d, cfg, m) == "gan":
         fd = [r["fd"] for r in m if _num(r.get("fd"))]
         last = f"FD {fd[-1]:.2f}" if fd else "(GAN)"
         return [d.name, model, data, f"{done}/{epochs}", "-", "-", "-", last, *times, ck]

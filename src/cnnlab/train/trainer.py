@@ -55,7 +55,7 @@ from cnnlab.runs.checkpoint import (
     save_checkpoint,
 )
 from cnnlab.runs.files import atomic_write_text, fault, io_error, unlink_quietly
-from cnnlab.runs.layout import new_run_dir, scan_metrics
+from cnnlab.runs.layout import new_run_dir, run_kind, scan_metrics
 from cnnlab.runs.lock import RunLock
 from cnnlab.runtime import distributed, numerics
 from cnnlab.runtime.device import make_runtime
@@ -431,10 +431,9 @@ class Trainer:
         """What a checkpoint's state is made for cannot change on resume: the task, the
         model (architecture, input, classes) and the optimiser. Checked before anything
         is loaded or written."""
-        if ck.meta.get("kind", "classify") != self.task.kind:
+        if run_kind(ck.meta) != self.task.kind:
             raise CheckpointError(
-                f"{ck.path}: a {ck.meta.get('kind', 'classify')} run cannot be resumed as "
-                f"{self.task.kind}"
+                f"{ck.path}: a {run_kind(ck.meta)} run cannot be resumed as {self.task.kind}"
             )
         was = ck.meta.get("config")
         was = was if isinstance(was, dict) else {}
