@@ -117,6 +117,9 @@ def test_deep_nesting_and_huge_integers_are_one_line(tmp_path):
         ("train.seed=-1", "train.seed must be in"),
         (f"train.seed={2**70}", "train.seed must be in"),
         ("data.pad=1000000", "data.pad must be in"),
+        ("data.pad=-1", "data.pad must be in"),
+        ("data.resize=4", "data.resize must be ≥ 8"),
+        ("train.class_weights=[1, 0]", "train.class_weights must be none, auto or a list"),
         ("data.size=4", "data.size must be an integer in"),
         ("run.name=../x", "not a folder name inside --runs-dir"),
     ],
@@ -124,3 +127,17 @@ def test_deep_nesting_and_huge_integers_are_one_line(tmp_path):
 def test_value_ranges(override, match):
     with pytest.raises(ConfigError, match=match):
         validate(apply_overrides(Config(), ["data.name=synthetic", override]))
+
+
+def test_a_value_checked_against_the_data_is_checked_by_the_same_function():
+    """data.pad and train.class_weights: one check each, in config.py, which the trainer
+    and the loss call again once the image side and the class count are known."""
+    from cnnlab.config import check_class_weights, check_pad
+
+    check_pad(28, side=28)
+    with pytest.raises(ConfigError, match="data.pad=29 is larger than the 28-pixel images"):
+        check_pad(29, side=28)
+    check_class_weights([1, 2.5])
+    check_class_weights("auto", classes=3)
+    with pytest.raises(ConfigError, match="a list of 3 numbers > 0 .* got 2 values"):
+        check_class_weights([1, 2.5], classes=3)

@@ -327,7 +327,7 @@ def check_values(cfg: Config) -> Config:
             0 <= t.seed <= MAX_SEED,
             f"train.seed must be in [0, {MAX_SEED}], got {short(t.seed, 30)}",
         ),
-        (0 <= d.pad <= 1024, f"data.pad must be in [0, 1024] pixels, got {short(d.pad, 30)}"),
+        (d.resize is None or d.resize >= 8, "data.resize must be ≥ 8 pixels"),
         (
             d.resize is None or d.resize <= 4096,
             f"data.resize must be at most 4096 pixels, got {short(d.resize, 30)}",
@@ -343,9 +343,26 @@ def check_values(cfg: Config) -> Config:
     for ok, msg in checks:
         if not ok:
             raise ConfigError(msg)
+    check_pad(d.pad)
+    check_class_weights(t.class_weights)
     if cfg.run.name is not None:
         check_run_name(cfg.run.name)
     return cfg
+
+
+MAX_PAD = 1024  # pixels; 1e6 would ask for terabytes
+
+
+def check_pad(pad: int, side: int | None = None) -> None:
+    """data.pad pads every image on each side before a random crop: 0 to MAX_PAD pixels,
+    and, once the data's image ``side`` is known, at most that (more only adds zeros)."""
+    if not 0 <= pad <= MAX_PAD:
+        raise ConfigError(f"data.pad must be in [0, {MAX_PAD}] pixels, got {short(pad, 30)}")
+    if isinstance(side, int) and pad > side:
+        raise ConfigError(
+            f"data.pad={pad} is larger than the {side}-pixel images it pads; "
+            f"use at most {side} (the default is 2)"
+        )
 
 
 SAMPLERS = ("random", "balanced")
@@ -353,14 +370,7 @@ SELECTS = ("val", "smooth")
 
 
 def imbalance_checks(cfg: Config) -> list[tuple[bool, str]]:
-    """data.sampler and train.class_weights (a list's length is checked against the
-    classes when the data is loaded)."""
-    w = cfg.train.class_weights
-    named = w is None or (isinstance(w, str) and w.strip().lower() in ("none", "auto"))
-    listed = isinstance(w, (list, tuple)) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-        for v in w
-    )
+    """data.sampler and train.select (train.class_weights: :func:`check_class_weights`)."""
     return [
         (
             cfg.data.sampler in SAMPLERS,
@@ -370,12 +380,31 @@ def imbalance_checks(cfg: Config) -> list[tuple[bool, str]]:
             cfg.train.select in SELECTS,
             choices_msg("train.select", cfg.train.select, SELECTS),
         ),
-        (
-            named or (listed and len(w) > 0),
-            "train.class_weights must be none, auto or a list of numbers > 0 (one per class), "
-            f"got {short(w, 40)}",
-        ),
     ]
+
+
+def check_class_weights(spec, classes: int | None = None) -> None:
+    """train.class_weights: none, auto or a list of numbers > 0 — once the data is loaded,
+    one per class (``classes`` of them)."""
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("none", "auto")):
+        return
+    values = list(spec) if isinstance(spec, (list, tuple)) else None
+    positive = values is not None and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        for v in values
+    )
+    if positive and len(values) == (classes or len(values)) and len(values) > 0:
+        return
+    if classes is None:
+        raise ConfigError(
+            "train.class_weights must be none, auto or a list of numbers > 0 (one per class), "
+            f"got {short(spec, 40)}"
+        )
+    got = f"{len(values)} values" if values is not None else repr(spec)
+    raise ConfigError(
+        f"train.class_weights must be none, auto or a list of {classes} numbers > 0 (one per "
+        f"class), got {got[:60]}"
+    )
 
 
 def _section_cls(name: str):

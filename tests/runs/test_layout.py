@@ -9,7 +9,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.errors import ConfigError
-from cnnlab.runs.layout import new_run_dir, read_metrics, scan_metrics
+from cnnlab.runs.layout import new_run_dir, read_metrics, run_config, run_kind, scan_metrics
 
 GOOD = {"epoch": 1, "train_loss": 0.5, "test_acc": 0.75, "test_loss": 0.6, "seconds": 1.0}
 DAMAGED = [b"123", b'{"epoch": "x"}', b"\xff\xfe\xfd not utf-8", b'{"epoch": 2, "test_acc": "x"}',
@@ -43,3 +43,26 @@ def test_a_run_name_must_stay_inside_the_runs_dir(tmp_path, name, capsys):
 def test_ordinary_names_are_fine(tmp_path):
     for name in ("fm", "lenet5-fashion.v2", "sweeps/trial-003", "a_b+c=d@e"):
         assert new_run_dir(tmp_path, name, "stem") == tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "config, metrics, kind",
+    [
+        ("model: {name: lenet5}\n", {"epoch": 1, "test_acc": 0.5}, "classify"),
+        ("model: {name: dcgan-conditional}\n", {"epoch": 1}, "gan"),
+        ("model: {name: x}\ntrain: {task: GAN}\n", {"epoch": 1}, "gan"),
+        ("model: [oops\n", {"epoch": 1, "loss_d": 1.2}, "gan"),  # damaged config: the metrics
+        ("model: {name: lenet5}\ntrain: {task: semi}\n", {"epoch": 1}, "classify"),
+    ],
+)
+def test_a_run_directory_tells_its_kind(tmp_path, config, metrics, kind):
+    (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(metrics) + "\n")
+    assert run_kind(tmp_path) == kind
+    assert run_kind(tmp_path, run_config(tmp_path), read_metrics(tmp_path)) == kind
+
+
+def test_a_checkpoint_tells_its_kind():
+    assert run_kind({"kind": "gan", "gan": {}}) == "gan"
+    assert run_kind({"kind": "classify"}) == "classify"
+    assert run_kind({"model": {"name": "lenet5"}}) == "classify"  # from before kinds were kept

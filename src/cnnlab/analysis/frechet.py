@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CheckpointError
+from cnnlab.runs.layout import run_kind
 from cnnlab.runs.load import load_run_checkpoint, model_from_checkpoint
 
 
@@ -64,7 +65,7 @@ class Judge:
         if not Path(run).exists():
             raise CheckpointError(f"judge run {str(run)!r} not found (see `cnnlab runs`)")
         ck = load_run_checkpoint(run)
-        if ck.meta.get("kind") == "gan" or "model" not in ck.meta:
+        if run_kind(ck.meta) == "gan" or "model" not in ck.meta:
             raise CheckpointError(
                 f"judge {run}: not a classifier run (train one with `cnnlab train`)"
             )

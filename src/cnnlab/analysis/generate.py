@@ -14,13 +14,14 @@ from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CheckpointError, ConfigError, choices_msg
 from cnnlab.models.gan import Generator, create_gan
 from cnnlab.runs.checkpoint import load_checkpoint
+from cnnlab.runs.layout import run_kind
 from cnnlab.runs.load import resolve_checkpoint
 
 
 def load_generator(run: str | os.PathLike, device="cpu") -> tuple[Generator, dict]:
     """(generator in eval mode, checkpoint meta) of a GAN run or checkpoint file."""
     ck = load_checkpoint(resolve_checkpoint(run, "last"))
-    if ck.meta.get("kind") != "gan" or not isinstance(ck.meta.get("gan"), dict):
+    if run_kind(ck.meta) != "gan" or not isinstance(ck.meta.get("gan"), dict):
         raise CheckpointError(f"{run}: not a GAN run (train one with `cnnlab gan`)")
     a = dict(ck.meta["gan"])
     G, _ = create_gan(a.pop("name"), **a)

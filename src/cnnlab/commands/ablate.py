@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_data_args, add_output_args, add_recipe_args, table
+from cnnlab.commands._common import (
+    add_command,
+    add_data_args,
+    add_output_args,
+    add_recipe_args,
+    add_training_args,
+    kwargs_of,
+    table,
+)
 
 ORDER = 25
 
@@ -20,13 +28,13 @@ Examples:
 
 
 def register(sub) -> None:
-    import argparse
-
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "ablate",
-        help="train every combination of choices and compare them (mean ± std over seeds)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        "train every combination of choices and compare them (mean ± std over seeds)",
+        HELP,
+        raw=True,
     )
     add_recipe_args(p, "override a config key in every run")
     p.add_argument(
@@ -36,27 +44,20 @@ def register(sub) -> None:
         metavar="KEY=V1,V2",
         help="a config key and its values to compare; repeat for a grid",
     )
-    p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
+    add_training_args(p, epochs="epochs per run (default: the recipe's)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per combination (0, 1, ...)")
     add_data_args(p)
     add_output_args(p, name=None)
     p.add_argument("--study", help="study name (default: ablate-<recipe>-<varied keys>)")
     p.add_argument("--verbose", action="store_true", help="show each run's epoch lines")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from cnnlab.studies.ablate import HEADER, ablate
 
     st = ablate(
-        recipe=args.recipe,
-        vary=args.vary,
-        epochs=args.epochs,
-        seeds=args.seeds,
-        data_dir=args.data_dir,
-        overrides=args.overrides,
-        study=args.study,
-        runs_dir=args.runs_dir,
+        **kwargs_of(args, "recipe", "vary", "epochs", "seeds", "data_dir", "overrides"),
+        **kwargs_of(args, "study", "runs_dir"),
         quiet=not args.verbose,
     )
     table(st.table_rows(), HEADER, title=f"study {st.dir.name}")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_data_args, add_device_arg, add_recipe_args, table
+from cnnlab.commands._common import (
+    add_command,
+    add_data_args,
+    add_device_arg,
+    add_recipe_args,
+    add_training_args,
+    kwargs_of,
+    table,
+)
 
 ORDER = 80
 
@@ -28,13 +36,8 @@ Examples:
 
 
 def register(sub) -> None:
-    import argparse
-
-    p = sub.add_parser(
-        "bench",
-        help="benchmark the trainer against reference PyTorch loops",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "bench", run, "benchmark the trainer against reference PyTorch loops", HELP, raw=True
     )
     p.add_argument("--quick", action="store_true", help="tiny synthetic data: a smoke run")
     p.add_argument(
@@ -43,10 +46,8 @@ def register(sub) -> None:
         help="the plain-LeNet epoch comparison, batch-size/data-size sweep and AlexNet part",
     )
     add_data_args(p, data_dir="folder holding fashion-mnist/ (default: the usual places)")
-    p.add_argument(
-        "--epochs",
-        type=int,
-        help="cnnlab's epochs (default: the recipe's own; --plain: 15 for every loop)",
+    add_training_args(
+        p, epochs="cnnlab's epochs (default: the recipe's own; --plain: 15 for every loop)"
     )
     p.add_argument(
         "--targets",
@@ -85,7 +86,6 @@ def register(sub) -> None:
     p.add_argument("--alexnet-batch", type=int, help="AlexNet batch (default 256 CUDA, 16 CPU)")
     p.add_argument("--alexnet-steps", type=int, help="timed AlexNet steps (default 20 CUDA, 3 CPU)")
     p.add_argument("--out", help="JSON file to write (default runs/bench/bench-<time>.json)")
-    p.set_defaults(func=run)
 
 
 def _numbers(text: str, kind, what: str) -> tuple:
@@ -119,6 +119,10 @@ def _out_path(args) -> str:
     return args.out or f"runs/bench/{kind}bench-{datetime.now():%Y%m%d-%H%M%S}.json"
 
 
+# the flags both benchmarks take, under their own names
+COMMON = ("data_dir", "device", "threads", "overrides", "quick")
+
+
 def run(args) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.studies import bench
@@ -134,18 +138,11 @@ def run(args) -> int:
     if any(f > 1 for f in fractions):
         raise ConfigError(f"--fractions must lie in (0, 1], got {args.fractions!r}")
     result = bench.run_bench(
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        device=args.device,
-        threads=args.threads,
-        overrides=args.overrides,
-        recipe=args.recipe,
-        quick=args.quick,
+        **kwargs_of(args, *COMMON, "epochs", "recipe"),
         batch_sizes=_numbers(args.batch_sizes, int, "batch-sizes"),
         fractions=fractions,
         alexnet=not args.no_alexnet,
-        alexnet_batch=args.alexnet_batch,
-        alexnet_steps=args.alexnet_steps,
+        **kwargs_of(args, "alexnet_batch", "alexnet_steps"),
         loops=loops,
     )
     rows, header = bench.summary_rows(result)
@@ -167,29 +164,17 @@ def run(args) -> int:
                   "(not in the epoch times)")  # fmt: skip
     sc = result.get("scaling")
     if sc:
+
+        def secs(r) -> list[str]:
+            return [f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}"]
+
         table(
-            [
-                [
-                    r["batch_size"],
-                    f"{r['seconds']:.2f}",
-                    f"{r['cpu_seconds']:.2f}",
-                    f"{r['images_per_s']:,.0f}",
-                ]
-                for r in sc["by_batch_size"]
-            ],
+            [[r["batch_size"], *secs(r), f"{r['images_per_s']:,.0f}"] for r in sc["by_batch_size"]],
             ["batch", "s/epoch", "cpu s/epoch", "images/s"],
             title="cnnlab epoch time against batch size",
         )
         table(
-            [
-                [
-                    f"{r['fraction']:g}",
-                    f"{r['images']:,}",
-                    f"{r['seconds']:.2f}",
-                    f"{r['cpu_seconds']:.2f}",
-                ]
-                for r in sc["by_dataset_size"]
-            ],
+            [[f"{r['fraction']:g}", f"{r['images']:,}", *secs(r)] for r in sc["by_dataset_size"]],
             ["fraction", "images", "s/epoch", "cpu s/epoch"],
             title="cnnlab epoch time against dataset size",
         )
@@ -247,16 +232,10 @@ def run_tta(args, loops) -> int:
         raise ConfigError("--recipe goes with --plain; the time-to-accuracy run times the "
                           "shipped recipes (choose them with --targets)")  # fmt: skip
     result = bench.run_tta(
-        data_dir=args.data_dir,
         targets=targets,
         seeds=seeds,
-        epochs=args.epochs,
-        ref_epochs=args.ref_epochs,
         loops=loops,
-        device=args.device,
-        threads=args.threads,
-        overrides=args.overrides,
-        quick=args.quick,
+        **kwargs_of(args, *COMMON, "epochs", "ref_epochs"),
     )
     argv = sys.argv[1:]
     if "--out" in argv:  # where the file goes is not part of what was measured

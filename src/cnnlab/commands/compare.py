@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import output_path, table
+from cnnlab.commands._common import add_command, output_path, table
 
 ORDER = 61
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "compare",
-        help="overlay the learning curves of several runs and tabulate their metrics",
-        description="Tabulate final/best accuracy, gap and verdict of several runs, list the "
+        run,
+        "overlay the learning curves of several runs and tabulate their metrics",
+        "Tabulate final/best accuracy, gap and verdict of several runs, list the "
         "config keys in which they differ, and write an HTML page with the overlaid curves.",
     )
     p.add_argument("runs", nargs="+", help="run directories")
@@ -20,7 +22,6 @@ def register(sub) -> None:
         help="HTML output (default: compare.html in the runs' folder, numbered compare-2.html, "
         "... rather than overwriting an earlier one)",
     )
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

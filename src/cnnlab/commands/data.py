@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_data_args, table
+from cnnlab.commands._common import (
+    add_command,
+    add_data_args,
+    add_json_arg,
+    kwargs_of,
+    print_json_or,
+    table,
+)
 
 ORDER = 50
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="list datasets, where they are looked for, whether present")
+    p = add_command(sub, "data", run, "list datasets, where they are looked for, whether present")
     add_data_args(p, data_dir="also look here first")
     p.add_argument("--download", metavar="NAME", help="download a dataset now (checksums verified)")
-    p.set_defaults(func=run)
     sub_data = p.add_subparsers(dest="data_action", metavar="ACTION")
     add_check_parser(sub_data)
 
@@ -38,11 +44,13 @@ def run(args) -> int:
 
 
 def add_check_parser(sub) -> None:
-    c = sub.add_parser(
+    c = add_command(
+        sub,
         "check",
-        help="check a folder or dataset: unreadable files, class balance, sizes, duplicates "
+        run_check,
+        "check a folder or dataset: unreadable files, class balance, sizes, duplicates "
         "across splits, likely label errors",
-        description="Check a folder of images (PATH/<class>/* or PATH/{train,val,test}/<class>/*) "
+        "Check a folder of images (PATH/<class>/* or PATH/{train,val,test}/<class>/*) "
         "or a dataset by name: unreadable files, class counts and imbalance, image sizes and "
         "modes, exact and near-duplicates within and across splits, and likely label errors "
         "(cleanlab on out-of-fold predictions of a quick model). Writes datacheck.json and "
@@ -67,11 +75,42 @@ def add_check_parser(sub) -> None:
         "overwriting an earlier check)",
     )
     c.add_argument("--runs-dir", default="runs", help="where the default --out goes (runs)")
-    c.add_argument("--json", action="store_true", help="print the full result as JSON")
-    c.set_defaults(func=run_check)
+    add_json_arg(c)
 
 
 def run_check(args) -> int:
-    from cnnlab.commands._datacheck import run
+    from cnnlab.analysis.datacheck_run import check_target
 
-    return run(args)
+    c = check_target(
+        args.target,
+        **kwargs_of(args, "data_dir", "limit", "near", "max_mad", "folds", "top", "out"),
+        labels=not args.no_labels,
+        runs_dir=args.runs_dir,
+        quiet=args.json,
+    )
+    print_json_or(args, c.result, lambda: show_check(c))
+    return 0
+
+
+def show_check(c) -> None:
+    from cnnlab.analysis.datacheck_run import summary_rows
+
+    r = c.result
+    table(summary_rows(r), ["check", "found"], title=f"data check: {r['summary']['dataset']}")
+    for f in r["unreadable"][:10]:
+        print(f"unreadable: {f['file']} ({f['error']})")
+    for j in r["junk"][:10]:
+        print(f"junk: {j['id']} ({'; '.join(j['why'])})")
+    for k, v in r["class_counts"].items():
+        if v["empty"]:
+            print(f"{k}: empty classes: {', '.join(v['empty'])}")
+    if c.check.issues:
+        table(
+            [
+                [i["id"], i["given"], i["predicted"], f"{i['p_given']:.3f}"]
+                for i in c.check.issues[:15]
+            ],
+            ["image", "given", "predicted", "p(given)"],
+            title="most likely label errors",
+        )
+    print(f"written: {c.out / 'datacheck.json'}" + "".join(f", {c.out / n}.png" for n in c.sheets))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from cnnlab.commands._common import (
     add_analysis_args,
     add_checkpoint_arg,
+    add_choice,
+    add_command,
     add_run_arg,
     print_json_or,
     table,
@@ -14,13 +16,15 @@ ORDER = 20
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "eval",
-        help="accuracy, balanced accuracy, macro-F1, top-5, per-class precision/recall, "
+        run,
+        "accuracy, balanced accuracy, macro-F1, top-5, per-class precision/recall, "
         "confusion matrix of a run",
     )
     add_run_arg(p)
-    p.add_argument("--split", default="test", choices=["test", "train"])
+    add_choice(p, "--split", ["test", "train"])
     add_checkpoint_arg(p, "--checkpoint")
     add_analysis_args(p, dataset="evaluate on another dataset with the same classes")
     add_tta_arg(p)
@@ -29,7 +33,6 @@ def register(sub) -> None:
         help="write eval.json and the confusion matrix here (default: the run directory; "
         "a read-only run is evaluated without writing)",
     )
-    p.set_defaults(func=run)
 
 
 def per_class_rows(r: dict) -> list[list[str]]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from cnnlab.commands._common import (
     add_analysis_args,
+    add_command,
     add_listing_arg,
+    add_names_arg,
     add_run_arg,
+    kwargs_of,
     print_json_or,
     table,
 )
@@ -14,16 +17,16 @@ ORDER = 44
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "explain",
-        help="attribution maps (saliency, IG, Grad-CAM, occlusion, guided backprop), "
+        run,
+        "attribution maps (saliency, IG, Grad-CAM, occlusion, guided backprop), "
         "filters, feature maps",
-        description=(
-            "Captum attribution maps for N test images (random, first, the most confidently "
-            "wrong, or chosen indices), first-layer filters, feature maps of every conv layer "
-            "and attention maps, as PNGs in <run>/explain/ and one self-contained "
-            "<run>/explain.html."
-        ),
+        "Captum attribution maps for N test images (random, first, the most confidently "
+        "wrong, or chosen indices), first-layer filters, feature maps of every conv layer "
+        "and attention maps, as PNGs in <run>/explain/ and one self-contained "
+        "<run>/explain.html.",
     )
     add_run_arg(p)
     p.add_argument("-n", type=int, default=16, help="number of test images (default 16)")
@@ -35,12 +38,7 @@ def register(sub) -> None:
         names="cnnlab.analysis.explain:SELECTIONS",
     )
     p.add_argument("--indices", help="comma list of test-set indices (overrides --select)")
-    add_listing_arg(
-        p,
-        "--methods",
-        help="comma list of %(names)s (default: all)",
-        names="cnnlab.analysis.explain:METHODS",
-    )
+    add_names_arg(p, "--methods", "cnnlab.analysis.explain:METHODS", "(default: all)")
     p.add_argument("--image", type=int, help="test index for the feature/attention maps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ig-steps", type=int, default=50, help="integrated-gradients steps")
@@ -57,7 +55,6 @@ def register(sub) -> None:
         help="occlusion patches per forward pass (memory bound)",
     )
     add_analysis_args(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -80,17 +77,9 @@ def run(args) -> int:
             raise CnnlabError(f"{flag} must be ≥ 1, got {v}")
     r = explain(
         args.run,
-        n=args.n,
-        select=args.select,
         indices=indices,
-        methods=args.methods,
-        seed=args.seed,
-        image=args.image,
-        device=args.device,
-        data_dir=args.data_dir,
-        ig_steps=args.ig_steps,
-        internal_batch_size=args.internal_batch_size,
-        perturbations_per_eval=args.perturbations_per_eval,
+        **kwargs_of(args, "n", "select", "methods", "seed", "image", "device", "data_dir"),
+        **kwargs_of(args, "ig_steps", "internal_batch_size", "perturbations_per_eval"),
     )
 
     def show():

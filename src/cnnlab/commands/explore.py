@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg
+from cnnlab.commands._common import add_checkpoint_arg, add_choice, add_command, add_run_arg
 
 ORDER = 45
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "explore",
-        help="an interactive, offline page that takes a run's model apart layer by layer",
-        description=(
-            "Write <run>/explore.html: draw, upload or pick a test image and see every "
-            "layer's feature maps, click a unit for its arithmetic with the real numbers "
-            "(kernel × patch, pooling window, FC contributions, softmax), first-layer "
-            "filters over the epochs and saliency / Grad-CAM per class. Small models run in "
-            "the page itself; large ones carry precomputed activations (or use "
-            "`cnnlab serve RUN` and open /explore). No network needed."
-        ),
+        run,
+        "an interactive, offline page that takes a run's model apart layer by layer",
+        "Write <run>/explore.html: draw, upload or pick a test image and see every "
+        "layer's feature maps, click a unit for its arithmetic with the real numbers "
+        "(kernel × patch, pooling window, FC contributions, softmax), first-layer "
+        "filters over the epochs and saliency / Grad-CAM per class. Small models run in "
+        "the page itself; large ones carry precomputed activations (or use "
+        "`cnnlab serve RUN` and open /explore). No network needed.",
     )
     add_run_arg(p)
     p.add_argument("-o", "--out", help="the HTML file to write (default <run>/explore.html)")
     p.add_argument(
         "--images", type=int, default=12, help="test images to embed, one per class first (12)"
     )
-    p.add_argument(
+    add_choice(
+        p,
         "--mode",
-        default="auto",
-        choices=["auto", "weights", "activations"],
-        help="weights: the page runs the model (default up to 2M parameters); activations: "
+        ["auto", "weights", "activations"],
+        "weights: the page runs the model (default up to 2M parameters); activations: "
         "precomputed for the test images",
     )
     p.add_argument(
@@ -39,8 +39,7 @@ def register(sub) -> None:
     p.add_argument(
         "--download", action="store_true", help="download the dataset if it is not found"
     )
-    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint")
-    p.set_defaults(func=run)
+    add_checkpoint_arg(p, help="checkpoint")
 
 
 def run(args) -> int:

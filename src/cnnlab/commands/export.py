@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cnnlab.commands._common import (
     add_checkpoint_arg,
+    add_choice,
+    add_command,
     add_data_args,
     add_json_arg,
     add_run_arg,
@@ -14,10 +16,12 @@ ORDER = 60
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "export",
-        help="export a run to ONNX / TorchScript / torch.export, checked against the original",
-        description="Export in eval mode with the normalisation folded in (input: float "
+        run,
+        "export a run to ONNX / TorchScript / torch.export, checked against the original",
+        "Export in eval mode with the normalisation folded in (input: float "
         "pixels in [0,1], shape (batch, C, S, S), batch dynamic; or --input uint8 with the "
         "preprocessing in the graph) and metadata embedded (separate ONNX metadata keys and a "
         "<file>.json sidecar), plus a golden set <file>.golden.json for `cnnlab verify`. "
@@ -25,11 +29,8 @@ def register(sub) -> None:
         "and saved next to the export as <file>.parity.json.",
     )
     add_run_arg(p)
-    p.add_argument(
-        "--format",
-        default="onnx",
-        choices=["onnx", "torchscript", "exported-program"],
-        help="output format (default onnx)",
+    add_choice(
+        p, "--format", ["onnx", "torchscript", "exported-program"], "output format (default onnx)"
     )
     p.add_argument("--out", help="output file (default <run>/export/model.<ext>)")
     p.add_argument(
@@ -37,11 +38,11 @@ def register(sub) -> None:
         action="store_true",
         help="ONNX Runtime int8 quantisation; reports the test-accuracy delta",
     )
-    p.add_argument(
+    add_choice(
+        p,
         "--quant",
-        default="static",
-        choices=["static", "dynamic"],
-        help="with --int8: static (calibrated on 512 training images, QDQ) or dynamic",
+        ["static", "dynamic"],
+        "with --int8: static (calibrated on 512 training images, QDQ) or dynamic",
     )
     p.add_argument(
         "--parity-images",
@@ -49,26 +50,21 @@ def register(sub) -> None:
         default=10000,
         help="test images used for the parity check (default 10000; 0 = all)",
     )
-    p.add_argument(
+    add_choice(
+        p,
         "--onnx-exporter",
-        default="auto",
-        choices=["auto", "dynamo", "legacy"],
-        help="torch.onnx exporter: auto = dynamo (torch.export based), legacy on failure",
+        ["auto", "dynamo", "legacy"],
+        "torch.onnx exporter: auto = dynamo (torch.export based), legacy on failure",
     )
-    p.add_argument(
+    add_choice(
+        p,
         "--input",
-        default="float",
-        choices=["float", "uint8"],
-        dest="input_kind",
-        help="float: float32 pixels in [0,1] (B,C,S,S); uint8: decoded 8-bit images of any size, "
+        ["float", "uint8"],
+        "float: float32 pixels in [0,1] (B,C,S,S); uint8: decoded 8-bit images of any size, "
         "resized/converted/scaled in the graph, logits and probabilities out",
+        dest="input_kind",
     )
-    p.add_argument(
-        "--layout",
-        default="NHWC",
-        choices=["NHWC", "NCHW"],
-        help="with --input uint8 (default NHWC)",
-    )
+    add_choice(p, "--layout", ["NHWC", "NCHW"], "with --input uint8 (default NHWC)")
     p.add_argument(
         "--input-channels",
         type=int,
@@ -89,7 +85,6 @@ def register(sub) -> None:
     add_data_args(p, data_dir="where the run's dataset lives (default: the run's)")
     add_checkpoint_arg(p)
     add_json_arg(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_report_to_arg
+from cnnlab.commands._common import (
+    add_command,
+    add_data_args,
+    add_device_arg,
+    add_output_args,
+    add_overrides_arg,
+    add_quiet_arg,
+    add_resume_arg,
+    add_seed_arg,
+    add_training_args,
+    shortcut_args,
+)
 
 ORDER = 70
 
@@ -30,44 +41,38 @@ grid, epochs, batch_size, seed, device, threads, lr, beta1, beta2, name, runs_di
 
 
 def register(sub) -> None:
-    import argparse
-
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "gan",
-        help="train a (conditional) DCGAN, with sample grids and judge scores",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        "train a (conditional) DCGAN, with sample grids and judge scores",
+        HELP,
+        raw=True,
     )
-    p.add_argument(
-        "--dataset", help="28 or 32 px dataset (see `cnnlab data`); default fashion-mnist"
+    add_data_args(
+        p,
+        dataset="28 or 32 px dataset (see `cnnlab data`); default fashion-mnist",
+        data_dir="folder holding the dataset files",
     )
-    p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument(
         "--conditional",
         action="store_true",
         default=None,
         help="class-conditional generator and discriminator (dcgan-conditional)",
     )
-    p.add_argument("--epochs", type=int, help="number of epochs (default 10)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 128)")
-    p.add_argument("--lr", type=float, help="Adam learning rate for G and D (default 2e-4)")
-    p.add_argument("--judge", metavar="RUN", help="classifier run that scores the samples")
-    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--name", help="run name (default: <model>-<dataset>-<time>)")
-    p.add_argument("--runs-dir", help="where run directories go (default ./runs)")
-    add_report_to_arg(p)
-    p.add_argument("--resume", metavar="RUN", help="continue a GAN run from its last checkpoint")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config key, e.g. --set gan.width=32 --set train.threads=1",
+    add_training_args(
+        p,
+        epochs="number of epochs (default 10)",
+        batch_size="batch size (default 128)",
+        lr="Adam learning rate for G and D (default 2e-4)",
     )
-    p.add_argument("--quiet", action="store_true", help="print only the final result")
-    p.set_defaults(func=run)
+    p.add_argument("--judge", metavar="RUN", help="classifier run that scores the samples")
+    add_device_arg(p, default=None)
+    add_seed_arg(p, "random seed")
+    add_output_args(p, report_to=True)
+    add_resume_arg(p, "continue a GAN run from its last checkpoint")
+    add_overrides_arg(p, "any config key, e.g. --set gan.width=32 --set train.threads=1")
+    add_quiet_arg(p)
 
 
 # The keys `cnnlab gan --set` took before the one config system, and their sections.
@@ -103,24 +108,19 @@ def sectioned(override: str) -> str:
 def require_gan_run(run: str) -> None:
     from pathlib import Path
 
-    from cnnlab.config import load_recipe, resolve_task
-    from cnnlab.errors import CheckpointError, ConfigError
+    from cnnlab.errors import CheckpointError
+    from cnnlab.runs.layout import run_kind
 
-    cfg_file = Path(run) / "config.yaml"
-    if not cfg_file.is_file():
+    if not (Path(run) / "config.yaml").is_file():
         return  # fit() says what is wrong with it
-    try:
-        task = resolve_task(load_recipe(cfg_file))
-    except ConfigError:
-        task = None
-    if task != "gan":
+    if run_kind(run) != "gan":
         raise CheckpointError(f"cannot resume {run!r}: not a GAN run (use `cnnlab train --resume`)")
 
 
 def run(args) -> int:
     import json
 
-    import cnnlab
+    from cnnlab.train.api import fit
 
     overrides = [sectioned(o) for o in args.overrides]
     if args.judge is not None:
@@ -129,21 +129,12 @@ def run(args) -> int:
         overrides.append("gan.conditional=true")
     if args.resume:
         require_gan_run(args.resume)
-    res = cnnlab.fit(
+    res = fit(
         recipe=None if args.resume else "dcgan",
         overrides=overrides,
         resume=args.resume,
         quiet=args.quiet,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        seed=args.seed,
-        name=args.name,
-        runs_dir=args.runs_dir,
-        report_to=args.report_to,
+        **shortcut_args(args),
     )
     if res.interrupted:
         return 0  # the trainer said how to resume

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_run_arg, output_path
+from cnnlab.commands._common import add_command, add_run_arg, kwargs_of, output_path
 
 ORDER = 71
 MAX_N = 4096  # images in one grid (64 × 64)
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "generate",
-        help="sample images from a trained GAN run into a PNG grid",
-        description="Sample from the generator of a `cnnlab gan` run. For a conditional "
+        run,
+        "sample images from a trained GAN run into a PNG grid",
+        "Sample from the generator of a `cnnlab gan` run. For a conditional "
         "model, --class picks the class (name or index); without it the columns cycle "
         "through the classes.",
     )
@@ -41,7 +43,6 @@ def register(sub) -> None:
     )
     p.add_argument("--score-n", type=int, default=2000, help="samples for --judge (default 2000)")
     p.add_argument("--data-dir", help="dataset folder for --judge (default: the run's)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -56,14 +57,7 @@ def run(args) -> int:
             raise ConfigError(f"{flag} must be between 1 and {hi:,}, got {v}")
     if args.out and not str(args.out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file, got {str(args.out)!r}")
-    s = generate(
-        args.run,
-        n=args.n,
-        cls=args.cls,
-        seed=args.seed,
-        nrow=args.nrow,
-        truncation=args.truncation,
-    )
+    s = generate(args.run, **kwargs_of(args, "n", "cls", "seed", "nrow", "truncation"))
     out, note = output_path(args.out, run_dir_of(args.run), "grid.png")
     try:
         atomic_write_bytes(out, grid_png(s.images, s.nrow))

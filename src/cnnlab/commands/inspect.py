@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_overrides_arg, table
+from cnnlab.commands._common import add_command, add_overrides_arg, table
 
 ORDER = 61
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "inspect",
-        help="print each layer's output shape and parameters for a given input size",
-        description="Run one dummy image through MODEL and print every layer's output shape, "
+        run,
+        "print each layer's output shape and parameters for a given input size",
+        "Run one dummy image through MODEL and print every layer's output shape, "
         "parameter count and multiply-accumulates. Example: cnnlab inspect alexnet "
         "--input-size 224 --set attention=concat",
     )
@@ -25,7 +27,6 @@ def register(sub) -> None:
         dest="options",
         metavar="OPTION=VALUE",
     )
-    p.set_defaults(func=run)
 
 
 def layer_table(model, channels: int, size: int) -> list[dict]:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from cnnlab.commands._common import add_data_args, add_device_arg, add_recipe_args
+from cnnlab.commands._common import (
+    add_choice,
+    add_command,
+    add_data_args,
+    add_device_arg,
+    add_model_arg,
+    add_quiet_arg,
+    add_recipe_args,
+    add_seed_arg,
+    add_training_args,
+    resolved_config,
+)
 
 ORDER = 11
 
@@ -21,59 +32,43 @@ Examples:
 
 
 def register(sub) -> None:
-    import argparse
-
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "lr-find",
-        help="suggest a learning rate (LR range test) and plot the loss against it",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        "suggest a learning rate (LR range test) and plot the loss against it",
+        HELP,
+        raw=True,
     )
-    p.add_argument("--model", help="model name (see `cnnlab models`); default lenet5")
+    add_model_arg(p)
     add_data_args(p, dataset="dataset name (see `cnnlab data`); default mnist-sample")
     add_recipe_args(p)
-    p.add_argument("--batch-size", type=int, help="training batch size")
+    add_training_args(p, batch_size="training batch size")
     add_device_arg(p, default=None)
-    p.add_argument("--seed", type=int, help="random seed (init, data order)")
+    add_seed_arg(p, "random seed (init, data order)")
     p.add_argument("--steps", type=int, default=200, help="steps of the sweep (default 200)")
     p.add_argument("--start-lr", type=float, default=1e-7, help="first LR (default 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last LR (default 10)")
-    p.add_argument(
+    add_choice(
+        p,
         "--method",
-        choices=("steepest", "min10"),
-        default="steepest",
-        help="how the rate is suggested: steepest descent of the smoothed loss (default), "
+        ("steepest", "min10"),
+        "how the rate is suggested: steepest descent of the smoothed loss (default), "
         "or the LR at its minimum / 10",
     )
     p.add_argument(
         "--out",
         help="folder for lr_find.json and lr_find.png (default runs/lr-find-<model>-<dataset>)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    add_quiet_arg(p, "no progress bar")
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from cnnlab.train.api import build_config
     from cnnlab.train.lr_find import sweep_config, write_result
-    from cnnlab.train.validate import validate
 
-    shortcuts = dict(
-        model=args.model,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
-        device=args.device,
-        seed=args.seed,
-    )
-    cfg = build_config(None, args.recipe, args.overrides, **shortcuts)
-    from cnnlab.train.api import flag_keys
-    from cnnlab.train.auto import apply
-
-    apply(cfg, None, args.recipe, args.overrides, flag_keys(shortcuts), args.quiet)  # a folder
-    validate(cfg)
+    cfg = resolved_config(args, args.quiet)  # an image folder's choices printed unless quiet
     out = Path(args.out or Path(cfg.run.runs_dir) / f"lr-find-{cfg.model.name}-{cfg.data.name}")
     if out.exists() and not out.is_dir():
         from cnnlab.errors import CnnlabError

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import table
+from cnnlab.commands._common import add_command, table
 
 ORDER = 60
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list models with parameters and multiply-accumulates")
+    p = add_command(sub, "models", run, "list models with parameters and multiply-accumulates")
     p.add_argument("pattern", nargs="?", help="glob, e.g. 'alexnet*'")
     p.add_argument("--classes", type=int, default=10, help="classes of the head (default 10)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

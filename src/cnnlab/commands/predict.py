@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_device_arg, add_json_arg, add_run_arg, print_json_or
+from cnnlab.commands._common import (
+    add_choice,
+    add_command,
+    add_device_arg,
+    add_json_arg,
+    add_run_arg,
+    print_json_or,
+)
 
 ORDER = 30
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify PNG/JPEG images with a trained run")
+    p = add_command(sub, "predict", run, "classify PNG/JPEG images with a trained run")
     add_run_arg(p)
     p.add_argument(
         "images", nargs="+", help="image files (any size or mode; resized as the model needs)"
     )
     p.add_argument("--top", type=int, default=3, help="how many classes to show, ≥ 1 (default 3)")
-    p.add_argument(
+    add_choice(
+        p,
         "--invert",
-        default="auto",
-        choices=["auto", "always", "never"],
-        help="invert dark-on-light images for models trained on light-on-dark data",
+        ["auto", "always", "never"],
+        "invert dark-on-light images for models trained on light-on-dark data",
     )
     p.add_argument(
         "--tta",
@@ -28,7 +35,6 @@ def register(sub) -> None:
     )
     add_device_arg(p)
     add_json_arg(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

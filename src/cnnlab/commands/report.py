@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_checkpoint_arg, add_data_args, add_device_arg, add_run_arg
+from cnnlab.commands._common import (
+    add_checkpoint_arg,
+    add_command,
+    add_data_args,
+    add_device_arg,
+    add_run_arg,
+)
 
 ORDER = 60
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "report",
-        help="write the run's self-contained HTML report (curves, verdict, confusion, ...)",
-        description="Write <run>/report.html: learning curves, generalisation verdict, "
+        run,
+        "write the run's self-contained HTML report (curves, verdict, confusion, ...)",
+        "Write <run>/report.html: learning curves, generalisation verdict, "
         "confusion matrix, per-class accuracy, worst mistakes (the highest-loss test images and "
         "the most-confused class pairs, with examples), reliability "
         "diagram + ECE, gradient flow, model summary, resolved config, other analyses. "
@@ -23,7 +31,6 @@ def register(sub) -> None:
     add_data_args(p, data_dir="folder holding the dataset files (default: the run's)")
     add_device_arg(p)
     p.add_argument("--out", help="write the HTML here instead of <run>/report.html")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -6,45 +6,38 @@ import sys
 
 from cnnlab.commands._common import (
     add_analysis_args,
-    add_listing_arg,
+    add_command,
+    add_names_arg,
     add_run_arg,
+    kwargs_of,
     print_json_or,
     table,
 )
 
 ORDER = 45
+ROBUSTNESS = "cnnlab.analysis.robustness"
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "robustness",
-        help="accuracy under corruptions (5 severities) and FGSM/PGD; OOD detection",
-        description=(
-            "Accuracy of a run's model on its test set under corruptions (see --corruptions) "
-            "at severities 1-5 and under FGSM/PGD attacks (L∞, [0, 1] pixel scale). "
-            "Writes robustness.json, robustness.png and robustness.html into the run. "
-            "With --ood DATASET (or --ood noise): AUROC and FPR at 95% TPR of the maximum-"
-            "softmax and energy scores, and the threshold in <run>/ood.json that "
-            "`cnnlab predict` uses to flag out-of-distribution inputs. "
-            "The defaults (the whole test set, 9 corruptions × 5 severities, FGSM and PGD at "
-            "4 radii) take minutes on a CPU; a progress bar shows what runs and its ETA. "
-            "For a quick look: --limit 1000 --severity 3 --attacks fgsm."
-        ),
+        run,
+        "accuracy under corruptions (5 severities) and FGSM/PGD; OOD detection",
+        "Accuracy of a run's model on its test set under corruptions (see --corruptions) "
+        "at severities 1-5 and under FGSM/PGD attacks (L∞, [0, 1] pixel scale). "
+        "Writes robustness.json, robustness.png and robustness.html into the run. "
+        "With --ood DATASET (or --ood noise): AUROC and FPR at 95% TPR of the maximum-"
+        "softmax and energy scores, and the threshold in <run>/ood.json that "
+        "`cnnlab predict` uses to flag out-of-distribution inputs. "
+        "The defaults (the whole test set, 9 corruptions × 5 severities, FGSM and PGD at "
+        "4 radii) take minutes on a CPU; a progress bar shows what runs and its ETA. "
+        "For a quick look: --limit 1000 --severity 3 --attacks fgsm.",
     )
     add_run_arg(p)
-    add_listing_arg(
-        p,
-        "--corruptions",
-        help="comma list of %(names)s (default: all); 'none' to skip",
-        names="cnnlab.analysis.robustness:CORRUPTIONS",
-    )
+    add_names_arg(p, "--corruptions", f"{ROBUSTNESS}:CORRUPTIONS", "(default: all); 'none' to skip")
     p.add_argument("--severity", help="levels 1-5, comma list (default: all)")
-    add_listing_arg(
-        p,
-        "--attacks",
-        help="comma list of %(names)s (default: both); 'none' to skip",
-        names="cnnlab.analysis.robustness:ATTACKS",
-    )
+    add_names_arg(p, "--attacks", f"{ROBUSTNESS}:ATTACKS", "(default: both); 'none' to skip")
     p.add_argument("--eps", help="attack radii in pixel scale (default 0.02,0.05,0.1,0.2)")
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--pgd-step-size", type=float, help="default ε/4")
@@ -62,7 +55,10 @@ def register(sub) -> None:
     )
     p.add_argument("--ood-score", choices=["msp", "energy"], help="default: the better AUROC")
     add_analysis_args(p)
-    p.set_defaults(func=run)
+
+
+# what both the robustness and the OOD check take: which test images, where
+SAMPLE = ("seed", "limit", "device", "data_dir")
 
 
 def run(args) -> int:
@@ -72,15 +68,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     if args.ood:
-        r = rb.ood(
-            args.run,
-            args.ood,
-            method=args.ood_score,
-            seed=args.seed,
-            limit=args.limit,
-            device=args.device,
-            data_dir=args.data_dir,
-        )
+        r = rb.ood(args.run, args.ood, method=args.ood_score, **kwargs_of(args, *SAMPLE))
 
         def show_ood():
             print(f"in-distribution: {r['in_dataset']} test ({r['n_in']:,} images)")
@@ -98,17 +86,8 @@ def run(args) -> int:
 
     r = rb.robustness(
         args.run,
-        corruptions=args.corruptions,
-        severity=args.severity,
-        attacks=args.attacks,
-        eps=args.eps,
-        pgd_steps=args.pgd_steps,
-        pgd_step_size=args.pgd_step_size,
-        seed=args.seed,
-        limit=args.limit,
-        device=args.device,
-        data_dir=args.data_dir,
-        batch_size=args.batch_size,
+        **kwargs_of(args, "corruptions", "severity", "attacks", "eps", "pgd_steps"),
+        **kwargs_of(args, "pgd_step_size", "batch_size", *SAMPLE),
     )
 
     def show():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_output_args, table
+from cnnlab.commands._common import add_command, add_output_args, table
 
 ORDER = 40
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "runs",
-        help="table of runs with their validation and test accuracy",
-        description="One row per run: model, dataset, epochs done, the validation-selected "
+        run,
+        "table of runs with their validation and test accuracy",
+        "One row per run: model, dataset, epochs done, the validation-selected "
         "epoch (the best checkpoint) with its validation and test accuracy, the last epoch's "
         "test accuracy, training and wall seconds, and whether a checkpoint exists. GAN runs "
         "show their last Fréchet distance.",
@@ -22,7 +24,6 @@ def register(sub) -> None:
         metavar="FILE",
         help="also write the table as CSV (one header row, then one row per run; - for stdout)",
     )
-    p.set_defaults(func=run)
 
 
 HEADER = [
@@ -42,8 +43,7 @@ HEADER = [
 
 def row(d) -> list[str]:
     """A run's row; a damaged config.yaml or metrics.jsonl shows as '?'."""
-    from cnnlab.report.html import is_gan_run, run_config
-    from cnnlab.runs.layout import read_metrics
+    from cnnlab.runs.layout import read_metrics, run_config, run_kind
     from cnnlab.runs.summary import best_epoch, run_seconds
 
     cfg = run_config(d)
@@ -55,7 +55,7 @@ def row(d) -> list[str]:
     done = m[-1].get("epoch", len(m)) if m else 0
     train_s, wall_s = run_seconds(m)
     times = [f"{train_s:.1f}", f"{wall_s:.1f}"] if m else ["-", "-"]
-    if is_gan_run(d, cfg, m):
+    if run_kind(d, cfg, m) == "gan":
         fd = [r["fd"] for r in m if _num(r.get("fd"))]
         last = f"FD {fd[-1]:.2f}" if fd else "(GAN)"
         return [d.name, model, data, f"{done}/{epochs}", "-", "-", "-", last, *times, ck]

@@ -4,93 +4,66 @@ from __future__ import annotations
 
 import os
 
-from cnnlab.commands._common import add_checkpoint_arg
+from cnnlab.commands._common import add_checkpoint_arg, add_choice, add_command
 
 ORDER = 61
 
 
+# What the server allows, as flags: (flag, its ServeConfig field, type, default, help).
+# fmt: off
+LIMITS = (
+    ("--max-batch", "max_batch", int, 64, "images per forward (1 = no batching)"),
+    ("--max-wait-ms", "max_wait_ms", float, 0.0,
+     "extra wait for a batch to fill (ms); 0 (default): batch only requests already waiting"),
+    ("--max-body-mb", "max_body_mb", float, 8.0, "request body limit (MiB)"),
+    ("--max-images", "max_images", int, 64, "images per request"),
+    ("--max-pixels", "max_pixels", int, 4_000_000,
+     "pixels decoded per image (a large JPEG counts at the reduced size it is decoded at: a "
+     "12 MP photo is ~0.2 MP)"),
+    ("--max-request-pixels", "max_request_pixels", int, 8_000_000,
+     "pixels of all images in one request, read from their headers before decoding"),
+    ("--max-json-values", "max_json_values", int, 262_144,
+     "numbers in JSON pixel arrays per request"),
+    ("--threads", "threads", int, 0, "torch/ORT threads (0 = default)"),
+    ("--decode-workers", "decode_workers", int, 2, "threads decoding request bodies"),
+    ("--decode-budget", "decode_budget_s", float, 2.0,
+     "CPU seconds one request's images may take to decode; the rest of a request past it is "
+     "refused with 413 (0 = no budget)"),
+    ("--read-timeout", "read_timeout_s", float, 10.0, "seconds a request body may take to arrive"),
+    ("--header-timeout", "header_timeout_s", float, 10.0,
+     "seconds a connection may take to send its request headers (slow clients: 408)"),
+    ("--max-header-kb", "max_header_kb", int, 32, "request header size limit"),
+    ("--max-connections", "max_connections", int, 1000,
+     "open connections (kept below the file-descriptor limit); at the limit a new one replaces "
+     "the oldest still waiting for its headers"),
+    ("--max-pending", "max_pending", int, 16,
+     "requests waiting to be decoded; beyond this: 503 with Retry-After"),
+    ("--max-inflight-mb", "max_inflight_mb", float, 256.0,
+     "request bodies held in memory at once, all clients together (then 503)"),
+)
+# fmt: on
+
+
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "serve",
-        help="HTTP inference server (FastAPI) with micro-batching, metrics and a drawing page",
-        description="POST /v1/predict, POST /v1/saliency, GET /v1/model, /healthz, /metrics, "
+        run,
+        "HTTP inference server (FastAPI) with micro-batching, metrics and a drawing page",
+        "POST /v1/predict, POST /v1/saliency, GET /v1/model, /healthz, /metrics, "
         "/docs, and a web page at / to draw on. Binds 127.0.0.1 unless told otherwise.",
     )
     p.add_argument("run", help="run directory, .safetensors checkpoint or exported .onnx file")
-    p.add_argument(
+    add_choice(
+        p,
         "--backend",
-        default="auto",
-        choices=["auto", "torch", "onnx"],
-        help="auto: torch for a run, onnx for a .onnx file; onnx on a run exports in memory",
+        ["auto", "torch", "onnx"],
+        "auto: torch for a run, onnx for a .onnx file; onnx on a run exports in memory",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=64, help="images per forward (1 = no batching)")
-    p.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=0.0,
-        help="extra wait for a batch to fill (ms); 0 (default): batch only requests already waiting",
-    )
-    p.add_argument("--max-body-mb", type=float, default=8.0, help="request body limit (MiB)")
-    p.add_argument("--max-images", type=int, default=64, help="images per request")
-    p.add_argument(
-        "--max-pixels",
-        type=int,
-        default=4_000_000,
-        help="pixels decoded per image (a large JPEG counts at the reduced size it is decoded "
-        "at: a 12 MP photo is ~0.2 MP)",
-    )
-    p.add_argument(
-        "--max-request-pixels",
-        type=int,
-        default=8_000_000,
-        help="pixels of all images in one request, read from their headers before decoding",
-    )
-    p.add_argument(
-        "--max-json-values",
-        type=int,
-        default=262_144,
-        help="numbers in JSON pixel arrays per request",
-    )
-    p.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0 = default)")
-    p.add_argument("--decode-workers", type=int, default=2, help="threads decoding request bodies")
-    p.add_argument(
-        "--decode-budget",
-        type=float,
-        default=2.0,
-        help="CPU seconds one request's images may take to decode; the rest of a request "
-        "past it is refused with 413 (0 = no budget)",
-    )
-    p.add_argument(
-        "--read-timeout", type=float, default=10.0, help="seconds a request body may take to arrive"
-    )
-    p.add_argument(
-        "--header-timeout",
-        type=float,
-        default=10.0,
-        help="seconds a connection may take to send its request headers (slow clients: 408)",
-    )
-    p.add_argument("--max-header-kb", type=int, default=32, help="request header size limit")
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        default=1000,
-        help="open connections (kept below the file-descriptor limit); at the limit a new "
-        "one replaces the oldest still waiting for its headers",
-    )
-    p.add_argument(
-        "--max-pending",
-        type=int,
-        default=16,
-        help="requests waiting to be decoded; beyond this: 503 with Retry-After",
-    )
-    p.add_argument(
-        "--max-inflight-mb",
-        type=float,
-        default=256.0,
-        help="request bodies held in memory at once, all clients together (then 503)",
-    )
+    for flag, _, tp, default, text in LIMITS:
+        p.add_argument(flag, type=tp, default=default, help=text)
     g = p.add_argument_group("access")
     g.add_argument(
         "--api-key",
@@ -122,7 +95,6 @@ def register(sub) -> None:
     )
     add_checkpoint_arg(p)
     p.add_argument("--log-level", default="warning")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -133,22 +105,7 @@ def run(args) -> int:
 
         raise CnnlabError(f"--port must be in 1..65535, got {args.port}")
     cfg = ServeConfig(
-        max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_body_mb=args.max_body_mb,
-        max_images=args.max_images,
-        max_pixels=args.max_pixels,
-        max_request_pixels=args.max_request_pixels,
-        max_json_values=args.max_json_values,
-        threads=args.threads,
-        decode_workers=args.decode_workers,
-        decode_budget_s=args.decode_budget,
-        read_timeout_s=args.read_timeout,
-        header_timeout_s=args.header_timeout,
-        max_header_kb=args.max_header_kb,
-        max_connections=args.max_connections,
-        max_pending=args.max_pending,
-        max_inflight_mb=args.max_inflight_mb,
+        **{field: getattr(args, flag[2:].replace("-", "_")) for flag, field, *_ in LIMITS},
         forwarded_allow_ips=args.forwarded_allow_ips,
         api_key=args.api_key or os.environ.get("CNNLAB_API_KEY") or None,
         public_metrics=args.public_metrics,

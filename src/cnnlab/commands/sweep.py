@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from cnnlab.commands._common import (
+    add_command,
     add_data_args,
     add_listing_arg,
     add_output_args,
     add_recipe_args,
+    add_seed_arg,
     recipe_names,
     table,
 )
@@ -36,13 +38,13 @@ history.png, importance.png.
 
 
 def register(sub) -> None:
-    import argparse
-
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "sweep",
-        help="hyper-parameter search with Optuna (resumable SQLite study)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run,
+        "hyper-parameter search with Optuna (resumable SQLite study)",
+        HELP,
+        raw=True,
     )
     add_recipe_args(p, "fixed overrides for every trial, e.g. --set train.epochs=2")
     add_listing_arg(
@@ -62,7 +64,7 @@ def register(sub) -> None:
     p.add_argument("--storage", help="database URL (default sqlite:///<runs>/<study>/study.db)")
     add_output_args(p, name=None, runs_dir_default="runs")
     add_data_args(p)
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    add_seed_arg(p, "sampler seed", default=0)
     p.add_argument(
         "--prune-after",
         type=int,
@@ -104,7 +106,6 @@ def register(sub) -> None:
     )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--verbose", action="store_true", help="print each trial's epochs")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

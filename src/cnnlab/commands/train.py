@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 
 from cnnlab.commands._common import (
+    add_command,
     add_data_args,
     add_device_arg,
+    add_model_arg,
     add_output_args,
+    add_quiet_arg,
     add_recipe_args,
-    add_report_to_arg,
+    add_resume_arg,
+    add_seed_arg,
+    add_training_args,
+    resolved_config,
+    shortcut_args,
 )
 
 ORDER = 10
@@ -33,65 +40,40 @@ Clusters: torchrun --nnodes M --nproc-per-node G --rdzv-backend c10d \\
 
 
 def register(sub) -> None:
-    import argparse
-
-    p = sub.add_parser(
-        "train",
-        help="train a model (default: LeNet-5 on embedded MNIST)",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "train", run, "train a model (default: LeNet-5 on embedded MNIST)", HELP, raw=True
     )
-    p.add_argument("--model", help="model name (see `cnnlab models`); default lenet5")
+    add_model_arg(p)
     add_data_args(p, dataset="dataset name (see `cnnlab data`); default mnist-sample")
     add_recipe_args(
         p, "override any config key, e.g. --set optim.name=sgd --set model.activation=relu"
     )
-    p.add_argument("--epochs", type=int, help="number of epochs")
-    p.add_argument("--batch-size", type=int, help="training batch size")
-    p.add_argument("--lr", type=float, help="learning rate (peak LR for one-cycle)")
-    add_device_arg(p, default=None)
-    p.add_argument("--seed", type=int, help="random seed (data order, init, augmentation)")
-    add_output_args(p)
-    add_report_to_arg(p)
-    p.add_argument(
-        "--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint"
+    add_training_args(
+        p,
+        epochs="number of epochs",
+        batch_size="training batch size",
+        lr="learning rate (peak LR for one-cycle)",
     )
+    add_device_arg(p, default=None)
+    add_seed_arg(p, "random seed (data order, init, augmentation)")
+    add_output_args(p, report_to=True)
+    add_resume_arg(p, "continue an interrupted run from its last checkpoint")
     p.add_argument(
         "--nproc",
         type=int,
         help="data-parallel processes on this machine (runs torchrun; one per GPU, or CPU "
         "processes with gloo); train.batch_size is the global batch",
     )
-    p.add_argument("--quiet", action="store_true", help="print only the final result")
+    add_quiet_arg(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from cnnlab.runs.summary import time_text
-    from cnnlab.train.api import build_config, fit
+    from cnnlab.train.api import fit
 
-    shortcuts = dict(
-        model=args.model,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        seed=args.seed,
-        name=args.name,
-        runs_dir=args.runs_dir,
-        report_to=args.report_to,
-    )
-    if args.print_config:
-        from cnnlab.train.api import flag_keys
-        from cnnlab.train.auto import apply
-        from cnnlab.train.validate import validate
-
-        cfg = build_config(None, args.recipe, args.overrides, **shortcuts)
-        apply(cfg, None, args.recipe, args.overrides, flag_keys(shortcuts), quiet=True)
-        print(validate(cfg).to_yaml(), end="")  # with what an image folder chose
+    if args.print_config:  # with what an image folder chose
+        print(resolved_config(args, quiet=True).to_yaml(), end="")
         return 0
     if args.resume and args.recipe:
         from cnnlab.errors import ConfigError
@@ -111,7 +93,7 @@ def run(args) -> int:
         overrides=[*([] if args.resume else ["train.report=true"]), *args.overrides],
         resume=args.resume,
         quiet=args.quiet,
-        **shortcuts,
+        **shortcut_args(args),
     )
     if res.interrupted or os.environ.get("RANK", "0") != "0":
         return 0  # interrupted: the trainer said how to resume; other ranks: rank 0 reports
@@ -143,30 +125,12 @@ def run(args) -> int:
     return 0
 
 
-_FLAGS = {
-    "model": "--model",
-    "dataset": "--dataset",
-    "data_dir": "--data-dir",
-    "recipe": "--recipe",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "lr": "--lr",
-    "device": "--device",
-    "seed": "--seed",
-    "name": "--name",
-    "runs_dir": "--runs-dir",
-    "resume": "--resume",
-    "report_to": "--report-to",
-}
-
-
 def _argv_without_nproc(args) -> list[str]:
     """The same ``cnnlab train`` arguments for each torchrun rank, minus --nproc."""
     argv: list[str] = []
-    for key, flag in _FLAGS.items():
-        v = getattr(args, key, None)
+    for key, v in {**shortcut_args(args), "recipe": args.recipe, "resume": args.resume}.items():
         if v is not None:
-            argv += [flag, str(v)]
+            argv += ["--" + key.replace("_", "-"), str(v)]
     for o in args.overrides:
         argv += ["--set", o]
     if args.quiet:

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from cnnlab.commands._common import add_json_arg, print_json_or
+from cnnlab.commands._common import add_command, add_json_arg, print_json_or
 
 ORDER = 62
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "verify",
-        help="check an export against its golden set in its own runtime (exit 1 on a mismatch)",
-        description="Run the golden images that `cnnlab export` wrote beside MODEL "
+        run,
+        "check an export against its golden set in its own runtime (exit 1 on a mismatch)",
+        "Run the golden images that `cnnlab export` wrote beside MODEL "
         "(<MODEL>.golden.json) through ONNX Runtime, TorchScript or torch.export and compare "
         "the top-k classes and logits. Exit 0: all match; 1: a mismatch; 2: a usage error.",
     )
     p.add_argument("model", help="an exported .onnx, .torchscript.pt or .pt2 file")
     p.add_argument("--golden", help="golden set (default: <MODEL>.golden.json)")
     add_json_arg(p)
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

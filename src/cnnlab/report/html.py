@@ -39,12 +39,11 @@ import torch
 import yaml
 
 from cnnlab.analysis.gradients import EXPLODE, VANISH, flags_for, read_gradients
-from cnnlab.config import GAN_MODELS
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import confused_pairs, confusion_figure, score, worst_mistakes
 from cnnlab.models import count_macs, count_params
 from cnnlab.runs.files import atomic_write_text
-from cnnlab.runs.layout import read_metrics
+from cnnlab.runs.layout import read_metrics, run_config, run_kind
 from cnnlab.runs.summary import best_epoch, run_seconds, time_text
 
 OVERFIT_LOSS_RISE = 1.10
@@ -303,40 +302,14 @@ def plot_gradients(rows: list[dict]) -> str:
 # -- data for the report ---------------------------------------------------------------------
 
 
-def run_config(run: str | os.PathLike) -> dict:
-    """A run's ``config.yaml`` as a mapping of sections; a missing, unreadable or
-    hand-damaged file reads as {} (sections that are not mappings are left out)."""
-    p = Path(run) / "config.yaml"
-    try:
-        d = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
-        return {}
-    if not isinstance(d, dict):
-        return {}
-    return {k: v for k, v in d.items() if isinstance(k, str) and isinstance(v, dict)}
-
-
 CLASSIFIER_KEYS = ("epoch", "train_acc", "train_loss", "test_acc", "test_loss")
-
-
-def is_gan_run(run: str | os.PathLike, cfg: dict | None = None, hist=None) -> bool:
-    """A run trained by ``cnnlab gan`` (its metrics are losses and Fréchet distances)."""
-    cfg = run_config(run) if cfg is None else cfg
-    name = str(cfg.get("model", {}).get("name", "")).strip().lower()
-    task = str(cfg.get("train", {}).get("task", "")).strip().lower()
-    rows = read_metrics(run) if hist is None else hist
-    return (
-        name in GAN_MODELS
-        or task == "gan"
-        or any(isinstance(m, dict) and "loss_d" in m for m in rows)
-    )
 
 
 def classifier_history(run: str | os.PathLike) -> list[dict]:
     """The epochs of a classifier run's ``metrics.jsonl`` that hold its numbers (a damaged
     line is skipped); a GAN run is an error that says what to use instead."""
     rows = read_metrics(run)
-    if is_gan_run(run, hist=rows):
+    if run_kind(run, hist=rows) == "gan":
         raise CnnlabError(
             f"{str(run)!r} is a GAN run: it has no accuracy to report; its samples and "
             "curves are the PNGs in the run directory (more with `cnnlab generate RUN`)"

@@ -1,14 +1,18 @@
-"""The run directory's layout: ``metrics.jsonl`` (one JSON line per epoch), the list of
-runs under a runs folder and where a new run goes (always inside the runs folder)."""
+"""The run directory's layout: ``config.yaml`` read back, ``metrics.jsonl`` (one JSON line
+per epoch), what kind of run a directory or checkpoint holds, the list of runs under a runs
+folder and where a new run goes (always inside the runs folder)."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from cnnlab.config import check_run_name
+import yaml
+
+from cnnlab.config import GAN_MODELS, check_run_name
 from cnnlab.errors import CnnlabError, ConfigError
 
 # fields every reader of metrics.jsonl formats as numbers
@@ -58,6 +62,42 @@ def scan_metrics(run_dir: str | os.PathLike) -> tuple[list[dict], int]:
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """The epoch lines of a run's ``metrics.jsonl`` (damaged lines are left out)."""
     return scan_metrics(run_dir)[0]
+
+
+def run_config(run: str | os.PathLike) -> dict:
+    """A run's ``config.yaml`` as a mapping of sections; a missing, unreadable or
+    hand-damaged file reads as {} (sections that are not mappings are left out)."""
+    p = Path(run) / "config.yaml"
+    try:
+        d = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
+        return {}
+    if not isinstance(d, dict):
+        return {}
+    return {k: v for k, v in d.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
+def run_kind(source: str | os.PathLike | Mapping, cfg: dict | None = None, hist=None) -> str:
+    """What a run trained: ``"gan"``, or ``"classify"`` for every classifier (plain,
+    adversarial, semi-supervised) — the one way to tell them apart.
+
+    ``source``: a checkpoint's metadata, whose ``kind`` says it (a checkpoint from before
+    kinds were recorded is a classifier's), or a run directory: a GAN by its
+    ``config.yaml`` (``train.task: gan``, or a GAN model) or, when that is damaged, by its
+    ``metrics.jsonl`` (a GAN logs ``loss_d``). ``cfg``, ``hist``: the directory's config
+    and metrics where the caller has read them already."""
+    if isinstance(source, Mapping):
+        return str(source.get("kind", "classify"))
+    cfg = run_config(source) if cfg is None else cfg
+    name = str(cfg.get("model", {}).get("name", "")).strip().lower()
+    task = str(cfg.get("train", {}).get("task", "")).strip().lower()
+    rows = read_metrics(source) if hist is None else hist
+    gan = (
+        name in GAN_MODELS
+        or task == "gan"
+        or any(isinstance(m, dict) and "loss_d" in m for m in rows)
+    )
+    return "gan" if gan else "classify"
 
 
 def list_runs(runs_dir: str | os.PathLike = "runs") -> list[Path]:

@@ -16,6 +16,7 @@ from cnnlab.data.loader import ResidentLoader
 from cnnlab.errors import CheckpointError
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import Checkpoint, load_checkpoint
+from cnnlab.runs.layout import run_kind
 
 
 def resolve_checkpoint(target: str | os.PathLike, which: str = "best") -> Path:
@@ -44,7 +45,7 @@ def model_from_checkpoint(ck: Checkpoint, device="cpu") -> torch.nn.Module:
     if not isinstance(ck.meta.get("model"), dict):
         kind = (
             "a GAN run (use `cnnlab generate`)"
-            if ck.meta.get("kind") == "gan"
+            if run_kind(ck.meta) == "gan"
             else "not a classifier run"
         )
         raise CheckpointError(

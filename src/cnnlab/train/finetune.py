@@ -246,8 +246,10 @@ def read_weights(src: str) -> tuple[dict[str, torch.Tensor], list | None, str | 
 
 
 def _classifier_state(ck) -> dict[str, torch.Tensor]:
-    if ck.meta.get("kind", "classify") != "classify" or not isinstance(ck.meta.get("model"), dict):
-        raise CheckpointError(f"{ck.path}: a {ck.meta.get('kind')} run, not a classifier")
+    from cnnlab.runs.layout import run_kind
+
+    if run_kind(ck.meta) != "classify" or not isinstance(ck.meta.get("model"), dict):
+        raise CheckpointError(f"{ck.path}: a {run_kind(ck.meta)} run, not a classifier")
     return ck.model_state
 
 

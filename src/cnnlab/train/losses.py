@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.config import check_class_weights
 from cnnlab.errors import ConfigError
 from cnnlab.registry import Registry
 
@@ -108,20 +108,5 @@ def class_weights(spec, counts: torch.Tensor) -> torch.Tensor | None:
         w = torch.zeros(k, dtype=torch.float64)
         w[present] = counts.sum() / (int(present.sum()) * counts[present])
         return w.float()
-    values = list(spec) if isinstance(spec, (list, tuple)) else None
-    if values is None or len(values) != k or not all(_positive(v) for v in values):
-        got = f"{len(values)} values" if values is not None else repr(spec)
-        raise ConfigError(
-            f"train.class_weights must be none, auto or a list of {k} numbers > 0 (one per "
-            f"class), got {got[:60]}"
-        )
-    return torch.tensor([float(v) for v in values], dtype=torch.float32)
-
-
-def _positive(v) -> bool:
-    return (
-        isinstance(v, (int, float))
-        and not isinstance(v, bool)
-        and math.isfinite(float(v))
-        and float(v) > 0
-    )
+    check_class_weights(spec, k)
+    return torch.tensor([float(v) for v in spec], dtype=torch.float32)

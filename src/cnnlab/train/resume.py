@@ -31,6 +31,7 @@ from cnnlab.runs.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from cnnlab.runs.layout import run_kind
 from cnnlab.runtime import numerics
 from cnnlab.train.rundir import resume_hint
 
@@ -142,10 +143,9 @@ class Checkpoints:
         model (architecture, input, classes) and the optimiser. Checked before anything
         is loaded or written."""
         task = self.tr.task
-        if ck.meta.get("kind", "classify") != task.kind:
+        if run_kind(ck.meta) != task.kind:
             raise CheckpointError(
-                f"{ck.path}: a {ck.meta.get('kind', 'classify')} run cannot be resumed as "
-                f"{task.kind}"
+                f"{ck.path}: a {run_kind(ck.meta)} run cannot be resumed as {task.kind}"
             )
         was = ck.meta.get("config")
         was = was if isinstance(was, dict) else {}

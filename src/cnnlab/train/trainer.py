@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.config import Config
+from cnnlab.config import Config, check_pad
 from cnnlab.data.datasets import Dataset, load_dataset
 from cnnlab.errors import CheckpointError, CnnlabError
 from cnnlab.runs.files import fault, io_error
@@ -58,7 +58,7 @@ from cnnlab.train.snapshots import WeightSnapshots
 from cnnlab.train.task import Task, TaskContext
 from cnnlab.train.tasks import make_task
 from cnnlab.train.trackers import Trackers, parse_report_to
-from cnnlab.train.validate import check_input, check_pad, validate
+from cnnlab.train.validate import check_input, validate
 
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
@@ -157,7 +157,7 @@ class Trainer:
                     cb.quiet = True
         if self.dataset is None:
             self.dataset = load_data(cfg, self.resume_from)
-        check_pad(cfg, self.dataset)
+        check_pad(cfg.data.pad, getattr(self.dataset, "size", None))
         self.generator = torch.Generator(device=self.rt.device).manual_seed(t.seed)
         fp16 = self.rt.amp_dtype is torch.float16
         self.stepper = OptimizerStep(t.grad_clip, fp16, skip_nonfinite=t.nan_policy == "skip")

@@ -62,8 +62,6 @@ def validate(cfg: Config) -> Config:
         (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (cfg.data.pad >= 0, "data.pad must be ≥ 0"),
-        (cfg.data.resize is None or cfg.data.resize >= 8, "data.resize must be ≥ 8 pixels"),
         (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
         (
             cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
@@ -186,18 +184,6 @@ def check_gan(cfg: Config) -> Config:
     g.conditional = g.conditional or name != "dcgan"
     cfg.model.name = gan_model_name(cfg)
     return cfg
-
-
-def check_pad(cfg: Config, dataset) -> None:
-    """data.pad pads every image on each side before a random crop: more than the
-    image's own side only adds zeros (and 1e6 would ask for terabytes)."""
-    side = getattr(dataset, "size", None)
-    pad = cfg.data.pad
-    if isinstance(side, int) and pad > side:
-        raise ConfigError(
-            f"data.pad={pad} is larger than the {side}-pixel images it pads; "
-            f"use at most {side} (the default is 2)"
-        )
 
 
 def check_input(model, cfg: Config) -> None:
