@@ -13,7 +13,7 @@ from cnnlab.cli import main
 from cnnlab.deploy import explore as ex
 from cnnlab.deploy.serve import create_app, open_backend
 from cnnlab.runs.load import load_model
-from cnnlab.train.snapshots import read_snapshots
+from cnnlab.runs.snapshots import read_snapshots
 
 
 def decode(t: dict) -> torch.Tensor:

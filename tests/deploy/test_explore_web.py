@@ -15,7 +15,7 @@ from cnnlab.deploy import explore as ex
 from cnnlab.models.base import Classifier
 from cnnlab.models.layers import LeCunTanh
 from cnnlab.runs.load import load_model
-from cnnlab.train.snapshots import read_snapshots
+from cnnlab.runs.snapshots import read_snapshots
 
 CHROMIUM = os.environ.get("CNNLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium not installed")

@@ -5,7 +5,8 @@ import torch
 import cnnlab
 from cnnlab.models import create_model
 from cnnlab.runs.checkpoint import load_checkpoint
-from cnnlab.train.snapshots import first_layers, read_snapshots, snapshot_file
+from cnnlab.runs.snapshots import read_snapshots, snapshot_file
+from cnnlab.train.snapshots import first_layers
 
 
 def test_first_layers_keep_the_first_two_convs_of_lenet5():

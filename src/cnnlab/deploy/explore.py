@@ -47,7 +47,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.progress import track
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.load import load_model, load_run_dataset, loader_for, run_dir_of
-from cnnlab.train.snapshots import read_snapshots
+from cnnlab.runs.snapshots import read_snapshots
 
 STATIC = Path(__file__).with_name("static")
 FORMAT = "cnnlab-explore/1"

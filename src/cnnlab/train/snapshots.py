@@ -1,26 +1,19 @@
 """Small per-epoch snapshots of a classifier's first layers, for the explore page's epoch
-slider: ``<run>/snapshots/epoch-NNN.safetensors`` holds the parameters and buffers of the
+slider: ``<run>/snapshots/epoch-NNN.safetensors`` (read back by ``runs/snapshots.py``) holds the parameters and buffers of the
 first modules of ``model.features`` up to the second conv layer (or only the first when
 two would be large), a few KB for LeNet-5. Written atomically by rank 0 at each epoch end.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
 from torch import nn
 
 from cnnlab.runs.files import atomic_write_bytes
+from cnnlab.runs.snapshots import snapshot_file
 from cnnlab.train.callbacks import Callback
 
-FOLDER = "snapshots"
 MAX_VALUES = 20_000  # per snapshot: 80 KB of float32 at most, unless conv1 alone is larger
 MAX_CONVS = 2
-
-
-def snapshot_file(run_dir, epoch: int) -> Path:
-    return Path(run_dir) / FOLDER / f"epoch-{int(epoch):03d}.safetensors"
 
 
 def first_layers(model: nn.Module, max_values: int = MAX_VALUES, max_convs: int = MAX_CONVS):
@@ -77,20 +70,3 @@ class WeightSnapshots(Callback):
             if isinstance(metrics.get(k), (int, float)):
                 meta[k] = repr(float(metrics[k]))
         atomic_write_bytes(snapshot_file(trainer.run_dir, epoch), save(tensors, metadata=meta))
-
-
-def read_snapshots(run_dir) -> list[tuple[int, dict, dict[str, torch.Tensor]]]:
-    """The run's snapshots in epoch order: (epoch, metadata, tensors); [] when it has none."""
-    from safetensors import safe_open
-
-    folder = Path(run_dir) / FOLDER
-    out = []
-    for f in sorted(folder.glob("epoch-*.safetensors")) if folder.is_dir() else []:
-        try:
-            with safe_open(str(f), "pt") as sf:
-                meta = dict(sf.metadata() or {})
-                tensors = {k: sf.get_tensor(k).float() for k in sf.keys()}
-            out.append((int(meta.get("epoch", f.stem.split("-")[1])), meta, tensors))
-        except Exception:  # noqa: BLE001 - a damaged snapshot is skipped, never fatal
-            continue
-    return sorted(out, key=lambda t: t[0])
