@@ -116,6 +116,30 @@ def tiny_trained_run(tmp_path_factory):
     return res.run_dir
 
 
+@pytest.fixture(scope="session")
+def augmented_run(tmp_path_factory):
+    """A run trained one short epoch with crop and flip augmentation (ten test-time
+    augmentation views). Copy it before writing into it."""
+    import cnnlab
+
+    return cnnlab.fit(
+        overrides=[
+            "data.name=synthetic",
+            "data.num_train=96",
+            "data.num_test=16",
+            "train.batch_size=32",
+            "train.device=cpu",
+            "train.diagnostics=false",
+            "train.report=false",
+            "data.augment=crop,flip",
+        ],
+        epochs=1,
+        runs_dir=str(tmp_path_factory.mktemp("runs")),
+        name="augmented",
+        quiet=True,
+    ).run_dir
+
+
 @pytest.fixture
 def tiny_run(tiny_trained_run, tmp_path):
     """A copy of the shared tiny run that a test may write into."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import cnnlab
-import cnnlab.inference as inf
+import cnnlab.inference.scoring as scoring
 from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import (
@@ -123,13 +123,13 @@ class FlipInvariant(torch.nn.Module):
 
 
 def test_flip_invariant_model_scores_the_same_with_tta(runs, monkeypatch):
-    opened = inf.open_run
+    opened = scoring.open_run
 
     def open_run(*a, **k):
         r = opened(*a, **k)
         return r._replace(model=FlipInvariant(r.model).eval())
 
-    monkeypatch.setattr(inf, "open_run", open_run)
+    monkeypatch.setattr(scoring, "open_run", open_run)
     r = cnnlab.evaluate(runs["flip"], device="cpu", save=False, tta=True)
     t = r["tta"]
     assert t["views"] == ["original", "flip"]

@@ -165,14 +165,14 @@ def test_ood_threshold_is_stored_and_predict_flags(tiny_run, tmp_path, capsys):
     ds = load_dataset("synthetic", num_train=512, num_test=128)
     noise = np.random.default_rng(0).integers(0, 256, (1, 28, 28), dtype=np.uint8)
     res = predict(tiny_run, [ds.test_x[0].numpy(), noise], invert="never", device="cpu")
-    assert {"ood_score", "ood"} <= set(res[0]) and isinstance(res[1]["ood"], bool)
-    assert res[0]["ood_score"] > ood["threshold"] and not res[0]["ood"]
+    assert res[0]["ood"]["method"] == "msp" and isinstance(res[1]["ood"]["flag"], bool)
+    assert res[0]["ood"]["score"] > ood["threshold"] and not res[0]["ood"]["flag"]
     from PIL import Image
 
     Image.fromarray(noise[0]).save(tmp_path / "noise.png")
     assert main(["predict", str(tiny_run), str(tmp_path / "noise.png"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)[0]
-    assert isinstance(row["ood"], bool) and isinstance(row["inverted"], bool)
+    assert isinstance(row["ood"]["flag"], bool) and isinstance(row["inverted"], bool)
 
 
 def test_an_ood_threshold_no_better_than_chance_is_not_stored(tiny_run, monkeypatch, capsys):

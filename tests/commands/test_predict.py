@@ -10,27 +10,12 @@ from PIL import Image
 import cnnlab
 from cnnlab.cli import main
 from cnnlab.inference import predict
+from cnnlab.runs.load import open_run
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("runs")
-    return cnnlab.fit(
-        overrides=[
-            "data.name=synthetic",
-            "data.num_train=96",
-            "data.num_test=16",
-            "train.batch_size=32",
-            "train.device=cpu",
-            "train.diagnostics=false",
-            "train.report=false",
-            "data.augment=crop,flip",
-        ],
-        epochs=1,
-        runs_dir=str(d),
-        name="r",
-        quiet=True,
-    ).run_dir
+@pytest.fixture
+def run(augmented_run):
+    return augmented_run
 
 
 def test_predict_tta_probabilities(run, tmp_path, capsys):
@@ -55,7 +40,7 @@ def test_predict_tta_probabilities(run, tmp_path, capsys):
 
 def test_predict_tta_matches_eval_tta(run):
     """The same views and averaging as `eval --tta`: one image, one answer."""
-    ds = cnnlab.inference.open_run(run, device="cpu").dataset
+    ds = open_run(run, device="cpu").dataset
     probs = cnnlab.inference.score(run, device="cpu", tta=True).tta_probs
     res = predict(
         run, [ds.test_x[i].numpy() for i in range(4)], top=1, device="cpu", invert="never", tta=True

@@ -8,6 +8,7 @@ import torch
 from cnnlab.cli import main
 from cnnlab.data.datasets import load_dataset
 from cnnlab.deploy import export as ex
+from cnnlab.deploy.formats import read_export_metadata
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models
 from cnnlab.models.base import MODELS
@@ -28,7 +29,7 @@ def test_export_parity_metadata_dynamic_batch(tiny_run, fmt):
     )
     assert (out.stat().st_mode & 0o777) == 0o644  # as docs/deployment.md says
 
-    md = ex.read_export_metadata(out)
+    md = read_export_metadata(out)
     assert md["classes"] == [f"class{i}" for i in range(10)]
     assert md["input"]["shape"] == ["batch", 1, 28, 28] and md["input"]["range"] == [0.0, 1.0]
     assert md["normalization"]["folded"] and len(md["normalization"]["mean"]) == 1
@@ -89,7 +90,7 @@ def test_int8_reports_accuracy_delta(tiny_run, quant):
     # quantised: smaller, still close to the fp32 model's answers
     assert r["bytes"] < (tiny_run / "checkpoints" / "best.safetensors").stat().st_size
     assert r["top1_agreement"] >= 0.8
-    assert ex.read_export_metadata(out)["int8"] == quant
+    assert read_export_metadata(out)["int8"] == quant
 
 
 def test_parity_failure_writes_nothing(tiny_run, monkeypatch):
@@ -194,7 +195,7 @@ def test_uint8_export_has_the_preprocessing_in_the_graph(tiny_run, fmt, layout):
     r = ex.export(tiny_run, fmt, parity_images=32, input_kind="uint8", layout=layout)
     out = Path(r["export"])
     assert r["passed"] and out.name.startswith("model.uint8")
-    md = ex.read_export_metadata(out)
+    md = read_export_metadata(out)
     assert md["input"]["dtype"] == "uint8" and md["input"]["layout"] == layout
     assert [o["name"] for o in md["outputs"]] == ["logits", "probabilities"]
     in_graph = {st["op"] for st in md["preprocessing"] if st["in_graph"]}

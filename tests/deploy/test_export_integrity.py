@@ -13,6 +13,7 @@ import pytest
 
 from cnnlab.cli import main
 from cnnlab.deploy import export as ex
+from cnnlab.deploy.formats import read_export_metadata
 from cnnlab.deploy.verify import verify
 
 
@@ -85,5 +86,5 @@ def test_sidecar_names_exif_orientation_and_only_the_steps_in_the_graph(tiny_run
     assert not steps[ops.index("exif_orientation")]["in_graph"]
     assert not steps[ops.index("convert")]["in_graph"]  # a 1-channel graph: the client converts
     r3 = ex.export(tiny_run, "onnx", check=False, input_kind="uint8", input_channels=3, golden=0)
-    steps3 = ex.read_export_metadata(r3["export"])["preprocessing"]
+    steps3 = read_export_metadata(r3["export"])["preprocessing"]
     assert next(s for s in steps3 if s["op"] == "convert")["in_graph"]  # RGB in: the graph

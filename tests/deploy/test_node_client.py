@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnnlab.deploy import export as ex
+from cnnlab.deploy.formats import export_input
 from cnnlab.deploy.verify import load_golden
 
 pytestmark = pytest.mark.slow
@@ -78,7 +79,7 @@ def test_node_client_reproduces_python_top1(tiny_run, ort_node):
     assert out.returncode == 0, out.stderr
     js = json.loads(out.stdout)
     u8, g = load_golden(golden)
-    py = ex.load_runner(model, "onnx")(ex.export_input(u8, json.loads(sidecar.read_text())))
+    py = ex.load_runner(model, "onnx")(export_input(u8, json.loads(sidecar.read_text())))
     assert [j["top1"] for j in js] == [im["top_k"][0] for im in g["images"]]
     assert [j["top1"] for j in js] == np.argmax(py, 1).tolist()
     assert all(abs(j["probsum"] - 1) < 1e-4 for j in js)

@@ -11,7 +11,8 @@ from PIL import Image
 from cnnlab.analysis.ood import save_ood
 from cnnlab.cli import main
 from cnnlab.deploy import export as ex
-from cnnlab.deploy.serve import MicroBatcher, ServeConfig, create_app, open_backend
+from cnnlab.deploy.batching import MicroBatcher
+from cnnlab.deploy.serve import ServeConfig, create_app, open_backend
 
 
 def png(size=28, mode="L", seed=0, fmt="PNG") -> bytes:

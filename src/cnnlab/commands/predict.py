@@ -61,7 +61,7 @@ def run(args) -> int:
                 continue
             others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"][1:])
             inv = " (inverted)" if r["inverted"] else ""
-            inv += " [out of distribution?]" if r.get("ood") else ""
+            inv += " [out of distribution?]" if (r.get("ood") or {}).get("flag") else ""
             print(
                 f"{r['image']}: {r['class']} {r['probability']:.3f}{inv}"
                 + (f"  [{others}]" if others else "")

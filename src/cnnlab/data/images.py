@@ -242,16 +242,3 @@ def pil_to_input(im, channels: int, size: int) -> np.ndarray:
     im = im.resize((size, size), Image.BILINEAR)
     a = np.asarray(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-
-
-def maybe_invert(a: np.ndarray, mean, invert: str = "auto") -> tuple[np.ndarray, bool]:
-    """Invert a gray uint8 image (C, H, W) on a light background when the training data
-    was light-on-dark (mean < 0.5); ``invert``: auto | always | never."""
-    if a.shape[0] != 1 or invert == "never":
-        return a, False
-    dark_data = float(np.mean(mean)) < 0.5
-    flip = invert == "always"
-    if not flip and dark_data:
-        border = np.concatenate([a[:, 0], a[:, -1], a[:, :, 0], a[:, :, -1]], axis=None)
-        flip = bool(border.mean() > 127)
-    return (255 - a if flip else a), flip

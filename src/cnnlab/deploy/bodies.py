@@ -18,7 +18,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -30,13 +30,13 @@ from cnnlab.data.images import (
     check_structure,
     decoded_size,
     load_image,
-    maybe_invert,
     pil_to_input,
 )
 from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.inference.pixels import INVERT_MODES
 
-INVERT_MODES = ("auto", "always", "never")
-JSON_KEYS = ("images", "pixels", "top_k", "invert")
+OPTIONS = ("top_k", "invert", "tta")  # in the query string, a multipart field or the JSON
+JSON_KEYS = ("images", "pixels", *OPTIONS)
 MAX_TOP_K = 1000
 _DIGITS = re.compile(r"[0-9]{1,7}")
 
@@ -64,6 +64,8 @@ class Parsed:
     images: list[np.ndarray]  # uint8 (C, S, S) each
     top_k: int | None
     invert: str
+    tta: bool = False
+    names: list[str] = field(default_factory=list)  # each image's file name or request part
 
 
 # --------------------------------------------------------------------------- options
@@ -94,15 +96,24 @@ def parse_top_k(v) -> int:
     return min(v, MAX_TOP_K)
 
 
-def parse_options(opts: dict) -> tuple[int | None, str]:
+def parse_options(opts: dict) -> tuple[int | None, str, bool]:
     top_k = parse_top_k(opts["top_k"]) if "top_k" in opts else None
-    return top_k, parse_invert(opts.get("invert", "auto"))
+    return top_k, parse_invert(opts.get("invert", "auto")), parse_tta(opts.get("tta", False))
 
 
 def parse_invert(v) -> str:
     if not isinstance(v, str) or v not in INVERT_MODES:
         raise InputError(choices_msg("invert mode", str(v)[:20], INVERT_MODES))
     return v
+
+
+def parse_tta(v) -> bool:
+    """A JSON boolean, or ``true``/``false`` in the query string or a form field."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v in ("true", "false"):
+        return v == "true"
+    raise InputError(f"tta must be true or false, got {str(v)[:20]!r}")
 
 
 # --------------------------------------------------------------------------- images
@@ -325,74 +336,89 @@ def parse_request(
         raise InputError(f"malformed request ({type(e).__name__})") from None
 
 
-QUERY_OPTIONS = ("top_k", "invert")
-
-
 def check_query(query: dict) -> None:
     """The query string before the body: only the known options, with valid values."""
-    unknown = sorted(k for k in query if k not in QUERY_OPTIONS)
+    unknown = sorted(k for k in query if k not in OPTIONS)
     if unknown:
         raise InputError(
-            f"unknown query parameter {unknown[0][:40]!r}; the known ones are "
-            + ", ".join(QUERY_OPTIONS)
+            f"unknown query parameter {unknown[0][:40]!r}; the known ones are " + ", ".join(OPTIONS)
         )
     parse_options(query)
 
 
 def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
     check_query(query)
+    raw, pixels, opts = _gather(body, content_type, dict(query), limits)
+    top_k, invert, tta = parse_options(opts)
+    _check_count(len(raw) + len(pixels), limits)
+    # sizes first, from headers and list shapes: refuse before decoding or converting anything
+    _check_sizes(raw, pixels, limits, channels, size)
+    if pixels and (b"true" in body or b"false" in body) and _has_bool(pixels):
+        raise InputError("pixel values must be numbers 0–255, not booleans")
+    images = _decode_all(raw, channels, size, limits)
+    images += [
+        decode_pixels(px, channels, size, limits, f"pixels[{i}]") for i, px in enumerate(pixels)
+    ]
+    names = [name for name, _ in raw] + [f"pixels[{i}]" for i in range(len(pixels))]
+    return Parsed(images, top_k, invert, tta, names)
+
+
+def _gather(body: bytes, content_type: str, opts: dict, limits: Limits):
+    """(encoded images [(name, bytes)], JSON pixel arrays, options) of any accepted body;
+    ``opts`` holds the query string's options, which win over a form's fields."""
     ctype = content_type.split(";")[0].strip().lower()
-    opts = dict(query)
-    raw: list[tuple[str, bytes]] = []
-    pixels: list = []
     if ctype == "multipart/form-data":
         files, fields = parse_multipart(body, content_type)
-        raw.extend(files)
-        parse_options({k: fields[k] for k in ("top_k", "invert") if k in fields})
-        for k in ("top_k", "invert"):
+        parse_options({k: fields[k] for k in OPTIONS if k in fields})
+        for k in OPTIONS:
             if k in fields:
                 opts.setdefault(k, fields[k])  # the query string wins
-    elif ctype in ("application/json", ""):
+        return files, [], opts
+    if ctype in ("application/json", ""):
         if not body:
             raise InputError(
                 "empty request body; send images as multipart files, a raw image or JSON "
                 '{"images": [base64, ...]} / {"pixels": [[[...]]]}'
             )
         if ctype == "" and body.lstrip()[:1] not in (b"{", b"["):
-            raw.append(("body", body))
-        else:
-            obj = _parse_json(body, limits)
-            if isinstance(obj.get("top_k"), str):  # JSON has numbers: "3" is a type error
-                raise InputError("top_k must be a JSON integer ≥ 1, not a string")
-            for k in ("top_k", "invert"):
-                if k in obj:
-                    opts[k] = obj[k]
-            images = obj.get("images", [])
-            for i, im in enumerate(images):  # types first (400), sizes after (413)
-                if not isinstance(im, str):
-                    raise InputError(f"images[{i}]: expected a base64 string")
-            pixels = obj.get("pixels", [])
-            for i, px in enumerate(pixels):
-                check_pixel_shape(px, f"pixels[{i}]")
-            parse_options(opts)
-            _check_count(len(images) + len(pixels), limits)
-            raw.extend(
-                (f"images[{i}]", b64_bytes(im, f"images[{i}]")) for i, im in enumerate(images)
-            )
-    elif ctype.startswith("image/") or ctype == "application/octet-stream":
+            return [("body", body)], [], opts
+        return _gather_json(body, opts, limits)
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
         if not body:
             raise InputError("empty image body")
-        raw.append(("body", body))
-    else:
-        raise InputError(
-            f"unsupported content type {ctype[:60]!r}; use multipart/form-data, "
-            "application/json or image/*",
-            415,
-        )
-    top_k, invert = parse_options(opts)
-    _check_count(len(raw) + len(pixels), limits)
+        return [("body", body)], [], opts
+    raise InputError(
+        f"unsupported content type {ctype[:60]!r}; use multipart/form-data, "
+        "application/json or image/*",
+        415,
+    )
 
-    # sizes first, from headers and list shapes: refuse before decoding or converting anything
+
+def _gather_json(body: bytes, opts: dict, limits: Limits):
+    obj = _parse_json(body, limits)
+    if isinstance(obj.get("top_k"), str):  # JSON has numbers: "3" is a type error
+        raise InputError("top_k must be a JSON integer ≥ 1, not a string")
+    if "tta" in obj and not isinstance(obj["tta"], bool):  # and booleans: "true" is one too
+        raise InputError("tta must be a JSON boolean, true or false")
+    for k in OPTIONS:
+        if k in obj:
+            opts[k] = obj[k]
+    images = obj.get("images", [])
+    for i, im in enumerate(images):  # types first (400), sizes after (413)
+        if not isinstance(im, str):
+            raise InputError(f"images[{i}]: expected a base64 string")
+    pixels = obj.get("pixels", [])
+    for i, px in enumerate(pixels):
+        check_pixel_shape(px, f"pixels[{i}]")
+    parse_options(opts)
+    _check_count(len(images) + len(pixels), limits)
+    raw = [(f"images[{i}]", b64_bytes(im, f"images[{i}]")) for i, im in enumerate(images)]
+    return raw, pixels, opts
+
+
+def _check_sizes(raw, pixels, limits: Limits, channels: int, size: int) -> None:
+    """The pixels a request will decode to, from image headers and list shapes, within the
+    limits (413)."""
     total = sum(header_pixels(data, name, limits, channels, size) for name, data in raw)
     values = 0
     for i, px in enumerate(pixels):
@@ -411,8 +437,10 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
             f"{limits.max_request_pixels} (--max-request-pixels); send fewer or smaller images",
             413,
         )
-    if pixels and (b"true" in body or b"false" in body) and _has_bool(pixels):
-        raise InputError("pixel values must be numbers 0–255, not booleans")
+
+
+def _decode_all(raw, channels: int, size: int, limits: Limits) -> list[np.ndarray]:
+    """The encoded images decoded, within the request's CPU budget for decoding."""
     budget = limits.decode_budget_s
     t0 = time.thread_time()  # this decode thread's CPU: other requests' work does not count
     images = []
@@ -424,17 +452,4 @@ def _parse_request(body, content_type, query, limits, channels, size) -> Parsed:
                 f"{len(images)} of {len(raw)} (--decode-budget); send fewer or smaller images",
                 413,
             )
-    images += [
-        decode_pixels(px, channels, size, limits, f"pixels[{i}]") for i, px in enumerate(pixels)
-    ]
-    return Parsed(images, top_k, invert)
-
-
-def to_batch(images: list[np.ndarray], mean, invert: str) -> tuple[np.ndarray, list[bool]]:
-    """uint8 (C, S, S) images → float32 (B, C, S, S) in [0, 1] and which were inverted."""
-    out, flags = [], []
-    for a in images:
-        a, f = maybe_invert(a, mean, invert)
-        out.append(a)
-        flags.append(f)
-    return np.stack(out).astype(np.float32) / np.float32(255.0), flags
+    return images

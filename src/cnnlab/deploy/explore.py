@@ -42,8 +42,9 @@ from cnnlab.analysis.explore import (
     trace,
 )
 from cnnlab.deploy.bodies import InputError
-from cnnlab.deploy.export import light_on_dark, norm_stats
 from cnnlab.errors import CnnlabError
+from cnnlab.inference.model import pixel_model
+from cnnlab.inference.pixels import light_on_dark, norm_stats
 from cnnlab.progress import track
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.load import load_model, load_run_dataset, loader_for, run_dir_of
@@ -364,77 +365,48 @@ def pixels_from(body: dict, c: int, s: int) -> torch.Tensor:
     return torch.from_numpy(a.round().astype(np.uint8)).view(1, c, s, s)
 
 
-def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
-    """``GET /explore`` (the page), ``GET /v1/explore/bundle``, ``POST /v1/explore/trace``
-    (every operation's output for posted pixels), ``GET /v1/explore/weights?layer=&unit=``
-    (one unit's weights) and ``POST /v1/explore/attribution``. ``run_model(fn, *args)``
-    runs model work on the server's model thread. The endpoints serve the page and stay out
-    of the OpenAPI schema (they are not a stable API)."""
-    import asyncio
+class Explorer:
+    """What the served explore page asks the server for, from the run's own model (loaded
+    on the first request: a server that only classifies never pays for it)."""
 
-    from fastapi.responses import HTMLResponse, JSONResponse
+    def __init__(self, run, which: str = "best"):
+        self.run, self.which = run, which
+        self.state: dict = {}
 
-    state: dict = {}
-
-    def opened():
-        """The model, loaded on the first explore request (a server that only classifies
-        never pays for it)."""
-        if "model" not in state:
-            model, meta = load_model(run, which, "cpu")
-            for p in model.parameters():
+    def opened(self) -> dict:
+        """The model, its operations, its input and normalisation."""
+        st = self.state
+        if "model" not in st:
+            wrapper, meta = pixel_model(self.run, self.which)
+            for p in wrapper.parameters():
                 p.requires_grad_(False)
-            mean, std = norm_stats(meta)
-            state.update(
-                model=model,
+            st.update(
+                model=wrapper.model,
+                normalize=wrapper.normalize,
                 meta=meta,
-                ops=operations(model),
+                ops=operations(wrapper.model),
                 c=int(meta["input"]["channels"]),
                 s=int(meta["input"]["size"]),
-                mean=torch.tensor(mean).view(1, -1, 1, 1),
-                std=torch.tensor(std).view(1, -1, 1, 1),
             )
-        return state
+        return st
 
-    async def call(fn, *args):
-        if run_model is not None:
-            return await run_model(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    def bundle(self) -> dict:
+        if "bundle" not in self.state:
+            self.state["bundle"] = build_bundle(
+                self.run, self.which, 12, "auto", None, False, True, True
+            )
+        return self.state["bundle"]
 
-    def bundle() -> dict:
-        if "bundle" not in state:
-            state["bundle"] = build_bundle(run, which, 12, "auto", None, False, True, True)
-        return state["bundle"]
-
-    async def body_of(request: Request) -> dict:
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise InputError("the body must be JSON") from None
-        if not isinstance(body, dict):
-            raise InputError("the body must be a JSON object")
-        return body
-
-    @app.get("/explore", include_in_schema=False)
-    async def explore_page():
-        return HTMLResponse(page_html(None))
-
-    @app.get("/v1/explore/bundle", include_in_schema=False)
-    async def explore_bundle():
-        return JSONResponse(await call(bundle))
-
-    def do_trace(body: dict) -> dict:
-        st = opened()
+    def trace(self, body: dict) -> dict:
+        """Every operation's output for the posted pixels."""
+        st = self.opened()
         u8 = pixels_from(body, st["c"], st["s"])
-        outs = trace(st["model"], (u8.float() / 255 - st["mean"]) / st["std"], st["ops"])
+        outs = trace(st["model"], st["normalize"](u8.float() / 255), st["ops"])
         return {"logits": outs[-1][0].tolist(), **activations_record(st["model"], st["ops"], outs)}
 
-    @app.post("/v1/explore/trace", include_in_schema=False)
-    async def explore_trace(request: Request):
-        return JSONResponse(await call(do_trace, await body_of(request)))
-
-    @app.get("/v1/explore/weights", include_in_schema=False)
-    async def explore_weights(layer: int, unit: int):
-        ops = (await call(opened))["ops"]
+    def weights(self, layer: int, unit: int) -> dict:
+        """One unit's weights and bias."""
+        ops = self.opened()["ops"]
         if not 0 <= layer < len(ops):
             raise InputError(f"layer must be 0-{len(ops) - 1}, got {layer}")
         _, mod, spec = ops[layer]
@@ -445,10 +417,11 @@ def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
             raise InputError(f"unit must be 0-{n - 1}, got {unit}")
         w = mod.weight[unit].detach().float()
         bias = float(mod.bias[unit]) if mod.bias is not None else 0.0
-        return JSONResponse({"shape": list(w.shape), "data": b64(w), "bias": bias})
+        return {"shape": list(w.shape), "data": b64(w), "bias": bias}
 
-    def do_attr(body: dict) -> dict:
-        st = opened()
+    def attribution(self, body: dict) -> dict:
+        """A posted image's attribution map for one class, by one method."""
+        st = self.opened()
         u8 = pixels_from(body, st["c"], st["s"])
         k, method, n = body.get("class"), body.get("method", "saliency"), len(st["meta"]["classes"])
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
@@ -458,6 +431,50 @@ def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
         with torch.enable_grad():
             return attribution_record(st["model"], st["meta"], u8.float() / 255, [k], method)
 
+
+async def json_body(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise InputError("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise InputError("the body must be a JSON object")
+    return body
+
+
+def add_explore_routes(app, run, which: str = "best", run_model=None) -> None:
+    """``GET /explore`` (the page), ``GET /v1/explore/bundle``, ``POST /v1/explore/trace``
+    (every operation's output for posted pixels), ``GET /v1/explore/weights?layer=&unit=``
+    (one unit's weights) and ``POST /v1/explore/attribution``. ``run_model(fn, *args)``
+    runs model work on the server's model thread. The endpoints serve the page and stay out
+    of the OpenAPI schema (they are not a stable API)."""
+    import asyncio
+
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    ex = Explorer(run, which)
+
+    async def call(fn, *args):
+        if run_model is not None:
+            return await run_model(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    @app.get("/explore", include_in_schema=False)
+    async def explore_page():
+        return HTMLResponse(page_html(None))
+
+    @app.get("/v1/explore/bundle", include_in_schema=False)
+    async def explore_bundle():
+        return JSONResponse(await call(ex.bundle))
+
+    @app.post("/v1/explore/trace", include_in_schema=False)
+    async def explore_trace(request: Request):
+        return JSONResponse(await call(ex.trace, await json_body(request)))
+
+    @app.get("/v1/explore/weights", include_in_schema=False)
+    async def explore_weights(layer: int, unit: int):
+        return JSONResponse(await call(ex.weights, layer, unit))
+
     @app.post("/v1/explore/attribution", include_in_schema=False)
     async def explore_attribution(request: Request):
-        return JSONResponse(await call(do_attr, await body_of(request)))
+        return JSONResponse(await call(ex.attribution, await json_body(request)))

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cnnlab.deploy.bodies import INVERT_MODES
+from cnnlab.inference.pixels import INVERT_MODES
 
 
 class ErrorBody(BaseModel):
@@ -34,13 +34,25 @@ class Ood(BaseModel):
 
 
 class Prediction(BaseModel):
+    """One image's answer: the same shape as ``cnnlab predict --json``
+    (``inference/answer.py``)."""
+
     model_config = ConfigDict(populate_by_name=True)
+    image: str = Field(
+        description="where the image came from: its file name (multipart), images[i] or "
+        "pixels[i] (JSON), or body (a raw image)"
+    )
     class_: str = Field(alias="class", description="the top-1 class name")
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, description="the top-1 class's index in the model's classes")
     probability: float = Field(ge=0, le=1)
-    top: list[TopClass]
+    top: list[TopClass] = Field(description="the top-k classes, most probable first")
     inverted: bool = Field(description="the image was inverted to light-on-dark first")
-    ood: Ood | None = Field(None, description="only when the run has an OOD threshold")
+    ood: Ood | None = Field(
+        None, description="only when the run has an OOD threshold; the plain image's score"
+    )
+    tta: list[str] | None = Field(
+        None, description="only with tta: the views the probabilities are averaged over"
+    )
 
 
 class PredictResponse(BaseModel):
@@ -67,6 +79,7 @@ class ModelInfo(BaseModel):
     cnnlab_version: str | None = None
     backend: str
     ood: dict[str, Any] | None = None
+    tta: list[str] | None = Field(None, description="the TTA views; null: no TTA for it")
     saliency: bool
     serving: dict[str, Any]
 
@@ -77,7 +90,8 @@ class Health(BaseModel):
 
 def error_responses(*codes: int) -> dict:
     text = {
-        400: "bad input (not an image, malformed JSON or pixel array, bad option)",
+        400: "bad input (not an image, malformed JSON or pixel array, bad option, tta for a "
+        "model without TTA views)",
         401: "missing or wrong API key",
         408: "the request body did not arrive in time (--read-timeout)",
         413: "too large: body, image count, pixels per image or per request",
@@ -89,12 +103,19 @@ def error_responses(*codes: int) -> dict:
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
 
+TTA_DOC = (
+    "test-time augmentation: average the probabilities over the flips and shifts the run "
+    "was trained with (GET /v1/model lists them; 400 for a model without)"
+)
+
+
 def predict_body(max_images: int) -> dict:
     """The three ways of sending images, as an OpenAPI requestBody."""
     binary = {"type": "string", "format": "binary"}
     options = {
         "top_k": {"type": "integer", "minimum": 1, "description": "classes to return"},
         "invert": {"type": "string", "enum": list(INVERT_MODES), "default": "auto"},
+        "tta": {"type": "boolean", "default": False, "description": TTA_DOC},
     }
     as_json = {
         "type": "object",
@@ -156,6 +177,13 @@ QUERY_OPTIONS = [
         "required": False,
         "schema": {"type": "string", "enum": list(INVERT_MODES), "default": "auto"},
         "description": "invert dark-on-light images for light-on-dark models",
+    },
+    {
+        "name": "tta",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "boolean", "default": False},
+        "description": TTA_DOC,
     },
 ]
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.deploy.export import (
-    companion,
+from cnnlab.deploy.export import companion, file_sha256
+from cnnlab.deploy.formats import (
     export_input,
     export_path_kind,
-    file_sha256,
     load_runner,
     read_export_metadata,
 )

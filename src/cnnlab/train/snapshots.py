@@ -1,5 +1,5 @@
 """Small per-epoch snapshots of a classifier's first layers, for the explore page's epoch
-slider: ``<run>/snapshots/epoch-NNN.safetensors`` holds the parameters and buffers of the
+slider: ``<run>/snapshots/epoch-NNN.safetensors`` (read back by ``runs/snapshots.py``) holds the parameters and buffers of the
 first modules of ``model.features`` up to the second conv layer (or only the first when
 two would be large), a few KB for LeNet-5. Written atomically by rank 0 at each epoch end.
 """

@@ -1,13 +1,12 @@
-"""Using a trained run: its metrics on a dataset (with a confusion-matrix plot), and its
-top classes for image files; optionally with test-time augmentation (TTA): softmax
-probabilities averaged over the flips and shifts the run was trained with."""
+"""Scoring a trained run on a dataset: its metrics (with a confusion-matrix plot), with
+test-time augmentation (TTA) optionally, and the per-image outputs the report shows (the
+worst mistakes, the most confused pairs)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,22 +14,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cnnlab.analysis.ood import load_ood, ood_flags
-from cnnlab.data.augment import parse_augment
 from cnnlab.data.datasets import Dataset
-from cnnlab.data.images import load_image, maybe_invert
 from cnnlab.errors import CnnlabError
+from cnnlab.inference.model import average_views, strict_fp32
+from cnnlab.inference.views import View, tta_views
 from cnnlab.metrics import metrics_from_logits, predict_logits
 from cnnlab.progress import track
 from cnnlab.runs.files import atomic_write_text
-from cnnlab.runs.load import (
-    load_model,
-    load_run_dataset,
-    loader_for,
-    open_run,
-    resolve_checkpoint,
-    run_dir_of,
-)
+from cnnlab.runs.load import loader_for, open_run, resolve_checkpoint
 from cnnlab.runtime.device import resolve_device
 
 
@@ -93,116 +84,6 @@ def score(
 
 
 # -- test-time augmentation ------------------------------------------------------------------
-
-
-class View(NamedTuple):
-    """One TTA view: an optional horizontal flip, then a shift by (dy, dx) pixels with zero
-    fill (the padding ``random_crop`` crops from)."""
-
-    flip: bool
-    dy: int
-    dx: int
-
-    @property
-    def name(self) -> str:
-        parts = ["flip"] if self.flip else []
-        if self.dy or self.dx:
-            parts.append(f"shift({self.dy:+d},{self.dx:+d})")
-        return "+".join(parts) or "original"
-
-
-TTA_OPS = ("flip", "crop")  # deterministic views exist for these; noise/erase have none
-TTA_SHIFT_DIV = 32  # TTA shifts are at least 1/32 of the image's side
-
-
-def trained_augment(meta: dict, dataset_default: str | None = None) -> tuple[str, ...]:
-    """The augmentations a run was trained with: the checkpoint's record of them (runs since
-    TTA), else its config's ``data.augment`` ('auto' → ``dataset_default``, the dataset's
-    default)."""
-    if isinstance(meta.get("augment"), list):
-        return tuple(str(a) for a in meta["augment"])
-    spec = meta.get("config", {}).get("data", {}).get("augment", "auto")
-    if spec in (None, "", "auto", "default") and dataset_default is None:
-        raise CnnlabError(
-            "--tta: cannot tell which augmentation this run was trained with (data.augment: "
-            "auto, and its dataset is not available here to look its default up)"
-        )
-    return parse_augment(spec, dataset_default or "none")
-
-
-def _dataset_augment(meta: dict) -> str | None:
-    """The default augmentation of a run's dataset, for a run that recorded
-    ``data.augment: auto`` but not what it resolved to (runs from before TTA); None when the
-    dataset cannot be opened here."""
-    if isinstance(meta.get("augment"), list):
-        return None
-    spec = meta.get("config", {}).get("data", {}).get("augment", "auto")
-    if spec not in (None, "", "auto", "default"):
-        return None
-    try:
-        return getattr(load_run_dataset(meta, download=False), "augment", None)
-    except CnnlabError:
-        return None
-
-
-def tta_views(meta: dict, dataset_default: str | None = None) -> list[View]:
-    """The views TTA averages over: exactly what the run's training augmentation allows.
-    The original; its mirror image when trained with ``flip``; shifts up, down, left and
-    right (of each of those) when trained with ``crop`` (random crops of a
-    ``data.pad``-padded image), by max(1, pad // 2, side / :data:`TTA_SHIFT_DIV`) pixels —
-    proportional to the image: a 224-px photo moves by 7 px, where half a 2-px pad would be
-    1 px and change nothing. A run trained without flip or crop has no view to add: an
-    error that says so."""
-    ops = trained_augment(meta, dataset_default)
-    pad = meta.get("config", {}).get("data", {}).get("pad", 2)
-    pad = pad if isinstance(pad, int) and not isinstance(pad, bool) else 2
-    side = (meta.get("input") or {}).get("size")
-    side = side if isinstance(side, int) and not isinstance(side, bool) else 0
-    flips = (False, True) if "flip" in ops else (False,)
-    s = max(1, pad // 2, round(side / TTA_SHIFT_DIV))
-    shifts = [(0, 0)]
-    if "crop" in ops and pad > 0:
-        shifts += [(-s, 0), (s, 0), (0, -s), (0, s)]
-    views = [View(f, dy, dx) for f in flips for dy, dx in shifts]
-    if len(views) == 1:
-        trained = ",".join(ops) or "none"
-        raise CnnlabError(
-            f"--tta: this run was trained without flip or crop augmentation (data.augment: "
-            f"{trained}), so there is no view to average over; leave --tta out"
-        )
-    return views
-
-
-def describe_views(names: list[str]) -> str:
-    """``[original, shift(-1,+0), …, flip, …]`` → ``10 views: original and flip, each also
-    shifted 1 px up, down, left and right``."""
-    base = "original and flip" if "flip" in names else "original"
-    shifts = sorted({n.split("shift(")[1] for n in names if "shift(" in n})
-    px = max((abs(int(v)) for sh in shifts for v in sh.rstrip(")").split(",")), default=0)
-    more = f", each also shifted {px} px up, down, left and right" if px else ""
-    return f"{len(names)} views: {base}{more}"
-
-
-def apply_view(x: torch.Tensor, v: View) -> torch.Tensor:
-    """``v`` applied to a batch (B, C, H, W) in [0, 1] pixel scale."""
-    if v.flip:
-        x = x.flip(3)
-    if v.dy or v.dx:
-        p = max(abs(v.dy), abs(v.dx))
-        h, w = x.shape[-2:]
-        xp = F.pad(x, (p, p, p, p))
-        x = xp[..., p - v.dy : p - v.dy + h, p - v.dx : p - v.dx + w]
-    return x
-
-
-@torch.no_grad()
-def average_views(model, x01: torch.Tensor, views: list[View], normalize) -> torch.Tensor:
-    """Softmax probabilities (B, K) averaged over ``views`` of the batch ``x01`` (pixels in
-    [0, 1]): all views go through the model as one batch."""
-    b = x01.shape[0]
-    xs = torch.cat([apply_view(x01, v) for v in views])
-    p = torch.softmax(model(normalize(xs)).float(), 1)
-    return p.view(len(views), b, -1).mean(0)
 
 
 def _tta_over(model, loader, views: list[View], progress: str) -> torch.Tensor:
@@ -301,20 +182,6 @@ def confused_pairs(logits, labels, classes, top: int = 5, examples: int = 4) -> 
             }
         )
     return out
-
-
-@contextmanager
-def strict_fp32():
-    """Plain float32 on CUDA (no TF32, no benchmarked cuDNN algorithms) while evaluating:
-    a training process turns TF32 on, a fresh ``cnnlab eval`` has it off, and the two must
-    score a checkpoint alike."""
-    b = torch.backends
-    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
-    b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = b.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
 
 
 def own_dataset(meta: dict) -> str | None:
@@ -419,87 +286,3 @@ def plot_confusion(cm, classes, path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
-
-
-def predict(
-    target,
-    images,
-    top: int = 3,
-    device: str = "auto",
-    invert: str = "auto",
-    which: str = "best",
-    errors: str = "raise",
-    tta: bool = False,
-) -> list[dict]:
-    """Classify image files (or uint8 arrays (C, H, W)) with a trained run.
-
-    ``invert='auto'``: a gray image on a light background is inverted when the model was
-    trained on light-on-dark images (MNIST, Fashion-MNIST), as a photo of ink on paper is.
-    ``errors='report'``: an unreadable file gives ``{"image": ..., "error": ...}`` in its
-    place and the others are still answered (``'raise'``: the first one is an error).
-    ``tta=True``: the probabilities are averaged over the flips and shifts the run was
-    trained with (:func:`tta_views`; each answer names them under ``"tta"``); the
-    out-of-distribution score stays the plain image's.
-    """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise CnnlabError(f"--top must be a whole number ≥ 1, got {top!r}")
-    if errors not in ("raise", "report"):
-        raise CnnlabError(f"errors must be 'raise' or 'report', got {errors!r}")
-    dev = resolve_device(device)
-    model, meta = load_model(target, which, dev)
-    views = tta_views(meta, _dataset_augment(meta)) if tta else None
-    inp = meta["input"]
-    c, s = inp["channels"], inp["size"]
-    out: list[dict] = []
-    good: list[int] = []
-    arrs, flags = [], []
-    for i, im in enumerate(images):
-        is_file = isinstance(im, (str, os.PathLike))
-        label = str(im) if is_file else f"#{i}"
-        try:
-            a = load_image(im, c, s) if is_file else np.asarray(im, np.uint8)
-        except CnnlabError as e:
-            if errors == "raise":
-                raise
-            out.append({"image": label, "error": str(e)})
-            continue
-        a, flip = maybe_invert(a, inp["mean"], invert)
-        arrs.append(a)
-        flags.append(flip)
-        good.append(len(out))
-        out.append({"image": label})
-    if not arrs:
-        return out
-    mean = torch.tensor(inp["mean"]).reshape(1, -1, 1, 1)
-    std = torch.tensor(inp["std"]).reshape(1, -1, 1, 1)
-    norm = lambda x01: (x01 - mean.to(dev)) / std.to(dev)  # noqa: E731
-    logits, tprobs = [], []
-    bs = 256 // len(views) if views else 256
-    with torch.no_grad():
-        for b in track(range(0, len(arrs), bs), "classifying images"):
-            x01 = torch.from_numpy(np.stack(arrs[b : b + bs])).to(dev).float() / 255
-            logits.append(model(norm(x01)).float().cpu())
-            if views:
-                tprobs.append(average_views(model, x01, views, norm).cpu())
-    logits = torch.cat(logits)
-    probs = torch.cat(tprobs) if views else torch.softmax(logits, 1)
-    ood = load_ood(run_dir_of(target))  # stored by `cnnlab robustness RUN --ood ...`
-    scores, is_ood = ood_flags(logits, ood) if ood else (None, None)
-    for k, (i, p) in enumerate(zip(good, probs, strict=True)):
-        v, idx = p.topk(min(top, len(p)))
-        out[i].update(
-            {
-                "class": meta["classes"][int(idx[0])],
-                "probability": float(v[0]),
-                "top": [
-                    {"class": meta["classes"][int(j)], "probability": float(q)}
-                    for q, j in zip(v, idx, strict=True)
-                ],
-                "inverted": bool(flags[k]),
-            }
-        )
-        if views:
-            out[i]["tta"] = [v.name for v in views]
-        if ood:
-            out[i].update(ood_score=float(scores[k]), ood=bool(is_ood[k]))
-    return out
