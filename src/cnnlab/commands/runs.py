@@ -42,7 +42,7 @@ HEADER = [
 
 def row(d) -> list[str]:
     """A run's row; a damaged config.yaml or metrics.jsonl shows as '?'."""
-    from cnnlab.report.html import is_gan_run, run_config
+    from cnnlab.report.rundata import is_gan_run, run_config
     from cnnlab.runs.layout import read_metrics
     from cnnlab.runs.summary import best_epoch, run_seconds
 
