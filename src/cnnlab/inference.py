@@ -20,9 +20,10 @@ from cnnlab.data.augment import parse_augment
 from cnnlab.data.datasets import Dataset
 from cnnlab.data.images import load_image, maybe_invert
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import png_bytes
 from cnnlab.metrics import metrics_from_logits, predict_logits
 from cnnlab.progress import track
-from cnnlab.runs.files import atomic_write_text
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.load import (
     load_model,
     load_run_dataset,
@@ -411,14 +412,8 @@ def confusion_figure(cm, classes):
 
 
 def plot_confusion(cm, classes, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig = confusion_figure(cm, classes)
-    fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png_bytes(fig, dpi=110, tight_layout=True))
 
 
 def predict(
