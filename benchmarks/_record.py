@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 
 from cnnlab.runtime.device import available_cores
-from cnnlab.studies.bench import result_record
+from cnnlab.studies.records import result_record
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out")
     a = ap.parse_args(argv)
 
-    from cnnlab.studies.bench import load_avg, result_record
+    from cnnlab.studies.records import load_avg, result_record
 
     load0 = load_avg()
     res = []

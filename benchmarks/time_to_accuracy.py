@@ -32,7 +32,7 @@ def memory(dev) -> dict:
     """RSS now (MB) and, on CUDA, allocated and peak-allocated device memory (MB)."""
     import torch
 
-    from cnnlab.studies.bench import current_rss_mb, gpu_peak_mb
+    from cnnlab.studies.records import current_rss_mb, gpu_peak_mb
 
     out = {"rss_mb": current_rss_mb()}
     if dev.type == "cuda":

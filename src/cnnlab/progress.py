@@ -12,8 +12,10 @@ On the ground floor, so data downloads, analyses, evaluation and export use the 
             ...
             bar.advance()
 
-Everything goes to stderr (stdout stays clean for ``--json``). Nested steps become extra
-rows of the same bar. ``CNNLAB_PROGRESS=0`` turns it off, ``=plain`` forces plain lines.
+Everything goes to stderr (stdout stays clean for ``--json``) unless a step names its
+stream, as training does for its per-epoch bar; ``echo(line)`` prints a line above a bar
+that is showing. Nested steps become extra rows of the same bar. ``CNNLAB_PROGRESS=0``
+turns it off, ``=plain`` forces plain lines.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ PLAIN_EVERY_S = 10.0  # then a line at most this often
 _live: dict = {"bar": None}
 
 
+def _on_terminal(stream) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 def mode(stream=None) -> str:
     """``rich`` on a terminal, ``plain`` when piped, ``off`` by ``CNNLAB_PROGRESS=0``."""
     env = os.environ.get("CNNLAB_PROGRESS", "").strip().lower()
@@ -40,8 +46,7 @@ def mode(stream=None) -> str:
         return "off"
     if env == "plain":
         return "plain"
-    stream = stream or sys.stderr
-    return "rich" if getattr(stream, "isatty", lambda: False)() else "plain"
+    return "rich" if _on_terminal(stream or sys.stderr) else "plain"
 
 
 def eta_text(done: float, total: float | None, elapsed: float) -> str:
@@ -93,6 +98,16 @@ class Bar:
             self._say(now, f" done in {now - self.t0:.0f}s")
 
 
+def echo(text: str, stream=None) -> None:
+    """Print a line on ``stream`` (stdout by default); while a bar shows on the terminal,
+    above the bar rather than through it."""
+    stream = stream or sys.stdout
+    if _live["bar"] is not None and _on_terminal(stream):
+        _live["bar"].console.print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        print(text, file=stream, flush=True)
+
+
 def _start_rich(stream):
     from rich.console import Console
     from rich.progress import (
@@ -115,8 +130,12 @@ def _start_rich(stream):
         TimeRemainingColumn(),
         console=Console(file=stream),
         transient=True,
+        # lines printed while the bar shows go above it, but only from a stream on the
+        # terminal: `cnnlab bench > log` keeps its lines in the log
+        redirect_stdout=_on_terminal(sys.stdout),
+        redirect_stderr=_on_terminal(sys.stderr),
     )
-    bar.start()  # raises LiveError when another live display (the training bar) runs
+    bar.start()  # raises LiveError when another live display runs
     return bar
 
 

@@ -64,7 +64,7 @@ def test_report_written_at_end_of_training_and_self_contained(runs):
 def test_report_worst_mistakes_have_the_right_labels(runs):
     """The gallery and the confused pairs come from the logits `cnnlab eval` scores."""
     from cnnlab.inference import score
-    from cnnlab.report.html import evaluate_run
+    from cnnlab.report.evaluation import evaluate_run
 
     a, _ = runs
     page = (a / "report.html").read_text()  # the report written at the end of training
@@ -213,7 +213,7 @@ def test_image_grids_are_one_png_for_gray_and_colour():
 
     import numpy as np
 
-    from cnnlab.report.html import plot_pairs, plot_wrong
+    from cnnlab.report.plots import plot_pairs, plot_wrong
 
     for c in (1, 3):
         ims = np.random.default_rng(0).integers(0, 256, (5, c, 12, 12), dtype=np.uint8)
@@ -232,7 +232,8 @@ def test_folder_mistakes_are_named_by_file(tmp_path):
     from PIL import Image
 
     import cnnlab
-    from cnnlab.report.html import evaluate_run, mistake_caption
+    from cnnlab.report.evaluation import evaluate_run
+    from cnnlab.report.plots import mistake_caption
 
     rng = np.random.default_rng(0)
     for c in ("a", "b"):

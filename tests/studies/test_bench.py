@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.studies import bench, references
+from cnnlab.studies import bench, loops, references, throughput, timing
 
 SRC = str(Path(bench.__file__).resolve().parents[2])  # the src/ folder this cnnlab is in
 
@@ -46,10 +46,10 @@ def test_time_to_and_summary():
             "gpu_peak_mb": None,
         },
     ]
-    assert bench.time_to(ep, 0.90) == pytest.approx(3.0)
-    assert bench.time_to(ep, 0.91) == pytest.approx(4.5)
-    assert bench.time_to(ep, 0.95) is None
-    s = bench.summarize(ep)
+    assert timing.time_to(ep, 0.90) == pytest.approx(3.0)
+    assert timing.time_to(ep, 0.91) == pytest.approx(4.5)
+    assert timing.time_to(ep, 0.95) is None
+    s = timing.summarize(ep)
     assert s["median_s_per_epoch"] == pytest.approx(1.5)
     assert s["images_per_s"] == pytest.approx(100 / 1.5)
     assert s["rss_growth_mb"] == pytest.approx(0.0)
@@ -63,17 +63,17 @@ def test_time_to_accuracy_counts_wall_from_launch_and_training_apart():
     ths = (0.90, 0.91, 0.925)
     # start-up 3 s, 2 s of evaluation per epoch: the wall clock runs ahead of training time
     run = [_epoch(1, 2.0, 0.88, 7.0), _epoch(2, 2.0, 0.912, 11.0), _epoch(3, 1.0, 0.905, 14.0)]
-    assert bench.wall_to(run, 0.90) == 11.0  # the first epoch at ≥ 90 %, not a later one
-    assert bench.wall_to(run, 0.91) == 11.0
-    assert bench.wall_to(run, 0.925) is None
-    s = bench.tta_summary(run, ths)
+    assert timing.wall_to(run, 0.90) == 11.0  # the first epoch at ≥ 90 %, not a later one
+    assert timing.wall_to(run, 0.91) == 11.0
+    assert timing.wall_to(run, 0.925) is None
+    s = timing.tta_summary(run, ths)
     assert s["to"]["0.9"] == {"wall": 11.0, "train": 4.0}
     assert s["to"]["0.925"] == {"wall": None, "train": None}
     assert s["median_s_per_epoch"] == 2.0 and "best_acc" not in s and s["final_acc"] == 0.905
     # a second seed reaches 92.5 %: the aggregate says 1 of 2 seeds, medians over the rest
     run2 = [_epoch(1, 1.0, 0.91, 4.0), _epoch(2, 1.0, 0.93, 6.0)]
-    runs = [{"summary": s}, {"summary": bench.tta_summary(run2, ths)}]
-    agg = bench.aggregate(runs, ths)
+    runs = [{"summary": s}, {"summary": timing.tta_summary(run2, ths)}]
+    agg = timing.aggregate(runs, ths)
     assert agg["to"]["0.9"] == {"reached": 2, "wall": 7.5, "train": 2.5}
     assert agg["to"]["0.925"] == {"reached": 1, "wall": 6.0, "train": 2.0}
     assert agg["seeds"] == 2 and agg["epochs"] == 3
@@ -84,8 +84,8 @@ def test_time_to_accuracy_table_and_epoch_ratios():
 
     def loop(sec, accs):
         ep = [_epoch(i + 1, sec, a, 5.0 + (i + 1) * sec) for i, a in enumerate(accs)]
-        runs = [{"summary": bench.tta_summary(ep, ths)}]
-        return {"runs": runs, "summary": bench.aggregate(runs, ths)}
+        runs = [{"summary": timing.tta_summary(ep, ths)}]
+        return {"runs": runs, "summary": timing.aggregate(runs, ths)}
 
     loops = {"cnnlab": loop(2.0, [0.91, 0.93]), "naive": loop(8.0, [0.89, 0.905, 0.91])}
     entry = {"thresholds": list(ths), "loops": loops}
@@ -95,7 +95,7 @@ def test_time_to_accuracy_table_and_epoch_ratios():
     assert [r[-2] for r in rows] == ["0.9300", "0.9100"]  # the last epoch, never a max
     assert rows[0][2:4] == ["7 s (2 s)", "9 s (4 s)"]
     assert rows[1][2:4] == ["21 s (16 s)", "not in 3 ep"]
-    assert bench.epoch_ratios(loops) == {"naive": pytest.approx(4.0)}
+    assert timing.epoch_ratios(loops) == {"naive": pytest.approx(4.0)}
 
 
 def test_train_argv_is_what_a_user_types():
@@ -132,7 +132,7 @@ def test_bench_time_to_accuracy_quick_end_to_end(tmp_path):
 def test_tiny_fashion_files_load_in_both_worlds(tmp_path):
     from cnnlab.data.datasets import load_dataset
 
-    d = bench.write_tiny_fashion(tmp_path, 64, 32)
+    d = loops.write_tiny_fashion(tmp_path, 64, 32)
     ds = load_dataset("fashion-mnist", data_dir=tmp_path, download=False)
     assert ds.train_x.shape == (64, 1, 28, 28) and ds.test_y.shape == (32,)
     root = references.torchvision_root(d, tmp_path / "tv")
@@ -188,7 +188,7 @@ def test_bench_quick_writes_json(tmp_path):
 
 
 def test_alexnet_throughput_skips_unregistered():
-    r = bench.alexnet_throughput(
+    r = throughput.alexnet_throughput(
         "cpu", batch=2, steps=1, size=64, names=("no-such-alexnet", "torchvision.models.alexnet")
     )
     assert "skipped" in r["models"]["no-such-alexnet"]
@@ -216,7 +216,7 @@ def test_graphed_is_fn_itself_on_cpu():
     def step():
         calls.append(1)
 
-    fn = bench.graphed(step, torch.device("cpu"))
+    fn = throughput.graphed(step, torch.device("cpu"))
     assert fn is step  # no capture, no warm-up calls off CUDA
     assert calls == []
 
@@ -244,7 +244,7 @@ def test_graphed_train_step_matches_eager():
     sa = stepper(a)
     for _ in range(5):
         sa()
-    replay = bench.graphed(stepper(b), dev)
+    replay = throughput.graphed(stepper(b), dev)
     replay()
     replay()
     torch.cuda.synchronize()

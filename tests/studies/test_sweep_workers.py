@@ -22,7 +22,7 @@ from cnnlab.cli import main
 from cnnlab.errors import ConfigError
 from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.runs.layout import read_metrics
-from cnnlab.studies import sweep
+from cnnlab.studies import storage as db  # the study's database
 
 SRC = str(Path(cnnlab.__file__).resolve().parents[1])
 # each trial: 2 epochs of 3 steps (128 synthetic images less the validation tenth, batch 32)
@@ -155,17 +155,17 @@ tmpfs /mnt/shared\\040runs/local tmpfs rw 0 0
 
 
 def test_filesystem_of_reads_the_longest_mount_point():
-    assert sweep.filesystem_of(Path("/home/u/runs"), MOUNTS) == ("ext4", "/")
-    assert sweep.filesystem_of(Path("/mnt/shared runs/s"), MOUNTS) == ("nfs4", "/mnt/shared runs")
-    assert sweep.filesystem_of(Path("/mnt/shared runs/local/x"), MOUNTS)[0] == "tmpfs"
-    assert sweep.filesystem_of(Path("/mnt/cifsx"), MOUNTS)[0] == "ext4"  # a prefix, not inside
-    assert sweep.filesystem_of(Path("/mnt/cifs/a.db"), MOUNTS)[0] == "cifs"
+    assert db.filesystem_of(Path("/home/u/runs"), MOUNTS) == ("ext4", "/")
+    assert db.filesystem_of(Path("/mnt/shared runs/s"), MOUNTS) == ("nfs4", "/mnt/shared runs")
+    assert db.filesystem_of(Path("/mnt/shared runs/local/x"), MOUNTS)[0] == "tmpfs"
+    assert db.filesystem_of(Path("/mnt/cifsx"), MOUNTS)[0] == "ext4"  # a prefix, not inside
+    assert db.filesystem_of(Path("/mnt/cifs/a.db"), MOUNTS)[0] == "cifs"
 
 
 def test_sqlite_on_a_network_file_system_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "filesystem_of", lambda p, mounts=None: ("nfs4", "/mnt/shared"))
+    monkeypatch.setattr(db, "filesystem_of", lambda p, mounts=None: ("nfs4", "/mnt/shared"))
     with pytest.raises(ConfigError, match="network file system .nfs4 at /mnt/shared.*postgresql"):
-        sweep.storage_for(None, tmp_path / "s")
+        db.storage_for(None, tmp_path / "s")
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     argv = ["sweep", "--space", str(space), "--study", "s", "--runs-dir", str(tmp_path / "r")]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import copy
 import html
-import io
 import json
 import math
 import time
@@ -40,6 +39,7 @@ from torch import nn
 
 from cnnlab.analysis.attacks import Normalized
 from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.figures import png_bytes
 from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.load import loader_for, open_run
@@ -235,15 +235,6 @@ def select_indices(
     return order[:n].tolist()
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _show_image(ax, x01: torch.Tensor) -> None:
     img = x01.detach().cpu().float()
     if img.shape[0] == 1:
@@ -279,7 +270,7 @@ def plot_attributions(x01, labels, preds, probs, maps: dict, classes) -> bytes:
             if i == 0:
                 ax.set_title(SHORT[m], fontsize=8)
     fig.tight_layout(pad=0.3)
-    return _png(fig)
+    return png_bytes(fig, dpi=90)
 
 
 def plot_filters(conv: nn.Conv2d) -> bytes:
@@ -307,7 +298,7 @@ def plot_filters(conv: nn.Conv2d) -> bytes:
         ax.set_title(str(i), fontsize=7)
     fig.suptitle(f"first-layer filters {tuple(w.shape)}", fontsize=9)
     fig.tight_layout(pad=0.3)
-    return _png(fig)
+    return png_bytes(fig, dpi=90)
 
 
 def feature_maps(model01: nn.Module, x01: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -347,7 +338,7 @@ def plot_feature_maps(maps, x01: torch.Tensor, max_channels: int = 16) -> bytes:
                     ax.set_title(f"{tuple(m.shape[1:])}" if c == 1 else str(c - 1), fontsize=6)
     fig.suptitle("feature maps (first channels of every conv layer)", fontsize=9)
     fig.tight_layout(pad=0.3)
-    return _png(fig)
+    return png_bytes(fig, dpi=90)
 
 
 def plot_attention(model01: nn.Module, x01: torch.Tensor) -> bytes | None:
@@ -390,7 +381,7 @@ def plot_attention(model01: nn.Module, x01: torch.Tensor) -> bytes | None:
                 ax.set_title(f"head {hd - 1}", fontsize=7)
     fig.suptitle("attention received per position (mean over queries)", fontsize=9)
     fig.tight_layout(pad=0.3)
-    return _png(fig)
+    return png_bytes(fig, dpi=90)
 
 
 def _html(res: dict, images: dict[str, bytes]) -> str:

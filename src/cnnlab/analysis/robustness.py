@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import time
@@ -36,6 +35,7 @@ from cnnlab.analysis.ood import (
 )
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import CnnlabError, choices_msg
+from cnnlab.figures import png_bytes
 from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.load import loader_for, open_run
@@ -363,11 +363,7 @@ def plot_robustness(res: dict, path: Path) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{Path(res['run']).name}: robustness on {res['dataset']} ({res['n']:,} images)")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    data = buf.getvalue()
+    data = png_bytes(fig, dpi=100, tight_layout=True)
     atomic_write_bytes(path, data)
     return data
 

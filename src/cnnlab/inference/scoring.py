@@ -16,11 +16,12 @@ import torch.nn.functional as F
 
 from cnnlab.data.datasets import Dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.figures import png_bytes
 from cnnlab.inference.model import average_views, strict_fp32
 from cnnlab.inference.views import View, tta_views
 from cnnlab.metrics import metrics_from_logits, predict_logits
 from cnnlab.progress import track
-from cnnlab.runs.files import atomic_write_text
+from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.runs.load import loader_for, open_run, resolve_checkpoint
 from cnnlab.runtime.device import resolve_device
 
@@ -278,11 +279,5 @@ def confusion_figure(cm, classes):
 
 
 def plot_confusion(cm, classes, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig = confusion_figure(cm, classes)
-    fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png_bytes(fig, dpi=110, tight_layout=True))

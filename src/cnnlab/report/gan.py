@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.figures import png_bytes, pyplot
 from cnnlab.runs.files import atomic_write_bytes
 
 
@@ -28,21 +29,11 @@ def grid_png(images: torch.Tensor, nrow: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def plot_gan_history(run_dir: Path, history: list[dict], fd_real: float | None = None) -> None:
     """``losses.png`` (both losses, D(x), D(G(z))) and, with judge scores, ``fid.png``."""
     if not history:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ep = [m["epoch"] for m in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     a1.plot(ep, [m["loss_d"] for m in history], "o-", label="D loss")
@@ -54,9 +45,8 @@ def plot_gan_history(run_dir: Path, history: list[dict], fd_real: float | None =
     a2.set_ylim(0, 1)
     a2.set_xlabel("epoch")
     a2.legend()
-    fig.tight_layout()
-    atomic_write_bytes(Path(run_dir) / "losses.png", _png_bytes(fig))
-    plt.close(fig)
+    png = png_bytes(fig, dpi=110, tight_layout=True, bbox_inches="tight")
+    atomic_write_bytes(Path(run_dir) / "losses.png", png)
     if "fd" not in history[-1]:
         return
     scored = [m for m in history if "fd" in m]
@@ -91,6 +81,5 @@ def plot_gan_history(run_dir: Path, history: list[dict], fd_real: float | None =
         ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="center right")
     else:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write_bytes(Path(run_dir) / "fid.png", _png_bytes(fig))
-    plt.close(fig)
+    png = png_bytes(fig, dpi=110, tight_layout=True, bbox_inches="tight")
+    atomic_write_bytes(Path(run_dir) / "fid.png", png)

@@ -32,6 +32,7 @@ import torch
 from cnnlab.config import Config, parse_scalar, set_value
 from cnnlab.data.datasets import load_dataset
 from cnnlab.errors import ConfigError
+from cnnlab.figures import png_bytes, pyplot
 from cnnlab.models import create_model
 from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
@@ -337,11 +338,9 @@ def _write_outputs(st: Study) -> None:
 
 
 def _plot(rows: list[dict]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
@@ -354,11 +353,7 @@ def _plot(rows: list[dict]) -> bytes:
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", dpi=110)
-    plt.close(fig)
-    return out.getvalue()
+    return png_bytes(fig, dpi=110, tight_layout=True)
 
 
 def ablate(recipe=None, *, quiet: bool = True, log=print, **plan_args) -> Study:

@@ -21,127 +21,44 @@ it until ``--trials`` trials have finished (complete or pruned), and several pro
 run it at once. A heartbeat marks the trials of a killed process as failed.
 Outputs in ``<runs>/<study>/``: ``trials.csv``, ``best.yaml`` (a recipe), ``history.png``,
 ``importance.png``, and each trial's run directory under ``trials/``.
+
+The pieces: ``studies.space`` (the search space), ``studies.storage`` (the study's
+database and how workers share it), ``studies.sweep_outputs`` (the files above); this
+module runs the trials and the confirming runs.
 """
 
 from __future__ import annotations
 
-import csv
-import fcntl
-import inspect
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import socket
 import statistics
 import sys
 import time
-import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
-from cnnlab.config import Config, find_recipe, get_value, set_value
+from cnnlab.config import Config, set_value
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.models.base import option_default
 from cnnlab.progress import progress
 from cnnlab.runs.files import atomic_write_text
 from cnnlab.runs.layout import read_metrics
+from cnnlab.studies.space import baseline_params, check_space, load_space, suggest
+from cnnlab.studies.storage import (
+    ClaimLock,
+    SurplusTrial,
+    budget_left,
+    seeded_sampler,
+    sqlite_file,
+    storage_for,
+)
+from cnnlab.studies.sweep_outputs import summarize
 from cnnlab.train.api import build_config, fit
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.validate import validate
-
-TYPES = ("float", "int", "categorical")
-
-
-def load_space(path: str | os.PathLike) -> dict[str, dict]:
-    """A search space by path or by a shipped name (``space-lenet5``), as recipes are found."""
-    try:
-        p = find_recipe(path)
-    except ConfigError:
-        raise ConfigError(f"search space {str(path)!r} not found") from None
-    try:
-        space = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
-    return check_space(space, str(p))
-
-
-def check_space(space, where: str = "search space") -> dict[str, dict]:
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{where}: expected a mapping of config keys to distributions")
-    probe = Config()
-    for key, spec in space.items():
-        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
-            raise ConfigError(
-                f"{where}: {key}: needs type one of {', '.join(TYPES)} "
-                "(e.g. {type: float, low: 1e-4, high: 1e-2, log: true})"
-            )
-        t = spec["type"]
-        if t == "categorical":
-            ch = spec.get("choices")
-            if not isinstance(ch, list) or not ch:
-                raise ConfigError(f"{where}: {key}: categorical needs a non-empty choices list")
-            sample = ch[0]
-        else:
-            if "low" not in spec or "high" not in spec:
-                raise ConfigError(f"{where}: {key}: {t} needs low and high")
-            try:
-                lo, hi = float(spec["low"]), float(spec["high"])
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}: {key}: low/high must be numbers") from None
-            if not lo < hi or (spec.get("log") and lo <= 0):
-                raise ConfigError(f"{where}: {key}: needs low < high (and low > 0 with log)")
-            sample = int(lo) if t == "int" else lo
-        set_value(probe, key, sample)  # unknown keys fail here, with the valid ones listed
-    return space
-
-
-def suggest(trial, space: dict[str, dict]) -> dict:
-    out = {}
-    for key, s in space.items():
-        t = s["type"]
-        if t == "float":
-            out[key] = trial.suggest_float(
-                key, float(s["low"]), float(s["high"]), log=bool(s.get("log", False))
-            )
-        elif t == "int":
-            out[key] = trial.suggest_int(
-                key,
-                int(s["low"]),
-                int(s["high"]),
-                step=int(s.get("step", 1)),
-                log=bool(s.get("log", False)),
-            )
-        else:
-            out[key] = trial.suggest_categorical(key, s["choices"])
-    return out
-
-
-def baseline_params(base: Config, space: dict[str, dict]) -> dict | None:
-    """The recipe's own values for the space's keys, when every one lies inside the space
-    (then the sweep tries the recipe first, so its best is never worse than the recipe
-    under the sweep's own budget); None when one lies outside."""
-    out = {}
-    for key, s in space.items():
-        v = get_value(base, key)
-        if v is None and key.startswith("model."):  # unset: the builder's default
-            v = option_default(base.model.name, key.split(".")[-1])
-        if s["type"] == "categorical":
-            if v not in s["choices"]:
-                return None
-        else:
-            try:
-                x = float(v)
-            except (TypeError, ValueError):
-                return None
-            if not float(s["low"]) <= x <= float(s["high"]):
-                return None
-            v = int(v) if s["type"] == "int" else x
-        out[key] = v
-    return out
 
 
 class SweepInterrupted(Exception):
@@ -186,203 +103,6 @@ class StudyBar(Callback):
         self.bar.advance(done - self.bar.done)
 
 
-# file systems whose locks SQLite cannot rely on (https://www.sqlite.org/howtocorrupt.html)
-NETWORK_FS = frozenset(
-    "nfs nfs4 cifs smb3 smbfs 9p afs ncpfs fuse.sshfs glusterfs fuse.glusterfs ceph "
-    "fuse.ceph fuse.cephfs lustre gpfs beegfs fuse.s3fs fuse.gcsfuse".split()
-)
-
-
-def filesystem_of(path: Path, mounts: str | None = None) -> tuple[str, str]:
-    """(file-system type, mount point) holding ``path``, from ``/proc/mounts`` (the longest
-    mount point that is a prefix of the resolved path); ("", "") where that is unknown."""
-    if mounts is None:
-        try:
-            mounts = Path("/proc/mounts").read_text()
-        except OSError:
-            return "", ""
-    target = str(Path(path).resolve())
-    best = ("", "")
-    for line in mounts.splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        # /proc/mounts writes a space in a path as \040 (octal escapes)
-        mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[1])
-        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
-        if inside and len(mnt) >= len(best[1]):
-            best = (parts[2], mnt)
-    return best
-
-
-def check_sqlite_is_local(db: Path) -> None:
-    """SQLite's file locks do not hold on a network file system: workers on several
-    machines sharing the file would corrupt the study or wait forever on a lock. Refuse."""
-    fs, mnt = filesystem_of(db)
-    if fs in NETWORK_FS:
-        raise ConfigError(
-            f"the SQLite study {str(db)!r} is on a network file system ({fs} at {mnt}), where "
-            "SQLite's locks do not hold; use a database server (--storage "
-            "postgresql://user:pass@host/db) to share a study between machines, or a local "
-            "--runs-dir for one machine"
-        )
-
-
-def storage_for(url: str | None, study_dir: Path, heartbeat: float = 120):
-    """The study's RDB storage. A worker that stays silent for ``heartbeat`` seconds (killed,
-    its machine lost) has its running trial marked failed and queued once more for the
-    other workers (Optuna's heartbeat, checked at each trial start)."""
-    import optuna
-    from optuna import storages
-    from optuna.storages import RDBStorage
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if url is None:
-        check_sqlite_is_local(study_dir / "study.db")
-        study_dir.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
-    if "://" not in url:
-        raise ConfigError(
-            f"--storage {url!r}: expected a database URL such as sqlite:///study.db or "
-            "postgresql://user:pass@host/db"
-        )
-    if url.startswith(("postgresql://", "postgres://")):
-        # psycopg 3, named: SQLAlchemy < 2.1 would look for psycopg2 under a bare postgresql://
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    if heartbeat < 2:
-        raise ConfigError(f"--heartbeat needs at least 2 seconds, got {heartbeat:g}")
-    engine: dict = {}
-    if url.startswith("sqlite:///"):
-        check_sqlite_is_local(Path(url[len("sqlite:///") :]))
-        # several local workers take turns on the file's lock: wait for it, do not fail
-        engine = {"connect_args": {"timeout": 60}}
-    # optuna ≥ 4.9 renamed the stale-trial retry callback and its keyword
-    if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage).parameters:
-        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(1)}
-    else:
-        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=1)}
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    interval = max(1, int(heartbeat // 4))
-    for attempt in range(6):
-        try:
-            return RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=interval,
-                grace_period=max(int(heartbeat), interval + 1),
-                **retry,
-            )
-        except (IntegrityError, OperationalError, ProgrammingError) as e:
-            # workers started at once on a new database race to create its tables (and, on
-            # PostgreSQL, its enum types: DuplicateObject): the losers find them made by
-            # the winner on the next try
-            busy = isinstance(e, IntegrityError) or any(w in str(e) for w in ("locked", "exists"))
-            if not busy or attempt == 5:
-                raise ConfigError(
-                    f"--storage {url!r}: cannot open the study database "
-                    f"({str(e.orig).splitlines()[0]})"
-                ) from None
-            time.sleep(0.5 * (attempt + 1))
-        except ImportError:
-            raise ConfigError(
-                f"--storage {url!r}: its database driver is not installed (PostgreSQL: "
-                "pip install 'psycopg[binary]')"
-            ) from None
-        except (optuna.exceptions.StorageInternalError, ValueError) as e:
-            raise ConfigError(f"--storage {url!r}: cannot open the study database ({e})") from None
-
-
-def seeded_sampler(seed: int, **kw):
-    """A TPE sampler whose random stream is drawn afresh for each trial from ``seed`` and the
-    trial's number: one worker replays exactly, and workers started at once on one study
-    (which would share a seed) do not propose the same start-up trials."""
-    from optuna.samplers import BaseSampler, TPESampler
-
-    class PerTrialSeed(BaseSampler):
-        def __init__(self) -> None:
-            self.inner = TPESampler(seed=seed, **kw)
-
-        def before_trial(self, study, trial) -> None:
-            self.inner = TPESampler(seed=seed + 7919 * trial.number, **kw)
-            self.inner.before_trial(study, trial)
-
-        def infer_relative_search_space(self, study, trial):
-            return self.inner.infer_relative_search_space(study, trial)
-
-        def sample_relative(self, study, trial, search_space):
-            return self.inner.sample_relative(study, trial, search_space)
-
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            return self.inner.sample_independent(study, trial, param_name, param_distribution)
-
-        def after_trial(self, study, trial, state, values) -> None:
-            self.inner.after_trial(study, trial, state, values)
-
-    return PerTrialSeed()
-
-
-class ClaimLock:
-    """Local workers on one SQLite study take turns to claim a trial.
-
-    Optuna claims a queued trial (the baseline, or a dead worker's trial queued again) by
-    reading that it is WAITING and then writing RUNNING; on PostgreSQL the read locks the
-    row (``FOR UPDATE``), but SQLite ignores that and runs the read outside the write's
-    transaction, so two workers can both claim one queued trial and both run it. Workers
-    sharing an SQLite file are on one machine (a network file system is refused), so a
-    blocking ``flock`` on ``<db>.claim``, held from the claim to the objective's first
-    line, makes the claim atomic. A no-op for other databases."""
-
-    def __init__(self, db: Path | None):
-        self.path = None if db is None else Path(str(db) + ".claim")
-        self.fd: int | None = None
-
-    def __enter__(self) -> ClaimLock:
-        if self.path is not None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def sqlite_file(url: str | None, study_dir: Path) -> Path | None:
-    """The study's SQLite file, or None when it lives in a database server."""
-    if url is None:
-        return study_dir / "study.db"
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///") :])
-    return None
-
-
-class SurplusTrial(Exception):
-    """Workers racing for the last trials of the budget: this one is not needed."""
-
-
-def budget_left(st, budget: int, number: int | None = None) -> int:
-    """Trials still to claim: the budget less the finished (complete, pruned) trials and the
-    ones claimed before trial ``number`` (running or queued; all of them when None)."""
-    from optuna.trial import TrialState
-
-    n = 0
-    for t in st.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            n += 1
-        elif t.state in (TrialState.RUNNING, TrialState.WAITING) and (
-            number is None or t.number < number
-        ):
-            n += 1
-    return budget - n
-
-
 def run_sweep(
     recipe: str | None,
     space: dict | str | os.PathLike,
@@ -411,7 +131,6 @@ def run_sweep(
     last trials run elsewhere, so a worker that dies mid-trial (its trial failed by the
     heartbeat and queued again) is replaced by another."""
     import optuna
-    from optuna.trial import TrialState
 
     if trials < 1:
         raise ConfigError("--trials must be ≥ 1")
@@ -430,9 +149,52 @@ def run_sweep(
     stor = storage_for(storage, study_dir, heartbeat)
     if prune_after is None:  # early epochs of a one-cycle schedule rank configs poorly
         prune_after = max(1, base.train.epochs // 3)
-    warmup = max(0, int(prune_after))
+    first = baseline_params(base, space) if baseline else None
+    st = open_study(name, stor, seed, max(0, int(prune_after)), first)
+    objective = Objective(st, trials, space, base, study_dir, quiet, objective_hook,
+                          ClaimLock(sqlite_file(storage, study_dir)))  # fmt: skip
+    # trials shown one by one (--verbose) have their own bars: then no overall one
+    with (
+        hide_surplus_warnings(objective.surplus),
+        progress("sweep trials", total=trials, enabled=quiet) as bar,
+    ):
+        objective.bar = StudyBar(bar, trials)
+        try:
+            run_trials(st, trials, objective, timeout, heartbeat)
+        except SweepInterrupted as e:  # the trial is marked failed; the study stays resumable
+            raise CnnlabError(
+                f"sweep stopped by a signal during trial {e.args[0]}; run the same command "
+                "to resume it (finished trials are kept)"
+            ) from None
+    plots = draws_plots(st, objective.worker)
+    out = summarize(st, best_base(recipe, overrides), study_dir, plots=plots)
+    if confirm > 0 and out["best"] is not None:
+        out["confirm"] = confirm_full(st, recipe, overrides, study_dir, confirm, quiet,
+                                      confirm_top)  # fmt: skip
+    return out
+
+
+def confirm_full(st, recipe: str | None, overrides: list[str] | None, study_dir: Path,
+                 seeds: int, quiet: bool, top: int) -> dict:  # fmt: skip
+    """:func:`confirm_best` with every ``--set`` but the trials' budget (the confirming
+    runs are full runs); a signal is one clear error."""
+    rest = [o for o in overrides or [] if o.split("=", 1)[0] not in BUDGET_KEYS]
+    try:
+        return confirm_best(st, build_config(None, recipe, rest), study_dir, seeds, quiet, top)
+    except SweepInterrupted as e:
+        raise CnnlabError(
+            f"{e.args[0]} stopped by a signal; run the same command to resume (the "
+            "finished trials and confirming runs are kept)"
+        ) from None
+
+
+def open_study(name: str, storage, seed: int, warmup: int, first: dict | None = None):
+    """Create the study, or load it where another worker made it; the one that creates it
+    queues ``first`` (the recipe's own values) as its first trial."""
+    import optuna
+
     kw = dict(
-        storage=stor,
+        storage=storage,
         # per-trial seeds (see seeded_sampler); the constant liar makes TPE treat the
         # trials running on other workers as bad, so parallel workers spread out
         sampler=seeded_sampler(seed, constant_liar=True),
@@ -440,37 +202,41 @@ def run_sweep(
     )
     try:  # of workers started at once, the one that creates the study queues the recipe
         st = optuna.create_study(study_name=name, direction="maximize", **kw)
-        created = True
     except optuna.exceptions.DuplicatedStudyError:
-        st = optuna.load_study(study_name=name, **kw)
-        created = False
-    if created and baseline:
-        params = baseline_params(base, space)
-        if params is not None:
-            st.enqueue_trial(params, user_attrs={"baseline": True})
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    surplus: set[int] = set()
-    claim = ClaimLock(sqlite_file(storage, study_dir))
+        return optuna.load_study(study_name=name, **kw)
+    if first is not None:
+        st.enqueue_trial(first, user_attrs={"baseline": True})
+    return st
 
-    def objective(trial) -> float:
-        claim.release()  # this trial is ours now (see ClaimLock)
-        trial.set_user_attr("worker", worker)
-        if budget_left(st, trials, trial.number) <= 0:  # another worker took the last one
-            surplus.add(trial.number)
+
+class Objective:
+    """One trial of the study, as this worker runs it: claim it while the budget has room,
+    train the recipe with the trial's values, report its best validation accuracy (or
+    prune it). ``bar`` (a :class:`StudyBar`) follows the epochs."""
+
+    def __init__(self, st, trials: int, space: dict, base: Config, study_dir: Path,
+                 quiet: bool, hook, claim: ClaimLock):  # fmt: skip
+        self.st, self.trials, self.space, self.base = st, trials, space, base
+        self.study_dir, self.quiet, self.hook, self.claim = study_dir, quiet, hook, claim
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.surplus: set[int] = set()
+        self.bar: StudyBar | None = None
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        self.claim.release()  # this trial is ours now (see ClaimLock)
+        trial.set_user_attr("worker", self.worker)
+        if budget_left(self.st, self.trials, trial.number) <= 0:  # another worker took it
+            self.surplus.add(trial.number)
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(trial.number)
-        params = suggest(trial, space)
-        cfg = base.copy()
-        for k, v in params.items():
-            set_value(cfg, k, v)
-        cfg.run.runs_dir = str(study_dir / "trials")
-        cfg.run.name = f"trial-{trial.number:03d}"
-        cfg.train.report = False
-        cfg.train.diagnostics = False
-        if objective_hook is not None:
-            objective_hook(trial, cfg)
+        params = suggest(trial, self.space)
+        cfg = self.trial_config(trial.number, params)
+        if self.hook is not None:
+            self.hook(trial, cfg)
         pruning = OptunaPruning(trial)
-        res = fit(cfg, quiet=quiet, callbacks=[pruning, study_bar])
+        res = fit(cfg, quiet=self.quiet, callbacks=[pruning, self.bar])
         if res.interrupted:  # Ctrl-C / SIGTERM stops the sweep, not just this trial
             raise SweepInterrupted(trial.number)
         best = max(m["val_acc"] for m in res.history)
@@ -479,75 +245,83 @@ def run_sweep(
         trial.set_user_attr("run_dir", str(res.run_dir))
         if pruning.pruned:
             raise optuna.TrialPruned(pruning.pruned)
-        if not quiet:
+        if not self.quiet:
             print(f"trial {trial.number}: val acc {best:.4f}  {params}")
         return best
 
-    # a surplus trial is recorded as failed; Optuna's warning about it is noise
-    quiet_surplus = _SurplusFilter(surplus)
+    def trial_config(self, number: int, params: dict) -> Config:
+        """The recipe with the trial's values, its run in ``<study>/trials/trial-NNN``."""
+        cfg = self.base.copy()
+        for k, v in params.items():
+            set_value(cfg, k, v)
+        cfg.run.runs_dir = str(self.study_dir / "trials")
+        cfg.run.name = f"trial-{number:03d}"
+        cfg.train.report = False
+        cfg.train.diagnostics = False
+        return cfg
+
+
+def run_trials(st, trials: int, objective: Objective, timeout: float | None,
+               heartbeat: float) -> None:  # fmt: skip
+    """Claim and run trials one at a time until the study has ``trials`` finished ones (or
+    ``timeout`` seconds passed); wait while its last trials run on other workers."""
+    import optuna
+    from optuna.trial import TrialState
+
+    claim, study_bar = objective.claim, objective.bar
+    start, attempts, waiting = time.monotonic(), 0, False
+    while attempts < 2 * trials:  # a bound where every trial fails (a broken config)
+        if timeout is not None and time.monotonic() - start > timeout:
+            break
+        with claim:  # a dead worker's trial: failed, queued again (once)
+            optuna.storages.fail_stale_trials(st)
+        left = budget_left(st, trials)
+        done = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        values = [t.value for t in done if t.value is not None]
+        study_bar.finished(len(done), max(values) if values else None)
+        if len(done) >= trials:
+            break
+        queued = st.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if left <= 0 and not queued:
+            # the budget is claimed by trials running elsewhere: wait, in case one dies
+            if not waiting:
+                waiting = True
+                print(
+                    "the study's last trials run on other workers: waiting for them (a "
+                    f"worker silent for {heartbeat:g} s has its trial run again here)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            time.sleep(min(2.0, heartbeat / 4))
+            continue
+        attempts += 1
+        with claim:  # released by the objective once the trial is claimed
+            st.optimize(objective, n_trials=1, catch=(ConfigError, SurplusTrial),
+                        gc_after_trial=True)  # fmt: skip
+
+
+def draws_plots(st, worker: str) -> bool:
+    """Of several workers, the one that finished the study's last trial draws the plots
+    (``--report`` draws them again at any time)."""
+    from optuna.trial import TrialState
+
+    ended = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    last = max(ended, key=lambda t: t.datetime_complete) if ended else None
+    return last is None or last.user_attrs.get("worker", worker) == worker
+
+
+@contextmanager
+def hide_surplus_warnings(numbers: set[int]) -> Iterator[None]:
+    """A surplus trial is recorded as failed; Optuna's warning about it is noise."""
+    quiet_surplus = _SurplusFilter(numbers)
     log = logging.getLogger("optuna")
     for h in log.handlers:
         h.addFilter(quiet_surplus)
-    start, attempts, waiting = time.monotonic(), 0, False
-    # trials shown one by one (--verbose) have their own bars: then no overall one
-    overall = progress("sweep trials", total=trials, enabled=quiet)
-    study_bar = StudyBar(overall.__enter__(), trials)
     try:
-        while attempts < 2 * trials:  # a bound where every trial fails (a broken config)
-            if timeout is not None and time.monotonic() - start > timeout:
-                break
-            with claim:  # a dead worker's trial: failed, queued again (once)
-                optuna.storages.fail_stale_trials(st)
-            left = budget_left(st, trials)
-            done = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            values = [t.value for t in done if t.value is not None]
-            study_bar.finished(len(done), max(values) if values else None)
-            if len(done) >= trials:
-                break
-            queued = st.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            if left <= 0 and not queued:
-                # the budget is claimed by trials running elsewhere: wait, in case one dies
-                if not waiting:
-                    waiting = True
-                    print(
-                        "the study's last trials run on other workers: waiting for them (a "
-                        f"worker silent for {heartbeat:g} s has its trial run again here)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                time.sleep(min(2.0, heartbeat / 4))
-                continue
-            attempts += 1
-            with claim:  # released by the objective once the trial is claimed
-                st.optimize(objective, n_trials=1, catch=(ConfigError, SurplusTrial),
-                            gc_after_trial=True)  # fmt: skip
-    except SweepInterrupted as e:  # the trial is marked failed; the study stays resumable
-        raise CnnlabError(
-            f"sweep stopped by a signal during trial {e.args[0]}; run the same command "
-            "to resume it (finished trials are kept)"
-        ) from None
+        yield
     finally:
-        overall.__exit__(None, None, None)
         for h in log.handlers:
             h.removeFilter(quiet_surplus)
-    # of several workers, the one that finished the study's last trial draws the plots
-    # (`--report` draws them again at any time)
-    ended = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    last = max(ended, key=lambda t: t.datetime_complete) if ended else None
-    plots = last is None or last.user_attrs.get("worker", worker) == worker
-    out = summarize(st, best_base(recipe, overrides), study_dir, plots=plots)
-    if confirm > 0 and out["best"] is not None:
-        # every --set but the trials' budget: the confirming runs are full runs
-        rest = [o for o in overrides or [] if o.split("=", 1)[0] not in BUDGET_KEYS]
-        try:
-            out["confirm"] = confirm_best(st, build_config(None, recipe, rest),
-                                          study_dir, confirm, quiet, confirm_top)  # fmt: skip
-        except SweepInterrupted as e:
-            raise CnnlabError(
-                f"{e.args[0]} stopped by a signal; run the same command to resume (the "
-                "finished trials and confirming runs are kept)"
-            ) from None
-    return out
 
 
 def best_base(recipe: str | None, overrides: list[str] | None) -> Config:
@@ -638,23 +412,8 @@ def confirm_best(
         configs[f"trial-{t.number}"] = cfg
     res: dict = {"seeds": seeds, "epochs": base.train.epochs, "top": top, "configs": {}}
     for name, cfg0 in configs.items():
-        accs = []
-        for seed in range(seeds):
-            cfg = cfg0.copy()
-            cfg.train.seed = seed
-            cfg.run.runs_dir = str(study_dir / "confirm")
-            cfg.run.name = f"{name}-seed{seed}"
-            cfg.train.report = False
-            d = Path(cfg.run.runs_dir) / cfg.run.name
-            done = read_metrics(d) if (d / "metrics.jsonl").is_file() else []
-            if len(done) < cfg.train.epochs:
-                if d.exists():  # an interrupted confirming run: start it again
-                    shutil.rmtree(d)
-                r = fit(cfg, quiet=quiet)
-                if r.interrupted:
-                    raise SweepInterrupted(f"confirm {cfg.run.name}")
-                done = r.history
-            accs.append(done[-1]["test_acc"])
+        accs = [confirm_run(cfg0, f"{name}-seed{seed}", seed, study_dir, quiet)
+                for seed in range(seeds)]  # fmt: skip
         res["configs"][name] = {
             "test_acc": accs,
             "mean": statistics.fmean(accs),
@@ -687,97 +446,21 @@ def confirm_best(
     return res
 
 
-def summarize(st, base: Config, study_dir: Path, plots: bool = True) -> dict:
-    from optuna.trial import TrialState
-
-    rows = []
-    for t in st.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):  # claimed in a race for the budget's last slot, not run
-            continue
-        dur = (
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            if (t.datetime_complete and t.datetime_start)
-            else math.nan
-        )
-        rows.append(
-            {
-                "trial": t.number,
-                "state": t.state.name,
-                "baseline": bool(t.user_attrs.get("baseline")),  # the recipe's own values
-                "val_acc": t.value,
-                "test_acc": t.user_attrs.get("test_acc"),
-                "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
-                "worker": t.user_attrs.get("worker"),
-                "seconds": dur,
-                **{k: v for k, v in t.params.items()},
-            }
-        )
-    study_dir.mkdir(parents=True, exist_ok=True)
-    keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    tmp = study_dir / f".trials.csv.{os.getpid()}.tmp"  # workers may write it at once
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, study_dir / "trials.csv")
-    out = {"study": st.study_name, "dir": str(study_dir), "trials": rows, "best": None}
-    complete = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if complete:
-        best = st.best_trial
-        cfg = base.copy()
-        for k, v in best.params.items():
-            set_value(cfg, k, v)
-        cfg.run.name = None
-        cfg.run.runs_dir = "runs"
-        d = cfg.to_dict()
-        header = (
-            f"# best of study {st.study_name!r}: trial {best.number}, val acc {best.value:.4f}"
-            + (
-                " (the recipe's own values: nothing beat it)"
-                if best.user_attrs.get("baseline")
-                else ""
-            )
-            + "\n"
-            f"# params: {best.params}\n"
-        )
-        atomic_write_text(study_dir / "best.yaml", header + yaml.safe_dump(d, sort_keys=False))
-        out["best"] = {
-            "trial": best.number,
-            "val_acc": best.value,
-            "params": best.params,
-            "recipe": str(study_dir / "best.yaml"),
-        }
-    out["plots"] = plot_study(st, study_dir) if (complete and plots) else []
-    return out
-
-
-def plot_study(st, study_dir: Path) -> list[str]:
-    """Optimisation history and parameter importances (optuna.visualization.matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    made = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna marks its matplotlib backend experimental
-        for fname, fn in (
-            ("history.png", ovm.plot_optimization_history),
-            ("importance.png", ovm.plot_param_importances),
-        ):
-            try:
-                ax = fn(st)
-                fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
-                fig.set_size_inches(8, 4.5)
-                fig.tight_layout()
-                tmp = study_dir / f".{fname}.{os.getpid()}.tmp.png"
-                fig.savefig(tmp, dpi=100)
-                plt.close(fig)
-                os.replace(tmp, study_dir / fname)
-                made.append(str(study_dir / fname))
-            except (ValueError, RuntimeError, ZeroDivisionError) as e:
-                warnings.warn(f"{fname}: {e}", stacklevel=1)  # e.g. too few trials
-    return made
+def confirm_run(cfg0: Config, name: str, seed: int, study_dir: Path, quiet: bool) -> float:
+    """The test accuracy of ``cfg0`` trained with ``seed`` in ``<study>/confirm/<name>``; a
+    finished run there is read, not trained again."""
+    cfg = cfg0.copy()
+    cfg.train.seed = seed
+    cfg.run.runs_dir = str(study_dir / "confirm")
+    cfg.run.name = name
+    cfg.train.report = False
+    d = Path(cfg.run.runs_dir) / cfg.run.name
+    done = read_metrics(d) if (d / "metrics.jsonl").is_file() else []
+    if len(done) < cfg.train.epochs:
+        if d.exists():  # an interrupted confirming run: start it again
+            shutil.rmtree(d)
+        r = fit(cfg, quiet=quiet)
+        if r.interrupted:
+            raise SweepInterrupted(f"confirm {cfg.run.name}")
+        done = r.history
+    return done[-1]["test_acc"]

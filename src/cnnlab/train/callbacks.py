@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.progress import echo, progress
 from cnnlab.runs.files import atomic_write_bytes
 
 
@@ -32,7 +33,8 @@ EPOCH_LINE = (
 
 
 class Progress(Callback):
-    """A rich progress bar (epoch, step, loss, images/s, ETA) on a TTY; plain lines otherwise.
+    """A progress bar per epoch (``cnnlab.progress``: step, loss, images/s, ETA) on a TTY;
+    the run's line and one line per epoch either way.
 
     Reading the loss forces a host sync, so the bar refreshes the loss only every
     ``refresh`` steps.
@@ -43,7 +45,7 @@ class Progress(Callback):
         self.refresh = refresh
         self.stream = stream or sys.stdout
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.bar = None
+        self.bar = self.shown = None
 
     def on_fit_start(self, trainer) -> None:
         if self.quiet:
@@ -52,52 +54,26 @@ class Progress(Callback):
         line = getattr(trainer.task, "class_line", None)  # train images per class
         if line is not None and line():
             self.print(line())
-        if self.tty:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[ips]} img/s"),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self.bar.start()
 
     def on_epoch_start(self, trainer, epoch: int) -> None:
         self.t0 = time.perf_counter()
-        if self.bar is not None:
-            self.task = self.bar.add_task(
-                "train",
-                total=trainer.steps_per_epoch,
-                epoch=f"{epoch}/{trainer.cfg.train.epochs}",
-                loss="…",
-                ips="…",
-            )
+        if self.quiet or not self.tty:
+            return
+        self.epoch = f"epoch {epoch}/{trainer.cfg.train.epochs}"
+        self.shown = progress(self.epoch, trainer.steps_per_epoch, stream=self.stream)
+        self.bar = self.shown.__enter__()
 
     def on_step(self, trainer, step: int, loss) -> None:
         if self.bar is None:
             return
-        upd = {"advance": 1}
         if step % self.refresh == 0:
             dt = time.perf_counter() - self.t0
-            upd.update(
-                loss=f"{float(loss):.4f}",
-                ips=f"{step * trainer.cfg.train.batch_size / max(dt, 1e-9):,.0f}",
-            )
-        self.bar.update(self.task, **upd)
+            ips = step * trainer.cfg.train.batch_size / max(dt, 1e-9)
+            self.bar.describe(f"{self.epoch} loss {float(loss):.4f} {ips:,.0f} img/s")
+        self.bar.advance()
 
     def on_epoch_end(self, trainer, epoch: int, m: dict) -> None:
-        if self.bar is not None:
-            self.bar.remove_task(self.task)
+        self.close()
         if self.quiet:
             return
         parts = [f"epoch {epoch:>3}/{trainer.cfg.train.epochs}"]
@@ -109,15 +85,15 @@ class Progress(Callback):
         self.print("  ".join(parts))
 
     def on_fit_end(self, trainer) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+        self.close()
+
+    def close(self) -> None:
+        if self.shown is not None:
+            self.shown.__exit__(None, None, None)
+            self.bar = self.shown = None
 
     def print(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(text, highlight=False)
-        else:
-            print(text, file=self.stream, flush=True)
+        echo(text, self.stream)
 
 
 class NonFiniteLoss(CnnlabError):

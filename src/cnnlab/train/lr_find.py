@@ -26,7 +26,6 @@ built from a config (``cnnlab lr-find``, and ``optim.lr=auto`` before training).
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import os
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from cnnlab.errors import ConfigError
+from cnnlab.figures import png_bytes
 from cnnlab.progress import Phases
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
 from cnnlab.train.callbacks import Callback
@@ -287,11 +287,7 @@ def plot_png(res: LRFindResult) -> bytes:
     ax.set_ylabel("training loss")
     ax.set_title("LR range test")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, tight_layout=True)
 
 
 def write_result(res: LRFindResult, out_dir: str | os.PathLike, stem: str = "lr_find") -> Path:
