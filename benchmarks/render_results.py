@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PAGE = ROOT / "docs" / "results.md"
+IMG = ROOT / "docs" / "img"  # the figures the page shows (SVG, drawn here: no matplotlib)
 
 # rows the accuracy table always shows: (recipe, dataset, target); a row without a result
 # file reads "not measured"
@@ -116,10 +117,133 @@ def _secs(c: dict, epochs: int) -> str:
     return cell if c.get("reached", 1) == c.get("of", 1) else f"{cell}, {c['reached']} seeds"
 
 
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
+
+
+def svg_curves(series: list[tuple[str, list[tuple[float, float]]]], thresholds, title: str) -> str:
+    """Test accuracy against seconds since launch, one line per series, dashed lines at the
+    thresholds: a small deterministic SVG (the same input gives the same bytes)."""
+    w, h, left, right, top, bottom = 720, 380, 58, 170, 30, 44
+    pts = [p for _, ps in series for p in ps]
+    x_hi = max(x for x, _ in pts)
+    step = 30 if x_hi <= 300 else 60 if x_hi <= 900 else 300
+    x_hi = step * (int(x_hi // step) + 1)
+    y_top = max(max(y for _, y in pts), max(thresholds, default=0))
+    y_hi = (int(y_top * 100) + 1) / 100
+    y_lo = max(0.0, min(thresholds, default=y_hi) - 0.06)
+    pw, ph = w - left - right, h - top - bottom
+
+    def sx(x):
+        return left + pw * x / x_hi
+
+    def sy(y):
+        return top + ph * (1 - (min(max(y, y_lo), y_hi) - y_lo) / (y_hi - y_lo))
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" '
+        f'height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="18" font-size="14">{html_escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>',
+    ]
+    for i in range(int(round((y_hi - y_lo) * 100)) + 1):
+        y = y_lo + i / 100
+        out.append(
+            f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{100 * y:.0f} %</text>'
+        )
+    for x in range(0, int(x_hi) + 1, step):
+        out += [
+            f'<line x1="{sx(x):.1f}" y1="{top + ph}" x2="{sx(x):.1f}" y2="{top + ph + 4}" stroke="#888"/>',
+            f'<text x="{sx(x):.1f}" y="{top + ph + 17}" text-anchor="middle">{x}</text>',
+        ]  # fmt: skip
+    out.append(
+        f'<text x="{left + pw / 2}" y="{h - 8}" text-anchor="middle">'
+        "seconds since the process started</text>"
+    )
+    for t in thresholds:
+        out += [
+            f'<line x1="{left}" y1="{sy(t):.1f}" x2="{left + pw}" y2="{sy(t):.1f}" '
+            'stroke="#aaa" stroke-dasharray="4 3"/>',
+            f'<text x="{left + pw - 4}" y="{sy(t) - 3:.1f}" text-anchor="end" fill="#666">'
+            f"{100 * t:g} %</text>",
+        ]  # fmt: skip
+    for i, (name, ps) in enumerate(series):
+        c = PALETTE[i % len(PALETTE)]
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in ps)
+        out.append(f'<polyline points="{line}" fill="none" stroke="{c}" stroke-width="1.6"/>')
+        out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2" fill="{c}"/>' for x, y in ps]
+        ly = top + 14 + 18 * i
+        out += [
+            f'<line x1="{w - right + 10}" y1="{ly - 4}" x2="{w - right + 30}" y2="{ly - 4}" '
+            f'stroke="{c}" stroke-width="2"/>',
+            f'<text x="{w - right + 35}" y="{ly}">{html_escape(name)}</text>',
+        ]  # fmt: skip
+    return "\n".join([*out, "</svg>"]) + "\n"
+
+
+def html_escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def tta_groups(rs: list[dict]) -> dict[tuple[str, str], list[tuple[dict, dict]]]:
+    """`cnnlab bench`'s time-to-accuracy files by (device, target): the newest file per
+    cnnlab epoch budget, shortest budget first, as (file, target entry) pairs."""
+    newest_of: dict[tuple[str, str, int], tuple[dict, dict]] = {}
+    for d in sorted((x for x in rs if x["kind"] == "speed-tta"), key=lambda x: x["date"]):
+        for key, entry in d["targets"].items():
+            c = entry["loops"].get("cnnlab")
+            budget = c["summary"]["epochs"] if c else 0
+            newest_of[(where(d), key, budget)] = (d, entry)
+    out: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for (dev, key, _), v in sorted(newest_of.items()):
+        out.setdefault((dev, key), []).append(v)
+    # one measurement day per (device, target): older budgets are not the current figures
+    return {
+        k: [v for v in g if v[0]["date"] == max(x[0]["date"] for x in g)] for k, g in out.items()
+    }
+
+
+def slug(*parts: str) -> str:
+    return "-".join("".join(c if c.isalnum() else "-" for c in p.lower()).strip("-") for p in parts)
+
+
+def tta_series(group: list[tuple[dict, dict]]) -> list[tuple[str, list[tuple[float, float]]]]:
+    """One line per cnnlab budget (its first seed) and per reference loop (from the newest
+    file that ran it): (wall seconds since launch, test accuracy) at each epoch's end."""
+    series, refs = [], {}
+    for _, entry in group:
+        for loop, v in entry["loops"].items():
+            run = v["runs"][0]
+            pts = [(e["wall"], e["test_acc"]) for e in run["epochs"] if e.get("wall") is not None]
+            while len(pts) > 1 and pts[0][1] < min(entry["thresholds"]) - 0.06:
+                pts = pts[1:]  # below the plot: the line starts at its first visible point
+            if not pts:
+                continue
+            if loop == "cnnlab":
+                series.append((f"cnnlab, {v['summary']['epochs']} epochs", pts))
+            else:
+                refs[loop] = pts
+    return series + sorted(refs.items())
+
+
+def figures(rs: list[dict] | None = None) -> dict[str, str]:
+    """The page's SVG figures by file name (under docs/img/)."""
+    rs = load() if rs is None else rs
+    out = {}
+    for (dev, key), group in tta_groups(rs).items():
+        series = tta_series(group)
+        if series:
+            ths = group[-1][1]["thresholds"]
+            title = f"{group[-1][1]['dataset']}: test accuracy against time ({dev})"
+            out[f"time-to-accuracy-{slug(key, dev)}.svg"] = svg_curves(series, ths, title)
+    return out
+
+
 def time_to_accuracy(rs: list[dict]) -> list[str]:
-    """`cnnlab bench`'s time-to-accuracy runs: the newest per device."""
-    tta = [d for d in rs if d["kind"] == "speed-tta"]
-    if not tta:
+    """`cnnlab bench`'s time-to-accuracy runs: per device and target, the newest file per
+    epoch budget, as a table and as curves."""
+    groups = tta_groups(rs)
+    if not groups:
         return []
     lines = [
         "## Time to accuracy: what users run against the reference loops",
@@ -129,35 +253,53 @@ def time_to_accuracy(rs: list[dict]) -> list[str]:
         "torchvision dataset + DataLoader, batch 64; `resident`: the dataset as one tensor, "
         "batch 256) on the same data. A cell is the wall-clock seconds from launching the "
         "process until the first epoch at that test accuracy had been evaluated (start-up, "
-        "data loading and evaluation included), with the training seconds alone in brackets.",
+        "data loading and evaluation included), with the training seconds alone in brackets. "
+        "A shorter `--epochs` budget is its own schedule (the learning rate anneals to its "
+        "end), not the first epochs of a longer run.",
         "",
     ]
-    for dev in sorted({where(d) for d in tta}):
-        d = newest([x for x in tta if where(x) == dev])
-        m = d.get("machine_info", {})
-        load = f"load average {m.get('load_avg')} at the start, {m.get('load_avg_end')} at the end"
-        for entry in d["targets"].values():
-            what = f"`--recipe {entry['recipe']}`" if entry["recipe"] else "the defaults"
-            ths = entry["thresholds"]
-            lines += [
-                f"### {entry['dataset']}: `cnnlab train` with {what} ({dev}, {src(d)})",
-                "",
-                "| loop | s/epoch | " + " | ".join(f"to {100 * t:g} %" for t in ths)
-                + " | final test acc | epochs |",
-                "|---|---:|" + "---:|" * len(ths) + "---:|---:|",
-            ]  # fmt: skip
+    for (dev, key), group in groups.items():
+        ths = group[-1][1]["thresholds"]
+        what = group[-1][1]["recipe"]
+        what = f"`--recipe {what}`" if what else "the defaults"
+        lines += [
+            f"### {group[-1][1]['dataset']}: `cnnlab train` with {what} ({dev})",
+            "",
+            "| loop | source | s/epoch | " + " | ".join(f"to {100 * t:g} %" for t in ths)
+            + " | final test acc | epochs |",
+            "|---|---|---:|" + "---:|" * len(ths) + "---:|---:|",
+        ]  # fmt: skip
+        notes = []
+        for d, entry in group:
             for loop, v in entry["loops"].items():
                 sm = v["summary"]
-                cells = [_secs(dict(sm["to"][f"{t:g}"], of=sm["seeds"]), sm["epochs"]) for t in ths]
+                cells = [
+                    _secs(dict(sm["to"][f"{t:g}"], of=sm["seeds"]), sm["epochs"])
+                    if f"{t:g}" in sm["to"] else "—"
+                    for t in ths
+                ]  # fmt: skip
+                acc = mean_sd(final_accs(v)) if sm["seeds"] > 1 else pct(sm["final_acc"])
                 lines.append(
-                    f"| {loop} | {sm['median_s_per_epoch']:.2f} | " + " | ".join(cells)
-                    + f" | {pct(sm['final_acc'])} | {sm['epochs']} |"
+                    f"| {loop} | {src(d)} | {sm['median_s_per_epoch']:.2f} | " + " | ".join(cells)
+                    + f" | {acc} | {sm['epochs']} |"
                 )  # fmt: skip
+            m = d.get("machine_info", {})
             ratios = ", ".join(f"{k} {r:.2f}×" for k, r in entry.get("epoch_ratios", {}).items())
-            lines += ["", f"Epoch time, reference over cnnlab: {ratios}; {load}.", ""]
-        if d.get("note"):
-            lines += [d["note"], ""]
+            notes.append(
+                f"{src(d)}: seeds {', '.join(map(str, d['seeds']))}; "
+                + (f"epoch time, reference over cnnlab: {ratios}; " if ratios else "")
+                + f"load average {m.get('load_avg')} at the start, {m.get('load_avg_end')} at "
+                "the end" + (f". {d['note']}" if d.get("note") else "")
+            )
+        fig = f"time-to-accuracy-{slug(key, dev)}.svg"
+        lines += ["", *(f"- {n}" for n in notes), "", f"![test accuracy against time]"
+                  f"(img/{fig})", ""]  # fmt: skip
     return lines
+
+
+def final_accs(v: dict) -> list[float]:
+    """Each seed's final test accuracy (its last epoch's)."""
+    return [r["epochs"][-1]["test_acc"] for r in v["runs"] if r["epochs"]]
 
 
 def speed(rs: list[dict]) -> list[str]:
@@ -582,14 +724,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Render docs/results.md from benchmarks/results/.")
     p.add_argument("--check", action="store_true", help="fail if the page is out of date")
     a = p.parse_args(argv)
-    page = render()
+    rs = load()
+    outputs = {PAGE: render(rs), **{IMG / n: svg for n, svg in figures(rs).items()}}
     if a.check:
-        if not PAGE.is_file() or PAGE.read_text() != page:
-            print(f"{PAGE} is out of date: run python benchmarks/render_results.py")
-            return 1
-        return 0
-    PAGE.write_text(page)
-    print(f"wrote {PAGE}")
+        stale = [f for f, text in outputs.items() if not f.is_file() or f.read_text() != text]
+        for f in stale:
+            print(f"{f} is out of date: run python benchmarks/render_results.py")
+        return 1 if stale else 0
+    for f, text in outputs.items():
+        f.write_text(text)
+        print(f"wrote {f}")
     return 0
 
 

@@ -146,7 +146,12 @@ class TrainConfig:
     semi_weight: float = 1.0  # weight of the unlabelled loss
     semi_rampup: float = 0.0  # fraction of training over which the unlabelled weight ramps up
     semi_align: bool = True  # distribution alignment of the pseudo-label targets (ReMixMatch)
-    ema: float = 0.0  # EMA teacher decay (0 = off; mean_teacher uses 0.99 when 0)
+    # a moving average of the weights, decay per step (0 = off): the average is evaluated,
+    # selected and saved (semi-supervised: the teacher; mean_teacher uses 0.99 when 0)
+    ema: float = 0.0
+    # evaluate every epoch on the mean of the image's and its mirror image's softmax (needs
+    # flip in data.augment: the run then trained on mirror images)
+    eval_flip: bool = False
     # what a step computes (train/task.py): auto, classify, adversarial, semi, gan;
     # auto picks it from the config (see resolve_task)
     task: str = "auto"

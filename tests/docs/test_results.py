@@ -27,6 +27,44 @@ def test_committed_results_page_equals_the_rendered_one():
     assert page == render_module().render(), "run: python benchmarks/render_results.py"
 
 
+def test_committed_figures_equal_the_rendered_ones_and_the_page_shows_each():
+    mod = render_module()
+    figs = mod.figures()
+    assert figs
+    page = (ROOT / "docs" / "results.md").read_text()
+    for name, svg in figs.items():
+        f = ROOT / "docs" / "img" / name
+        assert f.is_file() and f.read_text() == svg, (
+            f"run: python benchmarks/render_results.py ({name})"
+        )
+        assert f"(img/{name})" in page
+
+
+def test_time_to_accuracy_curves_draw_every_epoch_of_every_loop():
+    mod = render_module()
+
+    def run(walls, accs):
+        return {"epochs": [{"wall": w, "test_acc": a} for w, a in zip(walls, accs)]}
+
+    def loop(walls, accs, epochs):
+        s = {"epochs": epochs, "seeds": 1, "final_acc": accs[-1], "median_s_per_epoch": 1.0,
+             "to": {"0.9": {"wall": None, "train": None}}}  # fmt: skip
+        return {"runs": [run(walls, accs)], "summary": s}
+
+    rec = {
+        "kind": "speed-tta", "date": "2027-01-01", "device": "cpu", "seeds": [0],
+        "targets": {"t": {"recipe": "r", "dataset": "d", "thresholds": [0.9], "loops": {
+            "cnnlab": loop([5, 10, 15], [0.85, 0.88, 0.89], 3),
+            "naive": loop([20, 40], [0.86, 0.87], 2)}}},
+    }  # fmt: skip
+    svg = mod.figures([rec])["time-to-accuracy-t-cpu.svg"]
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    lines = re.findall(r'<polyline points="([^"]+)"', svg)
+    assert [len(p.split()) for p in lines] == [3, 2]  # one vertex per evaluated epoch
+    assert "cnnlab, 3 epochs" in svg and "naive" in svg and "90 %" in svg
+    assert mod.figures([rec]) == mod.figures([rec])  # deterministic bytes
+
+
 def test_every_result_file_says_how_where_and_with_what_it_was_measured():
     files = sorted((ROOT / "benchmarks" / "results").glob("*/*.json"))
     assert files

@@ -29,6 +29,8 @@ COMMON = [
 ]
 TASKS = {
     "classify": ["data.augment=crop,flip"],
+    # the weights' moving average is evaluated and saved; the student is resumable state
+    "classify-ema": ["data.augment=crop,flip", "train.ema=0.9", "train.eval_flip=true"],
     "adversarial": ["train.adversarial=pgd", "train.adv_steps=2", "train.eps=0.05"],
     "fixmatch": [
         "data.labels_per_class=4",
@@ -48,7 +50,7 @@ TASKS = {
         "data.augment=none",
     ],
 }
-KIND = {"classify": "classify", "adversarial": "classify", "fixmatch": "classify"}
+KIND = {t: "classify" for t in ("classify", "classify-ema", "adversarial", "fixmatch")}
 KIND["conditional-gan"] = "gan"
 SRC = str(Path(cnnlab.__file__).resolve().parents[1])
 DROP = ("seconds", "images_per_s", "eval_seconds")

@@ -66,8 +66,10 @@ class GradientFlow(Callback):
         self.grads: list[dict] | None = None
 
     def on_fit_start(self, trainer) -> None:
-        self.layers = weight_layers(trainer.model)
-        self.acts = [(n, m) for n, m in trainer.model.named_modules() if n and _is_activation(m)]
+        # the weights the optimiser trains (not a weight average that is evaluated instead)
+        self.model = getattr(trainer.task, "model", trainer.model)
+        self.layers = weight_layers(self.model)
+        self.acts = [(n, m) for n, m in self.model.named_modules() if n and _is_activation(m)]
         loader = trainer.task.train_loader
         # a streaming loader (ImageFolder) has no resident images: no activation probe
         self.probe_x = None
@@ -114,7 +116,7 @@ class GradientFlow(Callback):
     def activation_stats(self, trainer) -> list[dict]:
         if self.probe_x is None:
             return []
-        model = trainer.model
+        model = self.model
         out: dict[str, torch.Tensor] = {}
         hooks = []
         for name, m in self.acts:

@@ -10,6 +10,7 @@ alone can be graphed, or the step compiled.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import warnings
 
@@ -87,6 +88,8 @@ def n_images(loader) -> int:
 class ClassifyTask(Task):
     kind = "classify"
     monitor = "val_acc"
+    # a weight average's state (the student) exists only with train.ema
+    resume_keys = (*Task.resume_keys, ("train", ("ema",)))
 
     def __init__(self) -> None:
         self.whole: whole_step.WholeStep | None = None  # the whole-step graph, when it runs
@@ -108,6 +111,7 @@ class ClassifyTask(Task):
         ctx.generator = self.generator  # a streaming set draws its order on the CPU
         self.class_counts = self._class_counts()
         self._build_model()
+        self._build_ema()
 
     def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images to train on, after train_limit and the validation split (the
@@ -134,6 +138,13 @@ class ClassifyTask(Task):
         if len(xtr) < 1:
             raise ConfigError("no training images left after train_limit/val_fraction")
         self.augment = parse_augment(cfg.data.augment, ds.augment)
+        if t.eval_flip and "flip" not in self.augment:
+            raise ConfigError(
+                "train.eval_flip averages each image with its mirror image, but this run does "
+                f"not train on mirror images (data.augment: {','.join(self.augment) or 'none'}); "
+                "add flip to data.augment, or leave eval_flip off (digits and text change "
+                "meaning when mirrored)"
+            )
         common = dict(
             mean=ds.mean,
             std=ds.std,
@@ -305,7 +316,7 @@ class ClassifyTask(Task):
     # -- the Task interface ---------------------------------------------------------------
 
     def modules(self):
-        return {"model": self.model}
+        return {"model": self.eval_model()}
 
     def optimizers(self):
         return [self.optimizer]
@@ -353,10 +364,14 @@ class ClassifyTask(Task):
                 self._batches = iter(self.batches(i))
         if self.whole is not None:
             loss, corr = self.whole()
-            return loss, self.whole.bs, {"correct": corr}
-        x, y = next(self._batches)
-        loss, corr = self.step_fn(x, y)
-        return loss, len(y), {"correct": corr}
+            n = self.whole.bs
+        else:
+            x, y = next(self._batches)
+            loss, corr = self.step_fn(x, y)
+            n = len(y)
+        if self.ema_model is not None:
+            self.update_ema()
+        return loss, n, {"correct": corr}
 
     def epoch_metrics(self, sums: dict[str, float], steps: int) -> dict:
         n = max(sums["n"], 1.0)
@@ -369,9 +384,55 @@ class ClassifyTask(Task):
         m["test_loss"], m["test_acc"] = self.ctx.reduce_eval(*self.eval_loader(self.test_loader))
         return m
 
+    # -- the weights' moving average (train.ema) ------------------------------------------
+
+    #: the EMA's decay ramps up as min(decay, (1 + n) / (10 + n)) over its first updates, so
+    #: that a short run's average does not hold on to the random initialisation
+    ema_warmup = True
+
+    def ema_decay_setting(self) -> float:
+        return self.cfg.train.ema
+
+    def _build_ema(self) -> None:
+        """An exponential moving average of the weights (``train.ema`` > 0: the decay per
+        step). It is the model that is evaluated, selected and saved; the trained weights
+        (the student) are kept in the task's state for an exact resume."""
+        self.ema_decay = self.ema_decay_setting()
+        self.ema_model = None
+        self.ema_updates = 0
+        if self.ema_decay > 0:
+            self.ema_model = copy.deepcopy(self.model)
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        d = self.ema_decay
+        if self.ema_warmup:
+            d = min(d, (1 + self.ema_updates) / (10 + self.ema_updates))
+        self.ema_updates += 1
+        for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
+            pe.lerp_(p.detach(), 1 - d)
+        for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
+            be.copy_(b)
+
     def eval_model(self) -> torch.nn.Module:
-        """The model that is evaluated and saved (an EMA teacher where one is kept)."""
-        return self.model
+        """The model that is evaluated and saved: the EMA where one is kept."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def state(self):
+        if self.ema_model is None:
+            return {}, {}
+        tensors = {f"student.{k}": v for k, v in self.model.state_dict().items()}
+        return tensors, {"ema_updates": self.ema_updates}
+
+    def load_state(self, tensors, meta) -> None:
+        if self.ema_model is None:
+            return
+        self.model.load_state_dict(
+            {k[8:]: v for k, v in tensors.items() if k.startswith("student.")}
+        )
+        self.ema_updates = int(meta.get("ema_updates", 0))
 
     @torch.inference_mode()
     def eval_loader(self, loader) -> tuple[float, float, int]:
@@ -383,9 +444,14 @@ class ClassifyTask(Task):
         correct = torch.zeros((), device=dev, dtype=torch.long)
         n = 0
         fwd = self.forward_for(model)
+        flip = self.cfg.train.eval_flip
         for x, y in loader:
-            out = fwd(x)
-            loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum")
+            out = fwd(x).float()
+            if flip:  # the mean softmax of the image and its mirror image, as log-probabilities
+                out = ((out.softmax(1) + fwd(x.flip(-1)).float().softmax(1)) / 2).log()
+                loss_sum += torch.nn.functional.nll_loss(out, y, reduction="sum")
+            else:
+                loss_sum += torch.nn.functional.cross_entropy(out, y, reduction="sum")
             correct += (out.argmax(1) == y).sum()
             n += len(y)
         model.train()
@@ -415,6 +481,8 @@ class ClassifyTask(Task):
             },
             # what training augmented with ('auto' resolved): test-time augmentation's views
             "augment": list(getattr(self, "augment", None) or getattr(self.ctx, "augment", ())),
+            # the views the run's own accuracy was measured on (train.eval_flip)
+            "eval_views": ["original", "flip"] if self.cfg.train.eval_flip else ["original"],
         }
 
     def _imbalance_meta(self) -> dict:
@@ -433,11 +501,28 @@ class ClassifyTask(Task):
     def describe(self) -> str:
         ds = self.ctx.dataset
         return (
-            f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
-            f"[{n_images(self.train_loader):,} train / "
-            + (f"{n_images(self.val):,} val / " if getattr(self, "val", None) is not None else "")
-            + f"{n_images(self.test_loader):,} test]"
-        ) + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
+            (
+                f"{self.cfg.model.name} ({count_params(self.model):,} params) on {ds.name} "
+                f"[{n_images(self.train_loader):,} train / "
+                + (
+                    f"{n_images(self.val):,} val / "
+                    if getattr(self, "val", None) is not None
+                    else ""
+                )
+                + f"{n_images(self.test_loader):,} test]"
+            )
+            + (" (whole step)" if self.rt.cuda_graph and self.whole is not None else "")
+            + "".join(self._eval_notes())
+        )
+
+    def _eval_notes(self) -> list[str]:
+        t = self.cfg.train
+        notes = []
+        if self.ema_model is not None:
+            notes.append(f", evaluated on the weights' moving average (decay {self.ema_decay:g})")
+        if t.eval_flip:
+            notes.append(", scored on each image and its mirror image")
+        return notes
 
 
 class AdversarialTask(ClassifyTask):

@@ -22,7 +22,6 @@ run continues exactly.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -188,13 +187,6 @@ class SemiTask(ClassifyTask):
             if self.method != "none" and nu
             else None
         )
-        ema = t.ema or (0.99 if self.method == "mean_teacher" else 0.0)
-        self.ema_decay = ema
-        self.ema_model = None
-        if ema > 0:
-            self.ema_model = copy.deepcopy(self.model)
-            for p in self.ema_model.parameters():
-                p.requires_grad_(False)
         nc = ctx.dataset.num_classes
         self.p_model = torch.full((nc,), 1.0 / nc, device=dev)  # running mean prediction
 
@@ -217,22 +209,21 @@ class SemiTask(ClassifyTask):
             f"{len(self.unlabelled_x):,} unlabelled, semi={self.cfg.train.semi}"
         )
 
-    # the EMA teacher is the model that is evaluated and saved; the student is kept in the
-    # task's state
-    def eval_model(self) -> torch.nn.Module:
-        return self.ema_model if self.ema_model is not None else self.model
+    # the EMA teacher (ClassifyTask's weight average, here at a fixed decay from the first
+    # step) is the model that is evaluated and saved; the student is kept in the task's state
+    ema_warmup = False
 
-    def modules(self):
-        return {"model": self.eval_model()}
+    def ema_decay_setting(self) -> float:
+        t = self.cfg.train
+        return t.ema or (0.99 if t.semi == "mean_teacher" else 0.0)
 
     def state(self):
-        tensors = {"p_model": self.p_model, "lab_perm": self.lab_cycle.perm}
-        meta = {"lab_pos": self.lab_cycle.pos}
+        tensors, meta = super().state()
+        tensors.update({"p_model": self.p_model, "lab_perm": self.lab_cycle.perm})
+        meta["lab_pos"] = self.lab_cycle.pos
         if self.unl_cycle is not None:
             tensors["unl_perm"] = self.unl_cycle.perm
             meta["unl_pos"] = self.unl_cycle.pos
-        if self.ema_model is not None:
-            tensors.update({f"student.{k}": v for k, v in self.model.state_dict().items()})
         return tensors, meta
 
     def load_state(self, tensors, meta) -> None:
@@ -244,18 +235,7 @@ class SemiTask(ClassifyTask):
         if self.unl_cycle is not None:
             self.unl_cycle.perm = tensors["unl_perm"].to(self.rt.device)
             self.unl_cycle.pos = int(meta["unl_pos"])
-        if self.ema_model is not None:
-            self.model.load_state_dict(
-                {k[8:]: v for k, v in tensors.items() if k.startswith("student.")}
-            )
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        d = self.ema_decay
-        for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1 - d)
-        for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
-            be.copy_(b)
+        super().load_state(tensors, meta)
 
     def unlabelled_weight(self) -> float:
         t = self.cfg.train
