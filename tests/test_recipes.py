@@ -16,6 +16,7 @@ from cnnlab.train.validate import validate
         ("lenet5-cifar10", "lenet5"),
         ("lenet5-mnist", "lenet5"),
         ("lenet5-fashion-mnist", "lenet5"),
+        ("lenet5-fashion-mnist-fast", "lenet5"),
         ("photos", "alexnet-cifar"),
     ],
 )
@@ -41,3 +42,13 @@ def test_imagenet_recipe_is_the_paper():
         128,
     )
     assert c.data.name == "imagefolder"
+
+
+def test_the_fashion_recipes_average_the_weights_and_score_mirror_images():
+    """Fashion-MNIST's classes keep their meaning when mirrored: both recipes train on
+    mirror images, score each test image with its mirror image and keep a weight average."""
+    for name in ("lenet5-fashion-mnist", "lenet5-fashion-mnist-fast"):
+        c = validate(load_recipe(f"recipes/{name}.yaml"))
+        assert "flip" in c.data.augment.split(",") and c.train.eval_flip and c.train.ema > 0
+    digits = validate(load_recipe("recipes/lenet5-mnist.yaml"))
+    assert "flip" not in digits.data.augment and not digits.train.eval_flip

@@ -38,7 +38,8 @@ def test_gpu_results_script_tiny_on_cpu(tmp_path):
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     files = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-    assert set(files) == {"alexnet-cifar10", "alexnet-fashion-mnist-224", "bench", "alexnet"}
+    names = {"alexnet-cifar10", "alexnet-fashion-mnist-224", "bench", "alexnet", "bench-tta"}
+    assert set(files) == names
     for name, d in files.items():
         assert d["tiny"] is True
         for key in ("command", "commit", "date", "machine", "device", "torch", "seeds", "kind"):

@@ -86,3 +86,14 @@ def test_eval_flip_changes_the_scores_not_the_training(tmp_path):
 def test_eval_flip_without_mirror_augmentation_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="eval_flip.*mirror"):
         fit("classify", tmp_path, "x", "data.augment=crop", "train.eval_flip=true", epochs=1)
+
+
+def test_eval_reproduces_the_number_a_mirror_scored_run_logged(tmp_path):
+    from cnnlab.inference.scoring import score
+
+    res = fit("classify-ema", tmp_path, "own")
+    s = score(res.run_dir, which="last", device="cpu")
+    assert s.metrics["tta"]["views"] == ["original", "flip"]
+    assert s.metrics["tta"]["accuracy"] == res.history[-1]["test_acc"]
+    plain = fit("classify", tmp_path, "plain", epochs=1)
+    assert "tta" not in score(plain.run_dir, which="last", device="cpu").metrics

@@ -18,7 +18,7 @@ from cnnlab.data.datasets import Dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.figures import png_bytes
 from cnnlab.inference.model import average_views, strict_fp32
-from cnnlab.inference.views import View, tta_views
+from cnnlab.inference.views import View, own_views, tta_views
 from cnnlab.metrics import metrics_from_logits, predict_logits
 from cnnlab.progress import track
 from cnnlab.runs.files import atomic_write_bytes, atomic_write_text
@@ -57,7 +57,9 @@ def score(
     ``tta=True`` also scores the test-time-augmented predictions (:func:`tta_views`: the
     flips and shifts the run was trained with) from the same checkpoint and images; the
     plain metrics stay as they are and ``metrics["tta"]`` holds the TTA ones and the
-    accuracy change."""
+    accuracy change. A run that scored itself on each image and its mirror image
+    (``train.eval_flip``) gets those two views in ``metrics["tta"]`` without asking, so
+    the number its training printed is reproduced."""
     if split not in ("test", "train"):
         raise CnnlabError(f"unknown split {split!r}; choose test or train")
     dev = resolve_device(device)
@@ -68,7 +70,8 @@ def score(
             f"dataset {name} has the classes {_short(ds.classes)}, the model "
             f"{_short(meta['classes'])}; evaluate on a dataset with the model's classes"
         )
-    views = tta_views(meta, getattr(ds, "augment", None)) if tta else None
+    # --tta: the views training augmented with; else the views the run scored itself on
+    views = tta_views(meta, getattr(ds, "augment", None)) if tta else own_views(meta)
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
     loader = loader_for(meta, x, y, dev)
     probs = None

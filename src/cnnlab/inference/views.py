@@ -104,6 +104,16 @@ def tta_views(meta: dict, dataset_default: str | None = None, option: str = "--t
     return views
 
 
+def own_views(meta: dict) -> list[View] | None:
+    """The views a run scored itself on while training (``train.eval_flip``: the image and
+    its mirror image), so that ``cnnlab eval`` also prints the number the run logged; None
+    for a run that scored plain images."""
+    names = meta.get("eval_views")
+    if isinstance(names, list) and "flip" in names:
+        return [View(False, 0, 0), View(True, 0, 0)]
+    return None
+
+
 def describe_views(names: list[str]) -> str:
     """``[original, shift(-1,+0), …, flip, …]`` → ``10 views: original and flip, each also
     shifted 1 px up, down, left and right``."""
