@@ -51,9 +51,19 @@ def test_swagger_page_works_offline(backend):
 def run_schemathesis(app, examples: int, headers: dict | None = None) -> int:
     """Schemathesis against a live server (one session, no app start per case)."""
     with live_server(app) as (host, port):
-        return _run(
-            schemathesis.openapi.from_url(f"http://{host}:{port}/openapi.json"), examples, headers
-        )
+        url = f"http://{host}:{port}/openapi.json"
+        return _run(schemathesis.openapi.from_url(url, config=_config()), examples, headers)
+
+
+def _config():
+    """Schemathesis' defaults, and 413 counted as a rejection of invalid data: a request
+    can be invalid in two ways at once (a mistyped option and more images than
+    ``--max-images``), and the server may name either."""
+    from schemathesis.config import SchemathesisConfig
+
+    statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428"]
+    rejected = {"expected-statuses": [*statuses, "429", "5xx"]}
+    return SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": rejected}})
 
 
 def _run(schema, examples: int, headers: dict | None) -> int:
