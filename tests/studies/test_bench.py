@@ -103,6 +103,8 @@ def test_train_argv_is_what_a_user_types():
     argv = bench.train_argv(fm, 1, None, "auto", 0, ["train.batch_size=128"], "/d")
     assert argv == ["--recipe", "lenet5-fashion-mnist", "--data-dir", "/d", "--seed", "1",
                     "--set", "train.batch_size=128"]  # fmt: skip
+    fast = bench.train_argv(bench.TARGETS["fashion-mnist-fast"], 0, None, "auto", 0, (), "/d")
+    assert fast[:2] == ["--recipe", "lenet5-fashion-mnist-fast"]
     assert bench.train_argv(ms, 0, 3, "cpu", 2, (), "/d") == [
         "--seed", "0", "--epochs", "3", "--device", "cpu", "--set", "train.threads=2",
     ]  # fmt: skip

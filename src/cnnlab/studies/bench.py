@@ -74,6 +74,13 @@ TARGETS = {
     "fashion-mnist": Target(
         "lenet5-fashion-mnist", "fashion-mnist", DEFAULT_RECIPE, TTA_FASHION, "FashionMNIST"
     ),
+    "fashion-mnist-fast": Target(
+        "lenet5-fashion-mnist-fast",
+        "fashion-mnist",
+        "lenet5-fashion-mnist-fast",
+        TTA_FASHION,
+        "FashionMNIST",
+    ),
     "mnist-sample": Target(
         "defaults (mnist-sample)", "mnist-sample", None, TTA_MNIST_SAMPLE, "MNIST"
     ),
