@@ -140,12 +140,8 @@ def explain(
     chosen = _choose(model01, loader, n, select, indices, seed)
     idx = torch.tensor(chosen, device=dev)
     x01, y = _pixels(loader, idx), loader.y[idx]
-    with torch.no_grad():
-        p = torch.softmax(model01(x01).float(), 1)
-    prob, pred = p.max(1)
-    one = image if image is not None else chosen[0]
-    if not 0 <= one < len(loader.y):
-        raise CnnlabError(f"--image {one} out of range; the test set has {len(loader.y)} images")
+    prob, pred = _answers(model01, x01)
+    one = _feature_map_image(image, chosen, len(loader.y))
     dark = float(np.mean(meta["input"]["mean"])) < 0.5
     settings = dict(
         ig_steps=ig_steps,
@@ -185,6 +181,21 @@ def _check_settings(n: int, ig_steps: int, internal_batch_size: int, per_eval: i
         raise CnnlabError(f"--ig-steps must be between 2 and 10,000, got {ig_steps}")
     if internal_batch_size < 1 or per_eval < 1:
         raise CnnlabError("the internal batch sizes must be ≥ 1")
+
+
+def _answers(model01, x01) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predicted class's probability and the predicted class, per image."""
+    with torch.no_grad():
+        p = torch.softmax(model01(x01).float(), 1)
+    return p.max(1)
+
+
+def _feature_map_image(image: int | None, chosen: list[int], total: int) -> int:
+    """The test image whose feature and attention maps are drawn: ``--image`` or the first."""
+    one = image if image is not None else chosen[0]
+    if not 0 <= one < total:
+        raise CnnlabError(f"--image {one} out of range; the test set has {total} images")
+    return one
 
 
 def _pixels(loader, idx) -> torch.Tensor:
