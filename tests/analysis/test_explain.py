@@ -17,6 +17,8 @@ from cnnlab.analysis.explain import (
     plot_attention,
     select_indices,
 )
+from cnnlab.analysis.explain_page import explain_html
+from cnnlab.analysis.explain_plots import attention_maps
 from cnnlab.cli import main
 from cnnlab.data.datasets import load_dataset
 from cnnlab.models import create_model, list_models
@@ -134,8 +136,11 @@ def test_attention_maps_when_the_model_has_an_attention_block():
     png = plot_attention(m, x)
     assert png is not None and png[:4] == b"\x89PNG"
     assert last_conv(m) is m[0]  # convs inside the attention block are not "the last conv"
+    (name, att), *more = attention_maps(m, x)
+    assert name == "3" and more == [] and att.shape == (1, 7, 7)  # (heads, side, side)
+    assert torch.allclose(att.sum(), torch.tensor(1.0))  # each query's weights sum to 1
     plain = explainable_copy(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()))
-    assert plot_attention(plain, x) is None
+    assert plot_attention(plain, x) is None and attention_maps(plain, x) == []
 
 
 def test_explain_command_end_to_end(tiny_trained_run, tmp_path, capsys):
@@ -227,3 +232,24 @@ def test_attribution_on_object_only_on_a_plain_background():
     assert not plain_background(photos, dark_background=False)
     ramp = torch.linspace(0, 1, 64).expand(4, 3, 64, 64)  # a smooth scene, no plain border
     assert not plain_background(ramp, dark_background=True)
+
+
+def test_explain_page_says_whether_the_share_on_the_object_was_measured():
+    res = dict(run="/r/x", dataset="mnist", select="first", indices=[3], true=["1"], pred=["7"])
+    res.update(prob=[0.9], methods=["saliency"], seconds=1.0, device="cpu")
+    measured = {**res, "on_object_fraction": {"saliency": 0.75}, "object_area": 0.2}
+    page = explain_html(measured, {"Attribution maps": b"png"})
+    assert "<li>saliency: 0.75</li>" in page and "object covers 0.20" in page
+    assert page.count("data:image/png;base64,") == 1 and "plain background" not in page
+    assert "<tr><td>3</td><td>1</td><td>7</td><td>0.900</td></tr>" in page
+    page = explain_html({**res, "on_object_fraction": {}, "object_area": None}, {})
+    assert "no plain background" in page and "<li>" not in page and "<img" not in page
+
+
+def test_the_old_import_path_keeps_the_public_names():
+    from cnnlab.analysis import attribution, explain, explain_plots
+
+    for name in explain.__all__:
+        assert hasattr(explain, name), name
+    assert explain.attribute is attribution.attribute
+    assert explain.feature_maps is explain_plots.feature_maps

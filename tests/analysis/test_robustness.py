@@ -178,10 +178,11 @@ def test_ood_threshold_is_stored_and_predict_flags(tiny_run, tmp_path, capsys):
 def test_an_ood_threshold_no_better_than_chance_is_not_stored(tiny_run, monkeypatch, capsys):
     """OOD images that are the test images themselves: AUROC 0.5 (chance) — no threshold
     is stored, and the command says so."""
+    from cnnlab.analysis import ood_run
     from cnnlab.analysis import robustness as rb
 
     (tiny_run / "ood.json").unlink(missing_ok=True)
-    monkeypatch.setattr(rb, "_ood_images", lambda name, ev, *a: ev.loader.x)
+    monkeypatch.setattr(ood_run, "_ood_images", lambda name, ev, *a: ev.loader.x)
     assert main(["robustness", str(tiny_run), "--ood", "noise", "--ood-score", "energy"]) == 0
     cap = capsys.readouterr()
     assert "no better than chance" in cap.err and "stored threshold" not in cap.out
@@ -224,3 +225,32 @@ def test_normalized_wrapper_equals_normalising_first():
     w = Normalized(m, [0.3], [0.2])
     x = _images(2)
     assert torch.allclose(w(x), m((x - 0.3) / 0.2), atol=1e-6)
+
+
+def test_robustness_tables_and_section_from_a_result():
+    from cnnlab.analysis.robustness_report import attack_rows, html_section, table_rows
+
+    blur = {"levels": [1, 3], "params": [0.5, 1.5], "acc": [0.8, 0.5], "mean": 0.65}
+    pgd7 = {"eps": [0.1], "acc": [0.2], "steps": 7, "step_size": "eps/4", "random_start": True}
+    res = {"run": "/r/x", "dataset": "mnist", "n": 100, "seed": 0, "clean_acc": 0.9}
+    res.update(corruptions={"blur": blur}, mean_corruption_acc=0.65, pgd=pgd7)
+    header, rows = table_rows(res)
+    assert header == ["test", "sev 1", "sev 3", "mean"]
+    assert rows == [
+        ["clean", "", "", "0.9000"],
+        ["blur", "0.8000", "0.5000", "0.6500"],
+        ["mean corruption", "", "", "0.6500"],
+    ]
+    assert attack_rows(res) == (["attack", "ε=0.1"], [["PGD-7", "0.2000"]])
+    page = html_section(res)
+    assert "mean corruption accuracy 0.6500" in page and "PGD: 7 steps of size eps/4" in page
+    assert "<img" not in page  # no curves given, none embedded
+
+
+def test_the_old_import_path_keeps_the_public_names():
+    from cnnlab.analysis import corruptions, ood_run
+    from cnnlab.analysis import robustness as rb
+
+    for name in rb.__all__:
+        assert hasattr(rb, name), name
+    assert rb.corrupt is corruptions.corrupt and rb.ood is ood_run.ood
