@@ -130,7 +130,7 @@ def test_value_ranges(override, match):
 
 
 def test_a_value_checked_against_the_data_is_checked_by_the_same_function():
-    """data.pad and train.class_weights: one check each, in config.py, which the trainer
+    """data.pad and train.class_weights: one check each, in config/checks.py, which the trainer
     and the loss call again once the image side and the class count are known."""
     from cnnlab.config import check_class_weights, check_pad
 
