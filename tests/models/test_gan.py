@@ -52,5 +52,5 @@ def test_dcgan_init_and_registry():
 
 
 def test_config_names_the_registered_gans():
-    # config.py sits below models and names the GAN models to pick the GAN task
+    # cnnlab.config sits below models and names the GAN models to pick the GAN task
     assert sorted(GAN_MODELS) == list_gans()
