@@ -10,32 +10,38 @@ from torch import nn
 from cnnlab.errors import ConfigError
 from cnnlab.runs.checkpoint import load_checkpoint
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.tasks.classify import ClassifyTask
+from cnnlab.train.ema import WeightAverage, weight_average
 
 from .test_tasks import fit
 
 
-def averaging_task(warmup: bool, decay: float = 0.99) -> ClassifyTask:
-    task = ClassifyTask()
-    task.model = nn.Linear(3, 2)
-    task.ema_model = copy.deepcopy(task.model)
-    task.ema_decay, task.ema_updates, task.ema_warmup = decay, 0, warmup
-    return task
-
-
 @pytest.mark.parametrize("warmup", [True, False])
 def test_the_average_follows_the_weights_with_the_warm_up_decay(warmup):
-    task = averaging_task(warmup)
-    expected = copy.deepcopy(task.model.weight.detach())
+    model = nn.Linear(3, 2)
+    avg = WeightAverage(model, 0.99, warmup)
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    expected = copy.deepcopy(model.weight.detach())
     for n in range(3):
         with torch.no_grad():
-            task.model.weight.add_(1.0)  # a step of the optimiser
+            model.weight.add_(1.0)  # a step of the optimiser
         d = min(0.99, (1 + n) / (10 + n)) if warmup else 0.99
-        expected = d * expected + (1 - d) * task.model.weight.detach()
-        task.update_ema()
-        torch.testing.assert_close(task.ema_model.weight, expected)
-    assert task.ema_updates == 3
-    assert not torch.equal(task.ema_model.weight, task.model.weight)
+        expected = d * expected + (1 - d) * model.weight.detach()
+        avg.update(model)
+        torch.testing.assert_close(avg.model.weight, expected)
+    assert avg.updates == 3
+    assert not torch.equal(avg.model.weight, model.weight)
+
+
+def test_the_student_and_the_update_count_round_trip_through_the_state():
+    student = nn.Linear(3, 2)
+    avg = WeightAverage(student, 0.9)
+    avg.update(student)
+    tensors, meta = avg.state(student)
+    assert set(tensors) == {"student.weight", "student.bias"} and meta == {"ema_updates": 1}
+    other, again = nn.Linear(3, 2), WeightAverage(student, 0.9)
+    again.load_state(other, {**tensors, "p_model": torch.zeros(2)}, meta)
+    assert again.updates == 1 and torch.equal(other.weight, student.weight)
+    assert weight_average(student, 0.0, warmup=True) is None
 
 
 class KeepTask(Callback):
@@ -65,12 +71,12 @@ def test_the_average_is_evaluated_and_saved_and_the_student_is_state(tmp_path):
     weights = [k for k in student if k.endswith("weight")]
     assert any(not torch.equal(student[k], ck.model_state[k]) for k in weights)
     assert all(
-        torch.equal(v, keep.task.ema_model.state_dict()[k]) for k, v in ck.model_state.items()
+        torch.equal(v, keep.task.ema.model.state_dict()[k]) for k, v in ck.model_state.items()
     )
     assert ck.meta["eval_views"] == ["original", "flip"]
     # the recorded test accuracy is the averaged model's, on each image and its mirror
     test_acc = res.history[-1]["test_acc"]
-    assert accuracy(keep.task.ema_model, keep.task.test_loader, flip=True) == test_acc
+    assert accuracy(keep.task.ema.model, keep.task.test_loader, flip=True) == test_acc
 
 
 def test_eval_flip_changes_the_scores_not_the_training(tmp_path):

@@ -10,7 +10,6 @@ alone can be graphed, or the step compiled.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import warnings
 
@@ -25,6 +24,7 @@ from cnnlab.runtime.device import pool_before_activation, settle_precision
 from cnnlab.runtime.graphs import GraphedForward
 from cnnlab.train import finetune, whole_step
 from cnnlab.train.adversarial import make_adversary
+from cnnlab.train.ema import WeightAverage, weight_average
 from cnnlab.train.losses import build_loss, class_counts, class_weights
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
@@ -96,6 +96,7 @@ class ClassifyTask(Task):
         self.capture_seconds = 0.0  # its one-time capture (not in any epoch's time)
         self._forwards: dict[int, GraphedForward] = {}  # evaluation's, per model
         self.adversary = None
+        self.ema: WeightAverage | None = None  # the weights' moving average (train.ema)
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -111,7 +112,8 @@ class ClassifyTask(Task):
         ctx.generator = self.generator  # a streaming set draws its order on the CPU
         self.class_counts = self._class_counts()
         self._build_model()
-        self._build_ema()
+        # the weights' average (train.ema) is evaluated and saved; the student is state
+        self.ema = weight_average(self.model, self.ema_decay_setting(), self.ema_warmup)
 
     def select_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images to train on, after train_limit and the validation split (the
@@ -369,8 +371,8 @@ class ClassifyTask(Task):
             x, y = next(self._batches)
             loss, corr = self.step_fn(x, y)
             n = len(y)
-        if self.ema_model is not None:
-            self.update_ema()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss, n, {"correct": corr}
 
     def epoch_metrics(self, sums: dict[str, float], steps: int) -> dict:
@@ -384,55 +386,27 @@ class ClassifyTask(Task):
         m["test_loss"], m["test_acc"] = self.ctx.reduce_eval(*self.eval_loader(self.test_loader))
         return m
 
-    # -- the weights' moving average (train.ema) ------------------------------------------
+    # -- the weights' moving average (train.ema; cnnlab.train.ema) -------------------------
 
-    #: the EMA's decay ramps up as min(decay, (1 + n) / (10 + n)) over its first updates, so
-    #: that a short run's average does not hold on to the random initialisation
+    #: the average's decay ramps up over its first updates (``ema.warmup_decay``), so that
+    #: a short run's average does not hold on to the random initialisation
     ema_warmup = True
 
     def ema_decay_setting(self) -> float:
+        """The average's decay per step; 0: no average."""
         return self.cfg.train.ema
 
-    def _build_ema(self) -> None:
-        """An exponential moving average of the weights (``train.ema`` > 0: the decay per
-        step). It is the model that is evaluated, selected and saved; the trained weights
-        (the student) are kept in the task's state for an exact resume."""
-        self.ema_decay = self.ema_decay_setting()
-        self.ema_model = None
-        self.ema_updates = 0
-        if self.ema_decay > 0:
-            self.ema_model = copy.deepcopy(self.model)
-            for p in self.ema_model.parameters():
-                p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        d = self.ema_decay
-        if self.ema_warmup:
-            d = min(d, (1 + self.ema_updates) / (10 + self.ema_updates))
-        self.ema_updates += 1
-        for pe, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1 - d)
-        for be, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
-            be.copy_(b)
-
     def eval_model(self) -> torch.nn.Module:
-        """The model that is evaluated and saved: the EMA where one is kept."""
-        return self.ema_model if self.ema_model is not None else self.model
+        """The model that is evaluated and saved: the weights' average where one is kept."""
+        return self.ema.model if self.ema is not None else self.model
 
     def state(self):
-        if self.ema_model is None:
-            return {}, {}
-        tensors = {f"student.{k}": v for k, v in self.model.state_dict().items()}
-        return tensors, {"ema_updates": self.ema_updates}
+        # the trained weights (the student) behind the average, for an exact resume
+        return self.ema.state(self.model) if self.ema is not None else ({}, {})
 
     def load_state(self, tensors, meta) -> None:
-        if self.ema_model is None:
-            return
-        self.model.load_state_dict(
-            {k[8:]: v for k, v in tensors.items() if k.startswith("student.")}
-        )
-        self.ema_updates = int(meta.get("ema_updates", 0))
+        if self.ema is not None:
+            self.ema.load_state(self.model, tensors, meta)
 
     @torch.inference_mode()
     def eval_loader(self, loader) -> tuple[float, float, int]:
@@ -518,8 +492,8 @@ class ClassifyTask(Task):
     def _eval_notes(self) -> list[str]:
         t = self.cfg.train
         notes = []
-        if self.ema_model is not None:
-            notes.append(f", evaluated on the weights' moving average (decay {self.ema_decay:g})")
+        if self.ema is not None:
+            notes.append(self.ema.note())
         if t.eval_flip:
             notes.append(", scored on each image and its mirror image")
         return notes

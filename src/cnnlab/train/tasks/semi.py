@@ -209,8 +209,9 @@ class SemiTask(ClassifyTask):
             f"{len(self.unlabelled_x):,} unlabelled, semi={self.cfg.train.semi}"
         )
 
-    # the EMA teacher (ClassifyTask's weight average, here at a fixed decay from the first
-    # step) is the model that is evaluated and saved; the student is kept in the task's state
+    # the EMA teacher (ClassifyTask's weight average, cnnlab.train.ema, here at a fixed
+    # decay from the first step) is the model that is evaluated and saved; the student is
+    # kept in the task's state
     ema_warmup = False
 
     def ema_decay_setting(self) -> float:
@@ -299,14 +300,14 @@ class SemiTask(ClassifyTask):
                 out_all = model(torch.cat([x, xs]))
                 out, out_u = out_all[: len(x)], out_all[len(x) :]
                 with torch.no_grad():
-                    pt = self.ema_model(xt).float().softmax(1)
+                    pt = self.ema.model(xt).float().softmax(1)
                 lu = F.mse_loss(out_u.float().softmax(1), pt, reduction="sum") / len(xs)
                 loss = loss_fn(out, y) + self.unlabelled_weight() * lu
             else:  # fixmatch
                 xw = norm(weak_augment(xu01, pad, g))
                 xs = norm(strong_augment(xu01, pad, g))
                 with torch.no_grad():
-                    teacher = self.ema_model if self.ema_model is not None else model
+                    teacher = self.ema.model if self.ema is not None else model
                     out_w = teacher(xw)
                 target, mask = self.pseudo_targets(out_w)
                 out_all = model(torch.cat([x, xs]))
@@ -314,7 +315,7 @@ class SemiTask(ClassifyTask):
                 lu = (F.cross_entropy(out_s.float(), target, reduction="none") * mask).mean()
                 loss = loss_fn(out, y) + self.unlabelled_weight() * lu
         self.ctx.step_optimizer(loss, opt, model.parameters())  # clipped per model
-        if self.ema_model is not None:
-            self.update_ema()
+        if self.ema is not None:
+            self.ema.update(self.model)
         m = None if mask is None else mask.mean()
         return loss.detach(), (out.detach().argmax(1) == y).sum(), m
