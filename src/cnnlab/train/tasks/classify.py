@@ -11,7 +11,6 @@ alone can be graphed, or the step compiled.
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import torch
 
@@ -19,66 +18,16 @@ from cnnlab.data.augment import parse_augment
 from cnnlab.data.loader import ResidentLoader
 from cnnlab.data.split import split_train_val
 from cnnlab.errors import ConfigError
-from cnnlab.models import MODELS, count_params, create_model
+from cnnlab.models import count_params
 from cnnlab.runtime.device import pool_before_activation, settle_precision
 from cnnlab.runtime.graphs import GraphedForward
 from cnnlab.train import finetune, whole_step
 from cnnlab.train.adversarial import make_adversary
 from cnnlab.train.ema import WeightAverage, weight_average
+from cnnlab.train.input_size import model_for_input
 from cnnlab.train.losses import build_loss, class_counts, class_weights
 from cnnlab.train.optim import build_optimizer
 from cnnlab.train.task import Task
-
-
-def _fits(name: str, channels: int, classes: int, size: int, options: dict):
-    """The model built for ``size``-px inputs and run on one blank image, or None when it
-    cannot take images that small (a kernel or pooling window larger than what is left)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about the empty layers of a misfit
-            warnings.simplefilter("ignore")
-            model = create_model(name, channels, classes, size, **options)
-            was = model.training
-            model.eval()
-            with torch.no_grad():
-                model(torch.zeros(1, channels, size, size))
-        model.train(was)
-        return model
-    except ConfigError as e:
-        if "cannot build" in str(e):
-            return None
-        raise
-    except RuntimeError:
-        return None
-
-
-def smallest_input(name: str, channels: int, classes: int, options: dict, start: int) -> int:
-    """The smallest image side (> ``start``, ≤ 1024 px) the model takes."""
-    lo, hi = start, max(2 * start, 16)
-    while _fits(name, channels, classes, hi, options) is None:
-        lo, hi = hi, 2 * hi
-        if hi > 1024:
-            raise ConfigError(f"{name} cannot take images of any side up to 1024 px")
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if _fits(name, channels, classes, mid, options) else (mid, hi)
-    return hi
-
-
-def model_for_input(name: str, channels: int, classes: int, size: int, options: dict, hint: str):
-    """``create_model`` checked on one blank image of the given size: a model that cannot
-    take images that small is a ConfigError naming the smallest size that works, with
-    ``hint`` (``{n}``: that size) saying how to ask for it."""
-    model = _fits(name, channels, classes, size, options)
-    if model is not None:
-        return model
-    n = smallest_input(name, channels, classes, options, size)
-    entry = MODELS.get(name)
-    designed = entry.default_input[1]
-    raise ConfigError(
-        f"{entry.name} needs images of at least {n}×{n} px, these are {size}×{size}: "
-        f"use {hint.format(n=n)}"
-        + (f" (or {hint.format(n=designed)}, the size it is designed for)" if designed > n else "")
-    )
 
 
 def n_images(loader) -> int:
