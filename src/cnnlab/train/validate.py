@@ -22,6 +22,15 @@ PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
 
 def validate(cfg: Config) -> Config:
     """Check names against the registries and values against their ranges."""
+    check_names(cfg)
+    check_ranges(cfg)
+    check_modes(cfg)
+    return cfg
+
+
+def check_names(cfg: Config) -> None:
+    """The task, model, dataset (with their options), augmentation, trackers, optimiser,
+    schedule and loss, each against its registry."""
     from cnnlab.data.augment import parse_augment
     from cnnlab.data.datasets import DATASETS
     from cnnlab.models.base import MODELS
@@ -53,6 +62,11 @@ def validate(cfg: Config) -> Config:
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULES.get(cfg.sched.name)
     LOSSES.get(cfg.train.loss)
+
+
+def check_ranges(cfg: Config) -> None:
+    """The numbers: counts, rates and fractions within their ranges, and the pairs of
+    settings that exclude each other."""
     t = cfg.train
     checks = [
         (t.epochs >= 1, "train.epochs must be ≥ 1"),
@@ -93,6 +107,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
     if not 0 < t.nan_lr_factor <= 1:
         raise ConfigError("train.nan_lr_factor must be in (0, 1]")
+
+
+def check_modes(cfg: Config) -> None:
+    """The settings chosen by name: semi-supervised method, precision, channels-last,
+    adversarial training, fine-tuning, CUDA graphs and device."""
+    t = cfg.train
     semis = ("none", "pseudo_label", "mean_teacher", "fixmatch")
     if t.semi not in semis:
         raise ConfigError(choices_msg("semi-supervised method", t.semi, semis))
@@ -118,7 +138,6 @@ def validate(cfg: Config) -> Config:
     dev = t.device.lower()
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ConfigError(f"unknown device {t.device!r}; choose one of: auto, cpu, cuda, cuda:N")
-    return cfg
 
 
 def check_gan(cfg: Config) -> Config:
