@@ -125,69 +125,14 @@ def lr_range_test(
     """Sweep the learning rate on a trainer that is set up (``trainer.setup()``), then
     restore its modules, optimisers, learning rates and RNG states exactly."""
     check_settings(start_lr, end_lr, steps, method, beta, diverge)
-    task = trainer.task
-    modules = task.modules()
-    groups = trainer.schedule.groups
-    saved = {
-        "modules": {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()},
-        "modes": {k: m.training for k, m in modules.items()},
-        "optims": [copy.deepcopy(o.state_dict()) for o in trainer.optimizers],
-        "lrs": [float(g["lr"]) for g in groups],
-        "gen": trainer.generator.get_state(),
-        "cpu": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-    base = list(trainer.schedule.base)
-    from cnnlab.train.finetune import frozen_at
-
-    if frozen_at(trainer.cfg, 1):  # the sweep trains what epoch 1 trains
-        base = [0.0 if g.get("name") == "backbone" else b for g, b in zip(groups, base)]
-    ratio = [b / base[0] if base[0] else 1.0 for b in base]
-    mult = (end_lr / start_lr) ** (1 / (steps - 1))
-    lrs, losses, smoothed = [], [], []
-    avg, best, stopped = 0.0, math.inf, False
-    spe = trainer.steps_per_epoch
+    saved = snapshot(trainer)
+    ratios = lr_ratios(trainer)
     try:
-        for m in modules.values():
-            m.train()
-        epoch, i = 1, 0
-        task.begin_epoch(epoch)
-        with Phases(quiet) as bar:
-            for s in range(steps):
-                lr = start_lr * mult**s
-                for g, r in zip(groups, ratio):
-                    set_lr(g, lr * r)
-                if i == spe:
-                    epoch, i = epoch + 1, 0
-                    task.begin_epoch(epoch)
-                loss, _, _ = task.step(i)
-                i += 1
-                value = float(loss)
-                bar("lr-find", s + 1, steps, f"loss {value:.4f}")
-                if not math.isfinite(value):
-                    stopped = s < steps - 1
-                    break
-                avg = beta * avg + (1 - beta) * value
-                sm = avg / (1 - beta ** (s + 1))
-                lrs.append(lr)
-                losses.append(value)
-                smoothed.append(sm)
-                best = min(best, sm)
-                if s > 5 and sm > diverge * best:
-                    stopped = s < steps - 1
-                    break
+        lrs, losses, smoothed, stopped = sweep(
+            trainer, ratios, start_lr, end_lr, steps, beta, diverge, quiet
+        )
     finally:
-        for k, m in modules.items():
-            m.load_state_dict(saved["modules"][k])
-            m.train(saved["modes"][k])
-        for o, st in zip(trainer.optimizers, saved["optims"]):
-            o.load_state_dict(st)
-        for g, lr in zip(trainer.schedule.groups, saved["lrs"]):
-            set_lr(g, lr)
-        trainer.generator.set_state(saved["gen"])
-        torch.set_rng_state(saved["cpu"])
-        if saved["cuda"] is not None:
-            torch.cuda.set_rng_state_all(saved["cuda"])
+        restore(trainer, saved)
     steepest, min10 = suggest(lrs, smoothed)
     res = LRFindResult(
         lrs,
@@ -201,6 +146,86 @@ def lr_range_test(
         dict(start_lr=start_lr, end_lr=end_lr, steps=steps, beta=beta, diverge=diverge),
     )
     return refuse_nonsense(res, fallback_lr(trainer.cfg.optim.name))
+
+
+def snapshot(trainer) -> dict:
+    """Everything the sweep changes: the modules' weights and train/eval modes, the
+    optimisers' states, the learning rates and the random-number states."""
+    modules = trainer.task.modules()
+    return {
+        "modules": {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()},
+        "modes": {k: m.training for k, m in modules.items()},
+        "optims": [copy.deepcopy(o.state_dict()) for o in trainer.optimizers],
+        "lrs": [float(g["lr"]) for g in trainer.schedule.groups],
+        "gen": trainer.generator.get_state(),
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def restore(trainer, saved: dict) -> None:
+    """Put back what :func:`snapshot` saved."""
+    for k, m in trainer.task.modules().items():
+        m.load_state_dict(saved["modules"][k])
+        m.train(saved["modes"][k])
+    for o, st in zip(trainer.optimizers, saved["optims"]):
+        o.load_state_dict(st)
+    for g, lr in zip(trainer.schedule.groups, saved["lrs"]):
+        set_lr(g, lr)
+    trainer.generator.set_state(saved["gen"])
+    torch.set_rng_state(saved["cpu"])
+    if saved["cuda"] is not None:
+        torch.cuda.set_rng_state_all(saved["cuda"])
+
+
+def lr_ratios(trainer) -> list[float]:
+    """Each parameter group's rate over the first group's (fine-tuning's backbone keeps
+    its ratio to the head; a backbone frozen in epoch 1 gets 0: the sweep trains what
+    epoch 1 trains)."""
+    from cnnlab.train.finetune import frozen_at
+
+    groups, base = trainer.schedule.groups, list(trainer.schedule.base)
+    if frozen_at(trainer.cfg, 1):
+        base = [0.0 if g.get("name") == "backbone" else b for g, b in zip(groups, base)]
+    return [b / base[0] if base[0] else 1.0 for b in base]
+
+
+def sweep(trainer, ratios, start_lr, end_lr, steps, beta, diverge, quiet):
+    """The sweep itself, through the task's own steps: (rates, losses, smoothed losses,
+    whether it stopped early on a diverging or non-finite loss)."""
+    task, groups, spe = trainer.task, trainer.schedule.groups, trainer.steps_per_epoch
+    mult = (end_lr / start_lr) ** (1 / (steps - 1))
+    lrs, losses, smoothed = [], [], []
+    avg, best, stopped = 0.0, math.inf, False
+    for m in task.modules().values():
+        m.train()
+    epoch, i = 1, 0
+    task.begin_epoch(epoch)
+    with Phases(quiet) as bar:
+        for s in range(steps):
+            lr = start_lr * mult**s
+            for g, r in zip(groups, ratios):
+                set_lr(g, lr * r)
+            if i == spe:
+                epoch, i = epoch + 1, 0
+                task.begin_epoch(epoch)
+            loss, _, _ = task.step(i)
+            i += 1
+            value = float(loss)
+            bar("lr-find", s + 1, steps, f"loss {value:.4f}")
+            if not math.isfinite(value):
+                stopped = s < steps - 1
+                break
+            avg = beta * avg + (1 - beta) * value
+            sm = avg / (1 - beta ** (s + 1))
+            lrs.append(lr)
+            losses.append(value)
+            smoothed.append(sm)
+            best = min(best, sm)
+            if s > 5 and sm > diverge * best:
+                stopped = s < steps - 1
+                break
+    return lrs, losses, smoothed, stopped
 
 
 def refuse_nonsense(res: LRFindResult, fallback: float) -> LRFindResult:
