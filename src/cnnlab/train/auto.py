@@ -105,21 +105,39 @@ def _pow2_at_most(n: float) -> int:
     return 1 << max(0, int(math.floor(math.log2(max(1.0, n)))))
 
 
+class Picks:
+    """The choices made so far: :meth:`pick` sets a key that is not in ``given`` and
+    records why."""
+
+    def __init__(self, cfg: Config, given: set[str]) -> None:
+        self.cfg, self.given, self.out = cfg, given, []
+
+    def pick(self, key: str, value: Any, why: str) -> None:
+        if key not in self.given:
+            self.out.append(Choice(key, value, why))
+            set_value(self.cfg, key, value)
+
+
 def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
     """What to set, and why, for the keys not in ``given`` (a pure function of the
     survey and the config: tests call it on made-up surveys)."""
-    out: list[Choice] = []
-
-    def pick(key: str, value: Any, why: str) -> None:
-        if key not in given:
-            out.append(Choice(key, value, why))
-            set_value(cfg, key, value)
-
+    picks = Picks(cfg, given)
     photos = not sv.grey and sv.median_short >= PHOTO_SIDE
-    n_pool = sv.n_train
+    n_train, n_val = plan_split(sv, picks)
+    pretrained = str(cfg.model.init_from).lower() == "imagenet"
+    plan_input(sv, picks, n_train, photos, pretrained)
+    photos = photos or pretrained
+    plan_batch(picks, n_train, photos, pretrained)
+    plan_length(picks, n_train, n_val, photos)
+    return picks.out
+
+
+def plan_split(sv: FolderSurvey, picks: Picks) -> tuple[int, int]:
+    """The validation share; returns (training images, validation images)."""
+    cfg, n_pool = picks.cfg, sv.n_train
     # validation: carved from the training pool unless a val/ folder is kept as validation
     if not sv.n_val_given and n_pool < SMALL_TRAIN and cfg.data.val_fraction > 0:
-        pick(
+        picks.pick(
             "data.val_fraction",
             SMALL_VAL_FRACTION,
             f"{n_pool:,} training images: 10 % would leave too few to choose a checkpoint on",
@@ -128,7 +146,12 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
     n_train = max(1, n_pool - (0 if sv.n_val_given else n_val))
     if cfg.data.train_limit:
         n_train = min(n_train, int(cfg.data.train_limit))
-    pretrained = str(cfg.model.init_from).lower() == "imagenet"
+    return n_train, n_val
+
+
+def plan_input(sv: FolderSurvey, picks: Picks, n_train: int, photos: bool, pretrained: bool):
+    """The model, the input size and normalisation, and the crop padding."""
+    cfg, pick = picks.cfg, picks.pick
     if pretrained:
         pick("model.name", "alexnet-torchvision", "the model torchvision's ImageNet weights fit")
         pick(
@@ -155,7 +178,11 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
         size = int(get_value(cfg, "data.size", 0) or sv.median_short)
         if "crop" in str(cfg.data.augment) or cfg.data.augment == "auto":
             pick("data.pad", max(2, size // 8), "random crops shift by up to 1/8 of the side")
-    photos = photos or pretrained
+
+
+def plan_batch(picks: Picks, n_train: int, photos: bool, pretrained: bool) -> None:
+    """The batch size, and the learning rate that goes with it."""
+    cfg, pick = picks.cfg, picks.pick
     cap = MAX_BATCH if photos else cfg.train.batch_size
     batch = min(cap, _pow2_at_most(n_train / 4))
     if batch != cfg.train.batch_size:
@@ -171,11 +198,17 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
             pick("optim.lr", 1e-4, "Adam's fine-tuning rate: trained weights need small steps")
         elif photos and cfg.optim.name == "adam" and cfg.model.name.startswith("alexnet"):
             pick("optim.lr", 1e-3, "Adam's rate for a batch-norm AlexNet at a small batch")
-        elif bs < 256 and "train.batch_size" not in given and cfg.optim.name == "adam":
+        elif bs < 256 and "train.batch_size" not in picks.given and cfg.optim.name == "adam":
             lr = float(f"{cfg.optim.lr * math.sqrt(bs / 256):.2g}")
             pick(
                 "optim.lr", lr, f"the default {cfg.optim.lr:g} × √({bs}/256) for the smaller batch"
             )
+
+
+def plan_length(picks: Picks, n_train: int, n_val: int, photos: bool) -> None:
+    """The epochs, and how the best checkpoint is chosen."""
+    cfg, pick = picks.cfg, picks.pick
+    bs = cfg.train.batch_size
     steps = max(1, n_train // bs)
     epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, round(TARGET_STEPS / steps))))
     if photos or (epochs != cfg.train.epochs and steps * cfg.train.epochs < TARGET_STEPS):
@@ -187,7 +220,6 @@ def plan(sv: FolderSurvey, cfg: Config, given: set[str]) -> list[Choice]:
             f"{n_val} validation images (one image = {100 / n_val:.1f} points): the best "
             "checkpoint is chosen on the 3-epoch mean validation accuracy",
         )
-    return out
 
 
 def choose(cfg: Config, given: set[str]) -> tuple[list[str], list[str]]:
