@@ -133,6 +133,14 @@ def run(args) -> int:
         raise ConfigError(f"--epochs must be ≥ 1, got {args.epochs}")
     if not args.plain:
         return run_tta(args, loops)
+    return run_plain(args, loops)
+
+
+def run_plain(args, loops) -> int:
+    """``--plain``: the three loops on the plain LeNet-5, the sweeps and AlexNet."""
+    from cnnlab.errors import ConfigError
+    from cnnlab.studies import bench
+
     if args.epochs is None:
         args.epochs = 15
     fractions = _numbers(args.fractions, float, "fractions")
@@ -146,8 +154,22 @@ def run(args) -> int:
         **kwargs_of(args, "alexnet_batch", "alexnet_steps"),
         loops=loops,
     )
+    print_loops(result, args.quick)
+    if result.get("scaling"):
+        print_scaling(result["scaling"])
+    if result.get("alexnet"):
+        print_alexnet(result["alexnet"])
+    path = bench.save(result, _out_path(args))
+    print(f"saved {path} ({result['wall_seconds']:.0f} s)")
+    return 0
+
+
+def print_loops(result: dict, quick: bool) -> None:
+    """The loops' epoch times and times to accuracy, and their memory."""
+    from cnnlab.studies import bench
+
     rows, header = bench.summary_rows(result)
-    title = f"LeNet-5 on Fashion-MNIST{' (quick: synthetic)' if args.quick else ''}"
+    title = f"LeNet-5 on Fashion-MNIST{' (quick: synthetic)' if quick else ''}"
     table(rows, header, title=title)
     print(
         "s/ep: median seconds per epoch; × wall/× cpu: the loop's median epoch time / cnnlab's "
@@ -163,53 +185,56 @@ def run(args) -> int:
         if r["summary"].get("one_time_seconds"):
             print(f"{k}: one-time CUDA-graph capture {r['summary']['one_time_seconds']:.2f} s "
                   "(not in the epoch times)")  # fmt: skip
-    sc = result.get("scaling")
-    if sc:
 
-        def secs(r) -> list[str]:
-            return [f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}"]
 
-        table(
-            [[r["batch_size"], *secs(r), f"{r['images_per_s']:,.0f}"] for r in sc["by_batch_size"]],
-            ["batch", "s/epoch", "cpu s/epoch", "images/s"],
-            title="cnnlab epoch time against batch size",
-        )
-        table(
-            [[f"{r['fraction']:g}", f"{r['images']:,}", *secs(r)] for r in sc["by_dataset_size"]],
-            ["fraction", "images", "s/epoch", "cpu s/epoch"],
-            title="cnnlab epoch time against dataset size",
-        )
-    ax = result.get("alexnet")
-    if ax:
-        graphs = any("graph_train_images_per_s" in r for r in ax["models"].values())
-        rows = []
-        for name, r in ax["models"].items():
-            if "skipped" in r:
-                rows.append([name, "—", "—"] + ["—", "—"] * graphs + [r["skipped"]])
-                continue
-            row = [name, f"{r['train_images_per_s']:,.1f}", f"{r['infer_images_per_s']:,.1f}"]
-            if graphs:
-                row += [
-                    bench.fmt(r.get("graph_train_images_per_s"), "{:,.1f}"),
-                    bench.fmt(r.get("graph_infer_images_per_s"), "{:,.1f}"),
-                ]
-            notes = [
-                f"{what}train {r[p + 'train_vs_torchvision']:.2f}×, "
-                f"infer {r[p + 'infer_vs_torchvision']:.2f}×"
-                for p, what in (("", ""), ("graph_", "graph: "))
-                if p + "train_vs_torchvision" in r
+def print_scaling(sc: dict) -> None:
+    """cnnlab's epoch time against batch size and against dataset size."""
+
+    def secs(r) -> list[str]:
+        return [f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}"]
+
+    table(
+        [[r["batch_size"], *secs(r), f"{r['images_per_s']:,.0f}"] for r in sc["by_batch_size"]],
+        ["batch", "s/epoch", "cpu s/epoch", "images/s"],
+        title="cnnlab epoch time against batch size",
+    )
+    table(
+        [[f"{r['fraction']:g}", f"{r['images']:,}", *secs(r)] for r in sc["by_dataset_size"]],
+        ["fraction", "images", "s/epoch", "cpu s/epoch"],
+        title="cnnlab epoch time against dataset size",
+    )
+
+
+def print_alexnet(ax: dict) -> None:
+    """AlexNet's training and inference images/s, against torchvision's alexnet."""
+    from cnnlab.studies import bench
+
+    graphs = any("graph_train_images_per_s" in r for r in ax["models"].values())
+    rows = []
+    for name, r in ax["models"].items():
+        if "skipped" in r:
+            rows.append([name, "—", "—"] + ["—", "—"] * graphs + [r["skipped"]])
+            continue
+        row = [name, f"{r['train_images_per_s']:,.1f}", f"{r['infer_images_per_s']:,.1f}"]
+        if graphs:
+            row += [
+                bench.fmt(r.get("graph_train_images_per_s"), "{:,.1f}"),
+                bench.fmt(r.get("graph_infer_images_per_s"), "{:,.1f}"),
             ]
-            rows.append(row + ["; ".join(notes) + " torchvision" if notes else "reference"])
-        header = ["model", "train img/s", "infer img/s"]
-        header += ["graph train", "graph infer"] * graphs + ["note"]
-        table(
-            rows,
-            header,
-            title=f"AlexNet, synthetic {ax['size']}² batches of {ax['batch']} — {ax['device']}",
-        )
-    path = bench.save(result, _out_path(args))
-    print(f"saved {path} ({result['wall_seconds']:.0f} s)")
-    return 0
+        notes = [
+            f"{what}train {r[p + 'train_vs_torchvision']:.2f}×, "
+            f"infer {r[p + 'infer_vs_torchvision']:.2f}×"
+            for p, what in (("", ""), ("graph_", "graph: "))
+            if p + "train_vs_torchvision" in r
+        ]
+        rows.append(row + ["; ".join(notes) + " torchvision" if notes else "reference"])
+    header = ["model", "train img/s", "infer img/s"]
+    header += ["graph train", "graph infer"] * graphs + ["note"]
+    table(
+        rows,
+        header,
+        title=f"AlexNet, synthetic {ax['size']}² batches of {ax['batch']} — {ax['device']}",
+    )
 
 
 def run_tta(args, loops) -> int:
