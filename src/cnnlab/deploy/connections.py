@@ -67,86 +67,95 @@ def fd_budget(max_connections: int) -> int:
     return max(1, min(max_connections, soft - FD_RESERVE))
 
 
-def guarded_protocol(header_timeout_s: float, max_header_bytes: int, max_connections: int):
-    """An HttpToolsProtocol class with the limits above (one class per server: it holds
-    the server's queue of connections waiting for headers)."""
-    waiting: OrderedDict = OrderedDict()  # connections in their header phase, oldest first
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above. Its limits and its queue of
+    connections waiting for headers belong to one server: :func:`guarded_protocol` makes
+    the subclass that holds them."""
 
-    class GuardedProtocol(HttpToolsProtocol):
+    limits: dict = {}  # header_timeout_s, max_header_bytes, max_connections
+    waiting: OrderedDict  # connections in their header phase, oldest first
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._timer = None
+        self._header_bytes = 0
+        if len(self.connections) > self.limits["max_connections"]:
+            victim = next(iter(self.waiting), None)
+            if victim is None:  # every connection is busy with a request
+                self._reply(503, "server at its connection limit; retry shortly", 1)
+                return
+            victim._close_quietly()
+        self._arm()
+
+    def _arm(self) -> None:
+        self.waiting[self] = None
+        self.waiting.move_to_end(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self.limits["header_timeout_s"], self._header_timeout)
+
+    def _disarm(self) -> None:
+        self.waiting.pop(self, None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _close_quietly(self) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _reply(self, status: int, msg: str, retry_after: int | None = None) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self.transport.write(error_bytes(status, msg, retry_after))
+            self.transport.close()
+
+    def _header_timeout(self) -> None:
+        self._timer = None
+        if self._header_bytes:  # a request started and stalled: say so
+            s = self.limits["header_timeout_s"]
+            self._reply(408, f"request headers not received within {s:g} s")
+        else:  # an idle connection: close it as the keep-alive timeout does
+            self._close_quietly()
+
+    def data_received(self, data: bytes) -> None:
+        in_headers = self in self.waiting
+        super().data_received(data)
+        if in_headers and self in self.waiting and not self.transport.is_closing():
+            self._header_bytes += len(data)
+            limit = self.limits["max_header_bytes"]
+            if self._header_bytes > limit:
+                self._reply(431, f"request headers exceed the limit of {limit} bytes")
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline and self.cycle.keep_alive:
+            self._arm()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self._reply(400, "malformed HTTP request")
+
+
+def guarded_protocol(header_timeout_s: float, max_header_bytes: int, max_connections: int):
+    """A :class:`GuardedProtocol` class with these limits (one class per server: it holds
+    the server's queue of connections waiting for headers)."""
+
+    class ServerProtocol(GuardedProtocol):
         limits = {
             "header_timeout_s": header_timeout_s,
             "max_header_bytes": max_header_bytes,
             "max_connections": max_connections,
         }
+        waiting = OrderedDict()
 
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._timer = None
-            self._header_bytes = 0
-            if len(self.connections) > max_connections:
-                victim = next(iter(waiting), None)
-                if victim is None:  # every connection is busy with a request
-                    self._reply(503, "server at its connection limit; retry shortly", 1)
-                    return
-                victim._close_quietly()
-            self._arm()
-
-        def _arm(self) -> None:
-            waiting[self] = None
-            waiting.move_to_end(self)
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_later(header_timeout_s, self._header_timeout)
-
-        def _disarm(self) -> None:
-            waiting.pop(self, None)
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-        def _close_quietly(self) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self.transport.close()
-
-        def _reply(self, status: int, msg: str, retry_after: int | None = None) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self.transport.write(error_bytes(status, msg, retry_after))
-                self.transport.close()
-
-        def _header_timeout(self) -> None:
-            self._timer = None
-            if self._header_bytes:  # a request started and stalled: say so
-                self._reply(408, f"request headers not received within {header_timeout_s:g} s")
-            else:  # an idle connection: close it as the keep-alive timeout does
-                self._close_quietly()
-
-        def data_received(self, data: bytes) -> None:
-            in_headers = self in waiting
-            super().data_received(data)
-            if in_headers and self in waiting and not self.transport.is_closing():
-                self._header_bytes += len(data)
-                if self._header_bytes > max_header_bytes:
-                    self._reply(
-                        431, f"request headers exceed the limit of {max_header_bytes} bytes"
-                    )
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            self._header_bytes = 0
-            super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and not self.pipeline and self.cycle.keep_alive:
-                self._arm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def send_400_response(self, msg: str) -> None:
-            self._reply(400, "malformed HTTP request")
-
-    return GuardedProtocol
+    return ServerProtocol
