@@ -76,6 +76,22 @@ def test_restored_after_training_steps_too():
     assert all(torch.equal(w[k], v) for k, v in tr.model.state_dict().items())
 
 
+def test_the_trained_weights_behind_a_moving_average_come_back_too():
+    """With train.ema the task evaluates the average; the sweep must also put back the
+    weights it trains (the student) and the average's update count."""
+    cfg = apply_overrides(Config(), [*FAST, "train.ema=0.9"])
+    tr = Trainer(cfg, quiet=True)
+    tr.setup()
+    tr.task.begin_epoch(1)
+    tr.task.step(0)
+    tensors, meta = copy.deepcopy(tr.task.state())
+    assert tensors and meta["ema_updates"] == 1
+    lr_range_test(tr, steps=12, quiet=True)
+    tensors2, meta2 = tr.task.state()
+    assert meta2 == meta
+    assert all(torch.equal(v, tensors2[k]) for k, v in tensors.items())
+
+
 @pytest.mark.slow  # two runs and a 200-step sweep: ~30 s on 2 busy cores
 def test_lr_auto_picks_a_rate_and_leaves_the_run_unchanged(tmp_path):
     """optim.lr=auto: the run's config records the chosen number, the sweep is saved in the

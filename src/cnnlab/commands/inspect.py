@@ -78,7 +78,7 @@ def run(args) -> int:
     from cnnlab.config import normalise_model_name, parse_scalar
     from cnnlab.errors import ConfigError
     from cnnlab.models import MODELS, count_macs, count_params
-    from cnnlab.train.tasks.classify import model_for_input
+    from cnnlab.train.input_size import model_for_input
 
     entry = MODELS.get(normalise_model_name(args.model))
     c, s = entry.default_input

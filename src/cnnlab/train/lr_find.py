@@ -150,10 +150,12 @@ def lr_range_test(
 
 def snapshot(trainer) -> dict:
     """Everything the sweep changes: the modules' weights and train/eval modes, the
-    optimisers' states, the learning rates and the random-number states."""
+    optimisers' states, the learning rates and the random-number states, and the task's
+    own state (the trained weights behind a moving average, its update count)."""
     modules = trainer.task.modules()
     return {
         "modules": {k: copy.deepcopy(m.state_dict()) for k, m in modules.items()},
+        "task": copy.deepcopy(trainer.task.state()),
         "modes": {k: m.training for k, m in modules.items()},
         "optims": [copy.deepcopy(o.state_dict()) for o in trainer.optimizers],
         "lrs": [float(g["lr"]) for g in trainer.schedule.groups],
@@ -168,6 +170,7 @@ def restore(trainer, saved: dict) -> None:
     for k, m in trainer.task.modules().items():
         m.load_state_dict(saved["modules"][k])
         m.train(saved["modes"][k])
+    trainer.task.load_state(*saved["task"])
     for o, st in zip(trainer.optimizers, saved["optims"]):
         o.load_state_dict(st)
     for g, lr in zip(trainer.schedule.groups, saved["lrs"]):
