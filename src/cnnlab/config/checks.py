@@ -1,5 +1,6 @@
-"""Ranges of config values that the registries do not know about (optimiser constants,
-the seed, sizes, the run name, the sampler, class weights). ``data.pad`` and
+"""Ranges of config values that the registries do not know about (counts, rates and
+fractions, optimiser constants, the seed, sizes, the run name, the sampler, class
+weights): the one place a value's range is checked. ``data.pad`` and
 ``train.class_weights`` are checked again, by the same functions, once the data is
 loaded and the image side and the classes are known."""
 
@@ -37,10 +38,38 @@ def check_run_name(name: str) -> str:
 
 
 def check_values(cfg: Config) -> Config:
-    """Ranges of values the registries do not know about: optimiser constants, the seed,
-    data sizes and the run name."""
+    """Ranges of values the registries do not know about: counts, rates and fractions,
+    the pairs of settings that exclude each other, optimiser constants, the seed, data
+    sizes, the run name and the NaN policy."""
     o, d, t = cfg.optim, cfg.data, cfg.train
     checks = [
+        (t.epochs >= 1, "train.epochs must be ≥ 1"),
+        (t.batch_size >= 1, "train.batch_size must be ≥ 1"),
+        (t.eval_batch_size >= 1, "train.eval_batch_size must be ≥ 1"),
+        (o.lr == "auto" or o.lr > 0, "optim.lr must be > 0 (or auto)"),
+        (o.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (d.train_limit is None or d.train_limit >= 1, "data.train_limit must be ≥ 1"),
+        (
+            d.labels_per_class is None or d.labels_per_class >= 1,
+            "data.labels_per_class must be ≥ 1",
+        ),
+        (
+            d.sampler != "balanced" or not d.labels_per_class,
+            "data.sampler=balanced has nothing to balance with data.labels_per_class: the "
+            "labelled images are already the same number per class",
+        ),
+        (t.steps_per_epoch >= 0, "train.steps_per_epoch must be ≥ 0"),
+        (t.early_stop >= 0, "train.early_stop must be ≥ 0 epochs"),
+        (0 < t.semi_threshold <= 1, "train.semi_threshold must be in (0, 1]"),
+        (t.semi_ratio >= 1, "train.semi_ratio must be ≥ 1"),
+        (0 <= t.ema < 1, "train.ema must be in [0, 1)"),
+        (
+            t.early_stop == 0 or d.val_fraction > 0,
+            "train.early_stop needs a validation split: add --set data.val_fraction=0.1 "
+            "(early stopping never looks at the test set)",
+        ),
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum:g}"),
         (0 <= o.beta1 < 1, f"optim.beta1 must be in [0, 1), got {o.beta1:g}"),
         (0 <= o.beta2 < 1, f"optim.beta2 must be in [0, 1), got {o.beta2:g}"),
@@ -69,6 +98,12 @@ def check_values(cfg: Config) -> Config:
     check_class_weights(t.class_weights)
     if cfg.run.name is not None:
         check_run_name(cfg.run.name)
+    if t.checkpoint_every_steps < 0:
+        raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
+    if t.nan_policy not in ("stop", "skip"):
+        raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
+    if not 0 < t.nan_lr_factor <= 1:
+        raise ConfigError("train.nan_lr_factor must be in (0, 1]")
     return cfg
 
 

@@ -23,7 +23,7 @@ PRECISIONS = ("auto", "fast", "fp32", "bf16", "fp16")
 def validate(cfg: Config) -> Config:
     """Check names against the registries and values against their ranges."""
     check_names(cfg)
-    check_ranges(cfg)
+    check_values(cfg)
     check_modes(cfg)
     return cfg
 
@@ -62,51 +62,6 @@ def check_names(cfg: Config) -> None:
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULES.get(cfg.sched.name)
     LOSSES.get(cfg.train.loss)
-
-
-def check_ranges(cfg: Config) -> None:
-    """The numbers: counts, rates and fractions within their ranges, and the pairs of
-    settings that exclude each other."""
-    t = cfg.train
-    checks = [
-        (t.epochs >= 1, "train.epochs must be ≥ 1"),
-        (t.batch_size >= 1, "train.batch_size must be ≥ 1"),
-        (t.eval_batch_size >= 1, "train.eval_batch_size must be ≥ 1"),
-        (cfg.optim.lr == "auto" or cfg.optim.lr > 0, "optim.lr must be > 0 (or auto)"),
-        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be ≥ 0"),
-        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        (0 <= cfg.data.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (cfg.data.train_limit is None or cfg.data.train_limit >= 1, "data.train_limit must be ≥ 1"),
-        (
-            cfg.data.labels_per_class is None or cfg.data.labels_per_class >= 1,
-            "data.labels_per_class must be ≥ 1",
-        ),
-        (
-            cfg.data.sampler != "balanced" or not cfg.data.labels_per_class,
-            "data.sampler=balanced has nothing to balance with data.labels_per_class: the "
-            "labelled images are already the same number per class",
-        ),
-        (t.steps_per_epoch >= 0, "train.steps_per_epoch must be ≥ 0"),
-        (t.early_stop >= 0, "train.early_stop must be ≥ 0 epochs"),
-        (0 < t.semi_threshold <= 1, "train.semi_threshold must be in (0, 1]"),
-        (t.semi_ratio >= 1, "train.semi_ratio must be ≥ 1"),
-        (0 <= t.ema < 1, "train.ema must be in [0, 1)"),
-        (
-            t.early_stop == 0 or cfg.data.val_fraction > 0,
-            "train.early_stop needs a validation split: add --set data.val_fraction=0.1 "
-            "(early stopping never looks at the test set)",
-        ),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
-    check_values(cfg)
-    if t.checkpoint_every_steps < 0:
-        raise ConfigError("train.checkpoint_every_steps must be ≥ 0 (0 = every epoch only)")
-    if t.nan_policy not in ("stop", "skip"):
-        raise ConfigError(choices_msg("train.nan_policy", t.nan_policy, ("stop", "skip")))
-    if not 0 < t.nan_lr_factor <= 1:
-        raise ConfigError("train.nan_lr_factor must be in (0, 1]")
 
 
 def check_modes(cfg: Config) -> None:
